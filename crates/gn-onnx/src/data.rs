@@ -1,0 +1,138 @@
+//! Tensor payloads: reading `TensorProto` data as numbers, building small tensors,
+//! and reading the IDX files that Fashion-MNIST is distributed in.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::proto::{tensor_proto::DataType, TensorProto};
+
+/// A tensor whose data cannot be read as numbers.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TensorError {
+    #[error("tensor '{name}' has data type {dtype}, which is not numeric")]
+    Unsupported { name: String, dtype: i32 },
+    #[error("tensor '{name}' holds {got} bytes of data, not the {expected} its shape needs")]
+    BadLength { name: String, got: usize, expected: usize },
+    #[error("tensor '{name}' is stored externally and was not inlined")]
+    External { name: String },
+}
+
+/// Number of elements implied by `dims` (1 for a scalar), or `None` on negative dims or overflow.
+pub fn element_count(dims: &[i64]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)))
+}
+
+/// Reads any float or integer tensor as f64 values (row-major).
+pub fn tensor_to_f64(t: &TensorProto) -> Result<Vec<f64>, TensorError> {
+    let name = t.name().to_string();
+    if !t.external_data.is_empty() {
+        return Err(TensorError::External { name });
+    }
+    let expected = element_count(&t.dims).unwrap_or(0);
+    let dtype = t.data_type();
+    let raw = t.raw_data.as_deref();
+    macro_rules! from_raw {
+        ($ty:ty, $conv:expr) => {{
+            let raw = raw.unwrap_or_default();
+            let size = std::mem::size_of::<$ty>();
+            if raw.len() != expected * size {
+                return Err(TensorError::BadLength { name, got: raw.len(), expected: expected * size });
+            }
+            raw.chunks_exact(size)
+                .map(|c| {
+                    let v = <$ty>::from_le_bytes(c.try_into().expect("chunk size"));
+                    #[allow(clippy::redundant_closure_call)]
+                    ($conv)(v)
+                })
+                .collect::<Vec<f64>>()
+        }};
+    }
+    let values = match DataType::try_from(dtype) {
+        Ok(DataType::Float) if raw.is_some() => from_raw!(f32, |v: f32| v as f64),
+        Ok(DataType::Float) => t.float_data.iter().map(|&v| v as f64).collect(),
+        Ok(DataType::Double) if raw.is_some() => from_raw!(f64, |v: f64| v),
+        Ok(DataType::Double) => t.double_data.clone(),
+        Ok(DataType::Float16) if raw.is_some() => from_raw!(u16, |v: u16| half::f16::from_bits(v).to_f64()),
+        Ok(DataType::Float16) => t.int32_data.iter().map(|&v| half::f16::from_bits(v as u16).to_f64()).collect(),
+        Ok(DataType::Bfloat16) if raw.is_some() => from_raw!(u16, |v: u16| half::bf16::from_bits(v).to_f64()),
+        Ok(DataType::Bfloat16) => t.int32_data.iter().map(|&v| half::bf16::from_bits(v as u16).to_f64()).collect(),
+        Ok(DataType::Int64) if raw.is_some() => from_raw!(i64, |v: i64| v as f64),
+        Ok(DataType::Int64) => t.int64_data.iter().map(|&v| v as f64).collect(),
+        Ok(DataType::Int32) if raw.is_some() => from_raw!(i32, |v: i32| v as f64),
+        Ok(DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint16 | DataType::Uint8 | DataType::Bool)
+            if raw.is_none() =>
+        {
+            t.int32_data.iter().map(|&v| v as f64).collect()
+        }
+        Ok(DataType::Int8) => from_raw!(i8, |v: i8| v as f64),
+        Ok(DataType::Uint8 | DataType::Bool) => from_raw!(u8, |v: u8| v as f64),
+        _ => return Err(TensorError::Unsupported { name, dtype }),
+    };
+    if values.len() != expected {
+        return Err(TensorError::BadLength { name, got: values.len(), expected });
+    }
+    Ok(values)
+}
+
+/// A float32 tensor with its data in `raw_data`.
+pub fn tensor_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    }
+}
+
+/// An int64 tensor with its data in `raw_data`.
+pub fn tensor_i64(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Int64 as i32),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    }
+}
+
+/// A failure to read an IDX file.
+#[derive(Debug, thiserror::Error)]
+pub enum IdxError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} is not an unsigned-byte IDX file: {reason}")]
+    Format { path: String, reason: String },
+}
+
+/// Reads an IDX file of unsigned bytes (gzip-compressed if its name ends in `.gz`).
+/// Returns the dimensions and the data.
+pub fn read_idx_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>), IdxError> {
+    let p = path.display().to_string();
+    let io = |source| IdxError::Io { path: p.clone(), source };
+    let file = std::fs::read(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::GzDecoder::new(file.as_slice()).read_to_end(&mut bytes).map_err(io)?;
+    } else {
+        bytes = file;
+    }
+    let fmt = |reason: &str| IdxError::Format { path: p.clone(), reason: reason.into() };
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+        return Err(fmt("bad magic number"));
+    }
+    let ndim = bytes[3] as usize;
+    let header = 4 + 4 * ndim;
+    if bytes.len() < header {
+        return Err(fmt("truncated header"));
+    }
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .collect();
+    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| fmt("dimensions overflow"))?;
+    if bytes.len() - header != count {
+        return Err(fmt("data length does not match the dimensions"));
+    }
+    bytes.drain(..header);
+    Ok((dims, bytes))
+}

@@ -1,0 +1,61 @@
+//! Hands a model to `tract-onnx`: typed shapes (the symbolic batch kept) and execution
+//! on ndarray inputs.
+
+use tract_onnx::prelude::*;
+
+use crate::proto::ModelProto;
+
+/// A failure inside tract, with its message chain flattened to one line.
+#[derive(Debug, thiserror::Error)]
+#[error("tract: {0}")]
+pub struct TractError(pub String);
+
+fn terr(e: impl std::fmt::Display) -> TractError {
+    TractError(e.to_string())
+}
+
+/// A model loaded into tract and optimised, ready to run on any batch size.
+pub struct TractModel {
+    plan: std::sync::Arc<TypedSimplePlan>,
+}
+
+/// Decodes `model` with tract-onnx into its typed form (shapes inferred, symbolic dims kept).
+pub fn typed_model(model: &ModelProto) -> Result<TypedModel, TractError> {
+    let bytes = crate::io::encode(model);
+    let inference = tract_onnx::onnx().model_for_read(&mut bytes.as_slice()).map_err(|e| terr(format!("{e:#}")))?;
+    inference.into_typed().map_err(|e| terr(format!("{e:#}")))
+}
+
+/// The shapes of the model's outputs, as tract infers them (e.g. `batch,10`).
+pub fn output_shapes(model: &ModelProto) -> Result<Vec<String>, TractError> {
+    let typed = typed_model(model)?;
+    typed
+        .output_outlets()
+        .map_err(terr)?
+        .iter()
+        .map(|o| typed.outlet_fact(*o).map(|f| format!("{:?}", f.shape)).map_err(terr))
+        .collect()
+}
+
+impl TractModel {
+    /// Loads and optimises a model.
+    pub fn new(model: &ModelProto) -> Result<Self, TractError> {
+        let typed = typed_model(model)?;
+        let plan = typed
+            .into_optimized()
+            .map_err(|e| terr(format!("{e:#}")))?
+            .into_runnable()
+            .map_err(|e| terr(format!("{e:#}")))?;
+        Ok(TractModel { plan })
+    }
+
+    /// Runs the model on f32 inputs; returns every output as f32.
+    pub fn run(&self, inputs: Vec<tract_ndarray::ArrayD<f32>>) -> Result<Vec<tract_ndarray::ArrayD<f32>>, TractError> {
+        let inputs: TVec<TValue> = inputs.into_iter().map(|a| Tensor::from(a).into()).collect();
+        let outputs = self.plan.run(inputs).map_err(|e| terr(format!("{e:#}")))?;
+        outputs
+            .into_iter()
+            .map(|t| t.into_tensor().into_plain_array::<f32>().map_err(terr))
+            .collect()
+    }
+}

@@ -1,0 +1,435 @@
+//! Pass 1, detect: find every QCFS activation (SPEC §1). Seeds on `Floor`.
+//!
+//! ```text
+//!        x ──► [Mul|Div|Add|Sub|Clip|Max|Min|Relu]* ──► Floor ──► [Sub/Add residue]? ──► [Mul|Div|Add|Sub|Clip|Max|Min]* ──► a
+//!              (each with one dynamic operand and a constant scalar)
+//! ```
+//!
+//! The chain is reduced to a canonical form instead of matched op by op: the ops
+//! before the floor fold into `u = clip(α·x + β, lo, hi)`, the floor gives the integer
+//! level `k = clip(floor(α·x + β), ⌊lo⌋, ⌊hi⌋)`, and the ops after it fold into
+//! `a = clip(γ·k + δ, lo′, hi′)`. That is QCFS, `a = θ·clip(floor(x·L/θ + 1/2), 0, L)/L`,
+//! exactly when β = 1/2, δ = 0, α·γ = 1, the level range is [0, L] with L a positive
+//! integer, and then θ = γ·L. The straight-through residue `(floor(y) − y) + y` of the
+//! "GN code" form is recognised as `floor(y)`. A chain with a `Floor` that is not QCFS is
+//! reported as a near miss with the reason.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use gn_onnx::proto::NodeProto;
+use gn_onnx::Graph;
+
+/// One QCFS activation found in the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// The site's name: the name of its `Floor` node.
+    pub name: String,
+    /// The activation's input value (x).
+    pub input: String,
+    /// The activation's output value (a).
+    pub output: String,
+    /// The trained threshold θ.
+    pub theta: f64,
+    /// The quantization level L.
+    pub levels: u32,
+    /// Names of the nodes of the chain, input to output.
+    pub nodes: Vec<String>,
+    /// The op types of the chain, e.g. `Div → Clip → Mul → Add → Floor → Div → Mul`.
+    pub ops: String,
+}
+
+/// A chain around a `Floor` that is not a QCFS activation, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearMiss {
+    pub node: String,
+    pub ops: String,
+    pub reason: String,
+}
+
+/// What the detect pass found.
+#[derive(Debug, Clone, Default)]
+pub struct Detection {
+    pub sites: Vec<Site>,
+    pub near_misses: Vec<NearMiss>,
+    /// Other activation functions seen (op type → count), for the "no QCFS" message.
+    pub other_activations: BTreeMap<String, usize>,
+}
+
+/// One elementwise op of a chain, as a function of its dynamic operand.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// v ↦ mul·v + add
+    Affine { mul: f64, add: f64 },
+    /// v ↦ clip(v, lo, hi)
+    Clamp { lo: f64, hi: f64 },
+}
+
+/// `clip(a·x + b, lo, hi)`: the canonical form of a chain of [`Step`]s.
+#[derive(Debug, Clone, Copy)]
+struct Canonical {
+    a: f64,
+    b: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Canonical {
+    const IDENTITY: Canonical = Canonical { a: 1.0, b: 0.0, lo: f64::NEG_INFINITY, hi: f64::INFINITY };
+
+    fn apply(self, step: Step) -> Result<Canonical, String> {
+        match step {
+            Step::Affine { mul, add } => {
+                if mul == 0.0 || !mul.is_finite() || !add.is_finite() {
+                    return Err(format!("a scale of {mul} or offset of {add} makes the chain degenerate"));
+                }
+                let (lo, hi) = if mul > 0.0 { (self.lo, self.hi) } else { (self.hi, self.lo) };
+                Ok(Canonical { a: self.a * mul, b: self.b * mul + add, lo: lo * mul + add, hi: hi * mul + add })
+            }
+            Step::Clamp { lo, hi } => {
+                let c = Canonical { lo: self.lo.max(lo), hi: self.hi.min(hi), ..self };
+                if c.lo > c.hi {
+                    return Err("a clamp with an empty range makes the chain constant".into());
+                }
+                Ok(c)
+            }
+        }
+    }
+
+    fn fold(steps: &[Step]) -> Result<Canonical, String> {
+        steps.iter().try_fold(Canonical::IDENTITY, |c, &s| c.apply(s))
+    }
+}
+
+const REL_TOL: f64 = 1e-5;
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= REL_TOL * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Checks that `post ∘ floor ∘ pre` is QCFS; returns (θ, L) or the reason it is not.
+fn check_qcfs(pre: &[Step], post: &[Step]) -> Result<(f64, u32), String> {
+    let pre = Canonical::fold(pre)?;
+    let post = Canonical::fold(post)?;
+    if pre.a <= 0.0 {
+        return Err(format!("the input scale before the floor is {}, QCFS needs L/θ > 0", pre.a));
+    }
+    if post.a <= 0.0 {
+        return Err(format!("the output scale after the floor is {}, QCFS needs θ/L > 0", post.a));
+    }
+    if !close(pre.b, 0.5) {
+        return Err(format!("the floor's rounding offset is {}, QCFS adds 1/2 before the floor", pre.b));
+    }
+    if post.b.abs() > REL_TOL * post.a {
+        return Err(format!("the output is shifted by {}, QCFS has no output offset", post.b));
+    }
+    if !close(pre.a * post.a, 1.0) {
+        return Err(format!(
+            "the input scale {} times the output scale {} is {}, QCFS needs L/θ · θ/L = 1",
+            pre.a,
+            post.a,
+            pre.a * post.a
+        ));
+    }
+    // Integer levels reachable: k ∈ [⌊lo⌋, ⌊hi⌋] before the output clamp, which (δ = 0)
+    // clamps k to [lo′/γ, hi′/γ].
+    let mut k_lo = pre.lo.floor();
+    let mut k_hi = pre.hi.floor();
+    for (bound, is_lo) in [(post.lo / post.a, true), (post.hi / post.a, false)] {
+        if !bound.is_finite() {
+            continue;
+        }
+        let binding = if is_lo { bound > k_lo } else { bound < k_hi };
+        if binding {
+            let level = bound.round();
+            if !close(bound, level) {
+                return Err(format!("the output clamp at {} falls between quantization levels", bound * post.a));
+            }
+            if is_lo {
+                k_lo = level;
+            } else {
+                k_hi = level;
+            }
+        }
+    }
+    if k_lo == f64::NEG_INFINITY {
+        return Err("there is no lower clamp; QCFS clips at 0".into());
+    }
+    if k_lo != 0.0 {
+        return Err(format!("the lowest level is {k_lo}, QCFS clips at 0"));
+    }
+    if k_hi == f64::INFINITY {
+        return Err("there is no upper clamp; QCFS saturates at θ".into());
+    }
+    if k_hi < 1.0 || k_hi > u32::MAX as f64 {
+        return Err(format!("the highest level is {k_hi}, QCFS needs an integer L ≥ 1"));
+    }
+    let levels = k_hi as u32;
+    let theta = post.a * levels as f64;
+    if !(theta.is_finite() && theta > 0.0) {
+        return Err(format!("θ = {theta} is not a positive finite threshold"));
+    }
+    Ok((theta, levels))
+}
+
+/// The step that `node` applies to its dynamic operand `flow`, or why it is not one.
+fn step_of(graph: &Graph, node: &NodeProto, flow: &str) -> Option<Step> {
+    let scalar = |name: &str| graph.scalar_constant(name);
+    let other = |node: &NodeProto| -> Option<(usize, f64)> {
+        if node.input.len() != 2 {
+            return None;
+        }
+        let pos = node.input.iter().position(|i| i == flow)?;
+        if node.input[1 - pos] == flow {
+            return None;
+        }
+        Some((pos, scalar(&node.input[1 - pos])?))
+    };
+    match node.op_type() {
+        "Identity" => Some(Step::Affine { mul: 1.0, add: 0.0 }),
+        "Relu" => Some(Step::Clamp { lo: 0.0, hi: f64::INFINITY }),
+        "Mul" => other(node).map(|(_, c)| Step::Affine { mul: c, add: 0.0 }),
+        "Add" => other(node).map(|(_, c)| Step::Affine { mul: 1.0, add: c }),
+        "Div" => match other(node)? {
+            (0, c) if c != 0.0 => Some(Step::Affine { mul: 1.0 / c, add: 0.0 }),
+            _ => None,
+        },
+        "Sub" => match other(node)? {
+            (0, c) => Some(Step::Affine { mul: 1.0, add: -c }),
+            (_, c) => Some(Step::Affine { mul: -1.0, add: c }),
+        },
+        "Max" => other(node).map(|(_, c)| Step::Clamp { lo: c, hi: f64::INFINITY }),
+        "Min" => other(node).map(|(_, c)| Step::Clamp { lo: f64::NEG_INFINITY, hi: c }),
+        "Clip" => {
+            if node.input.first().map(String::as_str) != Some(flow) {
+                return None;
+            }
+            let bound = |idx: usize, attr: &str, default: f64| -> Option<f64> {
+                match node.input.get(idx).map(String::as_str) {
+                    Some("") | None => Some(
+                        gn_onnx::graph::attr::get_float(node, attr).map(|v| v as f64).unwrap_or(default),
+                    ),
+                    Some(name) => scalar(name),
+                }
+            };
+            Some(Step::Clamp {
+                lo: bound(1, "min", f64::NEG_INFINITY)?,
+                hi: bound(2, "max", f64::INFINITY)?,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The dynamic operand of a candidate chain node: the one input that is not a constant.
+fn flow_input<'a>(graph: &Graph, node: &'a NodeProto) -> Option<&'a str> {
+    let mut dynamic = node.input.iter().filter(|i| !i.is_empty() && graph.constant(i).is_none());
+    let first = dynamic.next()?;
+    dynamic.next().is_none().then_some(first.as_str())
+}
+
+const ACTIVATIONS: &[&str] = &[
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Elu", "Selu", "Softplus",
+    "Mish", "Clip",
+];
+
+/// Runs the detect pass.
+pub fn detect(graph: &Graph) -> Detection {
+    let producers = graph.producers();
+    let consumers = graph.consumers();
+    let outputs: HashSet<String> = graph.output_names().into_iter().collect();
+    let nodes = graph.nodes();
+    let mut detection = Detection::default();
+    let mut claimed: HashSet<usize> = HashSet::new();
+    let readers = |v: &str| consumers.get(v).cloned().unwrap_or_default();
+
+    for (floor_idx, floor) in nodes.iter().enumerate() {
+        if floor.op_type() != "Floor" || floor.input.len() != 1 || floor.output.len() != 1 {
+            continue;
+        }
+        let y = floor.input[0].as_str();
+        // The straight-through residue: Sub(floor(y), y) → Add(·, y).
+        let mut residue: Vec<usize> = Vec::new();
+        let mut after_floor = floor.output[0].clone();
+        if let [sub_idx] = readers(&after_floor)[..] {
+            let sub = &nodes[sub_idx];
+            if sub.op_type() == "Sub" && sub.input.len() == 2 && sub.input[0] == after_floor && sub.input[1] == y {
+                if let [add_idx] = readers(&sub.output[0])[..] {
+                    let add = &nodes[add_idx];
+                    let r = &sub.output[0];
+                    if add.op_type() == "Add"
+                        && add.input.len() == 2
+                        && ((add.input[0] == *r && add.input[1] == y) || (add.input[1] == *r && add.input[0] == y))
+                        && !outputs.contains(r)
+                    {
+                        residue = vec![sub_idx, add_idx];
+                        after_floor = add.output[0].clone();
+                    }
+                }
+            }
+        }
+        let allowed_y_readers: HashSet<usize> = residue.iter().copied().chain([floor_idx]).collect();
+
+        // Walk backwards from the floor's input.
+        let mut pre: Vec<(usize, Step)> = Vec::new();
+        let mut cur = y.to_string();
+        loop {
+            let Some(&p) = producers.get(&cur) else { break };
+            let readers_ok = if cur == y {
+                readers(&cur).iter().all(|r| allowed_y_readers.contains(r))
+            } else {
+                readers(&cur).len() == 1
+            };
+            if !readers_ok || outputs.contains(&cur) || claimed.contains(&p) {
+                break;
+            }
+            let node = &nodes[p];
+            let Some(flow) = flow_input(graph, node) else { break };
+            let Some(step) = step_of(graph, node, flow) else { break };
+            pre.push((p, step));
+            cur = flow.to_string();
+        }
+        pre.reverse();
+        let x_for = |start: usize| -> String {
+            match pre.get(start) {
+                Some(&(p, _)) => flow_input(graph, &nodes[p]).unwrap_or_default().to_string(),
+                None => y.to_string(),
+            }
+        };
+
+        // Walk forwards from the floor (after the residue, if any).
+        let mut post: Vec<(usize, Step)> = Vec::new();
+        let mut cur = after_floor.clone();
+        loop {
+            if outputs.contains(&cur) {
+                break;
+            }
+            let [c] = readers(&cur)[..] else { break };
+            let node = &nodes[c];
+            if node.output.len() != 1 || flow_input(graph, node) != Some(cur.as_str()) {
+                break;
+            }
+            let Some(step) = step_of(graph, node, &cur) else { break };
+            post.push((c, step));
+            cur = node.output[0].clone();
+        }
+
+        let pre_steps: Vec<Step> = pre.iter().map(|&(_, s)| s).collect();
+        let post_steps: Vec<Step> = post.iter().map(|&(_, s)| s).collect();
+        let describe = |start: usize, end: usize| -> (Vec<String>, String) {
+            let mut idx: Vec<usize> = pre[start..].iter().map(|&(i, _)| i).collect();
+            idx.push(floor_idx);
+            idx.extend(&residue);
+            idx.extend(post[..end].iter().map(|&(i, _)| i));
+            let names = idx.iter().map(|&i| nodes[i].name().to_string()).collect();
+            let ops = idx.iter().map(|&i| nodes[i].op_type()).collect::<Vec<_>>().join(" → ");
+            (names, ops)
+        };
+
+        // Longest chain first; drop ops from the ends until it is QCFS.
+        let mut found = None;
+        let mut first_reason = None;
+        'search: for start in 0..=pre.len() {
+            for end in (0..=post.len()).rev() {
+                match check_qcfs(&pre_steps[start..], &post_steps[..end]) {
+                    Ok((theta, levels)) => {
+                        found = Some((start, end, theta, levels));
+                        break 'search;
+                    }
+                    Err(reason) => {
+                        first_reason.get_or_insert(reason);
+                    }
+                }
+            }
+        }
+        let floor_name = if floor.name().is_empty() { format!("floor{floor_idx}") } else { floor.name().to_string() };
+        match found {
+            Some((start, end, theta, levels)) => {
+                let (names, ops) = describe(start, end);
+                let output = if end == 0 { after_floor.clone() } else { nodes[post[end - 1].0].output[0].clone() };
+                claimed.extend(pre[start..].iter().map(|&(i, _)| i));
+                claimed.extend(post[..end].iter().map(|&(i, _)| i));
+                claimed.insert(floor_idx);
+                claimed.extend(&residue);
+                detection.sites.push(Site {
+                    name: floor_name,
+                    input: x_for(start),
+                    output,
+                    theta,
+                    levels,
+                    nodes: names,
+                    ops,
+                });
+            }
+            None => {
+                let (_, ops) = describe(0, post.len());
+                detection.near_misses.push(NearMiss {
+                    node: floor_name,
+                    ops,
+                    reason: first_reason.unwrap_or_else(|| "no chain around the floor".into()),
+                });
+            }
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        if ACTIVATIONS.contains(&n.op_type()) && !claimed.contains(&i) {
+            *detection.other_activations.entry(n.op_type().to_string()).or_default() += 1;
+        }
+    }
+    detection
+}
+
+/// Site names → sites, for lookups by later passes.
+pub fn by_output(sites: &[Site]) -> HashMap<&str, &Site> {
+    sites.iter().map(|s| (s.output.as_str(), s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn affine(mul: f64, add: f64) -> Step {
+        Step::Affine { mul, add }
+    }
+    fn clamp(lo: f64, hi: f64) -> Step {
+        Step::Clamp { lo, hi }
+    }
+
+    #[test]
+    fn standard_form_is_qcfs() {
+        let theta = 2.5;
+        let pre = [affine(1.0 / theta, 0.0), clamp(0.0, 1.0), affine(4.0, 0.0), affine(1.0, 0.5)];
+        let post = [affine(0.25, 0.0), affine(theta, 0.0)];
+        let (t, l) = check_qcfs(&pre, &post).expect("QCFS");
+        assert!((t - theta).abs() < 1e-12);
+        assert_eq!(l, 4);
+    }
+
+    #[test]
+    fn old_qcfs_form_with_max_min_is_qcfs() {
+        let pre = [affine(1.0 / 3.0, 0.0), affine(8.0, 0.0), affine(1.0, 0.5)];
+        let post = [affine(1.0 / 8.0, 0.0), clamp(0.0, f64::INFINITY), clamp(f64::NEG_INFINITY, 1.0), affine(3.0, 0.0)];
+        assert_eq!(check_qcfs(&pre, &post).map(|(_, l)| l), Ok(8));
+    }
+
+    #[test]
+    fn rounding_offset_other_than_half_is_refused() {
+        let pre = [affine(4.0, 0.0), affine(1.0, 0.3)];
+        let post = [clamp(0.0, 4.0), affine(0.25, 0.0)];
+        let err = check_qcfs(&pre, &post).unwrap_err();
+        assert!(err.contains("rounding offset"), "{err}");
+    }
+
+    #[test]
+    fn missing_upper_clamp_is_refused() {
+        let pre = [affine(4.0, 0.5)];
+        let post = [clamp(0.0, f64::INFINITY), affine(0.25, 0.0)];
+        assert!(check_qcfs(&pre, &post).unwrap_err().contains("upper clamp"));
+    }
+
+    #[test]
+    fn mismatched_scales_are_refused() {
+        let pre = [affine(4.0, 0.5), clamp(0.5, 4.5)];
+        let post = [affine(0.5, 0.0)];
+        assert!(check_qcfs(&pre, &post).unwrap_err().contains("= 1"));
+    }
+}

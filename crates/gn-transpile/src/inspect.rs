@@ -1,0 +1,73 @@
+//! `gn-transpile inspect`: the pre-conversion audit. Lists the QCFS sites with θ and L,
+//! classifies every other op as exact in time or not, and says why a chain around a
+//! `Floor` was not taken as QCFS. Writes nothing.
+
+use std::fmt::Write as _;
+
+use gn_onnx::proto::ModelProto;
+use gn_onnx::Graph;
+
+use crate::detect::detect;
+use crate::error::TranspileError;
+use crate::lower::{analyze, Role};
+use crate::neuron::Neuron;
+
+/// Renders the audit of `model` as text.
+pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
+    let mut graph = Graph::new(model.graph.clone().ok_or(TranspileError::NoGraph)?);
+    graph.check_sources()?;
+    graph.topo_order()?;
+    let mut out = String::new();
+    let meta = |k: &str| model.metadata_props.iter().find(|p| p.key() == k).map(|p| p.value().to_string());
+    if let Some(neuron) = meta("gn_transpile.neuron") {
+        let _ = writeln!(
+            out,
+            "converted by gn-transpile {}: neuron {neuron}, τ = {}, T = {}",
+            meta("gn_transpile.version").unwrap_or_default(),
+            meta("gn_transpile.tau").unwrap_or_default(),
+            meta("gn_transpile.timesteps").unwrap_or_default()
+        );
+        if let Some(layers) = meta("gn_transpile.layers") {
+            let _ = writeln!(out, "spiking layers: {layers}");
+        }
+        let compact: Vec<Neuron> = graph.nodes().iter().filter_map(Neuron::from_node).collect();
+        if !compact.is_empty() {
+            let _ = writeln!(out, "{} spiking-layer nodes", compact.len());
+        }
+        return Ok(out);
+    }
+    let detection = detect(&graph);
+    let _ = writeln!(out, "QCFS sites: {}", detection.sites.len());
+    for s in &detection.sites {
+        let _ = writeln!(out, "  {}  θ = {:.6}  L = {}  input {}  ({})", s.name, s.theta, s.levels, s.input, s.ops);
+    }
+    for m in &detection.near_misses {
+        let _ = writeln!(out, "near miss at '{}' ({}): {}", m.node, m.ops, m.reason);
+    }
+    if detection.sites.is_empty() {
+        let _ = writeln!(out, "no QCFS activation: nothing to convert");
+        for (op, n) in &detection.other_activations {
+            let _ = writeln!(out, "  found {op} ×{n}");
+        }
+        return Ok(out);
+    }
+    crate::convert::convert(&mut graph, &detection.sites);
+    let analysis = analyze(&graph)?;
+    let (mut invariant, mut exact, mut other) = (0, 0, Vec::new());
+    for v in &analysis.verdicts {
+        match &v.role {
+            Role::TimeInvariant => invariant += 1,
+            Role::Exact => exact += 1,
+            Role::Spiking => {}
+            Role::Inexact(r) => other.push(format!("  inexact  {} ({}): {r}", v.node, v.op)),
+            Role::Refused(r) => other.push(format!("  refused  {} ({}): {r}", v.node, v.op)),
+        }
+    }
+    let _ = writeln!(out, "time-invariant nodes (computed once): {invariant}");
+    let _ = writeln!(out, "nodes exact in time (run once over T·N samples): {exact}");
+    let _ = writeln!(out, "nodes not exact in time: {}", other.len());
+    for line in other {
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(out)
+}

@@ -1,0 +1,181 @@
+//! The spiking neurons of SPEC §2, defined once: their parameters, the IR node that
+//! stands for a spiking layer between passes, and its expansion into standard ONNX ops.
+//!
+//! IF neuron (threshold θ): `v(0) = θ/2; p = v + x; s = [p ≥ θ]; v = p − s·θ; out = s·θ`.
+//!
+//! Group Neuron of τ members (Algorithm 1, eqs. 8-11): member thresholds θ_i = i·θ/τ,
+//! θ_GN = θ/τ, `v(0) = θ_GN/2; p = v + x; c = Σ_i [p ≥ θ_i] = clip(⌊p/θ_GN⌋, 0, τ);
+//! v = p − c·θ_GN; out = c·θ_GN`.
+//!
+//! IF is the GN with τ = 1, so both expand through the same code:
+//!
+//! ```text
+//!   step t:  p_t = Add(v_{t-1}, x_t) ─► Div(θ_GN) ─► Floor ─► Clip(0, τ) ─► Mul(θ_GN) = out_t
+//!            v_t = Sub(p_t, out_t)
+//! ```
+
+use gn_onnx::graph::attr;
+use gn_onnx::proto::NodeProto;
+use gn_onnx::Graph;
+
+use crate::DOMAIN;
+
+/// Which neuron a spiking layer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Integrate-and-fire: the traditional conversion.
+    If,
+    /// Group Neuron of τ members.
+    Group,
+}
+
+/// The parameters of one spiking layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neuron {
+    pub kind: Kind,
+    /// The site's threshold θ (the QCFS threshold).
+    pub theta: f64,
+    /// Members per group (1 for IF).
+    pub tau: u32,
+    /// The site's QCFS level L (informational).
+    pub levels: u32,
+}
+
+impl Neuron {
+    /// The firing unit: θ_GN = θ/τ (θ for IF).
+    pub fn theta_gn(&self) -> f64 {
+        self.theta / self.tau as f64
+    }
+
+    /// The initial membrane potential, θ_GN/2.
+    pub fn v_init(&self) -> f64 {
+        self.theta_gn() / 2.0
+    }
+
+    /// The op type of the IR node for this neuron.
+    pub fn op_type(&self) -> &'static str {
+        match self.kind {
+            Kind::If => "IFNeuron",
+            Kind::Group => "GroupNeuron",
+        }
+    }
+
+    /// The IR node standing for a spiking layer reading `input` and writing `output`
+    /// (in the ANN's layout, before time is lowered).
+    pub fn node(&self, name: &str, input: &str, output: &str) -> NodeProto {
+        let mut attributes = vec![
+            attr::float("theta", self.theta as f32),
+            attr::int("levels", self.levels as i64),
+            attr::float("v_init", self.v_init() as f32),
+        ];
+        if self.kind == Kind::Group {
+            attributes.push(attr::int("tau", self.tau as i64));
+            attributes.push(attr::float("theta_gn", self.theta_gn() as f32));
+        }
+        NodeProto {
+            input: vec![input.into()],
+            output: vec![output.into()],
+            name: Some(name.into()),
+            op_type: Some(self.op_type().into()),
+            domain: Some(DOMAIN.into()),
+            attribute: attributes,
+            ..Default::default()
+        }
+    }
+
+    /// Reads the neuron back from an IR node, if it is one.
+    pub fn from_node(node: &NodeProto) -> Option<Neuron> {
+        if node.domain() != DOMAIN {
+            return None;
+        }
+        let kind = match node.op_type() {
+            "IFNeuron" => Kind::If,
+            "GroupNeuron" => Kind::Group,
+            _ => return None,
+        };
+        let theta = attr::get_float(node, "theta")? as f64;
+        let levels = attr::get_int(node, "levels").unwrap_or(0) as u32;
+        let tau = match kind {
+            Kind::If => 1,
+            Kind::Group => attr::get_int(node, "tau")? as u32,
+        };
+        Some(Neuron { kind, theta, tau, levels })
+    }
+
+    /// Short name used in node names: `if` or `gn`.
+    pub fn tag(&self) -> &'static str {
+        match self.kind {
+            Kind::If => "if",
+            Kind::Group => "gn",
+        }
+    }
+}
+
+/// The opset-dependent spelling of the few ops the expansion needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Opset(pub i64);
+
+impl Opset {
+    /// `Clip(x, lo, hi)`: bounds as inputs from opset 11.
+    pub fn clip(&self, g: &mut Graph, source: &str, suffix: &str, x: &str, lo: &str, hi: &str) -> String {
+        g.add_node(source, suffix, "Clip", &[x, lo, hi], vec![])
+    }
+
+    /// `Split(x)` into `parts` equal slices along axis 0.
+    pub fn split(&self, g: &mut Graph, source: &str, suffix: &str, x: &str, parts: usize) -> Vec<String> {
+        let attrs = if self.0 >= 18 {
+            vec![attr::int("axis", 0), attr::int("num_outputs", parts as i64)]
+        } else {
+            vec![attr::int("axis", 0)]
+        };
+        g.add_node_multi(source, suffix, "Split", &[x], parts, attrs)
+    }
+
+    /// `Unsqueeze(x)` at axis 0: axes as an input from opset 13.
+    pub fn unsqueeze0(&self, g: &mut Graph, source: &str, suffix: &str, x: &str, axes: &str) -> String {
+        if self.0 >= 13 {
+            g.add_node(source, suffix, "Unsqueeze", &[x, axes], vec![])
+        } else {
+            g.add_node(source, suffix, "Unsqueeze", &[x], vec![attr::ints("axes", &[0])])
+        }
+    }
+}
+
+/// The scalar initializers one spiking layer's expansion reads.
+struct Constants {
+    theta_gn: String,
+    zero: String,
+    tau: String,
+    v_init: String,
+}
+
+fn constants(g: &mut Graph, name: &str, n: &Neuron) -> Constants {
+    Constants {
+        theta_gn: g.add_initializer_f32(&format!("{name}.theta_gn"), &[], &[n.theta_gn() as f32]),
+        zero: g.add_initializer_f32(&format!("{name}.zero"), &[], &[0.0]),
+        tau: g.add_initializer_f32(&format!("{name}.tau"), &[], &[n.tau as f32]),
+        v_init: g.add_initializer_f32(&format!("{name}.v_init"), &[], &[n.v_init() as f32]),
+    }
+}
+
+/// Appends the T steps of a spiking layer named `name` to `g`. `currents[t]` is the
+/// input current at step t+1 (the same value at every step for a time-invariant input).
+/// Returns the output (c·θ_GN) of each step.
+pub fn expand_steps(g: &mut Graph, opset: Opset, name: &str, neuron: &Neuron, currents: &[String]) -> Vec<String> {
+    let k = constants(g, name, neuron);
+    let mut membrane = k.v_init.clone();
+    let mut outputs = Vec::with_capacity(currents.len());
+    for (t, x) in currents.iter().enumerate() {
+        let step = format!("t{}", t + 1);
+        let p = g.add_node(name, &format!("{step}.charge"), "Add", &[&membrane, x], vec![]);
+        let q = g.add_node(name, &format!("{step}.scale"), "Div", &[&p, &k.theta_gn], vec![]);
+        let f = g.add_node(name, &format!("{step}.floor"), "Floor", &[&q], vec![]);
+        let c = opset.clip(g, name, &format!("{step}.spikes"), &f, &k.zero, &k.tau);
+        let out = g.add_node(name, &format!("{step}.out"), "Mul", &[&c, &k.theta_gn], vec![]);
+        if t + 1 < currents.len() {
+            membrane = g.add_node(name, &format!("{step}.reset"), "Sub", &[&p, &out], vec![]);
+        }
+        outputs.push(out);
+    }
+    outputs
+}

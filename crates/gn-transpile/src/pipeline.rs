@@ -1,0 +1,153 @@
+//! The pass list, in order (the paper's Fig. 1(b)), and the conversion entry point.
+//!
+//! 1. [`detect`](crate::detect): find the QCFS sites, θ and L read from the model.
+//! 2. [`convert`](crate::convert): each site becomes an IF spiking layer.
+//! 3. [`group`](crate::group): Algorithm 1, IF → GN of τ members (skipped for `--neuron if`).
+//! 4. [`lower`](crate::lower): time folded into the batch, T steps unrolled.
+//! 5. [`emit`](crate::emit): time-averaged readout, metadata.
+
+use gn_onnx::proto::ModelProto;
+use gn_onnx::Graph;
+
+use crate::detect::{detect, Detection, Site};
+use crate::emit::{readout, set_metadata};
+use crate::error::TranspileError;
+use crate::lower::{lower, LowerOptions};
+use crate::neuron::Opset;
+
+/// The neuron model of the spiking layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeuronKind {
+    /// Integrate-and-fire, the traditional conversion.
+    If,
+    /// Group Neurons (the default).
+    Gn,
+}
+
+/// Largest τ accepted: τ member thresholds per neuron.
+pub const MAX_TAU: u32 = 1024;
+/// Largest T accepted: the emitted graph holds about 6 nodes per step per spiking layer.
+pub const MAX_TIMESTEPS: usize = 512;
+
+/// Conversion options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub neuron: NeuronKind,
+    pub tau: u32,
+    pub timesteps: usize,
+    /// Add `{y}_anytime` outputs holding the readout after every step.
+    pub anytime: bool,
+    /// Convert ops that are not exact in time (MaxPool, Softmax, …) anyway, with a warning.
+    pub allow_inexact: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { neuron: NeuronKind::Gn, tau: 4, timesteps: 4, anytime: false, allow_inexact: false }
+    }
+}
+
+impl Options {
+    pub fn validate(&self) -> Result<(), TranspileError> {
+        if self.tau == 0 || self.tau > MAX_TAU {
+            return Err(TranspileError::Option(format!("--tau must be between 1 and {MAX_TAU}, got {}", self.tau)));
+        }
+        if self.timesteps == 0 || self.timesteps > MAX_TIMESTEPS {
+            return Err(TranspileError::Option(format!(
+                "--timesteps must be between 1 and {MAX_TIMESTEPS}, got {}",
+                self.timesteps
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the conversion found and did, for the summary on stderr.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub detection: Detection,
+    pub spiking_layers: Vec<String>,
+    pub warnings: Vec<String>,
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+}
+
+/// The ONNX opset the model imports for the default domain.
+pub fn default_opset(model: &ModelProto) -> Option<i64> {
+    model.opset_import.iter().find(|o| matches!(o.domain(), "" | "ai.onnx")).map(|o| o.version())
+}
+
+/// Runs the detect pass and turns "nothing found" into an error naming what was found instead.
+pub fn find_sites(graph: &Graph) -> Result<Detection, TranspileError> {
+    let detection = detect(graph);
+    for site in &detection.sites {
+        if !(site.theta.is_finite() && site.theta > 0.0) {
+            return Err(TranspileError::Node {
+                node: site.name.clone(),
+                op: "Floor".into(),
+                reason: format!("θ = {} is not a positive finite threshold", site.theta),
+            });
+        }
+    }
+    if detection.sites.is_empty() {
+        let mut found: Vec<String> = detection.other_activations.iter().map(|(op, n)| format!("{op} ×{n}")).collect();
+        found.extend(detection.near_misses.iter().map(|m| format!("near miss at '{}': {}", m.node, m.reason)));
+        let found = if found.is_empty() { String::new() } else { format!(" (found instead: {})", found.join(", ")) };
+        return Err(TranspileError::NoSites { found });
+    }
+    Ok(detection)
+}
+
+/// Converts a QCFS ANN into a spiking network per `options`.
+pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, Report), TranspileError> {
+    options.validate()?;
+    let opset = default_opset(model).unwrap_or(1);
+    if opset < 11 {
+        return Err(TranspileError::OldOpset(opset));
+    }
+    let mut model = model.clone();
+    let mut graph = Graph::new(model.graph.take().ok_or(TranspileError::NoGraph)?);
+    graph.check_sources()?;
+    graph.topo_order()?;
+    let nodes_before = graph.nodes().len();
+
+    let detection = find_sites(&graph)?;
+    crate::convert::convert(&mut graph, &detection.sites);
+    if options.neuron == NeuronKind::Gn {
+        crate::group::group(&mut graph, options.tau);
+    }
+    let lowered = lower(
+        &mut graph,
+        &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset },
+    )?;
+    readout(&mut graph, &lowered.folded_outputs, options.timesteps, options.anytime, Opset(opset));
+    graph.proto.value_info.clear();
+    graph.remove_dead_nodes();
+    graph.sort()?;
+    let nodes_after = graph.nodes().len();
+    model.graph = Some(graph.into_proto());
+    record_metadata(&mut model, options, &detection.sites);
+
+    Ok((
+        model,
+        Report { detection, spiking_layers: lowered.spiking_layers, warnings: lowered.warnings, nodes_before, nodes_after },
+    ))
+}
+
+fn record_metadata(model: &mut ModelProto, options: &Options, sites: &[Site]) {
+    let props = &mut model.metadata_props;
+    let (neuron, tau) = match options.neuron {
+        NeuronKind::Gn => ("gn", options.tau),
+        NeuronKind::If => ("if", 1),
+    };
+    set_metadata(props, "gn_transpile.version", crate::VERSION.into());
+    set_metadata(props, "gn_transpile.neuron", neuron.into());
+    set_metadata(props, "gn_transpile.tau", tau.to_string());
+    set_metadata(props, "gn_transpile.timesteps", options.timesteps.to_string());
+    set_metadata(props, "gn_transpile.anytime", options.anytime.to_string());
+    let layers: Vec<String> = sites
+        .iter()
+        .map(|s| format!("{{\"site\":{:?},\"theta\":{},\"levels\":{}}}", s.name, s.theta, s.levels))
+        .collect();
+    set_metadata(props, "gn_transpile.layers", format!("[{}]", layers.join(",")));
+}
