@@ -40,12 +40,18 @@ pub fn output_shapes(model: &ModelProto) -> Result<Vec<String>, TractError> {
 impl TractModel {
     /// Loads and optimises a model.
     pub fn new(model: &ModelProto) -> Result<Self, TractError> {
-        let typed = typed_model(model)?;
-        let plan = typed
-            .into_optimized()
-            .map_err(|e| terr(format!("{e:#}")))?
-            .into_runnable()
-            .map_err(|e| terr(format!("{e:#}")))?;
+        Self::with_optimization(model, true)
+    }
+
+    /// Loads a model, optimised or as written. Unoptimised, tract evaluates every op as
+    /// the graph states it (a `Div` stays a division instead of becoming a multiplication
+    /// by the reciprocal), which matters at the exact ties of a `Floor`.
+    pub fn with_optimization(model: &ModelProto, optimize: bool) -> Result<Self, TractError> {
+        let mut typed = typed_model(model)?;
+        if optimize {
+            typed = typed.into_optimized().map_err(|e| terr(format!("{e:#}")))?;
+        }
+        let plan = typed.into_runnable().map_err(|e| terr(format!("{e:#}")))?;
         Ok(TractModel { plan })
     }
 

@@ -1,0 +1,198 @@
+//! The conversion, end to end on the fixtures and on small networks built here:
+//! SPEC §4's invariants, agreement with an independent reference simulator, and
+//! the emitted graph's text snapshot.
+
+use gn_onnx::proto::ModelProto;
+use gn_tests::reference::{self, Layer, Model};
+use gn_tests::{argmax_rows, base_models, fixture_models, mean_square, mse, run_tract, run_tract_2d, step, test_set, ModelBuilder};
+use gn_transpile::{transpile, NeuronKind, Options};
+use ndarray::{Array1, Array2};
+
+fn options(neuron: NeuronKind, tau: u32, timesteps: usize, anytime: bool) -> Options {
+    Options { neuron, tau, timesteps, anytime, allow_inexact: false }
+}
+
+fn convert(model: &ModelProto, o: &Options) -> ModelProto {
+    transpile(model, o).unwrap_or_else(|e| panic!("conversion failed: {e}")).0
+}
+
+/// A deterministic pseudo-random matrix in [-scale, scale].
+fn matrix(rows: usize, cols: usize, seed: u64, scale: f32) -> Array2<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    Array2::from_shape_fn((rows, cols), |_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0) * scale
+    })
+}
+
+/// SPEC §4.1: GN with τ = L at T = 1 reproduces the QCFS ANN.
+#[test]
+fn gn_with_tau_equal_to_l_at_one_step_reproduces_every_fixture() {
+    let (x, _) = test_set(10_000);
+    for path in fixture_models() {
+        let ann = gn_onnx::io::load(&path).unwrap().model;
+        let (_, report) = transpile(&ann, &Options::default()).unwrap();
+        let levels = report.detection.sites[0].levels;
+        assert!(report.detection.sites.iter().all(|s| s.levels == levels));
+        let snn = convert(&ann, &options(NeuronKind::Gn, levels, 1, false));
+        let expected = run_tract(&ann, &x, 500).remove(0);
+        let got = run_tract(&snn, &x, 500).remove(0);
+        let (a, b) = (argmax_rows(&expected), argmax_rows(&got));
+        let flips: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        let rel = mse(&got, &expected) / mean_square(&expected);
+        eprintln!("{}: relative MSE {rel:.2e}, top-1 flips {flips:?}", path.display());
+        // Flips can only come from float rounding at exact ties of floor(x·L/θ + 1/2).
+        assert!(flips.len() * 1000 <= a.len(), "{}: {} top-1 flips", path.display(), flips.len());
+        assert!(rel <= 1e-6, "{}: relative MSE {rel}", path.display());
+    }
+}
+
+/// A small MLP: Gemm → QCFS → Gemm → QCFS → Gemm, as layers and as an ONNX model.
+fn mlp(levels: u32, seed: u64) -> (Vec<Layer>, ModelProto) {
+    let shapes = [(6, 12), (12, 10), (10, 4)];
+    let thetas = [1.3f32, 0.9];
+    let mut layers = Vec::new();
+    let mut b = ModelBuilder::new(&[6]);
+    let mut h = "input".to_string();
+    for (k, &(i, o)) in shapes.iter().enumerate() {
+        let w = matrix(o, i, seed + k as u64, 0.8);
+        let bias = matrix(1, o, seed + 10 + k as u64, 0.3).into_shape_with_order(o).unwrap();
+        h = b.gemm(&h, &w, bias.as_slice().unwrap());
+        layers.push(Layer::Gemm { w, b: Array1::from(bias.to_vec()) });
+        if k < thetas.len() {
+            h = b.qcfs(&h, thetas[k], levels);
+            layers.push(Layer::Qcfs { theta: thetas[k], levels });
+        }
+    }
+    (layers, b.finish(&h, &[4]))
+}
+
+#[test]
+fn emitted_graph_agrees_with_the_reference_simulator() {
+    let x = matrix(64, 6, 99, 2.0);
+    for (levels, seed) in [(4, 1), (8, 7)] {
+        let (layers, model) = mlp(levels, seed);
+        let ann = run_tract_2d(&model, &x).remove(0);
+        let reference_ann = reference::ann(&layers, &x).into_dyn();
+        assert!(gn_tests::max_abs_diff(&ann, &reference_ann) < 1e-5, "the reference ANN is the ONNX model");
+        for (neuron, model_kind, tau) in
+            [(NeuronKind::If, Model::If, 1), (NeuronKind::Gn, Model::Group { tau: 4 }, 4), (NeuronKind::Gn, Model::Group { tau: 2 }, 2)]
+        {
+            let expected = reference::snn(&layers, &x, model_kind, 8);
+            let snn = convert(&model, &options(neuron, tau, 8, true));
+            let outputs = run_tract_2d(&snn, &x);
+            for t in 0..8 {
+                let got = step(&outputs[1], t);
+                let diff = gn_tests::max_abs_diff(&got, &expected[t].clone().into_dyn());
+                assert!(diff <= 1e-5, "{neuron:?} τ={tau} L={levels}: step {} differs by {diff}", t + 1);
+            }
+            for timesteps in 1..=8 {
+                let direct = run_tract_2d(&convert(&model, &options(neuron, tau, timesteps, false)), &x).remove(0);
+                let diff = gn_tests::max_abs_diff(&direct, &expected[timesteps - 1].clone().into_dyn());
+                assert!(diff <= 1e-5, "{neuron:?} τ={tau} T={timesteps}: readout differs by {diff}");
+            }
+        }
+    }
+}
+
+/// SPEC §4.2: IF at T = 1 is QCFS with L = 1.
+#[test]
+fn if_at_one_step_is_qcfs_with_one_level() {
+    let x = matrix(128, 6, 5, 2.0);
+    let (layers, model) = mlp(4, 3);
+    let one_level: Vec<Layer> = layers
+        .iter()
+        .map(|l| match l {
+            Layer::Qcfs { theta, .. } => Layer::Qcfs { theta: *theta, levels: 1 },
+            other => other.clone(),
+        })
+        .collect();
+    let expected = reference::ann(&one_level, &x).into_dyn();
+    let got = run_tract_2d(&convert(&model, &options(NeuronKind::If, 1, 1, false)), &x).remove(0);
+    assert!(gn_tests::max_abs_diff(&got, &expected) <= 1e-5);
+}
+
+/// SPEC §4.3: spike counts of the first spiking layer under a constant current.
+#[test]
+fn constant_current_spike_counts() {
+    let theta = 1.5f32;
+    let mut b = ModelBuilder::new(&[1]);
+    let a = b.qcfs("input", theta, 4);
+    let model = b.finish(&a, &[1]);
+    let currents: Vec<f32> = (0..200).map(|i| -0.5 + i as f32 * 0.01137).collect();
+    let x = Array2::from_shape_vec((currents.len(), 1), currents.clone()).unwrap();
+    for timesteps in [1usize, 3, 4, 7, 16] {
+        for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, 4), (NeuronKind::Gn, 3)] {
+            let out = run_tract_2d(&convert(&model, &options(neuron, tau, timesteps, false)), &x).remove(0);
+            let unit = theta / tau as f32;
+            for (i, &c) in currents.iter().enumerate() {
+                let spikes = (out[[i, 0]] * timesteps as f32 / unit).round();
+                let expected = ((timesteps as f32 * c + unit / 2.0) / unit).floor().clamp(0.0, (tau as usize * timesteps) as f32);
+                // Rounding may differ only where T·x + θ_GN/2 lands exactly on a level.
+                let at_tie = (((timesteps as f32 * c + unit / 2.0) / unit).fract()).abs() < 1e-4;
+                assert!(
+                    spikes == expected || at_tie,
+                    "{neuron:?} τ={tau} T={timesteps} x={c}: {spikes} spikes, SPEC §4.3 says {expected}"
+                );
+            }
+        }
+    }
+}
+
+/// SPEC §4.4 on the resnet20 fixture (L = 8, τ = 4): GN is closer to the ANN than IF at
+/// small T, and both approach the ANN as T grows.
+#[test]
+fn resnet20_gn_beats_if_at_small_t() {
+    let Some((_, path)) = base_models().into_iter().find(|(n, _)| n == "resnet20_l8") else {
+        panic!("fixtures/models/resnet20_l8.onnx is missing");
+    };
+    let (x, _) = test_set(400);
+    let ann = gn_onnx::io::load(&path).unwrap().model;
+    let expected = run_tract(&ann, &x, 200).remove(0);
+    let anytime = |neuron| run_tract(&convert(&ann, &options(neuron, 4, 32, true)), &x, 200).remove(1);
+    let (gn, if_) = (anytime(NeuronKind::Gn), anytime(NeuronKind::If));
+    let curve = |a: &ndarray::ArrayD<f32>| (0..32).map(|t| mse(&step(a, t), &expected)).collect::<Vec<_>>();
+    let (gn, if_) = (curve(&gn), curve(&if_));
+    eprintln!("GN MSE by T: {gn:.4?}\nIF MSE by T: {if_:.4?}");
+    for t in [1, 2, 4, 8] {
+        assert!(gn[t - 1] < if_[t - 1], "T={t}: GN {} is not below IF {}", gn[t - 1], if_[t - 1]);
+    }
+    assert!(gn[31] < 0.5 * gn[0], "GN at T=32 ({}) is not well below T=1 ({})", gn[31], gn[0]);
+    assert!(if_[31] < 0.2 * if_[0], "IF at T=32 ({}) is not well below T=1 ({})", if_[31], if_[0]);
+}
+
+#[test]
+fn the_emitted_graph_keeps_the_interface_and_records_the_conversion() {
+    let path = gn_tests::fixtures().join("models/cnn_l4_dynamo_op18.onnx");
+    let ann = gn_onnx::io::load(&path).unwrap().model;
+    let snn = convert(&ann, &options(NeuronKind::Gn, 4, 4, true));
+    let (g0, g1) = (ann.graph.as_ref().unwrap(), snn.graph.as_ref().unwrap());
+    assert_eq!(g0.input, g1.input, "same inputs, names, types and symbolic batch");
+    assert_eq!(g0.output[0], g1.output[0]);
+    assert_eq!(g1.output[1].name(), "logits_anytime");
+    assert_eq!(ann.opset_import, snn.opset_import, "the opset is kept");
+    let meta = |k: &str| snn.metadata_props.iter().find(|p| p.key() == k).map(|p| p.value().to_string());
+    assert_eq!(meta("gn_transpile.neuron").as_deref(), Some("gn"));
+    assert_eq!(meta("gn_transpile.tau").as_deref(), Some("4"));
+    assert_eq!(meta("gn_transpile.timesteps").as_deref(), Some("4"));
+    assert!(meta("gn_transpile.layers").unwrap().contains("\"levels\":4"));
+    assert!(g1.node.iter().all(|n| n.domain().is_empty()), "standard ONNX ops only");
+    let output_shapes = gn_onnx::tract_bridge::output_shapes(&snn).unwrap();
+    assert_eq!(output_shapes.len(), 2);
+    assert!(output_shapes[1].starts_with("4,"), "anytime output is [T, batch, 10]: {output_shapes:?}");
+}
+
+/// The text of one emitted graph, so that a reviewer sees what a change does to the
+/// output. Set UPDATE_SNAPSHOTS=1 to rewrite it.
+#[test]
+fn snapshot_of_an_emitted_graph() {
+    let (_, model) = mlp(4, 1);
+    let snn = convert(&model, &options(NeuronKind::Gn, 4, 2, false));
+    let text = gn_onnx::Graph::new(snn.graph.unwrap()).render();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/mlp_gn_tau4_t2.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() || !path.exists() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    similar_asserts::assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}

@@ -1,0 +1,170 @@
+//! Model I/O: byte-identical round trips, external data, and typed errors on bad input.
+
+use std::fs;
+
+use gn_onnx::io::{decode, encode, load, load_bytes, save, IoError};
+use gn_onnx::proto::{tensor_proto, StringStringEntryProto};
+use gn_onnx::{Graph, GraphError};
+use gn_tests::fixture_models;
+
+#[test]
+fn every_fixture_round_trips_byte_for_byte() {
+    let models = fixture_models();
+    assert!(models.len() >= 2, "fixtures/models holds the exported models");
+    for path in models {
+        let bytes = fs::read(&path).unwrap();
+        let model = decode(&bytes, &path.display().to_string()).unwrap();
+        assert!(encode(&model) == bytes, "{} changed in a decode/encode round trip", path.display());
+    }
+}
+
+#[test]
+fn the_fixture_set_has_a_dynamo_opset_18_and_a_legacy_opset_13_export() {
+    let opsets: Vec<(String, i64, usize)> = fixture_models()
+        .iter()
+        .map(|p| {
+            let m = load(p).unwrap().model;
+            let constants = m.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type() == "Constant").count();
+            (m.producer_name().to_string(), gn_transpile::pipeline::default_opset(&m).unwrap(), constants)
+        })
+        .collect();
+    assert!(opsets.iter().any(|(_, v, _)| *v == 18), "{opsets:?}");
+    assert!(opsets.iter().any(|(_, v, c)| *v == 13 && *c > 0), "legacy opset 13 with Constant nodes: {opsets:?}");
+}
+
+#[test]
+fn external_data_is_inlined_and_matches_the_single_file_export() {
+    let dir = gn_tests::fixtures().join("models");
+    let external = load(&dir.join("external/cnn_l4_dynamo_op18_external.onnx")).unwrap().model;
+    let single = load(&dir.join("cnn_l4_dynamo_op18.onnx")).unwrap().model;
+    let count = |m: &gn_onnx::proto::ModelProto| m.graph.as_ref().unwrap().initializer.len();
+    assert_eq!(count(&external), count(&single));
+    for t in &external.graph.as_ref().unwrap().initializer {
+        assert!(t.external_data.is_empty(), "{} still points to a side file", t.name());
+        let same = single.graph.as_ref().unwrap().initializer.iter().find(|u| u.name() == t.name()).unwrap();
+        assert_eq!(
+            gn_onnx::data::tensor_to_f64(t).unwrap(),
+            gn_onnx::data::tensor_to_f64(same).unwrap(),
+            "tensor {}",
+            t.name()
+        );
+    }
+    // A model with external data cannot be resolved from bytes alone.
+    let bytes = fs::read(dir.join("external/cnn_l4_dynamo_op18_external.onnx")).unwrap();
+    assert!(matches!(load_bytes(&bytes), Err(IoError::ExternalData { .. })));
+}
+
+#[test]
+fn bad_bytes_give_typed_errors() {
+    let good = fs::read(gn_tests::fixtures().join("models/cnn_l4.onnx")).unwrap();
+    assert!(matches!(decode(&[], "empty"), Err(IoError::Empty { .. })));
+    assert!(matches!(decode(&good[..good.len() / 2], "half"), Err(IoError::Decode { .. })));
+    assert!(matches!(decode(b"this is not a protobuf at all, just text", "text"), Err(IoError::Decode { .. } | IoError::NoGraph { .. })));
+    // Field 7 (graph), length-delimited, declaring 2^40 bytes that are not there.
+    let absurd = [0x3a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x01, 0x02];
+    assert!(matches!(decode(&absurd, "absurd"), Err(IoError::Decode { .. })));
+    // A valid protobuf that is not a model.
+    assert!(matches!(decode(&[0x08, 0x07], "ir only"), Err(IoError::NoGraph { .. })));
+    for n in [1, 7, 100, 1000, good.len() - 1] {
+        let _ = decode(&good[..n], "prefix"); // never panics
+    }
+}
+
+fn with_location(location: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = load(&gn_tests::fixtures().join("models/cnn_l4.onnx")).unwrap().model;
+    let t = &mut model.graph.as_mut().unwrap().initializer[0];
+    t.raw_data = None;
+    t.float_data.clear();
+    t.data_location = Some(tensor_proto::DataLocation::External as i32);
+    t.external_data = vec![StringStringEntryProto { key: Some("location".into()), value: Some(location.into()) }];
+    let path = dir.path().join("sub/model.onnx");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, encode(&model)).unwrap();
+    fs::write(dir.path().join("outside.bin"), vec![0u8; 1 << 16]).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    for location in ["../outside.bin", "/etc/passwd", "a/../../outside.bin"] {
+        let (_dir, path) = with_location(location);
+        match load(&path) {
+            Err(IoError::ExternalData { tensor, reason }) => {
+                assert!(!tensor.is_empty());
+                assert!(reason.contains(location), "{reason}");
+            }
+            other => panic!("{location}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A link inside the folder that points out of it.
+    let (dir, path) = with_location("link.bin");
+    std::os::unix::fs::symlink(dir.path().join("outside.bin"), dir.path().join("sub/link.bin")).unwrap();
+    let err = load(&path).unwrap_err().to_string();
+    assert!(err.contains("outside the model's folder"), "{err}");
+}
+
+#[test]
+fn a_cyclic_graph_is_a_typed_error() {
+    let mut model = load(&gn_tests::fixtures().join("models/cnn_l4.onnx")).unwrap().model;
+    let g = model.graph.as_mut().unwrap();
+    // Make the first node read the output of the last one.
+    let last = g.node.last().unwrap().output[0].clone();
+    let first_conv = g.node.iter().position(|n| n.op_type() == "Conv").unwrap();
+    g.node[first_conv].input[0] = last;
+    let graph = Graph::new(g.clone());
+    assert!(matches!(graph.topo_order(), Err(GraphError::Cycle { .. })));
+    let err = gn_transpile::transpile(&model, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("cycle"), "{err}");
+}
+
+#[test]
+fn save_is_atomic_and_never_overwrites_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.onnx");
+    fs::copy(gn_tests::fixtures().join("models/cnn_l4.onnx"), &src).unwrap();
+    let model = load(&src).unwrap().model;
+    assert!(matches!(save(&model, &src, Some(&src)), Err(IoError::OverwritesInput { .. })));
+    let alias = dir.path().join("./in.onnx");
+    assert!(matches!(save(&model, &alias, Some(&src)), Err(IoError::OverwritesInput { .. })));
+    let out = dir.path().join("out.onnx");
+    save(&model, &out, Some(&src)).unwrap();
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&src).unwrap());
+    // A folder that does not exist: an error, and nothing left behind.
+    let missing = dir.path().join("no/such/dir/out.onnx");
+    assert!(matches!(save(&model, &missing, None), Err(IoError::Write { .. })));
+    let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+}
+
+#[test]
+fn graph_ir_finds_constants_and_renders_one_line_per_node() {
+    for name in ["cnn_l4.onnx", "cnn_l4_legacy_op13.onnx", "cnn_l4_dynamo_op18.onnx"] {
+        let model = load(&gn_tests::fixtures().join("models").join(name)).unwrap().model;
+        let graph = Graph::new(model.graph.unwrap());
+        let order = graph.topo_order().unwrap();
+        assert_eq!(order.len(), graph.nodes().len());
+        let floor = graph.nodes().iter().find(|n| n.op_type() == "Floor").unwrap();
+        // The scalar added before the floor is 1/2, whether initializer or Constant node.
+        let producers = graph.producers();
+        let add = &graph.nodes()[producers[&floor.input[0]]];
+        let half: Vec<f64> = add.input.iter().filter_map(|i| graph.scalar_constant(i)).collect();
+        assert_eq!(half, vec![0.5], "{name}");
+        let text = graph.render();
+        assert_eq!(text.lines().filter(|l| l.contains(": ")).count(), graph.nodes().len());
+    }
+}
+
+#[test]
+fn dead_nodes_are_removed_and_names_are_unique() {
+    let model = load(&gn_tests::fixtures().join("models/cnn_l4.onnx")).unwrap().model;
+    let mut graph = Graph::new(model.graph.unwrap());
+    let before = graph.nodes().len();
+    let first = graph.nodes()[0].name().to_string();
+    let a = graph.add_node(&first, "probe", "Identity", &["input"], vec![]);
+    let b = graph.add_node(&first, "probe", "Identity", &["input"], vec![]);
+    assert_eq!(a, format!("{first}.probe"));
+    assert_eq!(b, format!("{first}.probe.1"));
+    assert_eq!(graph.remove_dead_nodes(), 2);
+    assert_eq!(graph.nodes().len(), before);
+}

@@ -1,0 +1,82 @@
+//! An independent reference simulator, written straight from the paper's equations
+//! (8)-(11) and SPEC §2, with member thresholds and Heaviside steps taken literally.
+//! It shares no code with the emitter: it runs a small MLP of Gemm and QCFS layers.
+
+use ndarray::{Array1, Array2};
+
+/// One layer of a small reference network.
+#[derive(Debug, Clone)]
+pub enum Layer {
+    /// `x @ wᵀ + b`, w of shape [out, in].
+    Gemm { w: Array2<f32>, b: Array1<f32> },
+    /// QCFS with threshold θ and L levels.
+    Qcfs { theta: f32, levels: u32 },
+}
+
+/// The neuron model to simulate.
+#[derive(Debug, Clone, Copy)]
+pub enum Model {
+    /// Integrate-and-fire with threshold θ.
+    If,
+    /// Group Neuron of τ members.
+    Group { tau: u32 },
+}
+
+/// The QCFS ANN: a = θ · clip(floor(x·L/θ + 1/2) / L, 0, 1).
+pub fn ann(layers: &[Layer], x: &Array2<f32>) -> Array2<f32> {
+    let mut h = x.clone();
+    for layer in layers {
+        h = match layer {
+            Layer::Gemm { w, b } => h.dot(&w.t()) + b,
+            Layer::Qcfs { theta, levels } => {
+                let l = *levels as f32;
+                h.mapv(|v| theta * ((v * l / theta + 0.5).floor() / l).clamp(0.0, 1.0))
+            }
+        };
+    }
+    h
+}
+
+/// The SNN under direct encoding: for each step t = 1..T the readout averaged over
+/// steps 1..t (the anytime readout); element T−1 is the T-step readout.
+pub fn snn(layers: &[Layer], x: &Array2<f32>, model: Model, timesteps: usize) -> Vec<Array2<f32>> {
+    // Member thresholds θ_i = i·θ/τ (Algorithm 1); IF has the single threshold θ.
+    let members = |theta: f32| -> (Vec<f32>, f32) {
+        match model {
+            Model::If => (vec![theta], theta),
+            Model::Group { tau } => ((1..=tau).map(|i| i as f32 * theta / tau as f32).collect(), theta / tau as f32),
+        }
+    };
+    let mut membranes: Vec<Option<Array2<f32>>> = vec![None; layers.len()];
+    let mut sum: Option<Array2<f32>> = None;
+    let mut readouts = Vec::with_capacity(timesteps);
+    for t in 1..=timesteps {
+        let mut h = x.clone();
+        for (k, layer) in layers.iter().enumerate() {
+            h = match layer {
+                Layer::Gemm { w, b } => h.dot(&w.t()) + b,
+                Layer::Qcfs { theta, .. } => {
+                    let (thresholds, unit) = members(*theta);
+                    // v(0) = θ_GN / 2 for every member (θ/2 for IF).
+                    let v = membranes[k].get_or_insert_with(|| Array2::from_elem(h.dim(), unit / 2.0));
+                    let mut out = Array2::zeros(h.dim());
+                    for ((vi, &xi), oi) in v.iter_mut().zip(h.iter()).zip(out.iter_mut()) {
+                        let p = *vi + xi; // eq. (8): charge
+                        // eq. (9): member i fires iff p ≥ θ_i; eq. (11): aggregate the spikes.
+                        let count = thresholds.iter().filter(|&&th| p >= th).count() as f32;
+                        *vi = p - count * unit; // eq. (10): lateral soft reset
+                        *oi = count * unit;
+                    }
+                    out
+                }
+            };
+        }
+        let s = match sum.take() {
+            Some(s) => s + &h,
+            None => h,
+        };
+        readouts.push(&s / t as f32);
+        sum = Some(s);
+    }
+    readouts
+}
