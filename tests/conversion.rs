@@ -28,7 +28,7 @@ fn matrix(rows: usize, cols: usize, seed: u64, scale: f32) -> Array2<f32> {
 /// SPEC §4.1: GN with τ = L at T = 1 reproduces the QCFS ANN.
 #[test]
 fn gn_with_tau_equal_to_l_at_one_step_reproduces_every_fixture() {
-    let (x, _) = test_set(10_000);
+    let (x, _) = test_set(gn_tests::image_count());
     for path in fixture_models() {
         let ann = gn_onnx::io::load(&path).unwrap().model;
         let (_, report) = transpile(&ann, &Options::default()).unwrap();

@@ -6,13 +6,8 @@
 //! image's logits then differ by one level's contribution (about 1e-2), the others agree
 //! to float rounding. Measured on the first 1,000 test images: one image per model.
 
-use gn_tests::{argmax_rows, fixture_models, max_abs_diff, run_tract, stored_logits, test_set};
+use gn_tests::{argmax_rows, image_count, fixture_models, max_abs_diff, run_tract, stored_logits, test_set};
 use ndarray::{s, Axis};
-
-/// Images checked (the first ones of the test set); `GN_TEST_IMAGES` overrides.
-fn image_count() -> usize {
-    std::env::var("GN_TEST_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
-}
 
 #[test]
 fn tract_reproduces_the_stored_onnx_runtime_logits() {

@@ -18,6 +18,12 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
+/// Test images used by the slower tests (the first ones of the test set): 2,000, or
+/// `GN_TEST_IMAGES`. `cargo xtask verify --full` covers all 10,000.
+pub fn image_count() -> usize {
+    std::env::var("GN_TEST_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
+}
+
 /// Every `.onnx` file under `fixtures/models`, sorted.
 pub fn fixture_models() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

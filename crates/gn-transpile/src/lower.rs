@@ -7,7 +7,7 @@
 //!   input ─► prefix (time-invariant, runs once on [N, …]) ─► Neuron ─► [T·N, …] ─► Conv ─► Neuron ─► … ─► output [T·N, …]
 //!
 //!   Neuron on a time-invariant input x:   x, x, …, x ─► T steps ─► Concat(axis 0)
-//!   Neuron on a folded input:             Split(axis 0, T) ─► T steps ─► Concat(axis 0)
+//!   Neuron on a folded input:             Reshape [T, -1] ─► Split(T) ─► T steps ─► Concat ─► Reshape(Shape(x))
 //! ```
 //!
 //! Every value is classified as constant, time-invariant (`[N, …]`), folded (`[T·N, …]`)
@@ -24,7 +24,7 @@ use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
 use crate::error::TranspileError;
-use crate::neuron::{expand_steps, Neuron, Opset};
+use crate::neuron::{expand_layer, Current, Neuron, Opset};
 
 /// When a value is computed, relative to the time steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,21 +270,11 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
         let Some(mut node) = slots[idx].take() else { continue };
         if let Some(neuron) = Neuron::from_node(&node) {
             let name = node.name().to_string();
-            let (x, z) = (node.input[0].clone(), node.output[0].clone());
-            let currents = match classes.get(&x) {
-                Some(TimeClass::Folded) if t > 1 => opset.split(graph, &name, "split", &x, t),
-                _ => vec![x.clone(); t],
+            let current = match classes.get(&node.input[0]) {
+                Some(TimeClass::Folded) => Current::Folded,
+                _ => Current::Constant,
             };
-            let outputs = expand_steps(graph, opset, &name, &neuron, &currents);
-            let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
-            let join = if t > 1 { "Concat" } else { "Identity" };
-            let attrs = if t > 1 { vec![attr::int("axis", 0)] } else { vec![] };
-            let joined = graph.add_node(&name, "join", join, &refs, attrs);
-            // The join writes the site's output value itself.
-            if let Some(last) = graph.proto.node.last_mut() {
-                last.output[0] = z.clone();
-            }
-            let _ = joined;
+            expand_layer(graph, opset, &name, &neuron, &node.input[0], current, t, &node.output[0]);
             lowered.spiking_layers.push(name);
             continue;
         }

@@ -7,11 +7,15 @@
 //! θ_GN = θ/τ, `v(0) = θ_GN/2; p = v + x; c = Σ_i [p ≥ θ_i] = clip(⌊p/θ_GN⌋, 0, τ);
 //! v = p − c·θ_GN; out = c·θ_GN`.
 //!
-//! IF is the GN with τ = 1, so both expand through the same code:
+//! IF is the GN with τ = 1, so both expand through the same code. The membrane is kept
+//! in units of θ_GN (u = v/θ_GN), which is the same neuron with one division per layer
+//! instead of one per step, and makes the T = 1, τ = L case round exactly as QCFS does:
 //!
 //! ```text
-//!   step t:  p_t = Add(v_{t-1}, x_t) ─► Div(θ_GN) ─► Floor ─► Clip(0, τ) ─► Mul(θ_GN) = out_t
-//!            v_t = Sub(p_t, out_t)
+//!   q = Div(x, θ_GN)                       (once, over all steps)
+//!   step t:  p_t = Add(u_{t-1}, q_t) ─► Floor ─► Clip(0, τ) = c_t      u_0 = 1/2
+//!            u_t = Sub(p_t, c_t)
+//!   out = Mul(Concat(c_1 … c_T), θ_GN)     (once, over all steps)
 //! ```
 
 use gn_onnx::graph::attr;
@@ -131,51 +135,78 @@ impl Opset {
         g.add_node_multi(source, suffix, "Split", &[x], parts, attrs)
     }
 
-    /// `Unsqueeze(x)` at axis 0: axes as an input from opset 13.
-    pub fn unsqueeze0(&self, g: &mut Graph, source: &str, suffix: &str, x: &str, axes: &str) -> String {
+    /// `Unsqueeze(x)` or `Squeeze(x)` at axis 0: axes as an input from opset 13.
+    pub fn squeeze0(&self, g: &mut Graph, source: &str, suffix: &str, op: &str, x: &str) -> String {
         if self.0 >= 13 {
-            g.add_node(source, suffix, "Unsqueeze", &[x, axes], vec![])
+            let axes = g.add_initializer_i64(&format!("{source}.{suffix}.axes"), &[1], &[0]);
+            g.add_node(source, suffix, op, &[x, &axes], vec![])
         } else {
-            g.add_node(source, suffix, "Unsqueeze", &[x], vec![attr::ints("axes", &[0])])
+            g.add_node(source, suffix, op, &[x], vec![attr::ints("axes", &[0])])
         }
     }
 }
 
-/// The scalar initializers one spiking layer's expansion reads.
-struct Constants {
-    theta_gn: String,
-    zero: String,
-    tau: String,
-    v_init: String,
+/// Where a spiking layer's input current comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Current {
+    /// The same `[N, …]` tensor at every step (a time-invariant input).
+    Constant,
+    /// One `[N, …]` slice per step, folded into a `[T·N, …]` tensor.
+    Folded,
 }
 
-fn constants(g: &mut Graph, name: &str, n: &Neuron) -> Constants {
-    Constants {
-        theta_gn: g.add_initializer_f32(&format!("{name}.theta_gn"), &[], &[n.theta_gn() as f32]),
-        zero: g.add_initializer_f32(&format!("{name}.zero"), &[], &[0.0]),
-        tau: g.add_initializer_f32(&format!("{name}.tau"), &[], &[n.tau as f32]),
-        v_init: g.add_initializer_f32(&format!("{name}.v_init"), &[], &[n.v_init() as f32]),
-    }
-}
-
-/// Appends the T steps of a spiking layer named `name` to `g`. `currents[t]` is the
-/// input current at step t+1 (the same value at every step for a time-invariant input).
-/// Returns the output (c·θ_GN) of each step.
-pub fn expand_steps(g: &mut Graph, opset: Opset, name: &str, neuron: &Neuron, currents: &[String]) -> Vec<String> {
-    let k = constants(g, name, neuron);
-    let mut membrane = k.v_init.clone();
-    let mut outputs = Vec::with_capacity(currents.len());
-    for (t, x) in currents.iter().enumerate() {
+/// Appends the standard-op expansion of one spiking layer named `name` to `g`: input
+/// `x`, T steps, output written to the value `output` (`[T·N, …]`, step-major).
+pub fn expand_layer(
+    g: &mut Graph,
+    opset: Opset,
+    name: &str,
+    neuron: &Neuron,
+    x: &str,
+    current: Current,
+    timesteps: usize,
+    output: &str,
+) {
+    let theta_gn = g.add_initializer_f32(&format!("{name}.theta_gn"), &[], &[neuron.theta_gn() as f32]);
+    let zero = g.add_initializer_f32(&format!("{name}.zero"), &[], &[0.0]);
+    let tau = g.add_initializer_f32(&format!("{name}.tau"), &[], &[neuron.tau as f32]);
+    let u_init = g.add_initializer_f32(&format!("{name}.u_init"), &[], &[0.5]);
+    let q = g.add_node(name, "scale", "Div", &[x, &theta_gn], vec![]);
+    let folded = current == Current::Folded && timesteps > 1;
+    let steps: Vec<String> = if folded {
+        // [T·N, …] → [T, N·…] so that the split runs along a dimension of known size T.
+        let rows = g.add_initializer_i64(&format!("{name}.rows"), &[2], &[timesteps as i64, -1]);
+        let r = g.add_node(name, "steps", "Reshape", &[&q, &rows], vec![]);
+        opset.split(g, name, "split", &r, timesteps)
+    } else {
+        vec![q.clone(); timesteps]
+    };
+    let mut membrane = u_init;
+    let mut counts = Vec::with_capacity(timesteps);
+    for (t, q_t) in steps.iter().enumerate() {
         let step = format!("t{}", t + 1);
-        let p = g.add_node(name, &format!("{step}.charge"), "Add", &[&membrane, x], vec![]);
-        let q = g.add_node(name, &format!("{step}.scale"), "Div", &[&p, &k.theta_gn], vec![]);
-        let f = g.add_node(name, &format!("{step}.floor"), "Floor", &[&q], vec![]);
-        let c = opset.clip(g, name, &format!("{step}.spikes"), &f, &k.zero, &k.tau);
-        let out = g.add_node(name, &format!("{step}.out"), "Mul", &[&c, &k.theta_gn], vec![]);
-        if t + 1 < currents.len() {
-            membrane = g.add_node(name, &format!("{step}.reset"), "Sub", &[&p, &out], vec![]);
+        let p = g.add_node(name, &format!("{step}.charge"), "Add", &[&membrane, q_t], vec![]);
+        let f = g.add_node(name, &format!("{step}.floor"), "Floor", &[&p], vec![]);
+        let c = opset.clip(g, name, &format!("{step}.spikes"), &f, &zero, &tau);
+        if t + 1 < timesteps {
+            membrane = g.add_node(name, &format!("{step}.reset"), "Sub", &[&p, &c], vec![]);
         }
-        outputs.push(out);
+        counts.push(c);
     }
-    outputs
+    let refs: Vec<&str> = counts.iter().map(String::as_str).collect();
+    let joined = if timesteps == 1 {
+        counts[0].clone()
+    } else {
+        let j = g.add_node(name, "join", "Concat", &refs, vec![attr::int("axis", 0)]);
+        if folded {
+            let shape = g.add_node(name, "shape", "Shape", &[x], vec![]);
+            g.add_node(name, "unfold", "Reshape", &[&j, &shape], vec![])
+        } else {
+            j
+        }
+    };
+    g.add_node(name, "out", "Mul", &[&joined, &theta_gn], vec![]);
+    if let Some(last) = g.proto.node.last_mut() {
+        last.output[0] = output.to_string();
+    }
 }
