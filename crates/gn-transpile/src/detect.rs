@@ -110,6 +110,9 @@ fn close(a: f64, b: f64) -> bool {
 fn check_qcfs(pre: &[Step], post: &[Step]) -> Result<(f64, u32), String> {
     let pre = Canonical::fold(pre)?;
     let post = Canonical::fold(post)?;
+    if pre.a < 0.0 && post.a < 0.0 {
+        return Err(format!("θ is not positive (the scale before the floor, L/θ, is {})", pre.a));
+    }
     if pre.a <= 0.0 {
         return Err(format!("the input scale before the floor is {}, QCFS needs L/θ > 0", pre.a));
     }
@@ -336,7 +339,13 @@ pub fn detect(graph: &Graph) -> Detection {
                         break 'search;
                     }
                     Err(reason) => {
+                        // A full chain with a bad θ is reported, not shortened into a
+                        // different activation.
+                        let fatal = start == 0 && end == post.len() && reason.starts_with("θ is not positive");
                         first_reason.get_or_insert(reason);
+                        if fatal {
+                            break 'search;
+                        }
                     }
                 }
             }

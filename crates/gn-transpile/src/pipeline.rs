@@ -78,7 +78,7 @@ pub fn default_opset(model: &ModelProto) -> Option<i64> {
 }
 
 /// Runs the detect pass and turns "nothing found" into an error naming what was found instead.
-pub fn find_sites(graph: &Graph) -> Result<Detection, TranspileError> {
+pub fn find_sites(graph: &Graph, allow_near_misses: bool) -> Result<Detection, TranspileError> {
     let detection = detect(graph);
     for site in &detection.sites {
         if !(site.theta.is_finite() && site.theta > 0.0) {
@@ -87,6 +87,20 @@ pub fn find_sites(graph: &Graph) -> Result<Detection, TranspileError> {
                 op: "Floor".into(),
                 reason: format!("θ = {} is not a positive finite threshold", site.theta),
             });
+        }
+    }
+    if !detection.sites.is_empty() {
+        if let Some(m) = detection.near_misses.first() {
+            if !allow_near_misses {
+                return Err(TranspileError::Node {
+                    node: m.node.clone(),
+                    op: m.ops.clone(),
+                    reason: format!(
+                        "looks like a QCFS activation but is not one: {}; pass --allow-inexact to leave it unconverted",
+                        m.reason
+                    ),
+                });
+            }
         }
     }
     if detection.sites.is_empty() {
@@ -111,15 +125,18 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     graph.topo_order()?;
     let nodes_before = graph.nodes().len();
 
-    let detection = find_sites(&graph)?;
+    let detection = find_sites(&graph, options.allow_inexact)?;
     crate::convert::convert(&mut graph, &detection.sites);
     if options.neuron == NeuronKind::Gn {
         crate::group::group(&mut graph, options.tau);
     }
-    let lowered = lower(
+    let near_misses = detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason));
+    let near_misses: Vec<String> = near_misses.collect();
+    let mut lowered = lower(
         &mut graph,
         &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset },
     )?;
+    lowered.warnings.extend(near_misses);
     readout(&mut graph, &lowered.folded_outputs, options.timesteps, options.anytime, Opset(opset));
     graph.proto.value_info.clear();
     graph.remove_dead_nodes();

@@ -1,0 +1,166 @@
+//! The command line: conversions, the audit, and one clear line for every bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gn_onnx::io::{encode, load};
+use gn_onnx::proto::ModelProto;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gn-transpile")).args(args).output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a conversion that must fail: exit code 1, one line naming `needle`, no output file.
+fn refused(args: &[&str], out: &Path, needle: &str) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "{} was written", out.display());
+}
+
+fn modified(dir: &Path, name: &str, f: impl FnOnce(&mut ModelProto)) -> PathBuf {
+    let mut m = load(&fixture("cnn_l4.onnx")).unwrap().model;
+    f(&mut m);
+    let path = dir.join(name);
+    std::fs::write(&path, encode(&m)).unwrap();
+    path
+}
+
+#[test]
+fn help_shows_the_options_and_examples() {
+    let o = run(&["--help"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in ["--tau", "--timesteps", "--neuron", "--anytime", "--allow-inexact", "inspect", "Examples:"] {
+        assert!(text.contains(needle), "--help lacks {needle}");
+    }
+}
+
+#[test]
+fn converts_a_fixture_and_summarises_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snn.onnx");
+    let o = run(&[fixture("cnn_l4.onnx").to_str().unwrap(), out.to_str().unwrap(), "--tau", "4", "-t", "2", "-v"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("θ = ").count(), 3, "{err}");
+    assert!(err.contains("L = 4"));
+    assert!(err.contains("3 spiking layers of GN (τ = 4), T = 2"), "{err}");
+    let snn = load(&out).unwrap().model;
+    assert!(snn.metadata_props.iter().any(|p| p.key() == "gn_transpile.tau" && p.value() == "4"));
+}
+
+#[test]
+fn inspect_lists_sites_and_writes_nothing() {
+    let o = run(&["inspect", fixture("cnn_l4_gncode.onnx").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(text.contains("QCFS sites: 3"), "{text}");
+    assert!(text.contains("Floor → Sub → Add → Clip"), "{text}");
+    assert!(text.contains("nodes not exact in time: 0"), "{text}");
+}
+
+#[test]
+fn bad_inputs_get_one_line_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let o = out.to_str().unwrap();
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"\x0a\xff\xff\xff\xff\x0fnot a model").unwrap();
+    refused(&[garbage.to_str().unwrap(), o], &out, "not a valid ONNX protobuf");
+    let empty = dir.path().join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    refused(&[empty.to_str().unwrap(), o], &out, "is empty");
+    let truncated = dir.path().join("truncated.onnx");
+    let bytes = std::fs::read(fixture("cnn_l4.onnx")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    refused(&[truncated.to_str().unwrap(), o], &out, "truncated");
+    refused(&["/no/such/model.onnx", o], &out, "cannot read /no/such/model.onnx");
+    let cnn = fixture("cnn_l4.onnx");
+    let cnn = cnn.to_str().unwrap();
+    refused(&[cnn, o, "--tau", "0"], &out, "--tau must be between 1 and");
+    refused(&[cnn, o, "--timesteps", "0"], &out, "--timesteps must be between 1 and");
+    refused(&[cnn, o, "--timesteps", "100000"], &out, "--timesteps must be between 1 and");
+    // OUT equal to IN, also through another spelling of the path.
+    let copy = dir.path().join("in.onnx");
+    std::fs::copy(cnn, &copy).unwrap();
+    let alias = dir.path().join(".").join("in.onnx");
+    let o2 = run(&[copy.to_str().unwrap(), alias.to_str().unwrap()]);
+    assert_eq!(o2.status.code(), Some(1));
+    assert!(stderr(&o2).contains("it is the input model"), "{}", stderr(&o2));
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes, "the input is untouched");
+}
+
+#[test]
+fn a_model_without_qcfs_says_what_it_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let relu = modified(dir.path(), "relu.onnx", |m| {
+        for n in &mut m.graph.as_mut().unwrap().node {
+            if n.op_type() == "Floor" {
+                n.op_type = Some("Relu".into());
+            }
+        }
+    });
+    refused(&[relu.to_str().unwrap(), out.to_str().unwrap()], &out, "no QCFS activation found (found instead: Clip ×3, Relu ×3");
+}
+
+#[test]
+fn a_non_positive_threshold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let negative = modified(dir.path(), "negative.onnx", |m| {
+        let g = m.graph.as_mut().unwrap();
+        for t in &mut g.initializer {
+            let v = gn_onnx::data::tensor_to_f64(t).unwrap_or_default();
+            if v.len() == 1 && v[0] > 1.5 && v[0] < 2.0 {
+                *t = gn_onnx::data::tensor_f32(t.name(), &t.dims.clone(), &[-v[0] as f32]);
+            }
+        }
+        for n in &mut g.node {
+            if n.op_type() == "Constant" {
+                for a in &mut n.attribute {
+                    if let Some(t) = &mut a.t {
+                        let v = gn_onnx::data::tensor_to_f64(t).unwrap_or_default();
+                        if v.len() == 1 && v[0] > 1.5 && v[0] < 2.0 {
+                            // The first site's θ (1.96): make it negative.
+                            *t = gn_onnx::data::tensor_f32(t.name(), &t.dims.clone(), &[-v[0] as f32]);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    refused(&[negative.to_str().unwrap(), out.to_str().unwrap(), "-t", "2"], &out, "θ is not positive");
+}
+
+#[test]
+fn maxpool_on_spikes_is_refused_unless_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let maxpool = modified(dir.path(), "maxpool.onnx", |m| {
+        for n in &mut m.graph.as_mut().unwrap().node {
+            if n.op_type() == "AveragePool" {
+                n.op_type = Some("MaxPool".into());
+                n.attribute.retain(|a| a.name() != "count_include_pad");
+            }
+        }
+    });
+    let m = maxpool.to_str().unwrap();
+    refused(&[m, out.to_str().unwrap()], &out, "MaxPool of spike trains");
+    let o = run(&[m, out.to_str().unwrap(), "--allow-inexact"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("warning: ").count(), 2, "one warning per MaxPool: {err}");
+    assert!(out.exists());
+}
