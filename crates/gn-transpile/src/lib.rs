@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod lower;
 pub mod neuron;
 pub mod pipeline;
+pub mod verify;
 
 pub use error::TranspileError;
 pub use pipeline::{transpile, NeuronKind, Options, Report};

@@ -1,0 +1,292 @@
+//! Measuring a conversion on real data: the ANN and its spiking versions run side by
+//! side through tract, and the figures of the paper's Table 1 (output MSE per T, IF
+//! against GN) and Table 2 (top-1 accuracy per T) are computed, with per-layer errors
+//! and firing rates that show where the error enters.
+//!
+//! One run of the `--anytime` model at the largest T gives the readout for every
+//! shorter T (SPEC §3): the first t steps of a T-step run are a t-step run.
+
+use std::sync::Arc;
+
+use gn_onnx::proto::{ModelProto, ValueInfoProto};
+use gn_onnx::tract_bridge::TractModel;
+use ndarray::{ArrayD, Axis, IxDyn};
+use rayon::prelude::*;
+
+use crate::detect::Site;
+use crate::pipeline::{find_sites, transpile, NeuronKind, Options};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Members per Group Neuron.
+    pub tau: u32,
+    /// The T values to report; the largest is simulated.
+    pub timesteps: Vec<usize>,
+    /// Images per tract call.
+    pub batch: usize,
+    /// Images used for the per-layer errors and firing rates (a prefix of the data).
+    pub layer_images: usize,
+    /// T values of the per-layer table (at most 8 or so: site outputs are large).
+    pub layer_timesteps: Vec<usize>,
+}
+
+/// One neuron model's curve over T.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Curve {
+    pub neuron: String,
+    pub tau: u32,
+    /// (T, MSE between the ANN's and the SNN's outputs)
+    pub mse: Vec<(usize, f64)>,
+    /// (T, top-1 accuracy), when labels are given.
+    pub accuracy: Vec<(usize, f64)>,
+}
+
+/// The τ = L, T = 1 check (SPEC §4.1).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Exactness {
+    pub tau: u32,
+    pub top1_agreement: f64,
+    pub flips: usize,
+    pub relative_mse: f64,
+}
+
+/// Per spiking layer: error against the ANN's activation and firing rate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Layer {
+    pub site: String,
+    pub theta: f64,
+    pub levels: u32,
+    /// (T, MSE) of the IF layer's time-averaged output against the ANN activation.
+    pub if_mse: Vec<(usize, f64)>,
+    /// (T, MSE) of the GN layer's time-averaged output against the ANN activation.
+    pub gn_mse: Vec<(usize, f64)>,
+    /// Spikes per neuron per step (IF: at most 1).
+    pub if_rate: f64,
+    /// Spikes per group neuron per step (at most τ), over the largest per-layer T.
+    pub gn_rate: f64,
+    /// Elements of the activation per image.
+    pub neurons: usize,
+}
+
+/// Everything measured on one model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measurement {
+    pub images: usize,
+    pub ann_accuracy: Option<f64>,
+    pub levels: Vec<u32>,
+    pub curves: Vec<Curve>,
+    pub exactness: Option<Exactness>,
+    pub layers: Vec<Layer>,
+    /// The emitted models (IF and GN at the largest T, anytime), for cross-runtime checks.
+    #[serde(skip)]
+    pub emitted: Vec<(String, ModelProto)>,
+    /// Outputs of the emitted models on the first `layer_images` images, as tract computed them.
+    #[serde(skip)]
+    pub emitted_outputs: Vec<Vec<ArrayD<f32>>>,
+}
+
+/// A failure of the measurement.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Transpile(#[from] crate::TranspileError),
+    #[error(transparent)]
+    Tract(#[from] gn_onnx::tract_bridge::TractError),
+    #[error("{0}")]
+    Data(String),
+}
+
+/// Runs `model` on `x` in parallel batches; returns every output, concatenated along
+/// the batch axis (axis 1 for outputs whose name ends in `_anytime` or `.steps`).
+pub fn run_batched(model: &ModelProto, x: &ArrayD<f32>, batch: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<ArrayD<f32>>, VerifyError> {
+    let plan = Arc::new(TractModel::new(model)?);
+    let names: Vec<String> =
+        model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
+    let chunks: Vec<ArrayD<f32>> = x.axis_chunks_iter(Axis(0), batch.max(1)).map(|c| c.to_owned()).collect();
+    let results: Result<Vec<Vec<ArrayD<f32>>>, VerifyError> = chunks
+        .into_par_iter()
+        .map(|c| {
+            let n = c.shape()[0];
+            let out = plan.run(vec![c]).map_err(VerifyError::from);
+            progress(n);
+            out
+        })
+        .collect();
+    let results = results?;
+    let outputs = names.len().max(results.first().map(Vec::len).unwrap_or(0));
+    (0..outputs)
+        .map(|i| {
+            let axis = if names.get(i).is_some_and(|n| n.ends_with("_anytime") || n.ends_with(".steps")) { 1 } else { 0 };
+            let views: Vec<_> = results.iter().map(|r| r[i].view()).collect();
+            ndarray::concatenate(Axis(axis), &views).map_err(|e| VerifyError::Data(e.to_string()))
+        })
+        .collect()
+}
+
+/// Mean squared difference of two arrays of one shape.
+pub fn mse(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
+    a.iter().zip(b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64
+}
+
+/// Index of the largest value in each row (over all but the first axis).
+pub fn top1(a: &ArrayD<f32>) -> Vec<usize> {
+    a.outer_iter()
+        .map(|r| r.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0)
+        .collect()
+}
+
+fn accuracy(pred: &[usize], labels: &[usize]) -> f64 {
+    pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / pred.len().max(1) as f64
+}
+
+/// Adds each site's output as a graph output named like the value (`.steps` suffix
+/// marks a folded one), so that tract returns it.
+fn expose(model: &ModelProto, values: &[String]) -> ModelProto {
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        for v in values {
+            g.output.push(ValueInfoProto { name: Some(v.clone()), ..Default::default() });
+        }
+    }
+    m
+}
+
+/// Measures `ann` on images `x` (batch on axis 0) with optional labels.
+pub fn measure(
+    ann: &ModelProto,
+    x: &ArrayD<f32>,
+    labels: Option<&[usize]>,
+    spec: &Spec,
+    progress: &(dyn Fn(&str, usize) + Sync),
+) -> Result<Measurement, VerifyError> {
+    let n = x.shape()[0];
+    let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
+    let graph = gn_onnx::Graph::new(ann.graph.clone().ok_or(crate::TranspileError::NoGraph)?);
+    let sites: Vec<Site> = find_sites(&graph, false)?.sites;
+    let mut levels: Vec<u32> = sites.iter().map(|s| s.levels).collect();
+    levels.dedup();
+
+    let ann_out = run_batched(ann, x, spec.batch, &|k| progress("ANN", k))?.remove(0);
+    let ann_pred = top1(&ann_out);
+    let ann_accuracy = labels.map(|l| accuracy(&ann_pred, l));
+
+    let mut curves = Vec::new();
+    let mut emitted = Vec::new();
+    for (neuron, tag, tau) in [(NeuronKind::If, "IF", 1), (NeuronKind::Gn, "GN", spec.tau)] {
+        let options = Options { neuron, tau, timesteps: t_max, anytime: true, allow_inexact: false };
+        let (snn, _) = transpile(ann, &options)?;
+        let label = format!("{tag} T={t_max}");
+        let outs = run_batched(&snn, x, spec.batch, &|k| progress(&label, k))?;
+        let anytime = &outs[1];
+        let mut curve = Curve { neuron: tag.to_string(), tau, mse: Vec::new(), accuracy: Vec::new() };
+        for &t in &spec.timesteps {
+            let readout = anytime.index_axis(Axis(0), t - 1).to_owned();
+            curve.mse.push((t, mse(&readout, &ann_out)));
+            if let Some(l) = labels {
+                curve.accuracy.push((t, accuracy(&top1(&readout), l)));
+            }
+        }
+        curves.push(curve);
+        emitted.push((format!("{}_t{t_max}", tag.to_lowercase()), snn));
+    }
+
+    // SPEC §4.1: τ = L at T = 1 reproduces the ANN (only when all sites share one L).
+    let exactness = match levels.as_slice() {
+        [l] => {
+            let options = Options { neuron: NeuronKind::Gn, tau: *l, timesteps: 1, anytime: false, allow_inexact: false };
+            let (snn, _) = transpile(ann, &options)?;
+            let out = run_batched(&snn, x, spec.batch, &|k| progress("GN τ=L T=1", k))?.remove(0);
+            let pred = top1(&out);
+            let flips = pred.iter().zip(&ann_pred).filter(|(a, b)| a != b).count();
+            let ms = ann_out.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / ann_out.len() as f64;
+            emitted.push((format!("gn_tau{l}_t1"), snn));
+            Some(Exactness {
+                tau: *l,
+                top1_agreement: 1.0 - flips as f64 / n as f64,
+                flips,
+                relative_mse: mse(&out, &ann_out) / ms,
+            })
+        }
+        _ => None,
+    };
+
+    // Per layer, on a prefix of the data.
+    let m = spec.layer_images.min(n);
+    let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
+    let site_values: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
+    let ann_acts = run_batched(&expose(ann, &site_values), &xs, spec.batch, &|k| progress("ANN layers", k))?;
+    let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
+    let mut per_neuron: Vec<(Vec<Vec<(usize, f64)>>, Vec<f64>)> = Vec::new();
+    for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
+        let options = Options { neuron, tau, timesteps: t_layer, anytime: false, allow_inexact: false };
+        let (snn, _) = transpile(ann, &options)?;
+        let outs = run_batched(&expose(&snn, &site_values), &xs, spec.batch, &|k| progress("SNN layers", k))?;
+        let mut errors = Vec::new();
+        let mut rates = Vec::new();
+        for (k, site) in sites.iter().enumerate() {
+            // The folded [T·M, …] output of a batch-concatenated run is batch-major per
+            // chunk; regroup it to [T, M, …] chunk by chunk.
+            let folded = &outs[k + 1];
+            let steps = unfold(folded, t_layer, m, spec.batch);
+            let reference = &ann_acts[k + 1];
+            let mut sum = ArrayD::<f32>::zeros(reference.raw_dim());
+            let mut curve = Vec::new();
+            for t in 1..=t_layer {
+                sum = sum + steps.index_axis(Axis(0), t - 1);
+                if spec.layer_timesteps.contains(&t) {
+                    curve.push((t, mse(&(&sum / t as f32), reference)));
+                }
+            }
+            let unit = site.theta / tau as f64;
+            let spikes = steps.iter().map(|v| (*v as f64 / unit).round()).sum::<f64>();
+            rates.push(spikes / steps.len() as f64);
+            errors.push(curve);
+        }
+        per_neuron.push((errors, rates));
+    }
+    let layers = sites
+        .iter()
+        .enumerate()
+        .map(|(k, s)| Layer {
+            site: s.name.clone(),
+            theta: s.theta,
+            levels: s.levels,
+            if_mse: per_neuron[0].0[k].clone(),
+            gn_mse: per_neuron[1].0[k].clone(),
+            if_rate: per_neuron[0].1[k],
+            gn_rate: per_neuron[1].1[k],
+            neurons: ann_acts[k + 1].len() / m.max(1),
+        })
+        .collect();
+
+    // Outputs of the emitted models on the prefix, for comparisons with other runtimes.
+    let mut emitted_outputs = Vec::new();
+    for (name, model) in &emitted {
+        emitted_outputs.push(run_batched(model, &xs, spec.batch, &|k| progress(name, k))?);
+    }
+    Ok(Measurement { images: n, ann_accuracy, levels, curves, exactness, layers, emitted, emitted_outputs })
+}
+
+/// Regroups a folded site output computed batch by batch (`[T·b, …]` per chunk of b
+/// images, chunks concatenated) into `[T, M, …]`.
+fn unfold(folded: &ArrayD<f32>, timesteps: usize, images: usize, batch: usize) -> ArrayD<f32> {
+    let tail: Vec<usize> = folded.shape()[1..].to_vec();
+    let mut shape = vec![timesteps, images];
+    shape.extend(&tail);
+    let mut out = ArrayD::<f32>::zeros(IxDyn(&shape));
+    let mut offset = 0;
+    let mut start = 0;
+    while start < images {
+        let b = batch.min(images - start);
+        for t in 0..timesteps {
+            for i in 0..b {
+                let src = folded.index_axis(Axis(0), offset + t * b + i);
+                out.index_axis_mut(Axis(0), t).index_axis_mut(Axis(0), start + i).assign(&src);
+            }
+        }
+        offset += timesteps * b;
+        start += b;
+    }
+    out
+}

@@ -1,0 +1,111 @@
+//! ONNX Runtime for the harness: the PyPI `onnxruntime` wheel installed into a venv
+//! under the target folder on first use (with `onnx`, whose checker validates every
+//! emitted model), loaded through the `ort` crate's `load-dynamic`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use ndarray::ArrayD;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+const PACKAGES: &[&str] = &["onnxruntime==1.31.1", "onnx==1.23.2", "numpy"];
+
+/// The venv, created and filled on first use.
+pub fn venv() -> anyhow::Result<PathBuf> {
+    let dir = crate::target_dir().join("verify-venv");
+    let python = dir.join("bin/python");
+    let stamp = dir.join(".installed");
+    if stamp.exists() {
+        return Ok(dir);
+    }
+    eprintln!("installing {} into {} (first use)", PACKAGES.join(" "), dir.display());
+    let ok = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().context("python3 -m venv")?;
+    if !ok.success() {
+        bail!("python3 -m venv {} failed", dir.display());
+    }
+    let ok = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(PACKAGES)
+        .status()
+        .context("pip install")?;
+    if !ok.success() {
+        bail!("pip install {} failed", PACKAGES.join(" "));
+    }
+    std::fs::write(&stamp, PACKAGES.join("\n"))?;
+    Ok(dir)
+}
+
+/// The path of `libonnxruntime.so` inside the venv.
+pub fn library(venv: &Path) -> anyhow::Result<PathBuf> {
+    let lib = venv.join("lib");
+    for py in std::fs::read_dir(&lib)?.flatten() {
+        let capi = py.path().join("site-packages/onnxruntime/capi");
+        if let Ok(entries) = std::fs::read_dir(&capi) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("libonnxruntime.so") {
+                    return Ok(e.path());
+                }
+            }
+        }
+    }
+    bail!("libonnxruntime.so not found under {}", lib.display())
+}
+
+/// Runs `onnx.checker.check_model(full_check=True)` on each file; returns the failures.
+pub fn check_models(venv: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let script = "import sys, onnx\nfor p in sys.argv[1:]:\n    try:\n        onnx.checker.check_model(onnx.load(p), full_check=True)\n    except Exception as e:\n        print(p + ': ' + str(e).splitlines()[0] if str(e) else p)\n";
+    let out = Command::new(venv.join("bin/python")).arg("-c").arg(script).args(files).output()?;
+    if !out.status.success() {
+        bail!("onnx checker failed to run: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+}
+
+/// An ONNX Runtime environment.
+pub struct Runtime {
+    env: ort::environment::Environment,
+}
+
+impl Runtime {
+    pub fn new(library: &Path) -> anyhow::Result<Runtime> {
+        let env = ort::init_from(library)
+            .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", library.display()))?
+            .build()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Runtime { env })
+    }
+
+    /// Runs a model on `x` in batches; returns every output concatenated along the batch
+    /// axis (axis 1 for `_anytime` outputs).
+    pub fn run(&self, model: &[u8], x: &ArrayD<f32>, batch: usize) -> anyhow::Result<Vec<ArrayD<f32>>> {
+        let mut session = Session::builder(&self.env)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_intra_threads(2)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .commit_from_memory(model)
+            .map_err(|e| anyhow::anyhow!("ONNX Runtime cannot load the model: {e}"))?;
+        let input = session.inputs()[0].name().to_string();
+        let names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); names.len()];
+        for chunk in x.axis_chunks_iter(ndarray::Axis(0), batch) {
+            let tensor = TensorRef::from_array_view(chunk).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let outputs = session.run(ort::inputs![input.as_str() => tensor]).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (i, name) in names.iter().enumerate() {
+                let a = outputs[name.as_str()].try_extract_array::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
+                parts[i].push(a.to_owned());
+            }
+        }
+        names
+            .iter()
+            .zip(parts)
+            .map(|(name, p)| {
+                let axis = if name.ends_with("_anytime") { 1 } else { 0 };
+                let views: Vec<_> = p.iter().map(|a| a.view()).collect();
+                Ok(ndarray::concatenate(ndarray::Axis(axis), &views)?)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,529 @@
+//! `cargo xtask verify`: the verification harness (see `xtask/verify.yaml`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use gn_onnx::data::read_idx_u8;
+use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+use gn_transpile::verify::{measure, mse, run_batched, top1, Measurement, Spec};
+use gn_transpile::{transpile, NeuronKind, Options};
+use ndarray::{ArrayD, Axis, IxDyn};
+use serde::{Deserialize, Serialize};
+
+use crate::plot::{line_chart, Axes, Series};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The harness configuration.
+    #[arg(long, default_value = "xtask/verify.yaml")]
+    config: PathBuf,
+    /// Use the whole test set (10,000 images) and update the README's tables.
+    #[arg(long)]
+    full: bool,
+    /// Measure this model instead of the configured fixtures.
+    #[arg(long, requires = "data")]
+    model: Option<PathBuf>,
+    /// Input data for --model: a float32 .npy, batch on axis 0.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Labels for --model: an integer .npy of one label per input.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Members per Group Neuron (default: the config's).
+    #[arg(long)]
+    tau: Option<u32>,
+    /// Where to write the report, JSON and plots.
+    #[arg(long, default_value = "target/verify")]
+    out: PathBuf,
+    /// Skip ONNX Runtime (tract only).
+    #[arg(long)]
+    no_ort: bool,
+}
+
+#[derive(Deserialize)]
+struct Config {
+    data: DataConfig,
+    tau: u32,
+    timesteps: Vec<usize>,
+    layer_timesteps: Vec<usize>,
+    layer_images: usize,
+    batch: usize,
+    models: Vec<ModelConfig>,
+    tau_sweep: TauSweep,
+    gates: Gates,
+}
+
+#[derive(Deserialize)]
+struct DataConfig {
+    images: PathBuf,
+    labels: PathBuf,
+    ci_images: usize,
+}
+
+#[derive(Deserialize)]
+struct ModelConfig {
+    name: String,
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct TauSweep {
+    model: String,
+    taus: Vec<u32>,
+}
+
+#[derive(Deserialize, Serialize, Clone)]
+struct Gates {
+    exactness_min_top1_agreement: f64,
+    exactness_max_relative_mse: f64,
+    ratio_model: String,
+    ratio_max: f64,
+    ratio_up_to_t: usize,
+    ort_max_share_beyond_1e4: f64,
+}
+
+/// The cross-runtime comparison of one emitted model.
+#[derive(Serialize)]
+struct RuntimeCheck {
+    model: String,
+    max_abs_diff: f64,
+    share_beyond_1e4: f64,
+    checker: String,
+}
+
+#[derive(Serialize)]
+struct ModelResult {
+    name: String,
+    #[serde(flatten)]
+    measurement: Measurement,
+    runtime: Vec<RuntimeCheck>,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct SweepPoint {
+    tau: u32,
+    mse: Vec<(usize, f64)>,
+    accuracy: Vec<(usize, f64)>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    images: usize,
+    tau: u32,
+    models: Vec<ModelResult>,
+    tau_sweep: Option<(String, Vec<SweepPoint>)>,
+    gates: Vec<(String, bool, String)>,
+    seconds: f64,
+}
+
+/// Progress on stderr: one line per stage, updated in place.
+fn progress(total: usize) -> impl Fn(&str, usize) + Sync {
+    let done = AtomicUsize::new(0);
+    let stage = std::sync::Mutex::new(String::new());
+    move |name: &str, k: usize| {
+        let mut s = stage.lock().unwrap_or_else(|e| e.into_inner());
+        if *s != name {
+            *s = name.to_string();
+            done.store(0, Ordering::SeqCst);
+        }
+        let d = done.fetch_add(k, Ordering::SeqCst) + k;
+        eprint!("\r  {name:<16} {d:>6}/{total} images");
+        if d >= total {
+            eprintln!();
+        }
+    }
+}
+
+fn load_images(path: &Path, n: usize) -> anyhow::Result<ArrayD<f32>> {
+    let (dims, pixels) = read_idx_u8(path)?;
+    let n = n.min(dims[0]);
+    let per = dims[1..].iter().product::<usize>();
+    let mut shape = vec![n, 1];
+    shape.extend(&dims[1..]);
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), pixels[..n * per].iter().map(|&p| p as f32 / 255.0).collect())?)
+}
+
+fn load_labels(path: &Path, n: usize) -> anyhow::Result<Vec<usize>> {
+    let (_, labels) = read_idx_u8(path)?;
+    Ok(labels.iter().take(n).map(|&l| l as usize).collect())
+}
+
+fn load_npy_labels(path: &Path) -> anyhow::Result<Vec<usize>> {
+    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i64>>(path) {
+        return Ok(a.iter().map(|&v| v as usize).collect());
+    }
+    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i32>>(path) {
+        return Ok(a.iter().map(|&v| v as usize).collect());
+    }
+    let a: ArrayD<u8> = ndarray_npy::read_npy(path).with_context(|| format!("{}: labels must be int64, int32 or uint8", path.display()))?;
+    Ok(a.iter().map(|&v| v as usize).collect())
+}
+
+pub fn run(args: Args) -> anyhow::Result<bool> {
+    let start = Instant::now();
+    let root = crate::workspace();
+    std::env::set_current_dir(&root)?;
+    let config: Config = serde_yaml::from_str(
+        &std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?,
+    )
+    .with_context(|| format!("{} is not a valid harness config", args.config.display()))?;
+    let tau = args.tau.unwrap_or(config.tau);
+    std::fs::create_dir_all(&args.out)?;
+
+    // The models and data.
+    let (models, x, labels): (Vec<ModelConfig>, ArrayD<f32>, Option<Vec<usize>>) = match &args.model {
+        Some(model) => {
+            let data = args.data.as_ref().context("--model needs --data")?;
+            let x: ArrayD<f32> = ndarray_npy::read_npy(data).with_context(|| format!("{}: expected a float32 .npy", data.display()))?;
+            let labels = args.labels.as_deref().map(load_npy_labels).transpose()?;
+            if let Some(l) = &labels {
+                if l.len() != x.shape()[0] {
+                    bail!("{} labels for {} inputs", l.len(), x.shape()[0]);
+                }
+            }
+            let name = model.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+            (vec![ModelConfig { name, path: model.clone() }], x, labels)
+        }
+        None => {
+            let n = if args.full { usize::MAX } else { config.data.ci_images };
+            let x = load_images(&config.data.images, n)?;
+            let labels = load_labels(&config.data.labels, x.shape()[0])?;
+            (config.models, x, Some(labels))
+        }
+    };
+    let n = x.shape()[0];
+    let spec = Spec {
+        tau,
+        timesteps: config.timesteps.clone(),
+        batch: config.batch,
+        layer_images: config.layer_images,
+        layer_timesteps: config.layer_timesteps.clone(),
+    };
+
+    let runtime = if args.no_ort {
+        None
+    } else {
+        let venv = crate::onnxruntime::venv()?;
+        let lib = crate::onnxruntime::library(&venv)?;
+        Some((venv, crate::onnxruntime::Runtime::new(&lib)?))
+    };
+
+    let mut results = Vec::new();
+    for mc in models {
+        eprintln!("{}: {} images, τ = {tau}", mc.name, n);
+        let t0 = Instant::now();
+        let ann = gn_onnx::io::load(&mc.path)?.model;
+        let m = measure(&ann, &x, labels.as_deref(), &spec, &progress(n)).with_context(|| format!("{}", mc.path.display()))?;
+        let mut checks = Vec::new();
+        if let Some((venv, rt)) = &runtime {
+            let xs = x.slice_axis(Axis(0), (0..spec.layer_images.min(n)).into()).to_owned();
+            let mut files = Vec::new();
+            for ((name, model), tract_out) in m.emitted.iter().zip(&m.emitted_outputs) {
+                let file = args.out.join(format!("models/{}_{}.onnx", mc.name, name));
+                std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
+                gn_onnx::io::save(model, &file, None)?;
+                files.push(file);
+                let ort_out = rt.run(&gn_onnx::io::encode(model), &xs, spec.batch)?;
+                let (a, b) = (&ort_out[0], &tract_out[0]);
+                let max = a.iter().zip(b.iter()).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max);
+                let rows = a.outer_iter().zip(b.outer_iter()).filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > 1e-4)).count();
+                let mut max_any = max;
+                for (p, q) in ort_out.iter().zip(tract_out).skip(1) {
+                    max_any = max_any.max(p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64).fold(0.0, f64::max));
+                }
+                checks.push(RuntimeCheck {
+                    model: name.clone(),
+                    max_abs_diff: max_any,
+                    share_beyond_1e4: rows as f64 / a.shape()[0] as f64,
+                    checker: String::new(),
+                });
+            }
+            let failures = crate::onnxruntime::check_models(venv, &files)?;
+            for (c, f) in checks.iter_mut().zip(&files) {
+                let fail = failures.iter().find(|l| l.starts_with(&f.display().to_string()));
+                c.checker = fail.cloned().unwrap_or_else(|| "ok".into());
+            }
+        }
+        results.push(ModelResult { name: mc.name, measurement: m, runtime: checks, seconds: t0.elapsed().as_secs_f64() });
+    }
+
+    // τ sweep.
+    let tau_sweep = match results.iter().position(|r| r.name == config.tau_sweep.model) {
+        Some(_) if args.model.is_none() => {
+            let path = root.join(format!("fixtures/models/{}.onnx", config.tau_sweep.model));
+            let ann = gn_onnx::io::load(&path)?.model;
+            let ann_out = run_batched(&ann, &x, spec.batch, &|_| {})?.remove(0);
+            let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
+            let mut points = Vec::new();
+            for &k in &config.tau_sweep.taus {
+                eprintln!("τ sweep on {}: τ = {k}", config.tau_sweep.model);
+                let options = Options { neuron: NeuronKind::Gn, tau: k, timesteps: t_max, anytime: true, allow_inexact: false };
+                let snn = transpile(&ann, &options)?.0;
+                let bar = progress(n);
+                let label = format!("GN τ={k}");
+                let out = run_batched(&snn, &x, spec.batch, &|c| bar(&label, c))?;
+                let mut p = SweepPoint { tau: k, mse: Vec::new(), accuracy: Vec::new() };
+                for &t in &spec.timesteps {
+                    let r = out[1].index_axis(Axis(0), t - 1).to_owned();
+                    p.mse.push((t, mse(&r, &ann_out)));
+                    if let Some(l) = &labels {
+                        let pred = top1(&r);
+                        p.accuracy.push((t, pred.iter().zip(l).filter(|(a, b)| a == b).count() as f64 / n as f64));
+                    }
+                }
+                points.push(p);
+            }
+            Some((config.tau_sweep.model.clone(), points))
+        }
+        _ => None,
+    };
+
+    // Gates.
+    let g = &config.gates;
+    let mut gates = Vec::new();
+    if args.model.is_none() {
+        for r in &results {
+            if let Some(e) = &r.measurement.exactness {
+                let ok = e.top1_agreement >= g.exactness_min_top1_agreement && e.relative_mse <= g.exactness_max_relative_mse;
+                gates.push((
+                    format!("{}: GN τ=L={} T=1 reproduces the ANN", r.name, e.tau),
+                    ok,
+                    format!("top-1 agreement {:.4} (≥ {}), relative MSE {:.1e} (≤ {:.0e})", e.top1_agreement, g.exactness_min_top1_agreement, e.relative_mse, g.exactness_max_relative_mse),
+                ));
+            }
+            for c in &r.runtime {
+                gates.push((
+                    format!("{} {}: ONNX Runtime vs tract", r.name, c.model),
+                    c.share_beyond_1e4 <= g.ort_max_share_beyond_1e4 && c.checker == "ok",
+                    format!("{:.2}% of images beyond 1e-4 (≤ {:.0}%), max |diff| {:.1e}, onnx.checker: {}", c.share_beyond_1e4 * 100.0, g.ort_max_share_beyond_1e4 * 100.0, c.max_abs_diff, c.checker),
+                ));
+            }
+        }
+        if let Some(r) = results.iter().find(|r| r.name == g.ratio_model) {
+            let (if_, gn) = (&r.measurement.curves[0], &r.measurement.curves[1]);
+            for ((t, a), (_, b)) in if_.mse.iter().zip(&gn.mse).filter(|((t, _), _)| *t <= g.ratio_up_to_t) {
+                let ratio = b / a;
+                gates.push((format!("{}: GN/IF MSE at T={t}", r.name), ratio <= g.ratio_max, format!("{ratio:.3} (≤ {})", g.ratio_max)));
+            }
+        }
+    }
+    let report = Report { images: n, tau, models: results, tau_sweep, gates, seconds: start.elapsed().as_secs_f64() };
+    let markdown = render_markdown(&report);
+    std::fs::write(args.out.join("report.md"), &markdown)?;
+    std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    write_plots(&report, &args.out, &spec)?;
+    if args.full && args.model.is_none() {
+        update_readme(&root.join("README.md"), &markdown, &args.out)?;
+    }
+    println!("{markdown}");
+    let failed: Vec<&(String, bool, String)> = report.gates.iter().filter(|g| !g.1).collect();
+    for (name, _, detail) in &failed {
+        eprintln!("gate missed: {name}: {detail}");
+    }
+    let passed = report.gates.len() - failed.len();
+    println!("verify: {passed} passed, {} failed", failed.len());
+    eprintln!("report in {} ({:.0} s)", args.out.display(), report.seconds);
+    Ok(failed.is_empty())
+}
+
+/// The paper's Table 1 for ResNet-20 on CIFAR-100 (τ = 4), for the report.
+const PAPER_TABLE1: &str = "| paper (ResNet-20, CIFAR-100) | 1 | 2 | 4 | 8 | 16 | 32 |\n| --- | --- | --- | --- | --- | --- | --- |\n| GN | 1.39 | 0.64 | 0.37 | 0.30 | 0.28 | 0.28 |\n| IF | 11.65 | 6.36 | 3.72 | 2.02 | 0.92 | 0.45 |\n| GN/IF | 11.9% | 10.1% | 9.9% | 14.9% | 30.4% | 62.2% |\n";
+
+fn render_markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## Verification: ANN vs IF vs GN (τ = {}) on {} Fashion-MNIST test images\n", r.tau, r.images);
+    let ts: Vec<usize> = r.models.first().map(|m| m.measurement.curves[0].mse.iter().map(|p| p.0).collect()).unwrap_or_default();
+    let header = |s: &mut String, first: &str| {
+        let _ = writeln!(s, "| {first} | {} |", ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
+    };
+    let _ = writeln!(s, "### Table 1: MSE between the ANN's and the SNN's logits\n");
+    for m in &r.models {
+        header(&mut s, &format!("{} (L = {:?})", m.name, m.measurement.levels));
+        let (if_, gn) = (&m.measurement.curves[0], &m.measurement.curves[1]);
+        let _ = writeln!(s, "| GN | {} |", gn.mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(s, "| IF | {} |", if_.mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(
+            s,
+            "| GN/IF | {} |\n",
+            if_.mse.iter().zip(&gn.mse).map(|(a, b)| format!("{:.1}%", 100.0 * b.1 / a.1)).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    let _ = writeln!(s, "{PAPER_TABLE1}");
+    let _ = writeln!(s, "### Table 2: top-1 accuracy (%)\n");
+    let _ = writeln!(s, "| model | ANN | {} |", ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "| --- | --- |{}", " --- |".repeat(ts.len()));
+    for m in &r.models {
+        let ann = m.measurement.ann_accuracy.map(|a| format!("{:.2}", a * 100.0)).unwrap_or_else(|| "–".into());
+        for c in &m.measurement.curves {
+            let tag = if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() };
+            let _ = writeln!(s, "| {} {tag} | {ann} | {} |", m.name, c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect::<Vec<_>>().join(" | "));
+        }
+    }
+    let _ = writeln!(s, "\nThe paper reports GN within 0.1-0.7 points of the ANN at T = 2 (Table 2). Measured gap at T = 2:\n");
+    for m in &r.models {
+        let (Some(ann), Some(gn2)) = (m.measurement.ann_accuracy, m.measurement.curves[1].accuracy.iter().find(|p| p.0 == 2)) else { continue };
+        let _ = writeln!(s, "- {} (L = {:?}, τ = {}): {:+.2} points", m.name, m.measurement.levels, r.tau, (gn2.1 - ann) * 100.0);
+    }
+    if let Some((model, points)) = &r.tau_sweep {
+        let _ = writeln!(s, "\n### GN against τ on {model}\n");
+        let _ = writeln!(s, "| τ | {} |", ts.iter().map(|t| format!("MSE T={t}")).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
+        for p in points {
+            let _ = writeln!(s, "| {} | {} |", p.tau, p.mse.iter().map(|q| format!("{:.4}", q.1)).collect::<Vec<_>>().join(" | "));
+        }
+        let _ = writeln!(s, "\n| τ | {} |", ts.iter().map(|t| format!("acc T={t}")).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
+        for p in points {
+            let _ = writeln!(s, "| {} | {} |", p.tau, p.accuracy.iter().map(|q| format!("{:.2}", q.1 * 100.0)).collect::<Vec<_>>().join(" | "));
+        }
+    }
+    let _ = writeln!(s, "\n### Per layer (first images; MSE of the time-averaged layer output against the ANN activation)\n");
+    let _ = writeln!(s, "Firing rate: spikes per neuron per step, averaged over all neurons of the layer and all steps of the largest per-layer T; a Group Neuron can emit up to τ per step. Synaptic operations (SOPs) per image per step at a layer are its spikes times the fan-out of the next weighted layer; this report gives the rates, from which SOPs follow once fan-outs are known.\n");
+    for m in &r.models {
+        let lt: Vec<usize> = m.measurement.layers.first().map(|l| l.gn_mse.iter().map(|p| p.0).collect()).unwrap_or_default();
+        let _ = writeln!(s, "**{}**\n", m.name);
+        let _ = writeln!(s, "| site | θ | L | neurons | {} | {} | IF rate | GN rate |", lt.iter().map(|t| format!("IF T={t}")).collect::<Vec<_>>().join(" | "), lt.iter().map(|t| format!("GN T={t}")).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(s, "| --- | --- | --- | --- |{}{} --- | --- |", " --- |".repeat(lt.len()), " --- |".repeat(lt.len()));
+        for l in &m.measurement.layers {
+            let _ = writeln!(
+                s,
+                "| {} | {:.4} | {} | {} | {} | {} | {:.3} | {:.3} |",
+                l.site,
+                l.theta,
+                l.levels,
+                l.neurons,
+                l.if_mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "),
+                l.gn_mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "),
+                l.if_rate,
+                l.gn_rate
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "### ONNX Runtime against tract (emitted models)\n");
+    let _ = writeln!(s, "| model | emitted | max abs diff | images beyond 1e-4 | onnx.checker |\n| --- | --- | --- | --- | --- |");
+    for m in &r.models {
+        for c in &m.runtime {
+            let _ = writeln!(s, "| {} | {} | {:.2e} | {:.2}% | {} |", m.name, c.model, c.max_abs_diff, c.share_beyond_1e4 * 100.0, c.checker);
+        }
+    }
+    let _ = writeln!(s, "\n### Gates\n");
+    for (name, ok, detail) in &r.gates {
+        let _ = writeln!(s, "- {} {name}: {detail}", if *ok { "pass" } else { "FAIL" });
+    }
+    s
+}
+
+fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
+    const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+    for m in &r.models {
+        let series: Vec<Series> = m
+            .measurement
+            .curves
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Series {
+                name: if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
+                color: COLORS[i],
+                points: c.mse.iter().map(|&(t, v)| (t as f64, v)).collect(),
+                dashed: false,
+            })
+            .collect();
+        let axes = Axes { title: format!("{}: MSE vs T", m.name), x_label: "T".into(), y_label: "MSE (ANN vs SNN logits)".into(), log_x: true, log_y: true, steps: false };
+        std::fs::write(out.join(format!("mse_{}.svg", m.name)), line_chart(&axes, &series))?;
+        let mut series: Vec<Series> = m
+            .measurement
+            .curves
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Series {
+                name: if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
+                color: COLORS[i],
+                points: c.accuracy.iter().map(|&(t, v)| (t as f64, v * 100.0)).collect(),
+                dashed: false,
+            })
+            .collect();
+        if let Some(a) = m.measurement.ann_accuracy {
+            series.push(Series { name: "ANN".into(), color: "#444", points: spec.timesteps.iter().map(|&t| (t as f64, a * 100.0)).collect(), dashed: true });
+        }
+        let axes = Axes { title: format!("{}: top-1 accuracy vs T", m.name), x_label: "T".into(), y_label: "accuracy (%)".into(), log_x: true, log_y: false, steps: false };
+        std::fs::write(out.join(format!("accuracy_{}.svg", m.name)), line_chart(&axes, &series))?;
+    }
+    // Fig. 2: firing-rate staircase of one IF and one GN neuron against the ANN, T = 4.
+    if let Some(layer) = r.models.iter().find_map(|m| m.measurement.layers.first().cloned()) {
+        let (theta, levels) = (layer.theta as f32, layer.levels);
+        let model = single_site(theta, levels);
+        let currents: Vec<f32> = (0..=400).map(|i| -0.25 * theta + i as f32 * 1.5 * theta / 400.0).collect();
+        let x = ArrayD::from_shape_vec(IxDyn(&[currents.len(), 1]), currents.clone())?;
+        let mut series = Vec::new();
+        let ann = run_batched(&model, &x, 1000, &|_| {})?.remove(0);
+        series.push(Series { name: format!("ANN (QCFS L={levels})"), color: "#444", points: currents.iter().zip(ann.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(), dashed: true });
+        for (i, (neuron, tau, name)) in [(NeuronKind::If, 1, "IF".to_string()), (NeuronKind::Gn, r.tau, format!("GN τ={}", r.tau))].into_iter().enumerate() {
+            let snn = transpile(&model, &Options { neuron, tau, timesteps: 4, anytime: false, allow_inexact: false })?.0;
+            let out = run_batched(&snn, &x, 1000, &|_| {})?.remove(0);
+            series.push(Series { name, color: COLORS[i], points: currents.iter().zip(out.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(), dashed: false });
+        }
+        let axes = Axes { title: format!("Firing rate × θ at T = 4 (θ = {theta:.3})"), x_label: "input current".into(), y_label: "output (rate × θ)".into(), log_x: false, log_y: false, steps: true };
+        std::fs::write(out.join("staircase.svg"), line_chart(&axes, &series))?;
+    }
+    Ok(())
+}
+
+/// A model of one QCFS activation on a [N, 1] input, for the staircase plot.
+fn single_site(theta: f32, levels: u32) -> ModelProto {
+    use gn_onnx::data::tensor_f32;
+    let c = |name: &str, v: f32| tensor_f32(name, &[], &[v]);
+    let node = |op: &str, i: &[&str], o: &str| NodeProto {
+        input: i.iter().map(|s| s.to_string()).collect(),
+        output: vec![o.into()],
+        name: Some(o.into()),
+        op_type: Some(op.into()),
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        name: Some("qcfs".into()),
+        node: vec![
+            node("Div", &["x", "theta"], "a"),
+            node("Clip", &["a", "zero", "one"], "b"),
+            node("Mul", &["b", "levels"], "c"),
+            node("Add", &["c", "half"], "d"),
+            node("Floor", &["d"], "e"),
+            node("Div", &["e", "levels"], "f"),
+            node("Mul", &["f", "theta"], "y"),
+        ],
+        initializer: vec![c("theta", theta), c("zero", 0.0), c("one", 1.0), c("levels", levels as f32), c("half", 0.5)],
+        input: vec![ValueInfoProto { name: Some("x".into()), ..Default::default() }],
+        output: vec![ValueInfoProto { name: Some("y".into()), ..Default::default() }],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+/// Replaces the README's measured section (between markers) with the full report.
+fn update_readme(readme: &Path, markdown: &str, out: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(readme)?;
+    let (begin, end) = ("<!-- verify:begin -->", "<!-- verify:end -->");
+    let (Some(a), Some(b)) = (text.find(begin), text.find(end)) else {
+        bail!("README.md has no {begin} … {end} section");
+    };
+    let docs = crate::workspace().join("docs/verify");
+    std::fs::create_dir_all(&docs)?;
+    for e in std::fs::read_dir(out)?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "svg") {
+            std::fs::copy(e.path(), docs.join(e.file_name()))?;
+        }
+    }
+    let new = format!("{}{begin}\n{}\n{}", &text[..a], markdown.replace("### ", "#### ").replace("## Verification", "### Verification"), &text[b..]);
+    std::fs::write(readme, new)?;
+    Ok(())
+}
