@@ -73,6 +73,7 @@ struct ModelConfig {
 struct TauSweep {
     model: String,
     taus: Vec<u32>,
+    timesteps: Vec<usize>,
 }
 
 #[derive(Deserialize, Serialize, Clone)]
@@ -121,17 +122,20 @@ struct Report {
 }
 
 /// Progress on stderr: one line per stage, updated in place.
-fn progress(total: usize) -> impl Fn(&str, usize) + Sync {
+fn progress() -> impl Fn(&str, usize, usize) + Sync {
     let done = AtomicUsize::new(0);
     let stage = std::sync::Mutex::new(String::new());
-    move |name: &str, k: usize| {
+    let started = std::sync::Mutex::new(Instant::now());
+    move |name: &str, k: usize, total: usize| {
         let mut s = stage.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t0 = started.lock().unwrap_or_else(|e| e.into_inner());
         if *s != name {
             *s = name.to_string();
             done.store(0, Ordering::SeqCst);
+            *t0 = Instant::now();
         }
         let d = done.fetch_add(k, Ordering::SeqCst) + k;
-        eprint!("\r  {name:<16} {d:>6}/{total} images");
+        eprint!("\r  {name:<16} {d:>6}/{total} images  {:>6.1} s", t0.elapsed().as_secs_f64());
         if d >= total {
             eprintln!();
         }
@@ -217,7 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         eprintln!("{}: {} images, τ = {tau}", mc.name, n);
         let t0 = Instant::now();
         let ann = gn_onnx::io::load(&mc.path)?.model;
-        let m = measure(&ann, &x, labels.as_deref(), &spec, &progress(n)).with_context(|| format!("{}", mc.path.display()))?;
+        let m = measure(&ann, &x, labels.as_deref(), &spec, &progress()).with_context(|| format!("{}", mc.path.display()))?;
         let mut checks = Vec::new();
         if let Some((venv, rt)) = &runtime {
             let xs = x.slice_axis(Axis(0), (0..spec.layer_images.min(n)).into()).to_owned();
@@ -257,17 +261,18 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let path = root.join(format!("fixtures/models/{}.onnx", config.tau_sweep.model));
             let ann = gn_onnx::io::load(&path)?.model;
             let ann_out = run_batched(&ann, &x, spec.batch, &|_| {})?.remove(0);
-            let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
+            let sweep_ts = config.tau_sweep.timesteps.clone();
+            let t_max = sweep_ts.iter().copied().max().unwrap_or(1);
             let mut points = Vec::new();
             for &k in &config.tau_sweep.taus {
                 eprintln!("τ sweep on {}: τ = {k}", config.tau_sweep.model);
                 let options = Options { neuron: NeuronKind::Gn, tau: k, timesteps: t_max, anytime: true, allow_inexact: false };
                 let snn = transpile(&ann, &options)?.0;
-                let bar = progress(n);
+                let bar = progress();
                 let label = format!("GN τ={k}");
-                let out = run_batched(&snn, &x, spec.batch, &|c| bar(&label, c))?;
+                let out = run_batched(&snn, &x, spec.batch, &|c| bar(&label, c, n))?;
                 let mut p = SweepPoint { tau: k, mse: Vec::new(), accuracy: Vec::new() };
-                for &t in &spec.timesteps {
+                for &t in &sweep_ts {
                     let r = out[1].index_axis(Axis(0), t - 1).to_owned();
                     p.mse.push((t, mse(&r, &ann_out)));
                     if let Some(l) = &labels {
@@ -370,6 +375,7 @@ fn render_markdown(r: &Report) -> String {
         let _ = writeln!(s, "- {} (L = {:?}, τ = {}): {:+.2} points", m.name, m.measurement.levels, r.tau, (gn2.1 - ann) * 100.0);
     }
     if let Some((model, points)) = &r.tau_sweep {
+        let ts: Vec<usize> = points.first().map(|p| p.mse.iter().map(|q| q.0).collect()).unwrap_or_default();
         let _ = writeln!(s, "\n### GN against τ on {model}\n");
         let _ = writeln!(s, "| τ | {} |", ts.iter().map(|t| format!("MSE T={t}")).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
@@ -497,7 +503,7 @@ fn single_site(theta: f32, levels: u32) -> ModelProto {
             node("Mul", &["f", "theta"], "y"),
         ],
         initializer: vec![c("theta", theta), c("zero", 0.0), c("one", 1.0), c("levels", levels as f32), c("half", 0.5)],
-        input: vec![ValueInfoProto { name: Some("x".into()), ..Default::default() }],
+        input: vec![float_input("x", 1)],
         output: vec![ValueInfoProto { name: Some("y".into()), ..Default::default() }],
         ..Default::default()
     };
@@ -505,6 +511,23 @@ fn single_site(theta: f32, levels: u32) -> ModelProto {
         ir_version: Some(8),
         opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
         graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+/// A float input of shape [N, features] with a symbolic batch.
+fn float_input(name: &str, features: i64) -> ValueInfoProto {
+    use gn_onnx::proto::{tensor_shape_proto::{dimension::Value, Dimension}, type_proto, TensorShapeProto, TypeProto};
+    let dim = |v: Value| Dimension { value: Some(v), denotation: None };
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(TensorShapeProto { dim: vec![dim(Value::DimParam("N".into())), dim(Value::DimValue(features))] }),
+            })),
+            denotation: None,
+        }),
         ..Default::default()
     }
 }

@@ -158,7 +158,7 @@ pub fn measure(
     x: &ArrayD<f32>,
     labels: Option<&[usize]>,
     spec: &Spec,
-    progress: &(dyn Fn(&str, usize) + Sync),
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<Measurement, VerifyError> {
     let n = x.shape()[0];
     let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
@@ -167,7 +167,7 @@ pub fn measure(
     let mut levels: Vec<u32> = sites.iter().map(|s| s.levels).collect();
     levels.dedup();
 
-    let ann_out = run_batched(ann, x, spec.batch, &|k| progress("ANN", k))?.remove(0);
+    let ann_out = run_batched(ann, x, spec.batch, &|k| progress("ANN", k, n))?.remove(0);
     let ann_pred = top1(&ann_out);
     let ann_accuracy = labels.map(|l| accuracy(&ann_pred, l));
 
@@ -177,7 +177,7 @@ pub fn measure(
         let options = Options { neuron, tau, timesteps: t_max, anytime: true, allow_inexact: false };
         let (snn, _) = transpile(ann, &options)?;
         let label = format!("{tag} T={t_max}");
-        let outs = run_batched(&snn, x, spec.batch, &|k| progress(&label, k))?;
+        let outs = run_batched(&snn, x, spec.batch, &|k| progress(&label, k, n))?;
         let anytime = &outs[1];
         let mut curve = Curve { neuron: tag.to_string(), tau, mse: Vec::new(), accuracy: Vec::new() };
         for &t in &spec.timesteps {
@@ -196,7 +196,7 @@ pub fn measure(
         [l] => {
             let options = Options { neuron: NeuronKind::Gn, tau: *l, timesteps: 1, anytime: false, allow_inexact: false };
             let (snn, _) = transpile(ann, &options)?;
-            let out = run_batched(&snn, x, spec.batch, &|k| progress("GN τ=L T=1", k))?.remove(0);
+            let out = run_batched(&snn, x, spec.batch, &|k| progress("GN τ=L T=1", k, n))?.remove(0);
             let pred = top1(&out);
             let flips = pred.iter().zip(&ann_pred).filter(|(a, b)| a != b).count();
             let ms = ann_out.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / ann_out.len() as f64;
@@ -215,13 +215,13 @@ pub fn measure(
     let m = spec.layer_images.min(n);
     let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
     let site_values: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
-    let ann_acts = run_batched(&expose(ann, &site_values), &xs, spec.batch, &|k| progress("ANN layers", k))?;
+    let ann_acts = run_batched(&expose(ann, &site_values), &xs, spec.batch, &|k| progress("ANN layers", k, m))?;
     let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
     let mut per_neuron: Vec<(Vec<Vec<(usize, f64)>>, Vec<f64>)> = Vec::new();
     for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
         let options = Options { neuron, tau, timesteps: t_layer, anytime: false, allow_inexact: false };
         let (snn, _) = transpile(ann, &options)?;
-        let outs = run_batched(&expose(&snn, &site_values), &xs, spec.batch, &|k| progress("SNN layers", k))?;
+        let outs = run_batched(&expose(&snn, &site_values), &xs, spec.batch, &|k| progress("SNN layers", k, m))?;
         let mut errors = Vec::new();
         let mut rates = Vec::new();
         for (k, site) in sites.iter().enumerate() {
@@ -263,7 +263,7 @@ pub fn measure(
     // Outputs of the emitted models on the prefix, for comparisons with other runtimes.
     let mut emitted_outputs = Vec::new();
     for (name, model) in &emitted {
-        emitted_outputs.push(run_batched(model, &xs, spec.batch, &|k| progress(name, k))?);
+        emitted_outputs.push(run_batched(model, &xs, spec.batch, &|k| progress(name, k, m))?);
     }
     Ok(Measurement { images: n, ann_accuracy, levels, curves, exactness, layers, emitted, emitted_outputs })
 }
