@@ -20,9 +20,12 @@ pub struct Args {
     /// The harness configuration.
     #[arg(long, default_value = "xtask/verify.yaml")]
     config: PathBuf,
-    /// Use the whole test set (10,000 images) and update the README's tables.
+    /// Use the whole test set (10,000 images; T > 8 on the first 2,000).
     #[arg(long)]
     full: bool,
+    /// Write the report's tables into README.md and its plots into docs/verify/.
+    #[arg(long)]
+    readme: bool,
     /// Measure this model instead of the configured fixtures.
     #[arg(long, requires = "data")]
     model: Option<PathBuf>,
@@ -51,6 +54,9 @@ struct Config {
     layer_timesteps: Vec<usize>,
     layer_images: usize,
     batch: usize,
+    short_max: usize,
+    long_images: usize,
+    long_images_full: usize,
     models: Vec<ModelConfig>,
     tau_sweep: TauSweep,
     gates: Gates,
@@ -83,7 +89,9 @@ struct Gates {
     ratio_model: String,
     ratio_max: f64,
     ratio_up_to_t: usize,
-    ort_max_share_beyond_1e4: f64,
+    ort_max_share_beyond_1e4_t1: f64,
+    ort_max_relative_mse: f64,
+    ort_max_top1_flip_share: f64,
 }
 
 /// The cross-runtime comparison of one emitted model.
@@ -92,6 +100,9 @@ struct RuntimeCheck {
     model: String,
     max_abs_diff: f64,
     share_beyond_1e4: f64,
+    top1_flips: usize,
+    images: usize,
+    relative_mse: f64,
     checker: String,
 }
 
@@ -125,19 +136,19 @@ struct Report {
 fn progress() -> impl Fn(&str, usize, usize) + Sync {
     let done = AtomicUsize::new(0);
     let stage = std::sync::Mutex::new(String::new());
-    let started = std::sync::Mutex::new(Instant::now());
+    let last = std::sync::Mutex::new(Instant::now());
     move |name: &str, k: usize, total: usize| {
         let mut s = stage.lock().unwrap_or_else(|e| e.into_inner());
-        let mut t0 = started.lock().unwrap_or_else(|e| e.into_inner());
         if *s != name {
             *s = name.to_string();
             done.store(0, Ordering::SeqCst);
-            *t0 = Instant::now();
         }
         let d = done.fetch_add(k, Ordering::SeqCst) + k;
-        eprint!("\r  {name:<16} {d:>6}/{total} images  {:>6.1} s", t0.elapsed().as_secs_f64());
+        eprint!("\r  {name:<16} {d:>6}/{total} images");
         if d >= total {
-            eprintln!();
+            let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("  ({:.1} s)", l.elapsed().as_secs_f64());
+            *l = Instant::now();
         }
     }
 }
@@ -206,6 +217,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         batch: config.batch,
         layer_images: config.layer_images,
         layer_timesteps: config.layer_timesteps.clone(),
+        short_max: config.short_max,
+        long_images: if args.full { config.long_images_full } else { config.long_images },
     };
 
     let runtime = if args.no_ort {
@@ -224,7 +237,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         let m = measure(&ann, &x, labels.as_deref(), &spec, &progress()).with_context(|| format!("{}", mc.path.display()))?;
         let mut checks = Vec::new();
         if let Some((venv, rt)) = &runtime {
-            let xs = x.slice_axis(Axis(0), (0..spec.layer_images.min(n)).into()).to_owned();
+            let prefix = spec.layer_images.min(n).min(spec.long_images.min(n).max(1));
+            let xs = x.slice_axis(Axis(0), (0..prefix).into()).to_owned();
             let mut files = Vec::new();
             for ((name, model), tract_out) in m.emitted.iter().zip(&m.emitted_outputs) {
                 let file = args.out.join(format!("models/{}_{}.onnx", mc.name, name));
@@ -239,10 +253,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 for (p, q) in ort_out.iter().zip(tract_out).skip(1) {
                     max_any = max_any.max(p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64).fold(0.0, f64::max));
                 }
+                let (pa, pb) = (top1(a), top1(b));
+                let ms = b.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / b.len() as f64;
                 checks.push(RuntimeCheck {
                     model: name.clone(),
                     max_abs_diff: max_any,
                     share_beyond_1e4: rows as f64 / a.shape()[0] as f64,
+                    top1_flips: pa.iter().zip(&pb).filter(|(u, v)| u != v).count(),
+                    images: a.shape()[0],
+                    relative_mse: mse(a, b) / ms,
                     checker: String::new(),
                 });
             }
@@ -264,7 +283,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let sweep_ts = config.tau_sweep.timesteps.clone();
             let t_max = sweep_ts.iter().copied().max().unwrap_or(1);
             let mut points = Vec::new();
+            let measured = &results.iter().find(|r| r.name == config.tau_sweep.model).map(|r| r.measurement.curves.clone()).unwrap_or_default();
             for &k in &config.tau_sweep.taus {
+                // τ = 1 is IF, and the configured τ was measured already.
+                let known = measured.iter().find(|c| (k == 1 && c.neuron == "IF") || (c.neuron == "GN" && c.tau == k));
+                if let Some(c) = known {
+                    let keep = |v: &Vec<(usize, f64)>| v.iter().copied().filter(|p| sweep_ts.contains(&p.0)).collect::<Vec<_>>();
+                    points.push(SweepPoint { tau: k, mse: keep(&c.mse), accuracy: keep(&c.accuracy) });
+                    continue;
+                }
                 eprintln!("τ sweep on {}: τ = {k}", config.tau_sweep.model);
                 let options = Options { neuron: NeuronKind::Gn, tau: k, timesteps: t_max, anytime: true, allow_inexact: false };
                 let snn = transpile(&ann, &options)?.0;
@@ -301,10 +328,22 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 ));
             }
             for c in &r.runtime {
+                let flip_share = c.top1_flips as f64 / c.images.max(1) as f64;
+                let one_step = c.model.ends_with("_t1");
+                let ok = c.checker == "ok"
+                    && c.relative_mse <= g.ort_max_relative_mse
+                    && flip_share <= g.ort_max_top1_flip_share
+                    && (!one_step || c.share_beyond_1e4 <= g.ort_max_share_beyond_1e4_t1);
                 gates.push((
                     format!("{} {}: ONNX Runtime vs tract", r.name, c.model),
-                    c.share_beyond_1e4 <= g.ort_max_share_beyond_1e4 && c.checker == "ok",
-                    format!("{:.2}% of images beyond 1e-4 (≤ {:.0}%), max |diff| {:.1e}, onnx.checker: {}", c.share_beyond_1e4 * 100.0, g.ort_max_share_beyond_1e4 * 100.0, c.max_abs_diff, c.checker),
+                    ok,
+                    format!(
+                        "relative MSE {:.1e} (≤ {:.0e}), top-1 flips {}/{} (≤ {:.1}%), {:.2}% of images beyond 1e-4{}, max |diff| {:.1e}, onnx.checker: {}",
+                        c.relative_mse, g.ort_max_relative_mse, c.top1_flips, c.images, g.ort_max_top1_flip_share * 100.0,
+                        c.share_beyond_1e4 * 100.0,
+                        if one_step { format!(" (≤ {:.1}%)", g.ort_max_share_beyond_1e4_t1 * 100.0) } else { String::new() },
+                        c.max_abs_diff, c.checker
+                    ),
                 ));
             }
         }
@@ -321,7 +360,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     std::fs::write(args.out.join("report.md"), &markdown)?;
     std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     write_plots(&report, &args.out, &spec)?;
-    if args.full && args.model.is_none() {
+    if args.readme && args.model.is_none() {
         update_readme(&root.join("README.md"), &markdown, &args.out)?;
     }
     println!("{markdown}");
@@ -346,6 +385,9 @@ fn render_markdown(r: &Report) -> String {
         let _ = writeln!(s, "| {first} | {} |", ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
     };
+    if let Some(m) = r.models.first() {
+        let _ = writeln!(s, "T ≤ {} on {} images; larger T on the first {} (one anytime run per neuron model).\n", m.measurement.short_max, m.measurement.images, m.measurement.long_images);
+    }
     let _ = writeln!(s, "### Table 1: MSE between the ANN's and the SNN's logits\n");
     for m in &r.models {
         header(&mut s, &format!("{} (L = {:?})", m.name, m.measurement.levels));
@@ -412,10 +454,11 @@ fn render_markdown(r: &Report) -> String {
         let _ = writeln!(s);
     }
     let _ = writeln!(s, "### ONNX Runtime against tract (emitted models)\n");
-    let _ = writeln!(s, "| model | emitted | max abs diff | images beyond 1e-4 | onnx.checker |\n| --- | --- | --- | --- | --- |");
+    let _ = writeln!(s, "Both runtimes compute every elementwise op of the neurons identically, but sum convolutions in different orders; where a membrane lies within float rounding of a threshold, a spike moves by one step or one layer, which changes that image's readout by about one spike's weight. The T = 1 models show the agreement without that effect.\n");
+    let _ = writeln!(s, "| model | emitted | max abs diff | images beyond 1e-4 | relative MSE | top-1 flips | onnx.checker |\n| --- | --- | --- | --- | --- | --- | --- |");
     for m in &r.models {
         for c in &m.runtime {
-            let _ = writeln!(s, "| {} | {} | {:.2e} | {:.2}% | {} |", m.name, c.model, c.max_abs_diff, c.share_beyond_1e4 * 100.0, c.checker);
+            let _ = writeln!(s, "| {} | {} | {:.2e} | {:.2}% | {:.1e} | {}/{} | {} |", m.name, c.model, c.max_abs_diff, c.share_beyond_1e4 * 100.0, c.relative_mse, c.top1_flips, c.images, c.checker);
         }
     }
     let _ = writeln!(s, "\n### Gates\n");

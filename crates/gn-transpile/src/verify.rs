@@ -25,6 +25,10 @@ pub struct Spec {
     pub timesteps: Vec<usize>,
     /// Images per tract call.
     pub batch: usize,
+    /// T values up to this one are measured on every image ...
+    pub short_max: usize,
+    /// ... and larger ones on this many (a prefix of the data).
+    pub long_images: usize,
     /// Images used for the per-layer errors and firing rates (a prefix of the data).
     pub layer_images: usize,
     /// T values of the per-layer table (at most 8 or so: site outputs are large).
@@ -73,6 +77,9 @@ pub struct Layer {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Measurement {
     pub images: usize,
+    /// Images behind the figures for T above `short_max`.
+    pub long_images: usize,
+    pub short_max: usize,
     pub ann_accuracy: Option<f64>,
     pub levels: Vec<u32>,
     pub curves: Vec<Curve>,
@@ -81,7 +88,8 @@ pub struct Measurement {
     /// The emitted models (IF and GN at the largest T, anytime), for cross-runtime checks.
     #[serde(skip)]
     pub emitted: Vec<(String, ModelProto)>,
-    /// Outputs of the emitted models on the first `layer_images` images, as tract computed them.
+    /// Outputs of the emitted models on the first `layer_images` images, as tract computed
+    /// them (logits, and the anytime output where there is one).
     #[serde(skip)]
     pub emitted_outputs: Vec<Vec<ArrayD<f32>>>,
 }
@@ -171,24 +179,42 @@ pub fn measure(
     let ann_pred = top1(&ann_out);
     let ann_accuracy = labels.map(|l| accuracy(&ann_pred, l));
 
+    // T ≤ short_max on every image; longer T on the first `long_images` (one anytime run each).
+    let t_short = spec.timesteps.iter().copied().filter(|&t| t <= spec.short_max).max().unwrap_or(1);
+    let long = spec.long_images.min(n);
+    let m = spec.layer_images.min(n).min(long.max(1));
+    let xl = x.slice_axis(Axis(0), (0..long).into()).to_owned();
     let mut curves = Vec::new();
     let mut emitted = Vec::new();
+    let mut emitted_outputs = Vec::new();
     for (neuron, tag, tau) in [(NeuronKind::If, "IF", 1), (NeuronKind::Gn, "GN", spec.tau)] {
-        let options = Options { neuron, tau, timesteps: t_max, anytime: true, allow_inexact: false };
-        let (snn, _) = transpile(ann, &options)?;
-        let label = format!("{tag} T={t_max}");
-        let outs = run_batched(&snn, x, spec.batch, &|k| progress(&label, k, n))?;
-        let anytime = &outs[1];
         let mut curve = Curve { neuron: tag.to_string(), tau, mse: Vec::new(), accuracy: Vec::new() };
-        for &t in &spec.timesteps {
-            let readout = anytime.index_axis(Axis(0), t - 1).to_owned();
-            curve.mse.push((t, mse(&readout, &ann_out)));
-            if let Some(l) = labels {
-                curve.accuracy.push((t, accuracy(&top1(&readout), l)));
+        for (steps, images) in [(t_short, n), (t_max, long)] {
+            if steps == t_short && images == n && !curve.mse.is_empty() || (steps == t_max && t_max == t_short) {
+                continue;
+            }
+            let options = Options { neuron, tau, timesteps: steps, anytime: true, allow_inexact: false };
+            let (snn, _) = transpile(ann, &options)?;
+            let label = format!("{tag} T={steps}");
+            let input = if images == n { x } else { &xl };
+            let outs = run_batched(&snn, input, spec.batch, &|k| progress(&label, k, images))?;
+            let reference = ann_out.slice_axis(Axis(0), (0..images).into()).to_owned();
+            for &t in spec.timesteps.iter().filter(|&&t| if steps == t_short { t <= t_short } else { t > t_short }) {
+                let readout = outs[1].index_axis(Axis(0), t - 1).to_owned();
+                curve.mse.push((t, mse(&readout, &reference)));
+                if let Some(l) = labels {
+                    curve.accuracy.push((t, accuracy(&top1(&readout), &l[..images])));
+                }
+            }
+            if steps == t_max {
+                emitted_outputs.push(vec![
+                    outs[0].slice_axis(Axis(0), (0..m).into()).to_owned(),
+                    outs[1].slice_axis(Axis(1), (0..m).into()).to_owned(),
+                ]);
+                emitted.push((format!("{}_t{t_max}", tag.to_lowercase()), snn));
             }
         }
         curves.push(curve);
-        emitted.push((format!("{}_t{t_max}", tag.to_lowercase()), snn));
     }
 
     // SPEC §4.1: τ = L at T = 1 reproduces the ANN (only when all sites share one L).
@@ -201,6 +227,7 @@ pub fn measure(
             let flips = pred.iter().zip(&ann_pred).filter(|(a, b)| a != b).count();
             let ms = ann_out.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / ann_out.len() as f64;
             emitted.push((format!("gn_tau{l}_t1"), snn));
+            emitted_outputs.push(vec![out.slice_axis(Axis(0), (0..m).into()).to_owned()]);
             Some(Exactness {
                 tau: *l,
                 top1_agreement: 1.0 - flips as f64 / n as f64,
@@ -212,7 +239,6 @@ pub fn measure(
     };
 
     // Per layer, on a prefix of the data.
-    let m = spec.layer_images.min(n);
     let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
     let site_values: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
     let ann_acts = run_batched(&expose(ann, &site_values), &xs, spec.batch, &|k| progress("ANN layers", k, m))?;
@@ -221,7 +247,8 @@ pub fn measure(
     for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
         let options = Options { neuron, tau, timesteps: t_layer, anytime: false, allow_inexact: false };
         let (snn, _) = transpile(ann, &options)?;
-        let outs = run_batched(&expose(&snn, &site_values), &xs, spec.batch, &|k| progress("SNN layers", k, m))?;
+        let stage = if neuron == NeuronKind::If { "IF layers" } else { "GN layers" };
+        let outs = run_batched(&expose(&snn, &site_values), &xs, spec.batch, &|k| progress(stage, k, m))?;
         let mut errors = Vec::new();
         let mut rates = Vec::new();
         for (k, site) in sites.iter().enumerate() {
@@ -260,12 +287,7 @@ pub fn measure(
         })
         .collect();
 
-    // Outputs of the emitted models on the prefix, for comparisons with other runtimes.
-    let mut emitted_outputs = Vec::new();
-    for (name, model) in &emitted {
-        emitted_outputs.push(run_batched(model, &xs, spec.batch, &|k| progress(name, k, m))?);
-    }
-    Ok(Measurement { images: n, ann_accuracy, levels, curves, exactness, layers, emitted, emitted_outputs })
+    Ok(Measurement { images: n, long_images: long, short_max: t_short, ann_accuracy, levels, curves, exactness, layers, emitted, emitted_outputs })
 }
 
 /// Regroups a folded site output computed batch by batch (`[T·b, …]` per chunk of b
@@ -275,14 +297,18 @@ fn unfold(folded: &ArrayD<f32>, timesteps: usize, images: usize, batch: usize) -
     let mut shape = vec![timesteps, images];
     shape.extend(&tail);
     let mut out = ArrayD::<f32>::zeros(IxDyn(&shape));
-    let mut offset = 0;
-    let mut start = 0;
+    let per_image: usize = tail.iter().product();
+    let src = folded.as_standard_layout();
+    let src = src.as_slice().unwrap_or_default();
+    let dst = out.as_slice_mut().unwrap_or_default();
+    let (mut offset, mut start) = (0, 0);
     while start < images {
         let b = batch.min(images - start);
         for t in 0..timesteps {
             for i in 0..b {
-                let src = folded.index_axis(Axis(0), offset + t * b + i);
-                out.index_axis_mut(Axis(0), t).index_axis_mut(Axis(0), start + i).assign(&src);
+                let from = (offset + t * b + i) * per_image;
+                let to = (t * images + start + i) * per_image;
+                dst[to..to + per_image].copy_from_slice(&src[from..from + per_image]);
             }
         }
         offset += timesteps * b;
