@@ -4,7 +4,9 @@
 
 use gn_onnx::proto::ModelProto;
 use gn_tests::reference::{self, Layer, Model};
-use gn_tests::{argmax_rows, base_models, fixture_models, mean_square, mse, run_tract, run_tract_2d, step, test_set, ModelBuilder};
+use gn_tests::{
+    argmax_rows, base_models, fixture_models, mean_square, mse, run_tract, run_tract_2d, step, test_set, ModelBuilder,
+};
 use gn_transpile::{transpile, NeuronKind, Options};
 use ndarray::{Array1, Array2};
 
@@ -75,9 +77,11 @@ fn emitted_graph_agrees_with_the_reference_simulator() {
         let ann = run_tract_2d(&model, &x).remove(0);
         let reference_ann = reference::ann(&layers, &x).into_dyn();
         assert!(gn_tests::max_abs_diff(&ann, &reference_ann) < 1e-5, "the reference ANN is the ONNX model");
-        for (neuron, model_kind, tau) in
-            [(NeuronKind::If, Model::If, 1), (NeuronKind::Gn, Model::Group { tau: 4 }, 4), (NeuronKind::Gn, Model::Group { tau: 2 }, 2)]
-        {
+        for (neuron, model_kind, tau) in [
+            (NeuronKind::If, Model::If, 1),
+            (NeuronKind::Gn, Model::Group { tau: 4 }, 4),
+            (NeuronKind::Gn, Model::Group { tau: 2 }, 2),
+        ] {
             let expected = reference::snn(&layers, &x, model_kind, 8);
             let snn = convert(&model, &options(neuron, tau, 8, true));
             let outputs = run_tract_2d(&snn, &x);
@@ -127,7 +131,8 @@ fn constant_current_spike_counts() {
             let unit = theta / tau as f32;
             for (i, &c) in currents.iter().enumerate() {
                 let spikes = (out[[i, 0]] * timesteps as f32 / unit).round();
-                let expected = ((timesteps as f32 * c + unit / 2.0) / unit).floor().clamp(0.0, (tau as usize * timesteps) as f32);
+                let expected =
+                    ((timesteps as f32 * c + unit / 2.0) / unit).floor().clamp(0.0, (tau as usize * timesteps) as f32);
                 // Rounding may differ only where T·x + θ_GN/2 lands exactly on a level.
                 let at_tie = (((timesteps as f32 * c + unit / 2.0) / unit).fract()).abs() < 1e-4;
                 assert!(

@@ -6,7 +6,7 @@
 //! image's logits then differ by one level's contribution (about 1e-2), the others agree
 //! to float rounding. Measured on the first 1,000 test images: one image per model.
 
-use gn_tests::{argmax_rows, image_count, fixture_models, max_abs_diff, run_tract, stored_logits, test_set};
+use gn_tests::{argmax_rows, fixture_models, image_count, max_abs_diff, run_tract, stored_logits, test_set};
 use ndarray::{s, Axis};
 
 #[test]

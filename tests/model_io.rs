@@ -59,7 +59,10 @@ fn bad_bytes_give_typed_errors() {
     let good = fs::read(gn_tests::fixtures().join("models/cnn_l4.onnx")).unwrap();
     assert!(matches!(decode(&[], "empty"), Err(IoError::Empty { .. })));
     assert!(matches!(decode(&good[..good.len() / 2], "half"), Err(IoError::Decode { .. })));
-    assert!(matches!(decode(b"this is not a protobuf at all, just text", "text"), Err(IoError::Decode { .. } | IoError::NoGraph { .. })));
+    assert!(matches!(
+        decode(b"this is not a protobuf at all, just text", "text"),
+        Err(IoError::Decode { .. } | IoError::NoGraph { .. })
+    ));
     // Field 7 (graph), length-delimited, declaring 2^40 bytes that are not there.
     let absurd = [0x3a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x01, 0x02];
     assert!(matches!(decode(&absurd, "absurd"), Err(IoError::Decode { .. })));

@@ -54,7 +54,8 @@ pub fn base_models() -> Vec<(String, PathBuf)> {
 /// The stored ONNX Runtime logits beside a model (`x.onnx` → `x.logits.npy`).
 pub fn stored_logits(model: &Path) -> Array2<f32> {
     let path = model.with_extension("").with_extension("logits.npy");
-    let path = if path.exists() { path } else { PathBuf::from(model.to_string_lossy().replace(".onnx", ".logits.npy")) };
+    let path =
+        if path.exists() { path } else { PathBuf::from(model.to_string_lossy().replace(".onnx", ".logits.npy")) };
     ndarray_npy::read_npy(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -76,7 +77,8 @@ pub fn run_tract(model: &ModelProto, x: &Array4<f32>, batch: usize) -> Vec<Array
 
 /// [`run_tract`], with tract's optimiser on or off.
 pub fn run_tract_with(model: &ModelProto, x: &Array4<f32>, batch: usize, optimize: bool) -> Vec<ArrayD<f32>> {
-    let tract = TractModel::with_optimization(model, optimize).unwrap_or_else(|e| panic!("tract cannot load the model: {e}"));
+    let tract =
+        TractModel::with_optimization(model, optimize).unwrap_or_else(|e| panic!("tract cannot load the model: {e}"));
     let mut parts: Vec<Vec<ArrayD<f32>>> = Vec::new();
     for start in (0..x.shape()[0]).step_by(batch) {
         let end = (start + batch).min(x.shape()[0]);
@@ -89,7 +91,8 @@ pub fn run_tract_with(model: &ModelProto, x: &Array4<f32>, batch: usize, optimiz
             parts[i].push(o);
         }
     }
-    let names: Vec<String> = model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
+    let names: Vec<String> =
+        model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
     parts
         .into_iter()
         .enumerate()
@@ -168,7 +171,8 @@ impl ModelBuilder {
     pub fn new(input_dims: &[i64]) -> Self {
         let mut dims = vec![None];
         dims.extend(input_dims.iter().map(|&d| Some(d)));
-        let graph = GraphProto { name: Some("test".into()), input: vec![tensor_info("input", &dims)], ..Default::default() };
+        let graph =
+            GraphProto { name: Some("test".into()), input: vec![tensor_info("input", &dims)], ..Default::default() };
         ModelBuilder { graph, counter: 0, opset: 17 }
     }
 

@@ -62,7 +62,7 @@ pub fn snn(layers: &[Layer], x: &Array2<f32>, model: Model, timesteps: usize) ->
                     let mut out = Array2::zeros(h.dim());
                     for ((vi, &xi), oi) in v.iter_mut().zip(h.iter()).zip(out.iter_mut()) {
                         let p = *vi + xi; // eq. (8): charge
-                        // eq. (9): member i fires iff p ≥ θ_i; eq. (11): aggregate the spikes.
+                                          // eq. (9): member i fires iff p ≥ θ_i; eq. (11): aggregate the spikes.
                         let count = thresholds.iter().filter(|&&th| p >= th).count() as f32;
                         *vi = p - count * unit; // eq. (10): lateral soft reset
                         *oi = count * unit;

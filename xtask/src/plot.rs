@@ -47,14 +47,24 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> String {
     let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, (w - right + left) / 2.0, axes.title);
-    let _ = writeln!(s, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - bottom, w - right, h - bottom);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
+        (w - right + left) / 2.0,
+        axes.title
+    );
+    let _ =
+        writeln!(s, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - bottom, w - right, h - bottom);
     let _ = writeln!(s, r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#, h - bottom);
     // Ticks.
     let xticks: Vec<f64> = series.first().map(|s| s.points.iter().map(|p| tx(p.0)).collect()).unwrap_or_default();
-    let xticks: Vec<f64> = if xticks.len() <= 12 { xticks } else { (0..=6).map(|i| x0 + (x1 - x0) * i as f64 / 6.0).collect() };
+    let xticks: Vec<f64> =
+        if xticks.len() <= 12 { xticks } else { (0..=6).map(|i| x0 + (x1 - x0) * i as f64 / 6.0).collect() };
     for x in xticks {
         let label = if axes.log_x { format!("{}", 2f64.powf(x).round()) } else { format!("{x:.2}") };
         let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{label}</text>"#, px(x), h - bottom + 16.0);
@@ -66,8 +76,19 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> String {
         let _ = writeln!(s, r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#ddd"/>"##, py(y), w - right);
         let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{label}</text>"#, left - 6.0, py(y) + 4.0);
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, (w - right + left) / 2.0, h - 12.0, axes.x_label);
-    let _ = writeln!(s, r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">{}</text>"#, (h - bottom + top) / 2.0, axes.y_label);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        (w - right + left) / 2.0,
+        h - 12.0,
+        axes.x_label
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        (h - bottom + top) / 2.0,
+        axes.y_label
+    );
     for (i, series) in series.iter().enumerate() {
         let mut d = String::new();
         let mut prev: Option<(f64, f64)> = None;
@@ -89,7 +110,13 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> String {
         let dash = if series.dashed { r#" stroke-dasharray="6,4""# } else { "" };
         let _ = writeln!(s, r#"<path d="{d}" fill="none" stroke="{}" stroke-width="2"{dash}/>"#, series.color);
         let ly = top + 10.0 + 18.0 * i as f64;
-        let _ = writeln!(s, r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"{dash}/>"#, w - right + 10.0, w - right + 30.0, series.color);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"{dash}/>"#,
+            w - right + 10.0,
+            w - right + 30.0,
+            series.color
+        );
         let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, w - right + 36.0, ly + 4.0, series.name);
     }
     s.push_str("</svg>\n");

@@ -174,7 +174,8 @@ fn load_npy_labels(path: &Path) -> anyhow::Result<Vec<usize>> {
     if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i32>>(path) {
         return Ok(a.iter().map(|&v| v as usize).collect());
     }
-    let a: ArrayD<u8> = ndarray_npy::read_npy(path).with_context(|| format!("{}: labels must be int64, int32 or uint8", path.display()))?;
+    let a: ArrayD<u8> = ndarray_npy::read_npy(path)
+        .with_context(|| format!("{}: labels must be int64, int32 or uint8", path.display()))?;
     Ok(a.iter().map(|&v| v as usize).collect())
 }
 
@@ -193,7 +194,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let (models, x, labels): (Vec<ModelConfig>, ArrayD<f32>, Option<Vec<usize>>) = match &args.model {
         Some(model) => {
             let data = args.data.as_ref().context("--model needs --data")?;
-            let x: ArrayD<f32> = ndarray_npy::read_npy(data).with_context(|| format!("{}: expected a float32 .npy", data.display()))?;
+            let x: ArrayD<f32> =
+                ndarray_npy::read_npy(data).with_context(|| format!("{}: expected a float32 .npy", data.display()))?;
             let labels = args.labels.as_deref().map(load_npy_labels).transpose()?;
             if let Some(l) = &labels {
                 if l.len() != x.shape()[0] {
@@ -234,7 +236,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         eprintln!("{}: {} images, τ = {tau}", mc.name, n);
         let t0 = Instant::now();
         let ann = gn_onnx::io::load(&mc.path)?.model;
-        let m = measure(&ann, &x, labels.as_deref(), &spec, &progress()).with_context(|| format!("{}", mc.path.display()))?;
+        let m = measure(&ann, &x, labels.as_deref(), &spec, &progress())
+            .with_context(|| format!("{}", mc.path.display()))?;
         let mut checks = Vec::new();
         if let Some((venv, rt)) = &runtime {
             let prefix = spec.layer_images.min(n).min(spec.long_images.min(n).max(1));
@@ -248,10 +251,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 let ort_out = rt.run(&gn_onnx::io::encode(model), &xs, spec.batch)?;
                 let (a, b) = (&ort_out[0], &tract_out[0]);
                 let max = a.iter().zip(b.iter()).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max);
-                let rows = a.outer_iter().zip(b.outer_iter()).filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > 1e-4)).count();
+                let rows = a
+                    .outer_iter()
+                    .zip(b.outer_iter())
+                    .filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > 1e-4))
+                    .count();
                 let mut max_any = max;
                 for (p, q) in ort_out.iter().zip(tract_out).skip(1) {
-                    max_any = max_any.max(p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64).fold(0.0, f64::max));
+                    max_any =
+                        max_any.max(p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64).fold(0.0, f64::max));
                 }
                 let (pa, pb) = (top1(a), top1(b));
                 let ms = b.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / b.len() as f64;
@@ -271,7 +279,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 c.checker = fail.cloned().unwrap_or_else(|| "ok".into());
             }
         }
-        results.push(ModelResult { name: mc.name, measurement: m, runtime: checks, seconds: t0.elapsed().as_secs_f64() });
+        results.push(ModelResult {
+            name: mc.name,
+            measurement: m,
+            runtime: checks,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
     }
 
     // τ sweep.
@@ -283,17 +296,24 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let sweep_ts = config.tau_sweep.timesteps.clone();
             let t_max = sweep_ts.iter().copied().max().unwrap_or(1);
             let mut points = Vec::new();
-            let measured = &results.iter().find(|r| r.name == config.tau_sweep.model).map(|r| r.measurement.curves.clone()).unwrap_or_default();
+            let measured = &results
+                .iter()
+                .find(|r| r.name == config.tau_sweep.model)
+                .map(|r| r.measurement.curves.clone())
+                .unwrap_or_default();
             for &k in &config.tau_sweep.taus {
                 // τ = 1 is IF, and the configured τ was measured already.
                 let known = measured.iter().find(|c| (k == 1 && c.neuron == "IF") || (c.neuron == "GN" && c.tau == k));
                 if let Some(c) = known {
-                    let keep = |v: &Vec<(usize, f64)>| v.iter().copied().filter(|p| sweep_ts.contains(&p.0)).collect::<Vec<_>>();
+                    let keep = |v: &Vec<(usize, f64)>| {
+                        v.iter().copied().filter(|p| sweep_ts.contains(&p.0)).collect::<Vec<_>>()
+                    };
                     points.push(SweepPoint { tau: k, mse: keep(&c.mse), accuracy: keep(&c.accuracy) });
                     continue;
                 }
                 eprintln!("τ sweep on {}: τ = {k}", config.tau_sweep.model);
-                let options = Options { neuron: NeuronKind::Gn, tau: k, timesteps: t_max, anytime: true, allow_inexact: false };
+                let options =
+                    Options { neuron: NeuronKind::Gn, tau: k, timesteps: t_max, anytime: true, allow_inexact: false };
                 let snn = transpile(&ann, &options)?.0;
                 let bar = progress();
                 let label = format!("GN τ={k}");
@@ -320,11 +340,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     if args.model.is_none() {
         for r in &results {
             if let Some(e) = &r.measurement.exactness {
-                let ok = e.top1_agreement >= g.exactness_min_top1_agreement && e.relative_mse <= g.exactness_max_relative_mse;
+                let ok = e.top1_agreement >= g.exactness_min_top1_agreement
+                    && e.relative_mse <= g.exactness_max_relative_mse;
                 gates.push((
                     format!("{}: GN τ=L={} T=1 reproduces the ANN", r.name, e.tau),
                     ok,
-                    format!("top-1 agreement {:.4} (≥ {}), relative MSE {:.1e} (≤ {:.0e})", e.top1_agreement, g.exactness_min_top1_agreement, e.relative_mse, g.exactness_max_relative_mse),
+                    format!(
+                        "top-1 agreement {:.4} (≥ {}), relative MSE {:.1e} (≤ {:.0e})",
+                        e.top1_agreement, g.exactness_min_top1_agreement, e.relative_mse, g.exactness_max_relative_mse
+                    ),
                 ));
             }
             for c in &r.runtime {
@@ -351,7 +375,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let (if_, gn) = (&r.measurement.curves[0], &r.measurement.curves[1]);
             for ((t, a), (_, b)) in if_.mse.iter().zip(&gn.mse).filter(|((t, _), _)| *t <= g.ratio_up_to_t) {
                 let ratio = b / a;
-                gates.push((format!("{}: GN/IF MSE at T={t}", r.name), ratio <= g.ratio_max, format!("{ratio:.3} (≤ {})", g.ratio_max)));
+                gates.push((
+                    format!("{}: GN/IF MSE at T={t}", r.name),
+                    ratio <= g.ratio_max,
+                    format!("{ratio:.3} (≤ {})", g.ratio_max),
+                ));
             }
         }
     }
@@ -380,24 +408,36 @@ const PAPER_TABLE1: &str = "| paper (ResNet-20, CIFAR-100) | 1 | 2 | 4 | 8 | 16 
 fn render_markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Verification: ANN vs IF vs GN (τ = {}) on {} Fashion-MNIST test images\n", r.tau, r.images);
-    let ts: Vec<usize> = r.models.first().map(|m| m.measurement.curves[0].mse.iter().map(|p| p.0).collect()).unwrap_or_default();
+    let ts: Vec<usize> =
+        r.models.first().map(|m| m.measurement.curves[0].mse.iter().map(|p| p.0).collect()).unwrap_or_default();
     let header = |s: &mut String, first: &str| {
         let _ = writeln!(s, "| {first} | {} |", ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
     };
     if let Some(m) = r.models.first() {
-        let _ = writeln!(s, "T ≤ {} on {} images; larger T on the first {} (one anytime run per neuron model).\n", m.measurement.short_max, m.measurement.images, m.measurement.long_images);
+        let _ = writeln!(
+            s,
+            "T ≤ {} on {} images; larger T on the first {} (one anytime run per neuron model).\n",
+            m.measurement.short_max, m.measurement.images, m.measurement.long_images
+        );
     }
     let _ = writeln!(s, "### Table 1: MSE between the ANN's and the SNN's logits\n");
     for m in &r.models {
         header(&mut s, &format!("{} (L = {:?})", m.name, m.measurement.levels));
         let (if_, gn) = (&m.measurement.curves[0], &m.measurement.curves[1]);
-        let _ = writeln!(s, "| GN | {} |", gn.mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "));
-        let _ = writeln!(s, "| IF | {} |", if_.mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "));
+        let _ =
+            writeln!(s, "| GN | {} |", gn.mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "));
+        let _ =
+            writeln!(s, "| IF | {} |", if_.mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(
             s,
             "| GN/IF | {} |\n",
-            if_.mse.iter().zip(&gn.mse).map(|(a, b)| format!("{:.1}%", 100.0 * b.1 / a.1)).collect::<Vec<_>>().join(" | ")
+            if_.mse
+                .iter()
+                .zip(&gn.mse)
+                .map(|(a, b)| format!("{:.1}%", 100.0 * b.1 / a.1))
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
     }
     let _ = writeln!(s, "{PAPER_TABLE1}");
@@ -408,13 +448,32 @@ fn render_markdown(r: &Report) -> String {
         let ann = m.measurement.ann_accuracy.map(|a| format!("{:.2}", a * 100.0)).unwrap_or_else(|| "–".into());
         for c in &m.measurement.curves {
             let tag = if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() };
-            let _ = writeln!(s, "| {} {tag} | {ann} | {} |", m.name, c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect::<Vec<_>>().join(" | "));
+            let _ = writeln!(
+                s,
+                "| {} {tag} | {ann} | {} |",
+                m.name,
+                c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect::<Vec<_>>().join(" | ")
+            );
         }
     }
-    let _ = writeln!(s, "\nThe paper reports GN within 0.1-0.7 points of the ANN at T = 2 (Table 2). Measured gap at T = 2:\n");
+    let _ = writeln!(
+        s,
+        "\nThe paper reports GN within 0.1-0.7 points of the ANN at T = 2 (Table 2). Measured gap at T = 2:\n"
+    );
     for m in &r.models {
-        let (Some(ann), Some(gn2)) = (m.measurement.ann_accuracy, m.measurement.curves[1].accuracy.iter().find(|p| p.0 == 2)) else { continue };
-        let _ = writeln!(s, "- {} (L = {:?}, τ = {}): {:+.2} points", m.name, m.measurement.levels, r.tau, (gn2.1 - ann) * 100.0);
+        let (Some(ann), Some(gn2)) =
+            (m.measurement.ann_accuracy, m.measurement.curves[1].accuracy.iter().find(|p| p.0 == 2))
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "- {} (L = {:?}, τ = {}): {:+.2} points",
+            m.name,
+            m.measurement.levels,
+            r.tau,
+            (gn2.1 - ann) * 100.0
+        );
     }
     if let Some((model, points)) = &r.tau_sweep {
         let ts: Vec<usize> = points.first().map(|p| p.mse.iter().map(|q| q.0).collect()).unwrap_or_default();
@@ -422,21 +481,45 @@ fn render_markdown(r: &Report) -> String {
         let _ = writeln!(s, "| τ | {} |", ts.iter().map(|t| format!("MSE T={t}")).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
         for p in points {
-            let _ = writeln!(s, "| {} | {} |", p.tau, p.mse.iter().map(|q| format!("{:.4}", q.1)).collect::<Vec<_>>().join(" | "));
+            let _ = writeln!(
+                s,
+                "| {} | {} |",
+                p.tau,
+                p.mse.iter().map(|q| format!("{:.4}", q.1)).collect::<Vec<_>>().join(" | ")
+            );
         }
         let _ = writeln!(s, "\n| τ | {} |", ts.iter().map(|t| format!("acc T={t}")).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
         for p in points {
-            let _ = writeln!(s, "| {} | {} |", p.tau, p.accuracy.iter().map(|q| format!("{:.2}", q.1 * 100.0)).collect::<Vec<_>>().join(" | "));
+            let _ = writeln!(
+                s,
+                "| {} | {} |",
+                p.tau,
+                p.accuracy.iter().map(|q| format!("{:.2}", q.1 * 100.0)).collect::<Vec<_>>().join(" | ")
+            );
         }
     }
-    let _ = writeln!(s, "\n### Per layer (first images; MSE of the time-averaged layer output against the ANN activation)\n");
+    let _ = writeln!(
+        s,
+        "\n### Per layer (first images; MSE of the time-averaged layer output against the ANN activation)\n"
+    );
     let _ = writeln!(s, "Firing rate: spikes per neuron per step, averaged over all neurons of the layer and all steps of the largest per-layer T; a Group Neuron can emit up to τ per step. Synaptic operations (SOPs) per image per step at a layer are its spikes times the fan-out of the next weighted layer; this report gives the rates, from which SOPs follow once fan-outs are known.\n");
     for m in &r.models {
-        let lt: Vec<usize> = m.measurement.layers.first().map(|l| l.gn_mse.iter().map(|p| p.0).collect()).unwrap_or_default();
+        let lt: Vec<usize> =
+            m.measurement.layers.first().map(|l| l.gn_mse.iter().map(|p| p.0).collect()).unwrap_or_default();
         let _ = writeln!(s, "**{}**\n", m.name);
-        let _ = writeln!(s, "| site | θ | L | neurons | {} | {} | IF rate | GN rate |", lt.iter().map(|t| format!("IF T={t}")).collect::<Vec<_>>().join(" | "), lt.iter().map(|t| format!("GN T={t}")).collect::<Vec<_>>().join(" | "));
-        let _ = writeln!(s, "| --- | --- | --- | --- |{}{} --- | --- |", " --- |".repeat(lt.len()), " --- |".repeat(lt.len()));
+        let _ = writeln!(
+            s,
+            "| site | θ | L | neurons | {} | {} | IF rate | GN rate |",
+            lt.iter().map(|t| format!("IF T={t}")).collect::<Vec<_>>().join(" | "),
+            lt.iter().map(|t| format!("GN T={t}")).collect::<Vec<_>>().join(" | ")
+        );
+        let _ = writeln!(
+            s,
+            "| --- | --- | --- | --- |{}{} --- | --- |",
+            " --- |".repeat(lt.len()),
+            " --- |".repeat(lt.len())
+        );
         for l in &m.measurement.layers {
             let _ = writeln!(
                 s,
@@ -458,7 +541,18 @@ fn render_markdown(r: &Report) -> String {
     let _ = writeln!(s, "| model | emitted | max abs diff | images beyond 1e-4 | relative MSE | top-1 flips | onnx.checker |\n| --- | --- | --- | --- | --- | --- | --- |");
     for m in &r.models {
         for c in &m.runtime {
-            let _ = writeln!(s, "| {} | {} | {:.2e} | {:.2}% | {:.1e} | {}/{} | {} |", m.name, c.model, c.max_abs_diff, c.share_beyond_1e4 * 100.0, c.relative_mse, c.top1_flips, c.images, c.checker);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2e} | {:.2}% | {:.1e} | {}/{} | {} |",
+                m.name,
+                c.model,
+                c.max_abs_diff,
+                c.share_beyond_1e4 * 100.0,
+                c.relative_mse,
+                c.top1_flips,
+                c.images,
+                c.checker
+            );
         }
     }
     let _ = writeln!(s, "\n### Gates\n");
@@ -483,7 +577,14 @@ fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
                 dashed: false,
             })
             .collect();
-        let axes = Axes { title: format!("{}: MSE vs T", m.name), x_label: "T".into(), y_label: "MSE (ANN vs SNN logits)".into(), log_x: true, log_y: true, steps: false };
+        let axes = Axes {
+            title: format!("{}: MSE vs T", m.name),
+            x_label: "T".into(),
+            y_label: "MSE (ANN vs SNN logits)".into(),
+            log_x: true,
+            log_y: true,
+            steps: false,
+        };
         std::fs::write(out.join(format!("mse_{}.svg", m.name)), line_chart(&axes, &series))?;
         let mut series: Vec<Series> = m
             .measurement
@@ -498,9 +599,21 @@ fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
             })
             .collect();
         if let Some(a) = m.measurement.ann_accuracy {
-            series.push(Series { name: "ANN".into(), color: "#444", points: spec.timesteps.iter().map(|&t| (t as f64, a * 100.0)).collect(), dashed: true });
+            series.push(Series {
+                name: "ANN".into(),
+                color: "#444",
+                points: spec.timesteps.iter().map(|&t| (t as f64, a * 100.0)).collect(),
+                dashed: true,
+            });
         }
-        let axes = Axes { title: format!("{}: top-1 accuracy vs T", m.name), x_label: "T".into(), y_label: "accuracy (%)".into(), log_x: true, log_y: false, steps: false };
+        let axes = Axes {
+            title: format!("{}: top-1 accuracy vs T", m.name),
+            x_label: "T".into(),
+            y_label: "accuracy (%)".into(),
+            log_x: true,
+            log_y: false,
+            steps: false,
+        };
         std::fs::write(out.join(format!("accuracy_{}.svg", m.name)), line_chart(&axes, &series))?;
     }
     // Fig. 2: firing-rate staircase of one IF and one GN neuron against the ANN, T = 4.
@@ -511,13 +624,35 @@ fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
         let x = ArrayD::from_shape_vec(IxDyn(&[currents.len(), 1]), currents.clone())?;
         let mut series = Vec::new();
         let ann = run_batched(&model, &x, 1000, &|_| {})?.remove(0);
-        series.push(Series { name: format!("ANN (QCFS L={levels})"), color: "#444", points: currents.iter().zip(ann.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(), dashed: true });
-        for (i, (neuron, tau, name)) in [(NeuronKind::If, 1, "IF".to_string()), (NeuronKind::Gn, r.tau, format!("GN τ={}", r.tau))].into_iter().enumerate() {
-            let snn = transpile(&model, &Options { neuron, tau, timesteps: 4, anytime: false, allow_inexact: false })?.0;
+        series.push(Series {
+            name: format!("ANN (QCFS L={levels})"),
+            color: "#444",
+            points: currents.iter().zip(ann.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(),
+            dashed: true,
+        });
+        for (i, (neuron, tau, name)) in
+            [(NeuronKind::If, 1, "IF".to_string()), (NeuronKind::Gn, r.tau, format!("GN τ={}", r.tau))]
+                .into_iter()
+                .enumerate()
+        {
+            let snn =
+                transpile(&model, &Options { neuron, tau, timesteps: 4, anytime: false, allow_inexact: false })?.0;
             let out = run_batched(&snn, &x, 1000, &|_| {})?.remove(0);
-            series.push(Series { name, color: COLORS[i], points: currents.iter().zip(out.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(), dashed: false });
+            series.push(Series {
+                name,
+                color: COLORS[i],
+                points: currents.iter().zip(out.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(),
+                dashed: false,
+            });
         }
-        let axes = Axes { title: format!("Firing rate × θ at T = 4 (θ = {theta:.3})"), x_label: "input current".into(), y_label: "output (rate × θ)".into(), log_x: false, log_y: false, steps: true };
+        let axes = Axes {
+            title: format!("Firing rate × θ at T = 4 (θ = {theta:.3})"),
+            x_label: "input current".into(),
+            y_label: "output (rate × θ)".into(),
+            log_x: false,
+            log_y: false,
+            steps: true,
+        };
         std::fs::write(out.join("staircase.svg"), line_chart(&axes, &series))?;
     }
     Ok(())
@@ -560,14 +695,19 @@ fn single_site(theta: f32, levels: u32) -> ModelProto {
 
 /// A float input of shape [N, features] with a symbolic batch.
 fn float_input(name: &str, features: i64) -> ValueInfoProto {
-    use gn_onnx::proto::{tensor_shape_proto::{dimension::Value, Dimension}, type_proto, TensorShapeProto, TypeProto};
+    use gn_onnx::proto::{
+        tensor_shape_proto::{dimension::Value, Dimension},
+        type_proto, TensorShapeProto, TypeProto,
+    };
     let dim = |v: Value| Dimension { value: Some(v), denotation: None };
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                 elem_type: Some(1),
-                shape: Some(TensorShapeProto { dim: vec![dim(Value::DimParam("N".into())), dim(Value::DimValue(features))] }),
+                shape: Some(TensorShapeProto {
+                    dim: vec![dim(Value::DimParam("N".into())), dim(Value::DimValue(features))],
+                }),
             })),
             denotation: None,
         }),
@@ -589,7 +729,15 @@ fn update_readme(readme: &Path, markdown: &str, out: &Path) -> anyhow::Result<()
             std::fs::copy(e.path(), docs.join(e.file_name()))?;
         }
     }
-    let new = format!("{}{begin}\n{}\n{}", &text[..a], markdown.replace("### ", "#### ").replace("## Verification", "### Verification"), &text[b..]);
+    let mut plots = String::from("#### Plots\n\n![firing-rate staircase at T = 4](docs/verify/staircase.svg)\n\n");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&docs)?.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    names.sort();
+    for name in names.iter().filter(|n| n.starts_with("mse_") || n.starts_with("accuracy_")) {
+        let _ = writeln!(plots, "![{}](docs/verify/{name})", name.trim_end_matches(".svg"));
+    }
+    let body = markdown.replace("### ", "#### ").replace("## Verification", "### Verification");
+    let new = format!("{}{begin}\n{body}\n{plots}\n{}", &text[..a], &text[b..]);
     std::fs::write(readme, new)?;
     Ok(())
 }

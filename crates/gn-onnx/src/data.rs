@@ -59,11 +59,9 @@ pub fn tensor_to_f64(t: &TensorProto) -> Result<Vec<f64>, TensorError> {
         Ok(DataType::Int64) if raw.is_some() => from_raw!(i64, |v: i64| v as f64),
         Ok(DataType::Int64) => t.int64_data.iter().map(|&v| v as f64).collect(),
         Ok(DataType::Int32) if raw.is_some() => from_raw!(i32, |v: i32| v as f64),
-        Ok(DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint16 | DataType::Uint8 | DataType::Bool)
-            if raw.is_none() =>
-        {
-            t.int32_data.iter().map(|&v| v as f64).collect()
-        }
+        Ok(
+            DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint16 | DataType::Uint8 | DataType::Bool,
+        ) if raw.is_none() => t.int32_data.iter().map(|&v| v as f64).collect(),
         Ok(DataType::Int8) => from_raw!(i8, |v: i8| v as f64),
         Ok(DataType::Uint8 | DataType::Bool) => from_raw!(u8, |v: u8| v as f64),
         _ => return Err(TensorError::Unsupported { name, dtype }),

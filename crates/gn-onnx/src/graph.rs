@@ -146,9 +146,7 @@ impl Graph {
                                 state[p] = 1;
                                 stack.push((p, 0));
                             }
-                            1 => {
-                                return Err(GraphError::Cycle { node: self.proto.node[p].name().to_string() })
-                            }
+                            1 => return Err(GraphError::Cycle { node: self.proto.node[p].name().to_string() }),
                             _ => {}
                         }
                     }
@@ -377,15 +375,13 @@ pub fn constant_node_value(node: &NodeProto) -> Option<Result<ConstTensor, Tenso
             tensor_to_f64(t).map(|values| ConstTensor { dims: t.dims.clone(), values })
         }
         "value_float" => Ok(ConstTensor { dims: vec![], values: vec![a.f() as f64] }),
-        "value_floats" => Ok(ConstTensor {
-            dims: vec![a.floats.len() as i64],
-            values: a.floats.iter().map(|&f| f as f64).collect(),
-        }),
+        "value_floats" => {
+            Ok(ConstTensor { dims: vec![a.floats.len() as i64], values: a.floats.iter().map(|&f| f as f64).collect() })
+        }
         "value_int" => Ok(ConstTensor { dims: vec![], values: vec![a.i() as f64] }),
-        "value_ints" => Ok(ConstTensor {
-            dims: vec![a.ints.len() as i64],
-            values: a.ints.iter().map(|&i| i as f64).collect(),
-        }),
+        "value_ints" => {
+            Ok(ConstTensor { dims: vec![a.ints.len() as i64], values: a.ints.iter().map(|&i| i as f64).collect() })
+        }
         _ => return None,
     })
 }
@@ -395,13 +391,28 @@ pub mod attr {
     use super::*;
 
     pub fn int(name: &str, v: i64) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(v), ..Default::default() }
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(v),
+            ..Default::default()
+        }
     }
     pub fn float(name: &str, v: f32) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Float as i32), f: Some(v), ..Default::default() }
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Float as i32),
+            f: Some(v),
+            ..Default::default()
+        }
     }
     pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Ints as i32), ints: v.to_vec(), ..Default::default() }
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Ints as i32),
+            ints: v.to_vec(),
+            ..Default::default()
+        }
     }
     pub fn string(name: &str, v: &str) -> AttributeProto {
         AttributeProto {

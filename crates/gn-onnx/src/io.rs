@@ -56,8 +56,8 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<ModelProto, IoError> {
     if bytes.len() as u64 > MAX_MODEL_BYTES {
         return Err(IoError::TooLarge { what: what.to_string(), size: bytes.len() as u64 });
     }
-    let model = ModelProto::decode(bytes)
-        .map_err(|e| IoError::Decode { what: what.to_string(), reason: e.to_string() })?;
+    let model =
+        ModelProto::decode(bytes).map_err(|e| IoError::Decode { what: what.to_string(), reason: e.to_string() })?;
     if model.graph.is_none() {
         return Err(IoError::NoGraph { what: what.to_string() });
     }
@@ -201,7 +201,11 @@ pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<(),
                     offset = kv.value().parse().map_err(|_| err(format!("offset '{}' is not a number", kv.value())))?
                 }
                 "length" => {
-                    length = Some(kv.value().parse::<u64>().map_err(|_| err(format!("length '{}' is not a number", kv.value())))?)
+                    length = Some(
+                        kv.value()
+                            .parse::<u64>()
+                            .map_err(|_| err(format!("length '{}' is not a number", kv.value())))?,
+                    )
                 }
                 _ => {}
             }
@@ -227,7 +231,9 @@ pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<(),
 fn resolve_location(root: &Path, location: &str) -> Result<PathBuf, String> {
     let rel = Path::new(location);
     if rel.is_absolute() || location.starts_with('/') || location.starts_with('\\') {
-        return Err(format!("location '{location}' is an absolute path; only paths inside the model's folder are allowed"));
+        return Err(format!(
+            "location '{location}' is an absolute path; only paths inside the model's folder are allowed"
+        ));
     }
     if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
         return Err(format!("location '{location}' leaves the model's folder"));

@@ -59,9 +59,6 @@ impl TractModel {
     pub fn run(&self, inputs: Vec<tract_ndarray::ArrayD<f32>>) -> Result<Vec<tract_ndarray::ArrayD<f32>>, TractError> {
         let inputs: TVec<TValue> = inputs.into_iter().map(|a| Tensor::from(a).into()).collect();
         let outputs = self.plan.run(inputs).map_err(|e| terr(format!("{e:#}")))?;
-        outputs
-            .into_iter()
-            .map(|t| t.into_tensor().into_plain_array::<f32>().map_err(terr))
-            .collect()
+        outputs.into_iter().map(|t| t.into_tensor().into_plain_array::<f32>().map_err(terr)).collect()
     }
 }

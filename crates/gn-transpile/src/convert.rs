@@ -15,7 +15,8 @@ use crate::neuron::{Kind, Neuron};
 
 /// Replaces every site's chain by one `IFNeuron` node named `{site}.if`.
 pub fn convert(graph: &mut Graph, sites: &[Site]) {
-    let chain: std::collections::HashSet<&str> = sites.iter().flat_map(|s| s.nodes.iter().map(String::as_str)).collect();
+    let chain: std::collections::HashSet<&str> =
+        sites.iter().flat_map(|s| s.nodes.iter().map(String::as_str)).collect();
     graph.proto.node.retain(|n| !chain.contains(n.name()));
     for site in sites {
         let neuron = Neuron { kind: Kind::If, theta: site.theta, tau: 1, levels: site.levels };

@@ -208,16 +208,13 @@ fn step_of(graph: &Graph, node: &NodeProto, flow: &str) -> Option<Step> {
             }
             let bound = |idx: usize, attr: &str, default: f64| -> Option<f64> {
                 match node.input.get(idx).map(String::as_str) {
-                    Some("") | None => Some(
-                        gn_onnx::graph::attr::get_float(node, attr).map(|v| v as f64).unwrap_or(default),
-                    ),
+                    Some("") | None => {
+                        Some(gn_onnx::graph::attr::get_float(node, attr).map(|v| v as f64).unwrap_or(default))
+                    }
                     Some(name) => scalar(name),
                 }
             };
-            Some(Step::Clamp {
-                lo: bound(1, "min", f64::NEG_INFINITY)?,
-                hi: bound(2, "max", f64::INFINITY)?,
-            })
+            Some(Step::Clamp { lo: bound(1, "min", f64::NEG_INFINITY)?, hi: bound(2, "max", f64::INFINITY)? })
         }
         _ => None,
     }
@@ -231,8 +228,19 @@ fn flow_input<'a>(graph: &Graph, node: &'a NodeProto) -> Option<&'a str> {
 }
 
 const ACTIVATIONS: &[&str] = &[
-    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Elu", "Selu", "Softplus",
-    "Mish", "Clip",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Gelu",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Mish",
+    "Clip",
 ];
 
 /// Runs the detect pass.

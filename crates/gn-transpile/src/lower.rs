@@ -75,10 +75,41 @@ pub struct Analysis {
 /// Ops that are linear in their (single) folded operand and act on each sample of the
 /// batch independently, so they commute with the time average.
 const LINEAR: &[&str] = &[
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sum", "Neg", "Mul", "Div", "AveragePool",
-    "GlobalAveragePool", "Flatten", "Reshape", "Transpose", "Concat", "BatchNormalization", "Identity",
-    "Squeeze", "Unsqueeze", "Dropout", "Pad", "ReduceMean", "ReduceSum", "Slice", "Split", "Gather",
-    "Cast", "Expand", "Tile", "Mean", "DepthToSpace", "SpaceToDepth", "Resize", "Upsample",
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Sum",
+    "Neg",
+    "Mul",
+    "Div",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Concat",
+    "BatchNormalization",
+    "Identity",
+    "Squeeze",
+    "Unsqueeze",
+    "Dropout",
+    "Pad",
+    "ReduceMean",
+    "ReduceSum",
+    "Slice",
+    "Split",
+    "Gather",
+    "Cast",
+    "Expand",
+    "Tile",
+    "Mean",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Resize",
+    "Upsample",
 ];
 
 /// Ops whose output is a shape or a piece of one when their inputs are.
@@ -107,12 +138,12 @@ fn acts_on_batch_axis(graph: &Graph, n: &NodeProto) -> Option<String> {
             }
         }
         "ReduceMean" | "ReduceSum" => {
-            let axes = n
-                .attribute
-                .iter()
-                .find(|a| a.name() == "axes")
-                .map(|a| a.ints.clone())
-                .or_else(|| n.input.get(1).and_then(|i| graph.constant(i)?.ok()).map(|c| c.values.iter().map(|&v| v as i64).collect()));
+            let axes = n.attribute.iter().find(|a| a.name() == "axes").map(|a| a.ints.clone()).or_else(|| {
+                n.input
+                    .get(1)
+                    .and_then(|i| graph.constant(i)?.ok())
+                    .map(|c| c.values.iter().map(|&v| v as i64).collect())
+            });
             match axes {
                 Some(a) if !a.is_empty() && !a.contains(&0) => None,
                 _ => msg("reduces over"),
@@ -149,7 +180,9 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         let has = |c: TimeClass| inputs.contains(&c);
         let (out, role) = if Neuron::from_node(n).is_some() {
             match inputs.first() {
-                Some(ShapeOfStatic | ShapeOfFolded) => (Folded, Role::Refused("a spiking layer on a shape tensor".into())),
+                Some(ShapeOfStatic | ShapeOfFolded) => {
+                    (Folded, Role::Refused("a spiking layer on a shape tensor".into()))
+                }
                 _ => (Folded, Role::Spiking),
             }
         } else if SHAPE_OPS.contains(&n.op_type()) {
@@ -169,7 +202,8 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 Role::Inexact("MaxPool of spike trains is not the spike train of the MaxPool".into())
             } else if !LINEAR.contains(&n.op_type()) {
                 Role::Inexact(format!("{} is not linear, so it does not commute with the time average", n.op_type()))
-            } else if matches!(n.op_type(), "Mul" | "Div" | "MatMul") && inputs.iter().filter(|&&c| c == Folded).count() > 1
+            } else if matches!(n.op_type(), "Mul" | "Div" | "MatMul")
+                && inputs.iter().filter(|&&c| c == Folded).count() > 1
             {
                 Role::Inexact("a product of two time-varying tensors does not commute with the time average".into())
             } else if n.op_type() == "Div" && classes.get(&n.input[1]) == Some(&Folded) {
@@ -246,7 +280,11 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
     for v in &analysis.verdicts {
         match &v.role {
             Role::Refused(reason) => {
-                return Err(TranspileError::Pass { pass: "lower", node: v.node.clone(), reason: format!("{} {reason}", v.op) })
+                return Err(TranspileError::Pass {
+                    pass: "lower",
+                    node: v.node.clone(),
+                    reason: format!("{} {reason}", v.op),
+                })
             }
             Role::Inexact(reason) if !options.allow_inexact => {
                 return Err(TranspileError::Pass {
@@ -298,10 +336,7 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
         }
         graph.proto.node.push(node);
     }
-    lowered.folded_outputs = graph
-        .output_names()
-        .into_iter()
-        .filter(|o| classes.get(o) == Some(&TimeClass::Folded))
-        .collect();
+    lowered.folded_outputs =
+        graph.output_names().into_iter().filter(|o| classes.get(o) == Some(&TimeClass::Folded)).collect();
     Ok(lowered)
 }

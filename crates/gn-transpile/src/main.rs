@@ -96,7 +96,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     options.validate()?;
     let start = Instant::now();
     let loaded = gn_onnx::io::load(&input)?;
-    let (model, report) = transpile(&loaded.model, &options).with_context(|| format!("cannot convert {}", input.display()))?;
+    let (model, report) =
+        transpile(&loaded.model, &options).with_context(|| format!("cannot convert {}", input.display()))?;
     gn_onnx::io::save(&model, &output, Some(&input))?;
     for site in &report.detection.sites {
         eprintln!("site {}: θ = {:.6}, L = {}", site.name, site.theta, site.levels);

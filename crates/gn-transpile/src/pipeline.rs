@@ -130,12 +130,11 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     if options.neuron == NeuronKind::Gn {
         crate::group::group(&mut graph, options.tau);
     }
-    let near_misses = detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason));
+    let near_misses =
+        detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason));
     let near_misses: Vec<String> = near_misses.collect();
-    let mut lowered = lower(
-        &mut graph,
-        &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset },
-    )?;
+    let mut lowered =
+        lower(&mut graph, &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset })?;
     lowered.warnings.extend(near_misses);
     readout(&mut graph, &lowered.folded_outputs, options.timesteps, options.anytime, Opset(opset));
     graph.proto.value_info.clear();
@@ -147,7 +146,13 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
 
     Ok((
         model,
-        Report { detection, spiking_layers: lowered.spiking_layers, warnings: lowered.warnings, nodes_before, nodes_after },
+        Report {
+            detection,
+            spiking_layers: lowered.spiking_layers,
+            warnings: lowered.warnings,
+            nodes_before,
+            nodes_after,
+        },
     ))
 }
 

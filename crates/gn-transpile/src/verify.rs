@@ -107,7 +107,12 @@ pub enum VerifyError {
 
 /// Runs `model` on `x` in parallel batches; returns every output, concatenated along
 /// the batch axis (axis 1 for outputs whose name ends in `_anytime` or `.steps`).
-pub fn run_batched(model: &ModelProto, x: &ArrayD<f32>, batch: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<ArrayD<f32>>, VerifyError> {
+pub fn run_batched(
+    model: &ModelProto,
+    x: &ArrayD<f32>,
+    batch: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<ArrayD<f32>>, VerifyError> {
     let plan = Arc::new(TractModel::new(model)?);
     let names: Vec<String> =
         model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
@@ -125,7 +130,8 @@ pub fn run_batched(model: &ModelProto, x: &ArrayD<f32>, batch: usize, progress: 
     let outputs = names.len().max(results.first().map(Vec::len).unwrap_or(0));
     (0..outputs)
         .map(|i| {
-            let axis = if names.get(i).is_some_and(|n| n.ends_with("_anytime") || n.ends_with(".steps")) { 1 } else { 0 };
+            let axis =
+                if names.get(i).is_some_and(|n| n.ends_with("_anytime") || n.ends_with(".steps")) { 1 } else { 0 };
             let views: Vec<_> = results.iter().map(|r| r[i].view()).collect();
             ndarray::concatenate(Axis(axis), &views).map_err(|e| VerifyError::Data(e.to_string()))
         })
@@ -220,7 +226,8 @@ pub fn measure(
     // SPEC §4.1: τ = L at T = 1 reproduces the ANN (only when all sites share one L).
     let exactness = match levels.as_slice() {
         [l] => {
-            let options = Options { neuron: NeuronKind::Gn, tau: *l, timesteps: 1, anytime: false, allow_inexact: false };
+            let options =
+                Options { neuron: NeuronKind::Gn, tau: *l, timesteps: 1, anytime: false, allow_inexact: false };
             let (snn, _) = transpile(ann, &options)?;
             let out = run_batched(&snn, x, spec.batch, &|k| progress("GN τ=L T=1", k, n))?.remove(0);
             let pred = top1(&out);
@@ -287,7 +294,18 @@ pub fn measure(
         })
         .collect();
 
-    Ok(Measurement { images: n, long_images: long, short_max: t_short, ann_accuracy, levels, curves, exactness, layers, emitted, emitted_outputs })
+    Ok(Measurement {
+        images: n,
+        long_images: long,
+        short_max: t_short,
+        ann_accuracy,
+        levels,
+        curves,
+        exactness,
+        layers,
+        emitted,
+        emitted_outputs,
+    })
 }
 
 /// Regroups a folded site output computed batch by batch (`[T·b, …]` per chunk of b

@@ -112,7 +112,11 @@ fn a_model_without_qcfs_says_what_it_found() {
             }
         }
     });
-    refused(&[relu.to_str().unwrap(), out.to_str().unwrap()], &out, "no QCFS activation found (found instead: Clip ×3, Relu ×3");
+    refused(
+        &[relu.to_str().unwrap(), out.to_str().unwrap()],
+        &out,
+        "no QCFS activation found (found instead: Clip ×3, Relu ×3",
+    );
 }
 
 #[test]
