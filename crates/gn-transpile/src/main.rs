@@ -12,7 +12,8 @@ const EXAMPLES: &str = "\
 Examples:
   gn-transpile fixtures/models/resnet20_l8.onnx snn.onnx --tau 4 --timesteps 4
   gn-transpile ann.onnx snn_if.onnx --neuron if --timesteps 32 --anytime
-  gn-transpile inspect ann.onnx";
+  gn-transpile inspect ann.onnx
+  gn-transpile verify ann.onnx --data x.npy --labels y.npy --tau 4";
 
 /// Converts a QCFS ANN (ONNX) into a spiking network of Group Neurons (ONNX).
 ///
@@ -71,13 +72,115 @@ enum Command {
         #[arg(value_name = "IN")]
         input: PathBuf,
     },
+    /// Run the ANN and its IF and GN conversions on your data; print the MSE and accuracy per T.
+    Verify {
+        /// The QCFS ANN (.onnx).
+        #[arg(value_name = "IN")]
+        input: PathBuf,
+        /// Inputs: a float32 .npy with the batch on axis 0.
+        #[arg(long)]
+        data: PathBuf,
+        /// Labels: an integer .npy, one per input (for accuracy).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Members per Group Neuron (τ).
+        #[arg(long, default_value_t = 4)]
+        tau: u32,
+        /// The T values to report (comma-separated); the largest is simulated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        timesteps: Vec<usize>,
+    },
+}
+
+fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<usize>> {
+    use ndarray::ArrayD;
+    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i64>>(path) {
+        return Ok(a.iter().map(|&v| v as usize).collect());
+    }
+    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i32>>(path) {
+        return Ok(a.iter().map(|&v| v as usize).collect());
+    }
+    let a: ArrayD<u8> = ndarray_npy::read_npy(path)
+        .with_context(|| format!("{}: labels must be an int64, int32 or uint8 .npy", path.display()))?;
+    Ok(a.iter().map(|&v| v as usize).collect())
+}
+
+fn verify(
+    input: PathBuf,
+    data: PathBuf,
+    labels: Option<PathBuf>,
+    tau: u32,
+    timesteps: Vec<usize>,
+) -> anyhow::Result<()> {
+    use gn_transpile::verify::{measure, Spec};
+    if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
+        anyhow::bail!("--timesteps must list values between 1 and {}", gn_transpile::pipeline::MAX_TIMESTEPS);
+    }
+    let model = gn_onnx::io::load(&input)?.model;
+    let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&data)
+        .with_context(|| format!("{}: expected a float32 .npy with the batch on axis 0", data.display()))?;
+    let n = x.shape().first().copied().unwrap_or(0);
+    let labels = labels.as_deref().map(read_labels).transpose()?;
+    if let Some(l) = &labels {
+        anyhow::ensure!(l.len() == n, "{} labels for {n} inputs", l.len());
+    }
+    let t_max = timesteps.iter().copied().max().unwrap_or(1);
+    let spec = Spec {
+        tau,
+        timesteps: timesteps.clone(),
+        batch: 100,
+        short_max: t_max,
+        long_images: n,
+        layer_images: n.min(100),
+        layer_timesteps: vec![1],
+    };
+    let progress = |stage: &str, _done: usize, _total: usize| eprint!("\r{stage:<16}");
+    let m = measure(&model, &x, labels.as_deref(), &spec, &progress)
+        .with_context(|| format!("cannot verify {}", input.display()))?;
+    eprintln!();
+    let header: Vec<String> = timesteps.iter().map(|t| format!("T={t}")).collect();
+    println!("MSE between the ANN's and the SNN's outputs ({n} inputs)");
+    println!("| | {} |", header.join(" | "));
+    for c in &m.curves {
+        let row: Vec<String> = c.mse.iter().map(|p| format!("{:.4}", p.1)).collect();
+        println!(
+            "| {} | {} |",
+            if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
+            row.join(" | ")
+        );
+    }
+    if let Some(ann) = m.ann_accuracy {
+        println!("\ntop-1 accuracy (%); ANN {:.2}", ann * 100.0);
+        println!("| | {} |", header.join(" | "));
+        for c in &m.curves {
+            let row: Vec<String> = c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect();
+            println!(
+                "| {} | {} |",
+                if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
+                row.join(" | ")
+            );
+        }
+    }
+    if let Some(e) = &m.exactness {
+        println!(
+            "\nGN with τ = L = {} at T = 1: top-1 agreement {:.4}, relative MSE {:.1e}",
+            e.tau, e.top1_agreement, e.relative_mse
+        );
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Inspect { input }) = cli.command {
-        let loaded = gn_onnx::io::load(&input)?;
-        print!("{}", gn_transpile::inspect::inspect(&loaded.model)?);
-        return Ok(());
+    match cli.command {
+        Some(Command::Inspect { input }) => {
+            let loaded = gn_onnx::io::load(&input)?;
+            print!("{}", gn_transpile::inspect::inspect(&loaded.model)?);
+            return Ok(());
+        }
+        Some(Command::Verify { input, data, labels, tau, timesteps }) => {
+            return verify(input, data, labels, tau, timesteps)
+        }
+        None => {}
     }
     let (Some(input), Some(output)) = (cli.input, cli.output) else {
         anyhow::bail!("IN and OUT are required (see --help)");

@@ -195,8 +195,9 @@ pub fn measure(
     let mut emitted_outputs = Vec::new();
     for (neuron, tag, tau) in [(NeuronKind::If, "IF", 1), (NeuronKind::Gn, "GN", spec.tau)] {
         let mut curve = Curve { neuron: tag.to_string(), tau, mse: Vec::new(), accuracy: Vec::new() };
-        for (steps, images) in [(t_short, n), (t_max, long)] {
-            if steps == t_short && images == n && !curve.mse.is_empty() || (steps == t_max && t_max == t_short) {
+        for (pass, (steps, images)) in [(t_short, n), (t_max, long)].into_iter().enumerate() {
+            // The second pass covers T above short_max, if any.
+            if pass == 1 && t_max == t_short {
                 continue;
             }
             let options = Options { neuron, tau, timesteps: steps, anytime: true, allow_inexact: false };
@@ -205,7 +206,7 @@ pub fn measure(
             let input = if images == n { x } else { &xl };
             let outs = run_batched(&snn, input, spec.batch, &|k| progress(&label, k, images))?;
             let reference = ann_out.slice_axis(Axis(0), (0..images).into()).to_owned();
-            for &t in spec.timesteps.iter().filter(|&&t| if steps == t_short { t <= t_short } else { t > t_short }) {
+            for &t in spec.timesteps.iter().filter(|&&t| if pass == 0 { t <= t_short } else { t > t_short }) {
                 let readout = outs[1].index_axis(Axis(0), t - 1).to_owned();
                 curve.mse.push((t, mse(&readout, &reference)));
                 if let Some(l) = labels {

@@ -168,3 +168,36 @@ fn maxpool_on_spikes_is_refused_unless_accepted() {
     assert_eq!(err.matches("warning: ").count(), 2, "one warning per MaxPool: {err}");
     assert!(out.exists());
 }
+
+#[test]
+fn verify_reports_mse_and_accuracy_per_timestep_on_user_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data/t10k-images-idx3-ubyte.gz");
+    let labels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data/t10k-labels-idx1-ubyte.gz");
+    let (_, pixels) = gn_onnx::data::read_idx_u8(&images).unwrap();
+    let (_, y) = gn_onnx::data::read_idx_u8(&labels).unwrap();
+    let x = ndarray::Array4::from_shape_vec(
+        (40, 1, 28, 28),
+        pixels[..40 * 784].iter().map(|&p| p as f32 / 255.0).collect(),
+    )
+    .unwrap();
+    let y = ndarray::Array1::from_vec(y[..40].iter().map(|&l| l as i64).collect());
+    let (xp, yp) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    ndarray_npy::write_npy(&xp, &x).unwrap();
+    ndarray_npy::write_npy(&yp, &y).unwrap();
+    let o = run(&[
+        "verify",
+        fixture("cnn_l4.onnx").to_str().unwrap(),
+        "--data",
+        xp.to_str().unwrap(),
+        "--labels",
+        yp.to_str().unwrap(),
+        "--timesteps",
+        "1,2",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("| GN τ=4 | 0.0000 |"), "τ = L = 4 at T = 1 is exact: {out}");
+    assert!(out.contains("top-1 agreement 1.0000"), "{out}");
+    assert!(out.contains("top-1 accuracy (%); ANN"), "{out}");
+}
