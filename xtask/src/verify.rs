@@ -167,18 +167,6 @@ fn load_labels(path: &Path, n: usize) -> anyhow::Result<Vec<usize>> {
     Ok(labels.iter().take(n).map(|&l| l as usize).collect())
 }
 
-fn load_npy_labels(path: &Path) -> anyhow::Result<Vec<usize>> {
-    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i64>>(path) {
-        return Ok(a.iter().map(|&v| v as usize).collect());
-    }
-    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i32>>(path) {
-        return Ok(a.iter().map(|&v| v as usize).collect());
-    }
-    let a: ArrayD<u8> = ndarray_npy::read_npy(path)
-        .with_context(|| format!("{}: labels must be int64, int32 or uint8", path.display()))?;
-    Ok(a.iter().map(|&v| v as usize).collect())
-}
-
 pub fn run(args: Args) -> anyhow::Result<bool> {
     let start = Instant::now();
     let root = crate::workspace();
@@ -196,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let data = args.data.as_ref().context("--model needs --data")?;
             let x: ArrayD<f32> =
                 ndarray_npy::read_npy(data).with_context(|| format!("{}: expected a float32 .npy", data.display()))?;
-            let labels = args.labels.as_deref().map(load_npy_labels).transpose()?;
+            let labels = args.labels.as_deref().map(gn_transpile::verify::read_npy_labels).transpose()?;
             if let Some(l) = &labels {
                 if l.len() != x.shape()[0] {
                     bail!("{} labels for {} inputs", l.len(), x.shape()[0]);

@@ -92,19 +92,6 @@ enum Command {
     },
 }
 
-fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<usize>> {
-    use ndarray::ArrayD;
-    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i64>>(path) {
-        return Ok(a.iter().map(|&v| v as usize).collect());
-    }
-    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i32>>(path) {
-        return Ok(a.iter().map(|&v| v as usize).collect());
-    }
-    let a: ArrayD<u8> = ndarray_npy::read_npy(path)
-        .with_context(|| format!("{}: labels must be an int64, int32 or uint8 .npy", path.display()))?;
-    Ok(a.iter().map(|&v| v as usize).collect())
-}
-
 fn verify(
     input: PathBuf,
     data: PathBuf,
@@ -120,7 +107,7 @@ fn verify(
     let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&data)
         .with_context(|| format!("{}: expected a float32 .npy with the batch on axis 0", data.display()))?;
     let n = x.shape().first().copied().unwrap_or(0);
-    let labels = labels.as_deref().map(read_labels).transpose()?;
+    let labels = labels.as_deref().map(gn_transpile::verify::read_npy_labels).transpose()?;
     if let Some(l) = &labels {
         anyhow::ensure!(l.len() == n, "{} labels for {n} inputs", l.len());
     }

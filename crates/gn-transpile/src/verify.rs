@@ -138,6 +138,20 @@ pub fn run_batched(
         .collect()
 }
 
+/// Reads integer labels from a `.npy` file of int64, int32 or uint8 values.
+pub fn read_npy_labels(path: &std::path::Path) -> Result<Vec<usize>, VerifyError> {
+    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i64>>(path) {
+        return Ok(a.iter().map(|&v| v as usize).collect());
+    }
+    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i32>>(path) {
+        return Ok(a.iter().map(|&v| v as usize).collect());
+    }
+    let a: ArrayD<u8> = ndarray_npy::read_npy(path).map_err(|e| {
+        VerifyError::Data(format!("{}: labels must be an int64, int32 or uint8 .npy ({e})", path.display()))
+    })?;
+    Ok(a.iter().map(|&v| v as usize).collect())
+}
+
 /// Mean squared difference of two arrays of one shape.
 pub fn mse(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     a.iter().zip(b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64
