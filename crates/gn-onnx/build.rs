@@ -1,11 +1,18 @@
 //! Compiles `proto/onnx.proto` with prost-build, parsing it with `protox` so that no
 //! `protoc` binary is needed.
+//!
+//! The manifest folder is read at run time, not with `env!`: a target folder shared by
+//! several clones of the repository would otherwise reuse a build script compiled with
+//! another clone's path.
+
+use std::path::PathBuf;
 
 fn main() {
-    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
-    let proto = format!("{proto_dir}/onnx.proto");
-    println!("cargo:rerun-if-changed={proto}");
-    let descriptors = match protox::compile([&proto], [proto_dir]) {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let proto_dir = PathBuf::from(manifest).join("../../proto");
+    let proto = proto_dir.join("onnx.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let descriptors = match protox::compile([&proto], [&proto_dir]) {
         Ok(d) => d,
         Err(e) => panic!("proto/onnx.proto does not compile: {e}"),
     };
