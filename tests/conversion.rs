@@ -100,6 +100,37 @@ fn emitted_graph_agrees_with_the_reference_simulator() {
 }
 
 /// SPEC §4.2: IF at T = 1 is QCFS with L = 1.
+/// The harness's operation counts on the MLP: MACs from the layer shapes, and SOPs equal
+/// to the reference simulator's member spikes times the fan-out of the next layer.
+#[test]
+fn synaptic_operations_match_the_reference_spike_counts() {
+    use gn_transpile::verify::{measure, Spec};
+    let (layers, model) = mlp(4, 7);
+    let x = matrix(64, 6, 99, 2.0);
+    let spec = Spec {
+        tau: 4,
+        timesteps: vec![1, 2, 4],
+        batch: 64,
+        short_max: 4,
+        long_images: 64,
+        layer_images: 64,
+        layer_timesteps: vec![1, 2, 4],
+    };
+    let m = measure(&model, &x.clone().into_dyn(), None, &spec, &|_, _, _| {}).unwrap();
+    let ops = m.operations.expect("the MLP has weighted layers");
+    assert_eq!(ops.ann_macs, 6 * 12 + 12 * 10 + 10 * 4);
+    assert_eq!(ops.analog_macs, 6 * 12);
+    for (model, sops) in [(Model::If, &ops.if_sops), (Model::Group { tau: 4 }, &ops.gn_sops)] {
+        let (_, spikes) = reference::simulate(&layers, &x, model, 4);
+        for &(t, got) in sops.iter() {
+            // Fan-outs: the first spiking layer feeds 10 outputs, the second 4.
+            let expected = (spikes[t - 1][0] * 10 + spikes[t - 1][1] * 4) as f64 / 64.0;
+            eprintln!("{model:?} T={t}: SOPs {got:.3}, reference {expected:.3}");
+            assert!((got - expected).abs() <= 1e-3 * expected.max(1.0), "{model:?} T={t}: {got} vs {expected}");
+        }
+    }
+}
+
 #[test]
 fn if_at_one_step_is_qcfs_with_one_level() {
     let x = matrix(128, 6, 5, 2.0);

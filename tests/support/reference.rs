@@ -40,6 +40,17 @@ pub fn ann(layers: &[Layer], x: &Array2<f32>) -> Array2<f32> {
 /// The SNN under direct encoding: for each step t = 1..T the readout averaged over
 /// steps 1..t (the anytime readout); element T−1 is the T-step readout.
 pub fn snn(layers: &[Layer], x: &Array2<f32>, model: Model, timesteps: usize) -> Vec<Array2<f32>> {
+    simulate(layers, x, model, timesteps).0
+}
+
+/// [`snn`], and for each step t the member spikes fired so far, per layer (one entry per
+/// `Qcfs` layer, summed over all neurons and inputs).
+pub fn simulate(
+    layers: &[Layer],
+    x: &Array2<f32>,
+    model: Model,
+    timesteps: usize,
+) -> (Vec<Array2<f32>>, Vec<Vec<u64>>) {
     // Member thresholds θ_i = i·θ/τ (Algorithm 1); IF has the single threshold θ.
     let members = |theta: f32| -> (Vec<f32>, f32) {
         match model {
@@ -50,6 +61,8 @@ pub fn snn(layers: &[Layer], x: &Array2<f32>, model: Model, timesteps: usize) ->
     let mut membranes: Vec<Option<Array2<f32>>> = vec![None; layers.len()];
     let mut sum: Option<Array2<f32>> = None;
     let mut readouts = Vec::with_capacity(timesteps);
+    let mut fired = vec![0u64; layers.len()];
+    let mut spikes = Vec::with_capacity(timesteps);
     for t in 1..=timesteps {
         let mut h = x.clone();
         for (k, layer) in layers.iter().enumerate() {
@@ -64,6 +77,7 @@ pub fn snn(layers: &[Layer], x: &Array2<f32>, model: Model, timesteps: usize) ->
                         let p = *vi + xi; // eq. (8): charge
                                           // eq. (9): member i fires iff p ≥ θ_i; eq. (11): aggregate the spikes.
                         let count = thresholds.iter().filter(|&&th| p >= th).count() as f32;
+                        fired[k] += count as u64;
                         *vi = p - count * unit; // eq. (10): lateral soft reset
                         *oi = count * unit;
                     }
@@ -77,6 +91,8 @@ pub fn snn(layers: &[Layer], x: &Array2<f32>, model: Model, timesteps: usize) ->
         };
         readouts.push(&s / t as f32);
         sum = Some(s);
+        let per_layer = layers.iter().zip(&fired).filter(|(l, _)| matches!(l, Layer::Qcfs { .. }));
+        spikes.push(per_layer.map(|(_, &f)| f).collect());
     }
-    readouts
+    (readouts, spikes)
 }

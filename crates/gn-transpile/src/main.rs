@@ -119,7 +119,14 @@ fn verify(
         short_max: t_max,
         long_images: n,
         layer_images: n.min(100),
-        layer_timesteps: vec![1],
+        layer_timesteps: {
+            let short: Vec<usize> = timesteps.iter().copied().filter(|&t| t <= 8).collect();
+            if short.is_empty() {
+                vec![1]
+            } else {
+                short
+            }
+        },
     };
     let progress = |stage: &str, _done: usize, _total: usize| eprint!("\r{stage:<16}");
     let m = measure(&model, &x, labels.as_deref(), &spec, &progress)
@@ -146,6 +153,19 @@ fn verify(
                 if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
                 row.join(" | ")
             );
+        }
+    }
+    if let Some(ops) = &m.operations {
+        println!(
+            "\nsynaptic operations per input (first {} inputs), against the ANN's {} MACs:",
+            spec.layer_images, ops.ann_macs
+        );
+        for (tag, sops) in [("IF".to_string(), &ops.if_sops), (format!("GN τ={tau}"), &ops.gn_sops)] {
+            let row: Vec<String> = sops
+                .iter()
+                .map(|p| format!("T={}: {:.0} ({:.2}×)", p.0, p.1, p.1 / ops.ann_macs.max(1) as f64))
+                .collect();
+            println!("  {tag}: {}", row.join(", "));
         }
     }
     if let Some(e) = &m.exactness {

@@ -65,10 +65,14 @@ pub struct Layer {
     pub if_mse: Vec<(usize, f64)>,
     /// (T, MSE) of the GN layer's time-averaged output against the ANN activation.
     pub gn_mse: Vec<(usize, f64)>,
-    /// Spikes per neuron per step (IF: at most 1).
+    /// Spikes per neuron per step (IF: at most 1), over the largest per-layer T.
     pub if_rate: f64,
     /// Spikes per group neuron per step (at most τ), over the largest per-layer T.
     pub gn_rate: f64,
+    /// (T, spikes per neuron per step over the first T steps), IF.
+    pub if_rates: Vec<(usize, f64)>,
+    /// (T, spikes per group neuron per step over the first T steps), GN.
+    pub gn_rates: Vec<(usize, f64)>,
     /// Elements of the activation per image.
     pub neurons: usize,
 }
@@ -85,6 +89,8 @@ pub struct Measurement {
     pub curves: Vec<Curve>,
     pub exactness: Option<Exactness>,
     pub layers: Vec<Layer>,
+    /// Multiply-accumulates of the ANN and synaptic operations of the SNNs, per image.
+    pub operations: Option<Operations>,
     /// The emitted models (IF and GN at the largest T, anytime), for cross-runtime checks.
     #[serde(skip)]
     pub emitted: Vec<(String, ModelProto)>,
@@ -265,7 +271,7 @@ pub fn measure(
     let site_values: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
     let ann_acts = run_batched(&expose(ann, &site_values), &xs, spec.batch, &|k| progress("ANN layers", k, m))?;
     let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
-    let mut per_neuron: Vec<(Vec<Vec<(usize, f64)>>, Vec<f64>)> = Vec::new();
+    let mut per_neuron: Vec<(Vec<Vec<(usize, f64)>>, Vec<Vec<(usize, f64)>>)> = Vec::new();
     for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
         let options = Options { neuron, tau, timesteps: t_layer, anytime: false, allow_inexact: false };
         let (snn, _) = transpile(ann, &options)?;
@@ -287,9 +293,14 @@ pub fn measure(
                     curve.push((t, mse(&(&sum / t as f32), reference)));
                 }
             }
+            // A step's output is (spikes) × θ_GN: member spikes for a Group Neuron.
             let unit = site.theta / tau as f64;
-            let spikes = steps.iter().map(|v| (*v as f64 / unit).round()).sum::<f64>();
-            rates.push(spikes / steps.len() as f64);
+            let per_step: Vec<f64> = steps
+                .outer_iter()
+                .map(|s| s.iter().map(|v| (*v as f64 / unit).round()).sum::<f64>() / s.len().max(1) as f64)
+                .collect();
+            let prefix_rate = |t: usize| per_step[..t].iter().sum::<f64>() / t as f64;
+            rates.push(spec.layer_timesteps.iter().map(|&t| (t, prefix_rate(t))).collect::<Vec<_>>());
             errors.push(curve);
         }
         per_neuron.push((errors, rates));
@@ -303,11 +314,14 @@ pub fn measure(
             levels: s.levels,
             if_mse: per_neuron[0].0[k].clone(),
             gn_mse: per_neuron[1].0[k].clone(),
-            if_rate: per_neuron[0].1[k],
-            gn_rate: per_neuron[1].1[k],
+            if_rate: per_neuron[0].1[k].last().map_or(0.0, |r| r.1),
+            gn_rate: per_neuron[1].1[k].last().map_or(0.0, |r| r.1),
+            if_rates: per_neuron[0].1[k].clone(),
+            gn_rates: per_neuron[1].1[k].clone(),
             neurons: ann_acts[k + 1].len() / m.max(1),
         })
-        .collect();
+        .collect::<Vec<Layer>>();
+    let operations = count_operations(ann, &graph, &sites, &layers, &xs.slice_axis(Axis(0), (0..1).into()).to_owned())?;
 
     Ok(Measurement {
         images: n,
@@ -318,9 +332,138 @@ pub fn measure(
         curves,
         exactness,
         layers,
+        operations,
         emitted,
         emitted_outputs,
     })
+}
+
+/// A weighted layer of the ANN (Conv, Gemm or MatMul) and what drives it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WeightedLayer {
+    pub node: String,
+    pub op: String,
+    /// Multiply-accumulates per image in the ANN.
+    pub macs: u64,
+    /// The spiking layer whose spikes reach this layer's input (through pooling, flattening
+    /// or reshaping only), if any; `None` means the layer reads analog values (the image).
+    pub site: Option<String>,
+}
+
+/// Operation counts per image: the ANN's MACs against the SNN's synaptic operations.
+///
+/// Counting rule: a weighted layer fed by a spiking layer performs, per input spike, one
+/// accumulate per synapse of that input, so over T steps its SOPs are its ANN MACs ×
+/// (spikes per input neuron per step) × T; a Group Neuron's count is its member spikes
+/// (c of τ members firing = c operations). A weighted layer reading analog values runs
+/// once on the time-invariant input and keeps its MACs. Pooling between a spiking layer
+/// and the weighted layer is taken to preserve the firing rate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Operations {
+    pub layers: Vec<WeightedLayer>,
+    /// MACs of the ANN per image.
+    pub ann_macs: u64,
+    /// MACs of the layers that read analog values, which the SNN keeps.
+    pub analog_macs: u64,
+    /// (T, SOPs per image) of the IF network.
+    pub if_sops: Vec<(usize, f64)>,
+    /// (T, SOPs per image) of the GN network.
+    pub gn_sops: Vec<(usize, f64)>,
+}
+
+/// Ops through which spikes reach a weighted layer unchanged in rate.
+const RATE_PRESERVING: &[&str] = &[
+    "Identity",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Dropout",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Pad",
+];
+
+fn const_dims(graph: &gn_onnx::Graph, name: &str) -> Option<Vec<i64>> {
+    match graph.initializer(name) {
+        Some(t) => Some(t.dims.clone()),
+        None => graph.constant(name)?.ok().map(|c| c.dims),
+    }
+}
+
+/// Counts the ANN's MACs per weighted layer (shapes from one image run through tract)
+/// and the SNNs' synaptic operations from the measured firing rates.
+fn count_operations(
+    ann: &ModelProto,
+    graph: &gn_onnx::Graph,
+    sites: &[Site],
+    layers: &[Layer],
+    one_image: &ArrayD<f32>,
+) -> Result<Option<Operations>, VerifyError> {
+    let weighted: Vec<&gn_onnx::proto::NodeProto> =
+        graph.nodes().iter().filter(|n| matches!(n.op_type(), "Conv" | "Gemm" | "MatMul")).collect();
+    if weighted.is_empty() || one_image.shape()[0] == 0 {
+        return Ok(None);
+    }
+    let outputs: Vec<String> = weighted.iter().map(|n| n.output[0].clone()).collect();
+    let shapes = run_batched(&expose(ann, &outputs), one_image, 1, &|_| {})?;
+    let producers = graph.producers();
+    let site_of = |value: &str| -> Option<usize> {
+        let mut value = value.to_string();
+        loop {
+            if let Some(k) = sites.iter().position(|s| s.output == value) {
+                return Some(k);
+            }
+            let node = &graph.nodes()[*producers.get(&value)?];
+            if !RATE_PRESERVING.contains(&node.op_type()) {
+                return None;
+            }
+            value = node.input.first()?.clone();
+        }
+    };
+    let mut result = Vec::new();
+    for (k, node) in weighted.iter().enumerate() {
+        let out_elems = shapes[k + 1].len() as u64;
+        let (data, weight) = match node.op_type() {
+            "MatMul" if const_dims(graph, &node.input[0]).is_some() => (&node.input[1], &node.input[0]),
+            _ => (&node.input[0], &node.input[1]),
+        };
+        let Some(w) = const_dims(graph, weight) else { continue };
+        let fan_in: i64 = match node.op_type() {
+            "Conv" => w.iter().skip(1).product(),
+            "Gemm" if gn_onnx::graph::attr::get_int(node, "transB").unwrap_or(0) == 1 => w.get(1).copied().unwrap_or(0),
+            "Gemm" => w.first().copied().unwrap_or(0),
+            _ if std::ptr::eq(weight, &node.input[1]) => w.get(w.len().saturating_sub(2)).copied().unwrap_or(0),
+            _ => w.last().copied().unwrap_or(0),
+        };
+        result.push(WeightedLayer {
+            node: node.name().to_string(),
+            op: node.op_type().to_string(),
+            macs: out_elems * fan_in.max(0) as u64,
+            site: site_of(data).map(|s| sites[s].name.clone()),
+        });
+    }
+    let ann_macs = result.iter().map(|l| l.macs).sum();
+    let analog_macs = result.iter().filter(|l| l.site.is_none()).map(|l| l.macs).sum();
+    let sops = |gn: bool| -> Vec<(usize, f64)> {
+        let ts: Vec<usize> = layers.first().map(|l| l.if_rates.iter().map(|r| r.0).collect()).unwrap_or_default();
+        ts.iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let total = result
+                    .iter()
+                    .filter_map(|w| {
+                        let layer = layers.iter().find(|l| Some(&l.site) == w.site.as_ref())?;
+                        let rate = if gn { layer.gn_rates[i].1 } else { layer.if_rates[i].1 };
+                        Some(w.macs as f64 * rate * t as f64)
+                    })
+                    .sum::<f64>();
+                (t, total)
+            })
+            .collect()
+    };
+    Ok(Some(Operations { if_sops: sops(false), gn_sops: sops(true), layers: result, ann_macs, analog_macs }))
 }
 
 /// Regroups a folded site output computed batch by batch (`[T·b, …]` per chunk of b
