@@ -423,6 +423,17 @@ pub mod attr {
         }
     }
 
+    /// An attribute of a function-body node that takes the value of the calling node's
+    /// attribute `referenced` (`ref_attr_name`), of type `ty`.
+    pub fn reference(name: &str, referenced: &str, ty: AttributeType) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            ref_attr_name: Some(referenced.into()),
+            r#type: Some(ty as i32),
+            ..Default::default()
+        }
+    }
+
     /// The value of an integer attribute of `node`, if present.
     pub fn get_int(node: &NodeProto, name: &str) -> Option<i64> {
         node.attribute.iter().find(|a| a.name() == name).map(|a| a.i())

@@ -22,7 +22,7 @@ pub mod pipeline;
 pub mod verify;
 
 pub use error::TranspileError;
-pub use pipeline::{transpile, NeuronKind, Options, Report};
+pub use pipeline::{transpile, Emit, NeuronKind, Options, Report};
 
 /// The ONNX domain of the spiking-layer nodes that exist between passes.
 pub const DOMAIN: &str = "gn.transpile";

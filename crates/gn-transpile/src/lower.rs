@@ -24,7 +24,7 @@ use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
 use crate::error::TranspileError;
-use crate::neuron::{expand_layer, Current, Neuron, Opset};
+use crate::neuron::{expand_layer, Current, Neuron, Opset, Params};
 
 /// When a value is computed, relative to the time steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +259,6 @@ fn reshape_hardcodes_batch(graph: &Graph, n: &NodeProto) -> bool {
 pub struct LowerOptions {
     pub timesteps: usize,
     pub allow_inexact: bool,
-    pub opset: i64,
 }
 
 /// What the lower pass did.
@@ -299,24 +298,19 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
     }
     let classes = analysis.classes;
     let t = options.timesteps;
-    let opset = Opset(options.opset);
     let order = graph.topo_order()?;
     let nodes = std::mem::take(&mut graph.proto.node);
     let mut tiled: HashMap<String, String> = HashMap::new();
     let mut slots: Vec<Option<NodeProto>> = nodes.into_iter().map(Some).collect();
     for idx in order {
         let Some(mut node) = slots[idx].take() else { continue };
-        if let Some(neuron) = Neuron::from_node(&node) {
-            let name = node.name().to_string();
-            let current = match classes.get(&node.input[0]) {
-                Some(TimeClass::Folded) => Current::Folded,
-                _ => Current::Constant,
-            };
-            expand_layer(graph, opset, &name, &neuron, &node.input[0], current, t, &node.output[0]);
-            lowered.spiking_layers.push(name);
-            continue;
+        let spiking = Neuron::from_node(&node).is_some();
+        if spiking {
+            lowered.spiking_layers.push(node.name().to_string());
+            node.attribute.retain(|a| a.name() != "timesteps");
+            node.attribute.push(attr::int("timesteps", t as i64));
         }
-        let folded = node.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded));
+        let folded = spiking || node.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded));
         if folded && t > 1 {
             for i in 0..node.input.len() {
                 let v = node.input[i].clone();
@@ -339,4 +333,45 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
     lowered.folded_outputs =
         graph.output_names().into_iter().filter(|o| classes.get(o) == Some(&TimeClass::Folded)).collect();
     Ok(lowered)
+}
+
+/// The value tiled by `Concat(v, v, …, v)` along axis 0 with `copies` inputs, if `node` is that.
+fn tiled_value(node: &NodeProto, copies: usize) -> Option<&str> {
+    let first = node.input.first()?;
+    let tiles = node.op_type() == "Concat"
+        && attr::get_int(node, "axis") == Some(0)
+        && node.input.len() == copies
+        && node.input.iter().all(|i| i == first);
+    tiles.then_some(first.as_str())
+}
+
+/// Replaces every spiking-layer node of a lowered graph by its standard-op expansion
+/// ([`expand_layer`]). A layer whose input is its time-invariant current tiled T times
+/// reads that current directly, so the tiling disappears. Returns the layers expanded.
+pub fn expand_neurons(graph: &mut Graph, opset: Opset) -> usize {
+    let nodes = std::mem::take(&mut graph.proto.node);
+    let mut expanded = 0;
+    let mut kept = Vec::with_capacity(nodes.len());
+    let mut neurons = Vec::new();
+    for node in nodes {
+        match Neuron::from_node(&node) {
+            Some(neuron) => neurons.push((neuron, node)),
+            None => kept.push(node),
+        }
+    }
+    graph.proto.node = kept;
+    for (neuron, node) in neurons {
+        let t = attr::get_int(&node, "timesteps").unwrap_or(1).max(1) as usize;
+        let input = node.input[0].clone();
+        let producer = graph.proto.node.iter().find(|n| n.output.first() == Some(&input));
+        let tiled = producer.and_then(|p| tiled_value(p, t)).map(str::to_string);
+        let (x, current) = match (t, tiled) {
+            (1, _) => (input, Current::Constant),
+            (_, Some(v)) => (v, Current::Constant),
+            _ => (input, Current::Folded),
+        };
+        expand_layer(graph, opset, node.name(), Params::Inline(&neuron), &x, current, t, &node.output[0]);
+        expanded += 1;
+    }
+    expanded
 }

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use gn_transpile::{transpile, NeuronKind, Options};
+use gn_transpile::{transpile, Emit, NeuronKind, Options};
 
 const EXAMPLES: &str = "\
 Examples:
   gn-transpile fixtures/models/resnet20_l8.onnx snn.onnx --tau 4 --timesteps 4
   gn-transpile ann.onnx snn_if.onnx --neuron if --timesteps 32 --anytime
+  gn-transpile ann.onnx snn_compact.onnx --emit custom-op
   gn-transpile inspect ann.onnx
   gn-transpile verify ann.onnx --data x.npy --labels y.npy --tau 4";
 
@@ -53,9 +54,20 @@ struct ConvertArgs {
     /// Convert ops that are not exact in time (MaxPool on spikes, Softmax, …) anyway, with a warning per node.
     #[arg(long)]
     allow_inexact: bool,
+    /// Model form: standard (every step unrolled into standard ops) or custom-op (one
+    /// gn.transpile GroupNeuron/IFNeuron node per spiking layer, defined by a model-local
+    /// function that ONNX Runtime inlines).
+    #[arg(long, value_enum, default_value_t = EmitForm::Standard, value_name = "FORM")]
+    emit: EmitForm,
     /// Print each site's op chain and the near misses.
     #[arg(long, short = 'v')]
     verbose: bool,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum EmitForm {
+    Standard,
+    CustomOp,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -202,6 +214,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         timesteps: args.timesteps,
         anytime: args.anytime,
         allow_inexact: args.allow_inexact,
+        emit: match args.emit {
+            EmitForm::Standard => Emit::Standard,
+            EmitForm::CustomOp => Emit::CustomOp,
+        },
     };
     options.validate()?;
     let start = Instant::now();

@@ -19,7 +19,7 @@
 //! ```
 
 use gn_onnx::graph::attr;
-use gn_onnx::proto::NodeProto;
+use gn_onnx::proto::{FunctionProto, NodeProto, OperatorSetIdProto};
 use gn_onnx::Graph;
 
 use crate::DOMAIN;
@@ -65,7 +65,7 @@ impl Neuron {
     }
 
     /// The IR node standing for a spiking layer reading `input` and writing `output`
-    /// (in the ANN's layout, before time is lowered).
+    /// (in the ANN's layout, before time is lowered; the lower pass adds `timesteps`).
     pub fn node(&self, name: &str, input: &str, output: &str) -> NodeProto {
         let mut attributes = vec![
             attr::float("theta", self.theta as f32),
@@ -155,27 +155,96 @@ pub enum Current {
     Folded,
 }
 
+/// Where an expansion takes the neuron's parameters from.
+#[derive(Debug, Clone, Copy)]
+pub enum Params<'a> {
+    /// Literal values, as initializers of the graph (the standard emission).
+    Inline(&'a Neuron),
+    /// The calling node's attributes, by reference (the body of a model-local function).
+    Attributes(Kind),
+}
+
+/// The attributes a spiking-layer node carries, in the order they are written.
+pub fn attribute_names(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::If => &["theta", "levels", "v_init", "timesteps"],
+        Kind::Group => &["theta", "levels", "v_init", "tau", "theta_gn", "timesteps"],
+    }
+}
+
+/// The scalars of the expansion: θ_GN, τ, 0 and the initial membrane u(0) = v(0)/θ_GN.
+struct Scalars {
+    theta_gn: String,
+    tau: String,
+    zero: String,
+    u_init: String,
+}
+
+fn float_constant(g: &mut Graph, name: &str, suffix: &str, value: f32) -> String {
+    g.add_node(name, suffix, "Constant", &[], vec![attr::float("value_float", value)])
+}
+
+fn scalars(g: &mut Graph, name: &str, params: Params) -> Scalars {
+    use gn_onnx::proto::attribute_proto::AttributeType;
+    match params {
+        Params::Inline(n) => {
+            let theta_gn = n.theta_gn() as f32;
+            Scalars {
+                theta_gn: g.add_initializer_f32(&format!("{name}.theta_gn"), &[], &[theta_gn]),
+                zero: g.add_initializer_f32(&format!("{name}.zero"), &[], &[0.0]),
+                tau: g.add_initializer_f32(&format!("{name}.tau"), &[], &[n.tau as f32]),
+                u_init: g.add_initializer_f32(&format!("{name}.u_init"), &[], &[n.v_init() as f32 / theta_gn]),
+            }
+        }
+        Params::Attributes(kind) => {
+            let unit = if kind == Kind::Group { "theta_gn" } else { "theta" };
+            let reference = attr::reference("value_float", unit, AttributeType::Float);
+            let theta_gn = g.add_node(name, "theta_gn", "Constant", &[], vec![reference]);
+            let tau = match kind {
+                Kind::Group => {
+                    let reference = attr::reference("value_int", "tau", AttributeType::Int);
+                    let t = g.add_node(name, "tau_int", "Constant", &[], vec![reference]);
+                    g.add_node(name, "tau", "Cast", &[&t], vec![attr::int("to", 1)])
+                }
+                Kind::If => float_constant(g, name, "tau", 1.0),
+            };
+            let reference = attr::reference("value_float", "v_init", AttributeType::Float);
+            let v_init = g.add_node(name, "v_init", "Constant", &[], vec![reference]);
+            Scalars {
+                u_init: g.add_node(name, "u_init", "Div", &[&v_init, &theta_gn], vec![]),
+                theta_gn,
+                tau,
+                zero: float_constant(g, name, "zero", 0.0),
+            }
+        }
+    }
+}
+
 /// Appends the standard-op expansion of one spiking layer named `name` to `g`: input
-/// `x`, T steps, output written to the value `output` (`[T·N, …]`, step-major).
+/// `x`, T steps, output written to the value `output` (`[T·N, …]`, step-major). This is
+/// the one definition of the neuron in ONNX ops: the standard emission inlines it, and
+/// the custom-op emission uses it as the body of the op's model-local function.
+#[allow(clippy::too_many_arguments)]
 pub fn expand_layer(
     g: &mut Graph,
     opset: Opset,
     name: &str,
-    neuron: &Neuron,
+    params: Params,
     x: &str,
     current: Current,
     timesteps: usize,
     output: &str,
 ) {
-    let theta_gn = g.add_initializer_f32(&format!("{name}.theta_gn"), &[], &[neuron.theta_gn() as f32]);
-    let zero = g.add_initializer_f32(&format!("{name}.zero"), &[], &[0.0]);
-    let tau = g.add_initializer_f32(&format!("{name}.tau"), &[], &[neuron.tau as f32]);
-    let u_init = g.add_initializer_f32(&format!("{name}.u_init"), &[], &[0.5]);
+    let Scalars { theta_gn, tau, zero, u_init } = scalars(g, name, params);
     let q = g.add_node(name, "scale", "Div", &[x, &theta_gn], vec![]);
     let folded = current == Current::Folded && timesteps > 1;
     let steps: Vec<String> = if folded {
         // [T·N, …] → [T, N·…] so that the split runs along a dimension of known size T.
-        let rows = g.add_initializer_i64(&format!("{name}.rows"), &[2], &[timesteps as i64, -1]);
+        let rows = [timesteps as i64, -1];
+        let rows = match params {
+            Params::Inline(_) => g.add_initializer_i64(&format!("{name}.rows"), &[2], &rows),
+            Params::Attributes(_) => g.add_node(name, "rows", "Constant", &[], vec![attr::ints("value_ints", &rows)]),
+        };
         let r = g.add_node(name, "steps", "Reshape", &[&q, &rows], vec![]);
         opset.split(g, name, "split", &r, timesteps)
     } else {
@@ -208,5 +277,34 @@ pub fn expand_layer(
     g.add_node(name, "out", "Mul", &[&joined, &theta_gn], vec![]);
     if let Some(last) = g.proto.node.last_mut() {
         last.output[0] = output.to_string();
+    }
+}
+
+/// The model-local function that defines a custom spiking-layer op: its body is
+/// [`expand_layer`] on a folded `[T·N, …]` input `X`, reading θ, τ and v(0) from the
+/// calling node's attributes. T is fixed by the body, so a model holds one function per
+/// op type and every node of that type runs T steps.
+pub fn function(kind: Kind, opset: Opset, timesteps: usize) -> FunctionProto {
+    let mut g = Graph::new(Default::default());
+    let op = match kind {
+        Kind::If => "IFNeuron",
+        Kind::Group => "GroupNeuron",
+    };
+    expand_layer(&mut g, opset, "neuron", Params::Attributes(kind), "X", Current::Folded, timesteps, "Y");
+    debug_assert!(g.proto.initializer.is_empty(), "a function body holds no initializers");
+    let doc = match kind {
+        Kind::If => "Integrate-and-fire neurons over T time steps folded into axis 0 ([T·N, …], step-major): threshold θ, v(0) = θ/2, soft reset.",
+        Kind::Group => "Group Neurons of τ members over T time steps folded into axis 0 ([T·N, …], step-major): member thresholds i·θ/τ, θ_GN = θ/τ, v(0) = θ_GN/2, lateral soft reset (Lyu et al., arXiv 2402.19061, Algorithm 1).",
+    };
+    FunctionProto {
+        name: Some(op.into()),
+        domain: Some(DOMAIN.into()),
+        input: vec!["X".into()],
+        output: vec!["Y".into()],
+        attribute: attribute_names(kind).iter().map(|a| a.to_string()).collect(),
+        node: g.proto.node,
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset.0) }],
+        doc_string: Some(format!("{doc} Runs {timesteps} steps.")),
+        ..Default::default()
     }
 }

@@ -13,7 +13,8 @@ use crate::detect::{detect, Detection, Site};
 use crate::emit::{readout, set_metadata};
 use crate::error::TranspileError;
 use crate::lower::{lower, LowerOptions};
-use crate::neuron::Opset;
+use crate::neuron::{function, Kind, Opset};
+use gn_onnx::proto::OperatorSetIdProto;
 
 /// The neuron model of the spiking layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,19 @@ pub enum NeuronKind {
     /// Group Neurons (the default).
     Gn,
 }
+
+/// The form of the emitted model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// Every step of every spiking layer unrolled into standard ONNX ops (the default).
+    Standard,
+    /// One `GroupNeuron` / `IFNeuron` node per spiking layer in the `gn.transpile` domain,
+    /// defined by a model-local function holding the standard-op expansion.
+    CustomOp,
+}
+
+/// Version of the `gn.transpile` operator set the custom-op emission imports.
+pub const DOMAIN_VERSION: i64 = 1;
 
 /// Largest τ accepted: τ member thresholds per neuron.
 pub const MAX_TAU: u32 = 1024;
@@ -39,11 +53,20 @@ pub struct Options {
     pub anytime: bool,
     /// Convert ops that are not exact in time (MaxPool, Softmax, …) anyway, with a warning.
     pub allow_inexact: bool,
+    /// Standard ops, or one custom node per spiking layer.
+    pub emit: Emit,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { neuron: NeuronKind::Gn, tau: 4, timesteps: 4, anytime: false, allow_inexact: false }
+        Options {
+            neuron: NeuronKind::Gn,
+            tau: 4,
+            timesteps: 4,
+            anytime: false,
+            allow_inexact: false,
+            emit: Emit::Standard,
+        }
     }
 }
 
@@ -119,6 +142,11 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     if opset < 11 {
         return Err(TranspileError::OldOpset(opset));
     }
+    if options.emit == Emit::CustomOp && opset < 12 {
+        return Err(TranspileError::Option(format!(
+            "--emit custom-op needs opset 12 or later (the model imports opset {opset}): the neuron functions read their attributes through Constant's value_float"
+        )));
+    }
     let mut model = model.clone();
     let mut graph = Graph::new(model.graph.take().ok_or(TranspileError::NoGraph)?);
     graph.check_sources()?;
@@ -134,9 +162,28 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
         detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason));
     let near_misses: Vec<String> = near_misses.collect();
     let mut lowered =
-        lower(&mut graph, &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset })?;
+        lower(&mut graph, &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact })?;
     lowered.warnings.extend(near_misses);
     readout(&mut graph, &lowered.folded_outputs, options.timesteps, options.anytime, Opset(opset));
+    match options.emit {
+        Emit::Standard => {
+            crate::lower::expand_neurons(&mut graph, Opset(opset));
+        }
+        Emit::CustomOp => {
+            let kind = match options.neuron {
+                NeuronKind::Gn => Kind::Group,
+                NeuronKind::If => Kind::If,
+            };
+            model.functions.retain(|f| f.domain() != crate::DOMAIN);
+            model.functions.push(function(kind, Opset(opset), options.timesteps));
+            model.opset_import.retain(|o| o.domain() != crate::DOMAIN);
+            model
+                .opset_import
+                .push(OperatorSetIdProto { domain: Some(crate::DOMAIN.into()), version: Some(DOMAIN_VERSION) });
+            // Model-local functions arrived with IR version 8.
+            model.ir_version = Some(model.ir_version().max(8));
+        }
+    }
     graph.proto.value_info.clear();
     graph.remove_dead_nodes();
     graph.sort()?;
@@ -167,6 +214,11 @@ fn record_metadata(model: &mut ModelProto, options: &Options, sites: &[Site]) {
     set_metadata(props, "gn_transpile.tau", tau.to_string());
     set_metadata(props, "gn_transpile.timesteps", options.timesteps.to_string());
     set_metadata(props, "gn_transpile.anytime", options.anytime.to_string());
+    let emit = match options.emit {
+        Emit::Standard => "standard",
+        Emit::CustomOp => "custom-op",
+    };
+    set_metadata(props, "gn_transpile.emit", emit.into());
     let layers: Vec<String> = sites
         .iter()
         .map(|s| format!("{{\"site\":{:?},\"theta\":{},\"levels\":{}}}", s.name, s.theta, s.levels))

@@ -220,7 +220,8 @@ pub fn measure(
             if pass == 1 && t_max == t_short {
                 continue;
             }
-            let options = Options { neuron, tau, timesteps: steps, anytime: true, allow_inexact: false };
+            let options =
+                Options { neuron, tau, timesteps: steps, anytime: true, allow_inexact: false, ..Default::default() };
             let (snn, _) = transpile(ann, &options)?;
             let label = format!("{tag} T={steps}");
             let input = if images == n { x } else { &xl };
@@ -247,8 +248,14 @@ pub fn measure(
     // SPEC §4.1: τ = L at T = 1 reproduces the ANN (only when all sites share one L).
     let exactness = match levels.as_slice() {
         [l] => {
-            let options =
-                Options { neuron: NeuronKind::Gn, tau: *l, timesteps: 1, anytime: false, allow_inexact: false };
+            let options = Options {
+                neuron: NeuronKind::Gn,
+                tau: *l,
+                timesteps: 1,
+                anytime: false,
+                allow_inexact: false,
+                ..Default::default()
+            };
             let (snn, _) = transpile(ann, &options)?;
             let out = run_batched(&snn, x, spec.batch, &|k| progress("GN τ=L T=1", k, n))?.remove(0);
             let pred = top1(&out);
@@ -273,7 +280,8 @@ pub fn measure(
     let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
     let mut per_neuron: Vec<(Vec<Vec<(usize, f64)>>, Vec<Vec<(usize, f64)>>)> = Vec::new();
     for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
-        let options = Options { neuron, tau, timesteps: t_layer, anytime: false, allow_inexact: false };
+        let options =
+            Options { neuron, tau, timesteps: t_layer, anytime: false, allow_inexact: false, ..Default::default() };
         let (snn, _) = transpile(ann, &options)?;
         let stage = if neuron == NeuronKind::If { "IF layers" } else { "GN layers" };
         let outs = run_batched(&expose(&snn, &site_values), &xs, spec.batch, &|k| progress(stage, k, m))?;
