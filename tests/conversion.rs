@@ -11,7 +11,7 @@ use gn_transpile::{transpile, NeuronKind, Options};
 use ndarray::{Array1, Array2};
 
 fn options(neuron: NeuronKind, tau: u32, timesteps: usize, anytime: bool) -> Options {
-    Options { neuron, tau, timesteps, anytime, allow_inexact: false }
+    Options { neuron, tau, timesteps, anytime, allow_inexact: false, ..Default::default() }
 }
 
 fn convert(model: &ModelProto, o: &Options) -> ModelProto {
@@ -226,6 +226,27 @@ fn snapshot_of_an_emitted_graph() {
     let snn = convert(&model, &options(NeuronKind::Gn, 4, 2, false));
     let text = gn_onnx::Graph::new(snn.graph.unwrap()).render();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/mlp_gn_tau4_t2.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() || !path.exists() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    similar_asserts::assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+/// The compact form of the same network: one GroupNeuron node per spiking layer, and the
+/// model-local function that defines it.
+#[test]
+fn snapshot_of_a_custom_op_graph() {
+    let (_, model) = mlp(4, 1);
+    let o = Options { emit: gn_transpile::Emit::CustomOp, ..options(NeuronKind::Gn, 4, 2, false) };
+    let snn = convert(&model, &o);
+    let mut text = gn_onnx::Graph::new(snn.graph.clone().unwrap()).render();
+    for f in &snn.functions {
+        text.push_str(&gn_onnx::graph::render_function(f));
+    }
+    let opsets: Vec<String> = snn.opset_import.iter().map(|o| format!("{}={}", o.domain(), o.version())).collect();
+    text.push_str(&format!("opset_import {}\nir_version {}\n", opsets.join(", "), snn.ir_version()));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/mlp_gn_tau4_t2_custom_op.txt");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() || !path.exists() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &text).unwrap();

@@ -8,7 +8,6 @@ use gn_onnx::proto::{
     tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
     ValueInfoProto,
 };
-use gn_onnx::tract_bridge::TractModel;
 use ndarray::{s, Array2, Array4, ArrayD, Axis};
 
 pub mod reference;
@@ -78,7 +77,7 @@ pub fn run_tract(model: &ModelProto, x: &Array4<f32>, batch: usize) -> Vec<Array
 /// [`run_tract`], with tract's optimiser on or off.
 pub fn run_tract_with(model: &ModelProto, x: &Array4<f32>, batch: usize, optimize: bool) -> Vec<ArrayD<f32>> {
     let tract =
-        TractModel::with_optimization(model, optimize).unwrap_or_else(|e| panic!("tract cannot load the model: {e}"));
+        gn_transpile::tract_ops::load(model, optimize).unwrap_or_else(|e| panic!("tract cannot load the model: {e}"));
     let mut parts: Vec<Vec<ArrayD<f32>>> = Vec::new();
     for start in (0..x.shape()[0]).step_by(batch) {
         let end = (start + batch).min(x.shape()[0]);
@@ -247,6 +246,7 @@ impl ModelBuilder {
 
 /// Runs a model on a 2-D input with tract (batch on axis 0).
 pub fn run_tract_2d(model: &ModelProto, x: &Array2<f32>) -> Vec<ArrayD<f32>> {
-    let tract = TractModel::new(model).unwrap_or_else(|e| panic!("tract cannot load the model: {e}"));
+    let tract =
+        gn_transpile::tract_ops::load(model, true).unwrap_or_else(|e| panic!("tract cannot load the model: {e}"));
     tract.run(vec![x.clone().into_dyn()]).unwrap_or_else(|e| panic!("tract run failed: {e}"))
 }

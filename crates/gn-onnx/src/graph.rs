@@ -347,7 +347,28 @@ fn op_label(n: &NodeProto) -> String {
     }
 }
 
+/// A model-local function rendered like a graph: a header line naming it, its inputs,
+/// outputs and attributes, then its body one node per line (indented).
+pub fn render_function(f: &crate::proto::FunctionProto) -> String {
+    let mut s = format!(
+        "function {}::{}({}) -> {} [{}]\n",
+        f.domain(),
+        f.name(),
+        f.input.join(", "),
+        f.output.join(", "),
+        f.attribute.join(", ")
+    );
+    let body = Graph::new(GraphProto { node: f.node.clone(), ..Default::default() }).render();
+    for line in body.lines() {
+        let _ = writeln!(s, "  {line}");
+    }
+    s
+}
+
 fn render_attribute(a: &AttributeProto) -> Option<String> {
+    if let Some(referenced) = &a.ref_attr_name {
+        return Some(format!("{}=@{referenced}", a.name()));
+    }
     let v = match a.r#type() {
         AttributeType::Float => format!("{}", a.f()),
         AttributeType::Int => format!("{}", a.i()),

@@ -19,10 +19,23 @@ pub struct TractModel {
     plan: std::sync::Arc<TypedSimplePlan>,
 }
 
+/// Adds ops of a custom domain to tract-onnx's registry (keyed by op type; the builder
+/// checks the domain).
+pub type Registration = fn(&mut tract_onnx::model::OnnxOpRegister);
+
 /// Decodes `model` with tract-onnx into its typed form (shapes inferred, symbolic dims kept).
 pub fn typed_model(model: &ModelProto) -> Result<TypedModel, TractError> {
+    typed_model_with(model, &[])
+}
+
+/// [`typed_model`] with extra ops registered.
+pub fn typed_model_with(model: &ModelProto, ops: &[Registration]) -> Result<TypedModel, TractError> {
+    let mut onnx = tract_onnx::onnx();
+    for register in ops {
+        register(&mut onnx.op_register);
+    }
     let bytes = crate::io::encode(model);
-    let inference = tract_onnx::onnx().model_for_read(&mut bytes.as_slice()).map_err(|e| terr(format!("{e:#}")))?;
+    let inference = onnx.model_for_read(&mut bytes.as_slice()).map_err(|e| terr(format!("{e:#}")))?;
     inference.into_typed().map_err(|e| terr(format!("{e:#}")))
 }
 
@@ -47,7 +60,12 @@ impl TractModel {
     /// the graph states it (a `Div` stays a division instead of becoming a multiplication
     /// by the reciprocal), which matters at the exact ties of a `Floor`.
     pub fn with_optimization(model: &ModelProto, optimize: bool) -> Result<Self, TractError> {
-        let mut typed = typed_model(model)?;
+        Self::with_ops(model, optimize, &[])
+    }
+
+    /// Loads a model whose nodes may use the ops that `ops` register.
+    pub fn with_ops(model: &ModelProto, optimize: bool, ops: &[Registration]) -> Result<Self, TractError> {
+        let mut typed = typed_model_with(model, ops)?;
         if optimize {
             typed = typed.into_optimized().map_err(|e| terr(format!("{e:#}")))?;
         }

@@ -11,6 +11,16 @@ use crate::detect::detect;
 use crate::error::TranspileError;
 use crate::lower::{analyze, Role};
 use crate::neuron::Neuron;
+use gn_onnx::graph::attr;
+use gn_onnx::proto::NodeProto;
+
+/// One entry of the `gn_transpile.layers` metadata.
+#[derive(Debug, serde::Deserialize)]
+struct LayerRecord {
+    site: String,
+    theta: f64,
+    levels: u32,
+}
 
 /// Renders the audit of `model` as text.
 pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
@@ -22,18 +32,52 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
     if let Some(neuron) = meta("gn_transpile.neuron") {
         let _ = writeln!(
             out,
-            "converted by gn-transpile {}: neuron {neuron}, τ = {}, T = {}",
+            "converted by gn-transpile {}: neuron {neuron}, τ = {}, T = {}, form {}",
             meta("gn_transpile.version").unwrap_or_default(),
             meta("gn_transpile.tau").unwrap_or_default(),
-            meta("gn_transpile.timesteps").unwrap_or_default()
+            meta("gn_transpile.timesteps").unwrap_or_default(),
+            meta("gn_transpile.emit").unwrap_or_else(|| "standard".into())
         );
-        if let Some(layers) = meta("gn_transpile.layers") {
-            let _ = writeln!(out, "spiking layers: {layers}");
-        }
-        let compact: Vec<Neuron> = graph.nodes().iter().filter_map(Neuron::from_node).collect();
+        let compact: Vec<&NodeProto> = graph.nodes().iter().filter(|n| Neuron::from_node(n).is_some()).collect();
         if !compact.is_empty() {
-            let _ = writeln!(out, "{} spiking-layer nodes", compact.len());
+            // Custom-op form: everything is on the nodes.
+            let _ = writeln!(out, "spiking layers: {} (custom-op nodes)", compact.len());
+            for node in compact {
+                let Some(n) = Neuron::from_node(node) else { continue };
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  θ = {:.6}  τ = {}  θ_GN = {:.6}  v(0) = {:.6}  T = {}  L = {}",
+                    node.name(),
+                    n.op_type(),
+                    n.theta,
+                    n.tau,
+                    n.theta_gn(),
+                    attr::get_float(node, "v_init").unwrap_or(f32::NAN),
+                    attr::get_int(node, "timesteps").map_or("?".into(), |t| t.to_string()),
+                    n.levels
+                );
+            }
+            for f in &model.functions {
+                let _ = writeln!(
+                    out,
+                    "function {}::{}: {} nodes (the standard-op body ONNX runtimes inline)",
+                    f.domain(),
+                    f.name(),
+                    f.node.len()
+                );
+            }
+        } else {
+            // Standard form: the layers are unrolled; the metadata records them.
+            let layers: Vec<LayerRecord> =
+                meta("gn_transpile.layers").and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default();
+            let tau: f64 = meta("gn_transpile.tau").and_then(|t| t.parse().ok()).unwrap_or(1.0);
+            let _ = writeln!(out, "spiking layers: {} (unrolled into standard ops)", layers.len());
+            for l in &layers {
+                let _ =
+                    writeln!(out, "  {}  θ = {:.6}  θ_GN = {:.6}  L = {}", l.site, l.theta, l.theta / tau, l.levels);
+            }
         }
+        let _ = writeln!(out, "nodes: {}", graph.nodes().len());
         return Ok(out);
     }
     let detection = detect(&graph);

@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod lower;
 pub mod neuron;
 pub mod pipeline;
+pub mod tract_ops;
 pub mod verify;
 
 pub use error::TranspileError;

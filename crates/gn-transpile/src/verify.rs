@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use gn_onnx::proto::{ModelProto, ValueInfoProto};
-use gn_onnx::tract_bridge::TractModel;
 use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
@@ -119,7 +118,7 @@ pub fn run_batched(
     batch: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<ArrayD<f32>>, VerifyError> {
-    let plan = Arc::new(TractModel::new(model)?);
+    let plan = Arc::new(crate::tract_ops::load(model, true)?);
     let names: Vec<String> =
         model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
     let chunks: Vec<ArrayD<f32>> = x.axis_chunks_iter(Axis(0), batch.max(1)).map(|c| c.to_owned()).collect();

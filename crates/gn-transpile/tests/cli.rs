@@ -41,7 +41,8 @@ fn modified(dir: &Path, name: &str, f: impl FnOnce(&mut ModelProto)) -> PathBuf 
 fn help_shows_the_options_and_examples() {
     let o = run(&["--help"]);
     let text = String::from_utf8_lossy(&o.stdout);
-    for needle in ["--tau", "--timesteps", "--neuron", "--anytime", "--allow-inexact", "inspect", "Examples:"] {
+    for needle in ["--tau", "--timesteps", "--neuron", "--anytime", "--allow-inexact", "--emit", "inspect", "Examples:"]
+    {
         assert!(text.contains(needle), "--help lacks {needle}");
     }
 }
@@ -58,6 +59,41 @@ fn converts_a_fixture_and_summarises_on_stderr() {
     assert!(err.contains("3 spiking layers of GN (τ = 4), T = 2"), "{err}");
     let snn = load(&out).unwrap().model;
     assert!(snn.metadata_props.iter().any(|p| p.key() == "gn_transpile.tau" && p.value() == "4"));
+}
+
+/// Both emitted forms, read back by `inspect`: the custom-op form from its nodes, the
+/// standard form from its metadata.
+#[test]
+fn inspect_reports_the_spiking_layers_of_either_emitted_form() {
+    let dir = tempfile::tempdir().unwrap();
+    for (form, needle) in [("custom-op", "custom-op nodes"), ("standard", "unrolled into standard ops")] {
+        let out = dir.path().join(format!("{form}.onnx"));
+        let input = fixture("cnn_l8.onnx");
+        let args = [input.to_str().unwrap(), out.to_str().unwrap(), "-t", "3", "--tau", "2", "--emit", form];
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run(&["inspect", out.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(text.contains(&format!("τ = 2, T = 3, form {form}")), "{text}");
+        assert!(text.contains(&format!("spiking layers: 3 ({needle})")), "{text}");
+        // θ of the first site of cnn_l8 and its θ_GN = θ/τ.
+        assert!(text.contains("θ = 1.514") && text.contains("θ_GN = 0.757"), "{text}");
+        if form == "custom-op" {
+            assert_eq!(text.matches("GroupNeuron  θ =").count(), 3, "{text}");
+            assert!(text.contains("T = 3  L = 8"), "{text}");
+            assert!(text.contains("function gn.transpile::GroupNeuron"), "{text}");
+        }
+    }
+}
+
+/// The custom-op form reads its attributes with Constant's value_float (opset ≥ 12).
+#[test]
+fn custom_op_emission_needs_opset_12() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snn.onnx");
+    let input = fixture("cnn_l4_legacy_op11.onnx");
+    refused(&[input.to_str().unwrap(), out.to_str().unwrap(), "--emit", "custom-op"], &out, "opset 12 or later");
 }
 
 #[test]

@@ -1,0 +1,153 @@
+//! The `gn.transpile` ops for tract: `GroupNeuron` and `IFNeuron` nodes of a custom-op
+//! model (`--emit custom-op`) run as one kernel each.
+//!
+//! The kernel performs, element for element and in f32, the operations of the function
+//! body that [`crate::neuron::expand_layer`] writes: `q = x / θ_GN`, `u(0) = v(0)/θ_GN`,
+//! per step `p = u + q_t`, `c = min(max(⌊p⌋, 0), τ)`, `u = p − c`, output `c · θ_GN`.
+
+use gn_onnx::proto::ModelProto;
+use gn_onnx::tract_bridge::{Registration, TractError, TractModel};
+use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use crate::DOMAIN;
+
+/// Registers `GroupNeuron` and `IFNeuron` with tract-onnx.
+pub fn register(ops: &mut OnnxOpRegister) {
+    ops.insert("GroupNeuron", build);
+    ops.insert("IFNeuron", build);
+}
+
+/// The registrations a converted model needs, for [`TractModel::with_ops`].
+pub const OPS: &[Registration] = &[register];
+
+/// Loads a model of either emitted form (or an ANN) into tract.
+pub fn load(model: &ModelProto, optimize: bool) -> Result<TractModel, TractError> {
+    TractModel::with_ops(model, optimize, OPS)
+}
+
+fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    if node.domain != DOMAIN {
+        bail!(
+            "op {} of domain '{}' is not known (gn-transpile defines {} in domain '{DOMAIN}')",
+            node.op_type,
+            node.domain,
+            node.op_type
+        );
+    }
+    let group = node.op_type == "GroupNeuron";
+    let theta: f32 = node.get_attr("theta")?;
+    let theta_gn: f32 = if group { node.get_attr("theta_gn")? } else { theta };
+    let tau: i64 = if group { node.get_attr("tau")? } else { 1 };
+    let v_init: f32 = node.get_attr("v_init")?;
+    let timesteps: i64 = node.get_attr("timesteps")?;
+    ensure!(theta_gn.is_finite() && theta_gn > 0.0, "{}: θ_GN = {theta_gn} is not a positive threshold", node.name);
+    ensure!(tau >= 1, "{}: τ = {tau} must be at least 1", node.name);
+    ensure!(timesteps >= 1, "{}: timesteps = {timesteps} must be at least 1", node.name);
+    let kernel = NeuronKernel {
+        op: if group { "GroupNeuron" } else { "IFNeuron" },
+        theta_gn,
+        tau: tau as f32,
+        u_init: v_init / theta_gn,
+        timesteps: timesteps as usize,
+    };
+    Ok((expand(NeuronLayer(kernel)), vec![]))
+}
+
+/// The inference-model face of the op: output of the input's type and shape.
+#[derive(Debug, Clone)]
+struct NeuronLayer(NeuronKernel);
+
+impl Expansion for NeuronLayer {
+    fn name(&self) -> StaticName {
+        self.0.op.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, self.0.clone(), &[inputs[0]])
+    }
+}
+
+/// T steps of a layer of neurons on a folded `[T·N, …]` input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeuronKernel {
+    op: &'static str,
+    theta_gn: f32,
+    tau: f32,
+    u_init: f32,
+    timesteps: usize,
+}
+
+impl Eq for NeuronKernel {}
+
+impl NeuronKernel {
+    fn run(&self, x: &[f32], out: &mut [f32]) {
+        let per_step = x.len() / self.timesteps;
+        for j in 0..per_step {
+            let mut u = self.u_init;
+            for t in 0..self.timesteps {
+                let k = t * per_step + j;
+                let p = u + x[k] / self.theta_gn;
+                let c = p.floor().max(0.0).min(self.tau);
+                u = p - c;
+                out[k] = c * self.theta_gn;
+            }
+        }
+    }
+}
+
+impl Op for NeuronKernel {
+    fn name(&self) -> StaticName {
+        self.op.into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("θ_GN = {}, τ = {}, u(0) = {}, T = {}", self.theta_gn, self.tau, self.u_init, self.timesteps)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for NeuronKernel {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape().to_vec();
+        let rows = shape.first().copied().unwrap_or(1);
+        ensure!(
+            rows % self.timesteps == 0,
+            "{}: axis 0 has {rows} rows, not a multiple of T = {} (the input must be [T·N, …])",
+            self.op,
+            self.timesteps
+        );
+        let x = input.to_plain_array_view::<f32>()?;
+        let x = x.as_standard_layout();
+        let mut out = vec![0f32; x.len()];
+        self.run(x.as_slice().unwrap_or_default(), &mut out);
+        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(shape, out)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for NeuronKernel {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
