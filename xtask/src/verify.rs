@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use gn_onnx::data::read_idx_u8;
 use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 use gn_transpile::verify::{measure, mse, run_batched, top1, Measurement, Spec};
-use gn_transpile::{transpile, NeuronKind, Options};
+use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,13 @@ struct Config {
     long_images_full: usize,
     models: Vec<ModelConfig>,
     tau_sweep: TauSweep,
+    custom_op: CustomOpConfig,
     gates: Gates,
+}
+
+#[derive(Deserialize)]
+struct CustomOpConfig {
+    timesteps: Vec<usize>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +98,25 @@ struct Gates {
     ort_max_share_beyond_1e4_t1: f64,
     ort_max_relative_mse: f64,
     ort_max_top1_flip_share: f64,
+    custom_op_max_abs_diff_ort: f64,
+}
+
+/// The custom-op form of one conversion against the standard form.
+#[derive(Serialize)]
+struct CustomOpCheck {
+    neuron: String,
+    timesteps: usize,
+    nodes_standard: usize,
+    nodes_compact: usize,
+    /// ONNX Runtime on the custom-op model against ONNX Runtime on the standard model.
+    ort_max_abs_diff: f64,
+    /// tract on the custom-op model (registered kernels) against ONNX Runtime on the standard model.
+    tract_max_abs_diff: f64,
+    tract_share_beyond_1e5: f64,
+    tract_relative_mse: f64,
+    tract_top1_flips: usize,
+    images: usize,
+    checker: String,
 }
 
 /// The cross-runtime comparison of one emitted model.
@@ -112,6 +137,7 @@ struct ModelResult {
     #[serde(flatten)]
     measurement: Measurement,
     runtime: Vec<RuntimeCheck>,
+    custom_op: Vec<CustomOpCheck>,
     seconds: f64,
 }
 
@@ -227,6 +253,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         let m = measure(&ann, &x, labels.as_deref(), &spec, &progress())
             .with_context(|| format!("{}", mc.path.display()))?;
         let mut checks = Vec::new();
+        let mut custom = Vec::new();
         if let Some((venv, rt)) = &runtime {
             let prefix = spec.layer_images.min(n).min(spec.long_images.min(n).max(1));
             let xs = x.slice_axis(Axis(0), (0..prefix).into()).to_owned();
@@ -266,11 +293,23 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 let fail = failures.iter().find(|l| l.starts_with(&f.display().to_string()));
                 c.checker = fail.cloned().unwrap_or_else(|| "ok".into());
             }
+            custom = custom_op_checks(
+                &ann,
+                &mc.name,
+                &xs,
+                rt,
+                venv,
+                &args.out,
+                tau,
+                &config.custom_op.timesteps,
+                spec.batch,
+            )?;
         }
         results.push(ModelResult {
             name: mc.name,
             measurement: m,
             runtime: checks,
+            custom_op: custom,
             seconds: t0.elapsed().as_secs_f64(),
         });
     }
@@ -300,8 +339,14 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     continue;
                 }
                 eprintln!("τ sweep on {}: τ = {k}", config.tau_sweep.model);
-                let options =
-                    Options { neuron: NeuronKind::Gn, tau: k, timesteps: t_max, anytime: true, allow_inexact: false };
+                let options = Options {
+                    neuron: NeuronKind::Gn,
+                    tau: k,
+                    timesteps: t_max,
+                    anytime: true,
+                    allow_inexact: false,
+                    ..Default::default()
+                };
                 let snn = transpile(&ann, &options)?.0;
                 let bar = progress();
                 let label = format!("GN τ={k}");
@@ -355,6 +400,24 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                         c.share_beyond_1e4 * 100.0,
                         if one_step { format!(" (≤ {:.1}%)", g.ort_max_share_beyond_1e4_t1 * 100.0) } else { String::new() },
                         c.max_abs_diff, c.checker
+                    ),
+                ));
+            }
+        }
+        for r in &results {
+            for c in &r.custom_op {
+                let flip_share = c.tract_top1_flips as f64 / c.images.max(1) as f64;
+                let ok = c.checker == "ok"
+                    && c.ort_max_abs_diff <= g.custom_op_max_abs_diff_ort
+                    && c.tract_relative_mse <= g.ort_max_relative_mse
+                    && flip_share <= g.ort_max_top1_flip_share;
+                gates.push((
+                    format!("{} {} T={}: custom-op model", r.name, c.neuron, c.timesteps),
+                    ok,
+                    format!(
+                        "ONNX Runtime custom-op vs standard max |diff| {:.1e} (≤ {:.0e}); tract custom-op vs ONNX Runtime standard: relative MSE {:.1e} (≤ {:.0e}), top-1 flips {}/{}; onnx.checker: {}",
+                        c.ort_max_abs_diff, g.custom_op_max_abs_diff_ort, c.tract_relative_mse, g.ort_max_relative_mse,
+                        c.tract_top1_flips, c.images, c.checker
                     ),
                 ));
             }
@@ -573,11 +636,97 @@ fn render_markdown(r: &Report) -> String {
             );
         }
     }
+    if r.models.iter().any(|m| !m.custom_op.is_empty()) {
+        let _ = writeln!(s, "\n### Custom-op emission (`--emit custom-op`) against the standard emission\n");
+        let _ = writeln!(s, "One `gn.transpile` node per spiking layer, defined by a model-local function whose body is the standard expansion. ONNX Runtime inlines the function; tract runs the registered kernel. Compared with ONNX Runtime on the standard model, first images.\n");
+        let _ = writeln!(s, "| model | neuron | T | nodes standard → custom-op | ORT custom-op: max abs diff | tract custom-op: max abs diff | images beyond 1e-5 | top-1 flips | onnx.checker |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for m in &r.models {
+            for c in &m.custom_op {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} → {} | {:.1e} | {:.1e} | {:.1}% | {}/{} | {} |",
+                    m.name,
+                    c.neuron,
+                    c.timesteps,
+                    c.nodes_standard,
+                    c.nodes_compact,
+                    c.ort_max_abs_diff,
+                    c.tract_max_abs_diff,
+                    c.tract_share_beyond_1e5 * 100.0,
+                    c.tract_top1_flips,
+                    c.images,
+                    c.checker
+                );
+            }
+        }
+    }
     let _ = writeln!(s, "\n### Gates\n");
     for (name, ok, detail) in &r.gates {
         let _ = writeln!(s, "- {} {name}: {detail}", if *ok { "pass" } else { "FAIL" });
     }
     s
+}
+
+/// The custom-op form of `ann` (IF and GN at each T) against the standard form: ONNX
+/// Runtime on both, tract on the custom-op model, onnx.checker on every custom-op file.
+#[allow(clippy::too_many_arguments)]
+fn custom_op_checks(
+    ann: &ModelProto,
+    name: &str,
+    xs: &ArrayD<f32>,
+    rt: &crate::onnxruntime::Runtime,
+    venv: &Path,
+    out: &Path,
+    tau: u32,
+    timesteps: &[usize],
+    batch: usize,
+) -> anyhow::Result<Vec<CustomOpCheck>> {
+    let mut checks = Vec::new();
+    let mut files = Vec::new();
+    for (neuron, tag) in [(NeuronKind::If, "IF"), (NeuronKind::Gn, "GN")] {
+        for &t in timesteps {
+            eprint!("\r  custom-op {tag} T={t}          ");
+            let options = |emit| Options { neuron, tau, timesteps: t, emit, ..Default::default() };
+            let standard = transpile(ann, &options(Emit::Standard))?.0;
+            let compact = transpile(ann, &options(Emit::CustomOp))?.0;
+            let file = out.join(format!("models/{name}_{}_t{t}_custom_op.onnx", tag.to_lowercase()));
+            std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
+            gn_onnx::io::save(&compact, &file, None)?;
+            files.push(file);
+            let reference = rt.run(&gn_onnx::io::encode(&standard), xs, batch)?.remove(0);
+            let ort = rt.run(&gn_onnx::io::encode(&compact), xs, batch)?.remove(0);
+            let tract = run_batched(&compact, xs, batch, &|_| {})?.remove(0);
+            let max_diff =
+                |a: &ArrayD<f32>| a.iter().zip(reference.iter()).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max);
+            let beyond = tract
+                .outer_iter()
+                .zip(reference.outer_iter())
+                .filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > 1e-5))
+                .count();
+            let ms = reference.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / reference.len().max(1) as f64;
+            let nodes = |m: &ModelProto| m.graph.as_ref().map_or(0, |g| g.node.len());
+            checks.push(CustomOpCheck {
+                neuron: if neuron == NeuronKind::Gn { format!("GN τ={tau}") } else { "IF".into() },
+                timesteps: t,
+                nodes_standard: nodes(&standard),
+                nodes_compact: nodes(&compact),
+                ort_max_abs_diff: max_diff(&ort),
+                tract_max_abs_diff: max_diff(&tract),
+                tract_share_beyond_1e5: beyond as f64 / reference.shape()[0].max(1) as f64,
+                tract_relative_mse: mse(&tract, &reference) / ms,
+                tract_top1_flips: top1(&tract).iter().zip(top1(&reference)).filter(|(a, b)| **a != *b).count(),
+                images: reference.shape()[0],
+                checker: String::new(),
+            });
+        }
+    }
+    eprintln!();
+    let failures = crate::onnxruntime::check_models(venv, &files)?;
+    for (c, f) in checks.iter_mut().zip(&files) {
+        let fail = failures.iter().find(|l| l.starts_with(&f.display().to_string()));
+        c.checker = fail.cloned().unwrap_or_else(|| "ok".into());
+    }
+    Ok(checks)
 }
 
 /// A count with an SI suffix: 1.23M.
@@ -663,8 +812,11 @@ fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
                 .into_iter()
                 .enumerate()
         {
-            let snn =
-                transpile(&model, &Options { neuron, tau, timesteps: 4, anytime: false, allow_inexact: false })?.0;
+            let snn = transpile(
+                &model,
+                &Options { neuron, tau, timesteps: 4, anytime: false, allow_inexact: false, ..Default::default() },
+            )?
+            .0;
             let out = run_batched(&snn, &x, 1000, &|_| {})?.remove(0);
             series.push(Series {
                 name,
