@@ -283,8 +283,7 @@ pub fn detect(graph: &Graph) -> Detection {
         // Walk backwards from the floor's input.
         let mut pre: Vec<(usize, Step)> = Vec::new();
         let mut cur = y.to_string();
-        loop {
-            let Some(&p) = producers.get(&cur) else { break };
+        while let Some(&p) = producers.get(&cur) {
             let readers_ok = if cur == y {
                 readers(&cur).iter().all(|r| allowed_y_readers.contains(r))
             } else {

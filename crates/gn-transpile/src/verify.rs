@@ -277,7 +277,9 @@ pub fn measure(
     let site_values: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
     let ann_acts = run_batched(&expose(ann, &site_values), &xs, spec.batch, &|k| progress("ANN layers", k, m))?;
     let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
-    let mut per_neuron: Vec<(Vec<Vec<(usize, f64)>>, Vec<Vec<(usize, f64)>>)> = Vec::new();
+    // Per neuron model: per site, (T, MSE) and (T, firing rate).
+    type Series = Vec<(usize, f64)>;
+    let mut per_neuron: Vec<(Vec<Series>, Vec<Series>)> = Vec::new();
     for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
         let options =
             Options { neuron, tau, timesteps: t_layer, anytime: false, allow_inexact: false, ..Default::default() };
