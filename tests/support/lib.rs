@@ -4,10 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use gn_onnx::data::{read_idx_u8, tensor_f32};
-use gn_onnx::proto::{
-    tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
-};
+use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use ndarray::{s, Array2, Array4, ArrayD, Axis};
 
 pub mod reference;
@@ -52,9 +49,7 @@ pub fn base_models() -> Vec<(String, PathBuf)> {
 
 /// The stored ONNX Runtime logits beside a model (`x.onnx` → `x.logits.npy`).
 pub fn stored_logits(model: &Path) -> Array2<f32> {
-    let path = model.with_extension("").with_extension("logits.npy");
-    let path =
-        if path.exists() { path } else { PathBuf::from(model.to_string_lossy().replace(".onnx", ".logits.npy")) };
+    let path = PathBuf::from(model.to_string_lossy().replace(".onnx", ".logits.npy"));
     ndarray_npy::read_npy(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -103,10 +98,10 @@ pub fn run_tract_with(model: &ModelProto, x: &Array4<f32>, batch: usize, optimiz
         .collect()
 }
 
-/// Mean squared difference.
+/// Mean squared difference (the harness's metric), for arrays of one shape.
 pub fn mse(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64
+    gn_transpile::verify::mse(a, b)
 }
 
 /// Mean of the squares.
@@ -120,12 +115,9 @@ pub fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// Index of the largest value of each row of a [N, C] array.
+/// Index of the largest value of each row of a [N, C] array (the harness's top-1).
 pub fn argmax_rows(a: &ArrayD<f32>) -> Vec<usize> {
-    a.rows()
-        .into_iter()
-        .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0)
-        .collect()
+    gn_transpile::verify::top1(a)
 }
 
 /// Slice `t` of an anytime output [T, N, …].
@@ -140,38 +132,16 @@ pub struct ModelBuilder {
     opset: i64,
 }
 
-fn tensor_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(1),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| tensor_shape_proto::Dimension {
-                            value: Some(match d {
-                                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
-                                None => tensor_shape_proto::dimension::Value::DimParam("batch".into()),
-                            }),
-                            denotation: None,
-                        })
-                        .collect(),
-                }),
-            })),
-            denotation: None,
-        }),
-        ..Default::default()
-    }
-}
-
 impl ModelBuilder {
     /// A model with one float input `input` of shape [batch, features…].
     pub fn new(input_dims: &[i64]) -> Self {
         let mut dims = vec![None];
         dims.extend(input_dims.iter().map(|&d| Some(d)));
-        let graph =
-            GraphProto { name: Some("test".into()), input: vec![tensor_info("input", &dims)], ..Default::default() };
+        let graph = GraphProto {
+            name: Some("test".into()),
+            input: vec![gn_onnx::data::float_value_info("input", &dims)],
+            ..Default::default()
+        };
         ModelBuilder { graph, counter: 0, opset: 17 }
     }
 
@@ -233,7 +203,7 @@ impl ModelBuilder {
             op_type: Some("Identity".into()),
             ..Default::default()
         });
-        self.graph.output.push(tensor_info("output", &dims));
+        self.graph.output.push(gn_onnx::data::float_value_info("output", &dims));
         ModelProto {
             ir_version: Some(8),
             opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(self.opset) }],

@@ -265,17 +265,16 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 files.push(file);
                 let ort_out = rt.run(&gn_onnx::io::encode(model), &xs, spec.batch)?;
                 let (a, b) = (&ort_out[0], &tract_out[0]);
-                let max = a.iter().zip(b.iter()).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max);
                 let rows = a
                     .outer_iter()
                     .zip(b.outer_iter())
                     .filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > 1e-4))
                     .count();
-                let mut max_any = max;
-                for (p, q) in ort_out.iter().zip(tract_out).skip(1) {
-                    max_any =
-                        max_any.max(p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64).fold(0.0, f64::max));
-                }
+                let max_any = ort_out
+                    .iter()
+                    .zip(tract_out)
+                    .flat_map(|(p, q)| p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64))
+                    .fold(0.0, f64::max);
                 let (pa, pb) = (top1(a), top1(b));
                 let ms = b.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / b.len() as f64;
                 checks.push(RuntimeCheck {
@@ -476,10 +475,8 @@ fn render_markdown(r: &Report) -> String {
     for m in &r.models {
         header(&mut s, &format!("{} (L = {:?})", m.name, m.measurement.levels));
         let (if_, gn) = (&m.measurement.curves[0], &m.measurement.curves[1]);
-        let _ =
-            writeln!(s, "| GN | {} |", gn.mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "));
-        let _ =
-            writeln!(s, "| IF | {} |", if_.mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(s, "| GN | {} |", cells(&gn.mse, |v| format!("{v:.4}")));
+        let _ = writeln!(s, "| IF | {} |", cells(&if_.mse, |v| format!("{v:.4}")));
         let _ = writeln!(
             s,
             "| GN/IF | {} |\n",
@@ -499,12 +496,8 @@ fn render_markdown(r: &Report) -> String {
         let ann = m.measurement.ann_accuracy.map(|a| format!("{:.2}", a * 100.0)).unwrap_or_else(|| "–".into());
         for c in &m.measurement.curves {
             let tag = if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() };
-            let _ = writeln!(
-                s,
-                "| {} {tag} | {ann} | {} |",
-                m.name,
-                c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect::<Vec<_>>().join(" | ")
-            );
+            let _ =
+                writeln!(s, "| {} {tag} | {ann} | {} |", m.name, cells(&c.accuracy, |v| format!("{:.2}", v * 100.0)));
         }
     }
     let _ = writeln!(
@@ -532,22 +525,12 @@ fn render_markdown(r: &Report) -> String {
         let _ = writeln!(s, "| τ | {} |", ts.iter().map(|t| format!("MSE T={t}")).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
         for p in points {
-            let _ = writeln!(
-                s,
-                "| {} | {} |",
-                p.tau,
-                p.mse.iter().map(|q| format!("{:.4}", q.1)).collect::<Vec<_>>().join(" | ")
-            );
+            let _ = writeln!(s, "| {} | {} |", p.tau, cells(&p.mse, |v| format!("{v:.4}")));
         }
         let _ = writeln!(s, "\n| τ | {} |", ts.iter().map(|t| format!("acc T={t}")).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
         for p in points {
-            let _ = writeln!(
-                s,
-                "| {} | {} |",
-                p.tau,
-                p.accuracy.iter().map(|q| format!("{:.2}", q.1 * 100.0)).collect::<Vec<_>>().join(" | ")
-            );
+            let _ = writeln!(s, "| {} | {} |", p.tau, cells(&p.accuracy, |v| format!("{:.2}", v * 100.0)));
         }
     }
     let _ = writeln!(
@@ -579,8 +562,8 @@ fn render_markdown(r: &Report) -> String {
                 l.theta,
                 l.levels,
                 l.neurons,
-                l.if_mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "),
-                l.gn_mse.iter().map(|p| format!("{:.4}", p.1)).collect::<Vec<_>>().join(" | "),
+                cells(&l.if_mse, |v| format!("{v:.4}")),
+                cells(&l.gn_mse, |v| format!("{v:.4}")),
                 l.if_rate,
                 l.gn_rate
             );
@@ -729,6 +712,11 @@ fn custom_op_checks(
     Ok(checks)
 }
 
+/// The values of (T, value) points as table cells: `a | b | c`.
+fn cells(points: &[(usize, f64)], format: impl Fn(f64) -> String) -> String {
+    points.iter().map(|p| format(p.1)).collect::<Vec<_>>().join(" | ")
+}
+
 /// A count with an SI suffix: 1.23M.
 fn si(v: f64) -> String {
     match v {
@@ -861,7 +849,7 @@ fn single_site(theta: f32, levels: u32) -> ModelProto {
             node("Mul", &["f", "theta"], "y"),
         ],
         initializer: vec![c("theta", theta), c("zero", 0.0), c("one", 1.0), c("levels", levels as f32), c("half", 0.5)],
-        input: vec![float_input("x", 1)],
+        input: vec![gn_onnx::data::float_value_info("x", &[None, Some(1)])],
         output: vec![ValueInfoProto { name: Some("y".into()), ..Default::default() }],
         ..Default::default()
     };
@@ -869,28 +857,6 @@ fn single_site(theta: f32, levels: u32) -> ModelProto {
         ir_version: Some(8),
         opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
         graph: Some(graph),
-        ..Default::default()
-    }
-}
-
-/// A float input of shape [N, features] with a symbolic batch.
-fn float_input(name: &str, features: i64) -> ValueInfoProto {
-    use gn_onnx::proto::{
-        tensor_shape_proto::{dimension::Value, Dimension},
-        type_proto, TensorShapeProto, TypeProto,
-    };
-    let dim = |v: Value| Dimension { value: Some(v), denotation: None };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(1),
-                shape: Some(TensorShapeProto {
-                    dim: vec![dim(Value::DimParam("N".into())), dim(Value::DimValue(features))],
-                }),
-            })),
-            denotation: None,
-        }),
         ..Default::default()
     }
 }

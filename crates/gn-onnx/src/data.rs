@@ -134,3 +134,27 @@ pub fn read_idx_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>), IdxError> {
     bytes.drain(..header);
     Ok((dims, bytes))
 }
+
+/// A float32 `ValueInfoProto` of the given dims; `None` is the symbolic batch `batch`.
+pub fn float_value_info(name: &str, dims: &[Option<i64>]) -> crate::proto::ValueInfoProto {
+    use crate::proto::tensor_shape_proto::{dimension::Value, Dimension};
+    use crate::proto::{type_proto, TensorShapeProto, TypeProto, ValueInfoProto};
+    let dim = |d: &Option<i64>| Dimension {
+        value: Some(match d {
+            Some(v) => Value::DimValue(*v),
+            None => Value::DimParam("batch".into()),
+        }),
+        denotation: None,
+    };
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
+            })),
+            denotation: None,
+        }),
+        ..Default::default()
+    }
+}
