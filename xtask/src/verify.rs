@@ -117,6 +117,9 @@ struct CustomOpCheck {
     tract_top1_flips: usize,
     images: usize,
     checker: String,
+    /// Wall time of the custom-op model over the standard one (load and run, same process).
+    ort_time_ratio: f64,
+    tract_time_ratio: f64,
 }
 
 /// The cross-runtime comparison of one emitted model.
@@ -621,13 +624,13 @@ fn render_markdown(r: &Report) -> String {
     }
     if r.models.iter().any(|m| !m.custom_op.is_empty()) {
         let _ = writeln!(s, "\n### Custom-op emission (`--emit custom-op`) against the standard emission\n");
-        let _ = writeln!(s, "One `gn.transpile` node per spiking layer, defined by a model-local function whose body is the standard expansion. ONNX Runtime inlines the function; tract runs the registered kernel. Compared with ONNX Runtime on the standard model, first images.\n");
-        let _ = writeln!(s, "| model | neuron | T | nodes standard → custom-op | ORT custom-op: max abs diff | tract custom-op: max abs diff | images beyond 1e-5 | top-1 flips | onnx.checker |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(s, "One `gn.transpile` node per spiking layer, defined by a model-local function whose body is the standard expansion. ONNX Runtime inlines the function; tract runs the registered kernel. Compared with ONNX Runtime on the standard model, first images. The time ratios (load and run of the custom-op model over the standard one, same process, same images) are single runs on a shared machine: read them as rough.\n");
+        let _ = writeln!(s, "| model | neuron | T | nodes standard → custom-op | ORT custom-op: max abs diff | tract custom-op: max abs diff | images beyond 1e-5 | top-1 flips | onnx.checker | time custom-op / standard: ORT, tract |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for m in &r.models {
             for c in &m.custom_op {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} → {} | {:.1e} | {:.1e} | {:.1}% | {}/{} | {} |",
+                    "| {} | {} | {} | {} → {} | {:.1e} | {:.1e} | {:.1}% | {}/{} | {} | {:.2}, {:.2} |",
                     m.name,
                     c.neuron,
                     c.timesteps,
@@ -638,7 +641,9 @@ fn render_markdown(r: &Report) -> String {
                     c.tract_share_beyond_1e5 * 100.0,
                     c.tract_top1_flips,
                     c.images,
-                    c.checker
+                    c.checker,
+                    c.ort_time_ratio,
+                    c.tract_time_ratio
                 );
             }
         }
@@ -676,9 +681,16 @@ fn custom_op_checks(
             std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
             gn_onnx::io::save(&compact, &file, None)?;
             files.push(file);
-            let reference = rt.run(&gn_onnx::io::encode(&standard), xs, batch)?.remove(0);
-            let ort = rt.run(&gn_onnx::io::encode(&compact), xs, batch)?.remove(0);
-            let tract = run_batched(&compact, xs, batch, &|_| {})?.remove(0);
+            let timed = |f: &mut dyn FnMut() -> anyhow::Result<ArrayD<f32>>| -> anyhow::Result<(ArrayD<f32>, f64)> {
+                let t0 = Instant::now();
+                let out = f()?;
+                Ok((out, t0.elapsed().as_secs_f64()))
+            };
+            let (standard_bytes, compact_bytes) = (gn_onnx::io::encode(&standard), gn_onnx::io::encode(&compact));
+            let (reference, ort_standard_s) = timed(&mut || Ok(rt.run(&standard_bytes, xs, batch)?.remove(0)))?;
+            let (ort, ort_compact_s) = timed(&mut || Ok(rt.run(&compact_bytes, xs, batch)?.remove(0)))?;
+            let (_, tract_standard_s) = timed(&mut || Ok(run_batched(&standard, xs, batch, &|_| {})?.remove(0)))?;
+            let (tract, tract_compact_s) = timed(&mut || Ok(run_batched(&compact, xs, batch, &|_| {})?.remove(0)))?;
             let max_diff =
                 |a: &ArrayD<f32>| a.iter().zip(reference.iter()).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max);
             let beyond = tract
@@ -700,6 +712,8 @@ fn custom_op_checks(
                 tract_top1_flips: top1(&tract).iter().zip(top1(&reference)).filter(|(a, b)| **a != *b).count(),
                 images: reference.shape()[0],
                 checker: String::new(),
+                ort_time_ratio: ort_compact_s / ort_standard_s.max(1e-9),
+                tract_time_ratio: tract_compact_s / tract_standard_s.max(1e-9),
             });
         }
     }
