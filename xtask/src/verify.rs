@@ -493,14 +493,31 @@ fn render_markdown(r: &Report) -> String {
     }
     let _ = writeln!(s, "{PAPER_TABLE1}");
     let _ = writeln!(s, "### Table 2: top-1 accuracy (%)\n");
-    let _ = writeln!(s, "| model | ANN | {} |", ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(s, "| --- | --- |{}", " --- |".repeat(ts.len()));
+    let long = r.models.first().map(|m| (m.measurement.short_max, m.measurement.long_images, m.measurement.images));
+    if let Some((short_max, long, n)) = long.filter(|l| l.1 < l.2) {
+        let _ = writeln!(
+            s,
+            "Columns up to T = {short_max} are on {n} images; larger T on the first {long}, so compare those with the last column, the ANN on the same {long} images.\n"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| model | ANN | {} | ANN, first {} |",
+        ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | "),
+        long.map_or(0, |l| l.1)
+    );
+    let _ = writeln!(s, "| --- | --- |{} --- |", " --- |".repeat(ts.len()));
     for m in &r.models {
-        let ann = m.measurement.ann_accuracy.map(|a| format!("{:.2}", a * 100.0)).unwrap_or_else(|| "–".into());
+        let pct = |a: Option<f64>| a.map(|a| format!("{:.2}", a * 100.0)).unwrap_or_else(|| "–".into());
+        let (ann, ann_long) = (pct(m.measurement.ann_accuracy), pct(m.measurement.ann_accuracy_long));
         for c in &m.measurement.curves {
             let tag = if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() };
-            let _ =
-                writeln!(s, "| {} {tag} | {ann} | {} |", m.name, cells(&c.accuracy, |v| format!("{:.2}", v * 100.0)));
+            let _ = writeln!(
+                s,
+                "| {} {tag} | {ann} | {} | {ann_long} |",
+                m.name,
+                cells(&c.accuracy, |v| format!("{:.2}", v * 100.0))
+            );
         }
     }
     let _ = writeln!(

@@ -84,6 +84,9 @@ pub struct Measurement {
     pub long_images: usize,
     pub short_max: usize,
     pub ann_accuracy: Option<f64>,
+    /// The ANN's accuracy on the first `long_images` images, which the T > `short_max`
+    /// figures are measured on.
+    pub ann_accuracy_long: Option<f64>,
     pub levels: Vec<u32>,
     pub curves: Vec<Curve>,
     pub exactness: Option<Exactness>,
@@ -209,6 +212,7 @@ pub fn measure(
     let long = spec.long_images.min(n);
     let m = spec.layer_images.min(n).min(long.max(1));
     let xl = x.slice_axis(Axis(0), (0..long).into()).to_owned();
+    let ann_accuracy_long = labels.map(|l| accuracy(&ann_pred[..long], &l[..long]));
     let mut curves = Vec::new();
     let mut emitted = Vec::new();
     let mut emitted_outputs = Vec::new();
@@ -337,6 +341,7 @@ pub fn measure(
         long_images: long,
         short_max: t_short,
         ann_accuracy,
+        ann_accuracy_long,
         levels,
         curves,
         exactness,
