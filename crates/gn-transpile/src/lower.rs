@@ -1,13 +1,16 @@
-//! Pass 4, lower: unroll the T time steps into standard ONNX ops (SPEC §3, §5).
-//! Seeds on the spiking-layer nodes (`IFNeuron`, `GroupNeuron`).
+//! Pass 4, lower: fold the T time steps into the batch (SPEC §3, §5). Seeds on the
+//! spiking-layer nodes (`IFNeuron`, `GroupNeuron`), which stay as nodes of the lowered
+//! graph with a `timesteps` attribute: that graph is the custom-op emission. The
+//! standard emission then replaces each of them by its expansion ([`expand_neurons`]).
 //!
 //! Time is folded into the batch ("multi-step" layout, step-major `[T·N, …]`):
 //!
 //! ```text
 //!   input ─► prefix (time-invariant, runs once on [N, …]) ─► Neuron ─► [T·N, …] ─► Conv ─► Neuron ─► … ─► output [T·N, …]
 //!
-//!   Neuron on a time-invariant input x:   x, x, …, x ─► T steps ─► Concat(axis 0)
-//!   Neuron on a folded input:             Reshape [T, -1] ─► Split(T) ─► T steps ─► Concat ─► Reshape(Shape(x))
+//!   lowered:   Neuron{T} reads [T·N, …]; a time-invariant x is tiled: Concat(x, x, …, x)
+//!   expanded:  on a tiled x:   x ─► T steps ─► Concat(axis 0)          (the tiling is dropped)
+//!              on a folded x:  Reshape [T, -1] ─► Split(T) ─► T steps ─► Concat ─► Reshape(Shape(x))
 //! ```
 //!
 //! Every value is classified as constant, time-invariant (`[N, …]`), folded (`[T·N, …]`)

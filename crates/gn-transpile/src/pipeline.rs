@@ -3,8 +3,10 @@
 //! 1. [`detect`](crate::detect): find the QCFS sites, θ and L read from the model.
 //! 2. [`convert`](crate::convert): each site becomes an IF spiking layer.
 //! 3. [`group`](crate::group): Algorithm 1, IF → GN of τ members (skipped for `--neuron if`).
-//! 4. [`lower`](crate::lower): time folded into the batch, T steps unrolled.
-//! 5. [`emit`](crate::emit): time-averaged readout, metadata.
+//! 4. [`lower`](crate::lower): time folded into the batch; the neuron nodes stay.
+//! 5. [`emit`](crate::emit): time-averaged readout, metadata; then either each neuron
+//!    node expanded into its T steps of standard ops (`Emit::Standard`), or the nodes
+//!    kept with their model-local functions (`Emit::CustomOp`).
 
 use gn_onnx::proto::ModelProto;
 use gn_onnx::Graph;
