@@ -253,3 +253,45 @@ fn snapshot_of_a_custom_op_graph() {
     }
     similar_asserts::assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
 }
+
+/// Gemm → QCFS → Reshape to [N, 3, 4] with the batch read by Shape → Gather from
+/// `batch_source` (the spiking layer's output, or the network input) → Flatten → Gemm.
+fn reshape_chain(from_input: bool) -> ModelProto {
+    let mut b = ModelBuilder::new(&[6]);
+    let h = b.gemm("input", &matrix(12, 6, 3, 0.8), &[0.1; 12]);
+    let h = b.qcfs(&h, 1.1, 4);
+    let source = if from_input { "input".to_string() } else { h.clone() };
+    let shape = b.node("Shape", &[&source], vec![]);
+    let zero = b.constant_i64(&[1], &[0]);
+    let batch = b.node("Gather", &[&shape, &zero], vec![gn_onnx::graph::attr::int("axis", 0)]);
+    let tail = b.constant_i64(&[2], &[3, 4]);
+    let target = b.node("Concat", &[&batch, &tail], vec![gn_onnx::graph::attr::int("axis", 0)]);
+    let r = b.node("Reshape", &[&h, &target], vec![]);
+    let f = b.node("Flatten", &[&r], vec![gn_onnx::graph::attr::int("axis", 1)]);
+    let y = b.gemm(&f, &matrix(4, 12, 5, 0.8), &[0.0; 4]);
+    b.finish(&y, &[4])
+}
+
+/// SPEC §3's shape rule: a batch size read from a folded tensor is T·N and lowers as it
+/// stands; one read from a time-invariant tensor is N and would mix time into the
+/// batch, so it is refused with the node named.
+#[test]
+fn shapes_computed_from_the_batch_follow_their_provenance() {
+    let x = matrix(32, 6, 11, 2.0);
+    let folded = reshape_chain(false);
+    // The reshape round trip is the identity on values: the SNN equals the plain MLP's SNN.
+    let mut plain = ModelBuilder::new(&[6]);
+    let h = plain.gemm("input", &matrix(12, 6, 3, 0.8), &[0.1; 12]);
+    let h = plain.qcfs(&h, 1.1, 4);
+    let y = plain.gemm(&h, &matrix(4, 12, 5, 0.8), &[0.0; 4]);
+    let plain = plain.finish(&y, &[4]);
+    for t in [1, 4] {
+        let a = run_tract_2d(&convert(&folded, &options(NeuronKind::Gn, 4, t, false)), &x).remove(0);
+        let b = run_tract_2d(&convert(&plain, &options(NeuronKind::Gn, 4, t, false)), &x).remove(0);
+        assert!(gn_tests::max_abs_diff(&a, &b) <= 1e-6, "T={t}: {}", gn_tests::max_abs_diff(&a, &b));
+    }
+    let err = transpile(&reshape_chain(true), &options(NeuronKind::Gn, 4, 4, false)).err().expect("refused");
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert!(text.contains("'reshape") && text.contains("time-invariant"), "names the Reshape node: {text}");
+}

@@ -156,6 +156,12 @@ impl ModelBuilder {
         name
     }
 
+    pub fn constant_i64(&mut self, dims: &[i64], values: &[i64]) -> String {
+        let name = self.fresh("c");
+        self.graph.initializer.push(gn_onnx::data::tensor_i64(&name, dims, values));
+        name
+    }
+
     pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<gn_onnx::proto::AttributeProto>) -> String {
         let out = self.fresh(&op.to_lowercase());
         self.graph.node.push(NodeProto {
