@@ -38,12 +38,12 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
             meta("gn_transpile.timesteps").unwrap_or_default(),
             meta("gn_transpile.emit").unwrap_or_else(|| "standard".into())
         );
-        let compact: Vec<&NodeProto> = graph.nodes().iter().filter(|n| Neuron::from_node(n).is_some()).collect();
+        let compact: Vec<(&NodeProto, Neuron)> =
+            graph.nodes().iter().filter_map(|node| Some((node, Neuron::from_node(node)?))).collect();
         if !compact.is_empty() {
             // Custom-op form: everything is on the nodes.
             let _ = writeln!(out, "spiking layers: {} (custom-op nodes)", compact.len());
-            for node in compact {
-                let Some(n) = Neuron::from_node(node) else { continue };
+            for (node, n) in compact {
                 let _ = writeln!(
                     out,
                     "  {}  {}  θ = {:.6}  τ = {}  θ_GN = {:.6}  v(0) = {:.6}  T = {}  L = {}",

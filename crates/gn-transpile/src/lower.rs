@@ -363,10 +363,12 @@ pub fn expand_neurons(graph: &mut Graph, opset: Opset) -> usize {
         }
     }
     graph.proto.node = kept;
+    // Expansions are appended, so the indices of the kept nodes stay valid.
+    let producers = graph.producers();
     for (neuron, node) in neurons {
         let t = attr::get_int(&node, "timesteps").unwrap_or(1).max(1) as usize;
         let input = node.input[0].clone();
-        let producer = graph.proto.node.iter().find(|n| n.output.first() == Some(&input));
+        let producer = producers.get(&input).map(|&i| &graph.proto.node[i]);
         let tiled = producer.and_then(|p| tiled_value(p, t)).map(str::to_string);
         let (x, current) = match (t, tiled) {
             (1, _) => (input, Current::Constant),

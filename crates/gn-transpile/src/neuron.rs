@@ -33,6 +33,24 @@ pub enum Kind {
     Group,
 }
 
+impl Kind {
+    /// Both kinds, for op registries.
+    pub const ALL: [Kind; 2] = [Kind::If, Kind::Group];
+
+    /// The op type of the spiking-layer node in the `gn.transpile` domain.
+    pub fn op_type(self) -> &'static str {
+        match self {
+            Kind::If => "IFNeuron",
+            Kind::Group => "GroupNeuron",
+        }
+    }
+
+    /// The kind whose op type is `op`, if any.
+    pub fn from_op_type(op: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.op_type() == op)
+    }
+}
+
 /// The parameters of one spiking layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Neuron {
@@ -58,10 +76,7 @@ impl Neuron {
 
     /// The op type of the IR node for this neuron.
     pub fn op_type(&self) -> &'static str {
-        match self.kind {
-            Kind::If => "IFNeuron",
-            Kind::Group => "GroupNeuron",
-        }
+        self.kind.op_type()
     }
 
     /// The IR node standing for a spiking layer reading `input` and writing `output`
@@ -92,11 +107,7 @@ impl Neuron {
         if node.domain() != DOMAIN {
             return None;
         }
-        let kind = match node.op_type() {
-            "IFNeuron" => Kind::If,
-            "GroupNeuron" => Kind::Group,
-            _ => return None,
-        };
+        let kind = Kind::from_op_type(node.op_type())?;
         let theta = attr::get_float(node, "theta")? as f64;
         let levels = attr::get_int(node, "levels").unwrap_or(0) as u32;
         let tau = match kind {
@@ -286,10 +297,6 @@ pub fn expand_layer(
 /// op type and every node of that type runs T steps.
 pub fn function(kind: Kind, opset: Opset, timesteps: usize) -> FunctionProto {
     let mut g = Graph::new(Default::default());
-    let op = match kind {
-        Kind::If => "IFNeuron",
-        Kind::Group => "GroupNeuron",
-    };
     expand_layer(&mut g, opset, "neuron", Params::Attributes(kind), "X", Current::Folded, timesteps, "Y");
     debug_assert!(g.proto.initializer.is_empty(), "a function body holds no initializers");
     let doc = match kind {
@@ -297,7 +304,7 @@ pub fn function(kind: Kind, opset: Opset, timesteps: usize) -> FunctionProto {
         Kind::Group => "Group Neurons of τ members over T time steps folded into axis 0 ([T·N, …], step-major): member thresholds i·θ/τ, θ_GN = θ/τ, v(0) = θ_GN/2, lateral soft reset (Lyu et al., arXiv 2402.19061, Algorithm 1).",
     };
     FunctionProto {
-        name: Some(op.into()),
+        name: Some(kind.op_type().into()),
         domain: Some(DOMAIN.into()),
         input: vec!["X".into()],
         output: vec!["Y".into()],

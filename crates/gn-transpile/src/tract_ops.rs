@@ -11,12 +11,14 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
+use crate::neuron::Kind;
 use crate::DOMAIN;
 
 /// Registers `GroupNeuron` and `IFNeuron` with tract-onnx.
 pub fn register(ops: &mut OnnxOpRegister) {
-    ops.insert("GroupNeuron", build);
-    ops.insert("IFNeuron", build);
+    for kind in Kind::ALL {
+        ops.insert(kind.op_type(), build);
+    }
 }
 
 /// The registrations a converted model needs, for [`TractModel::with_ops`].
@@ -36,7 +38,8 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
             node.op_type
         );
     }
-    let group = node.op_type == "GroupNeuron";
+    let Some(kind) = Kind::from_op_type(&node.op_type) else { bail!("{} is not a gn.transpile op", node.op_type) };
+    let group = kind == Kind::Group;
     let theta: f32 = node.get_attr("theta")?;
     let theta_gn: f32 = if group { node.get_attr("theta_gn")? } else { theta };
     let tau: i64 = if group { node.get_attr("tau")? } else { 1 };
@@ -46,7 +49,7 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
     ensure!(tau >= 1, "{}: τ = {tau} must be at least 1", node.name);
     ensure!(timesteps >= 1, "{}: timesteps = {timesteps} must be at least 1", node.name);
     let kernel = NeuronKernel {
-        op: if group { "GroupNeuron" } else { "IFNeuron" },
+        op: kind.op_type(),
         theta_gn,
         tau: tau as f32,
         u_init: v_init / theta_gn,
