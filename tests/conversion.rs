@@ -4,9 +4,7 @@
 
 use gn_onnx::proto::ModelProto;
 use gn_tests::reference::{self, Layer, Model};
-use gn_tests::{
-    argmax_rows, base_models, fixture_models, mean_square, mse, run_tract, run_tract_2d, step, test_set, ModelBuilder,
-};
+use gn_tests::{argmax_rows, base_models, fixture_models, mse, run_tract, run_tract_2d, step, test_set, ModelBuilder};
 use gn_transpile::{transpile, NeuronKind, Options};
 use ndarray::{Array1, Array2};
 
@@ -41,7 +39,8 @@ fn gn_with_tau_equal_to_l_at_one_step_reproduces_every_fixture() {
         let got = run_tract(&snn, &x, 500).remove(0);
         let (a, b) = (argmax_rows(&expected), argmax_rows(&got));
         let flips: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-        let rel = mse(&got, &expected) / mean_square(&expected);
+        assert_eq!(got.shape(), expected.shape());
+        let rel = gn_transpile::verify::relative_mse(&got, &expected);
         eprintln!("{}: relative MSE {rel:.2e}, top-1 flips {flips:?}", path.display());
         // Flips can only come from float rounding at exact ties of floor(x·L/θ + 1/2).
         assert!(flips.len() * 1000 <= a.len(), "{}: {} top-1 flips", path.display(), flips.len());
@@ -290,7 +289,7 @@ fn shapes_computed_from_the_batch_follow_their_provenance() {
         let b = run_tract_2d(&convert(&plain, &options(NeuronKind::Gn, 4, t, false)), &x).remove(0);
         assert!(gn_tests::max_abs_diff(&a, &b) <= 1e-6, "T={t}: {}", gn_tests::max_abs_diff(&a, &b));
     }
-    let err = transpile(&reshape_chain(true), &options(NeuronKind::Gn, 4, 4, false)).err().expect("refused");
+    let err = transpile(&reshape_chain(true), &options(NeuronKind::Gn, 4, 4, false)).expect_err("refused");
     let text = err.to_string();
     eprintln!("{text}");
     assert!(text.contains("'reshape") && text.contains("time-invariant"), "names the Reshape node: {text}");

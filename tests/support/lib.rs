@@ -104,11 +104,6 @@ pub fn mse(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     gn_transpile::verify::mse(a, b)
 }
 
-/// Mean of the squares.
-pub fn mean_square(a: &ArrayD<f32>) -> f64 {
-    a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / a.len() as f64
-}
-
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());

@@ -54,14 +54,22 @@ pub fn library(venv: &Path) -> anyhow::Result<PathBuf> {
     bail!("libonnxruntime.so not found under {}", lib.display())
 }
 
-/// Runs `onnx.checker.check_model(full_check=True)` on each file; returns the failures.
+/// Runs `onnx.checker.check_model(full_check=True)` on each file; returns one verdict
+/// per file, in order: `ok`, or the file and the checker's first line.
 pub fn check_models(venv: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     let script = "import sys, onnx\nfor p in sys.argv[1:]:\n    try:\n        onnx.checker.check_model(onnx.load(p), full_check=True)\n    except Exception as e:\n        print(p + ': ' + str(e).splitlines()[0] if str(e) else p)\n";
     let out = Command::new(venv.join("bin/python")).arg("-c").arg(script).args(files).output()?;
     if !out.status.success() {
         bail!("onnx checker failed to run: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    let failures: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    Ok(files
+        .iter()
+        .map(|f| {
+            let fail = failures.iter().find(|l| l.starts_with(&f.display().to_string()));
+            fail.cloned().unwrap_or_else(|| "ok".into())
+        })
+        .collect())
 }
 
 /// An ONNX Runtime environment.

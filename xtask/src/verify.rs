@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use gn_onnx::data::read_idx_u8;
 use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
-use gn_transpile::verify::{measure, mse, run_batched, top1, Measurement, Spec};
+use gn_transpile::verify::{measure, mse, relative_mse, run_batched, top1, Measurement, Spec};
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
@@ -267,33 +267,26 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 gn_onnx::io::save(model, &file, None)?;
                 files.push(file);
                 let ort_out = rt.run(&gn_onnx::io::encode(model), &xs, spec.batch)?;
-                let (a, b) = (&ort_out[0], &tract_out[0]);
-                let rows = a
-                    .outer_iter()
-                    .zip(b.outer_iter())
-                    .filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > 1e-4))
-                    .count();
+                let logits = agreement(&ort_out[0], &tract_out[0], 1e-4);
+                // The largest difference over every output (the anytime one included).
                 let max_any = ort_out
                     .iter()
                     .zip(tract_out)
-                    .flat_map(|(p, q)| p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64))
-                    .fold(0.0, f64::max);
-                let (pa, pb) = (top1(a), top1(b));
-                let ms = b.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / b.len() as f64;
+                    .map(|(p, q)| agreement(p, q, 1e-4).max_abs_diff)
+                    .fold(logits.max_abs_diff, f64::max);
                 checks.push(RuntimeCheck {
                     model: name.clone(),
                     max_abs_diff: max_any,
-                    share_beyond_1e4: rows as f64 / a.shape()[0] as f64,
-                    top1_flips: pa.iter().zip(&pb).filter(|(u, v)| u != v).count(),
-                    images: a.shape()[0],
-                    relative_mse: mse(a, b) / ms,
+                    share_beyond_1e4: logits.share_beyond,
+                    top1_flips: logits.top1_flips,
+                    images: logits.images,
+                    relative_mse: logits.relative_mse,
                     checker: String::new(),
                 });
             }
-            let failures = crate::onnxruntime::check_models(venv, &files)?;
-            for (c, f) in checks.iter_mut().zip(&files) {
-                let fail = failures.iter().find(|l| l.starts_with(&f.display().to_string()));
-                c.checker = fail.cloned().unwrap_or_else(|| "ok".into());
+            let verdicts = crate::onnxruntime::check_models(venv, &files)?;
+            for (c, v) in checks.iter_mut().zip(verdicts) {
+                c.checker = v;
             }
             custom = custom_op_checks(
                 &ann,
@@ -708,26 +701,19 @@ fn custom_op_checks(
             let (ort, ort_compact_s) = timed(&mut || Ok(rt.run(&compact_bytes, xs, batch)?.remove(0)))?;
             let (_, tract_standard_s) = timed(&mut || Ok(run_batched(&standard, xs, batch, &|_| {})?.remove(0)))?;
             let (tract, tract_compact_s) = timed(&mut || Ok(run_batched(&compact, xs, batch, &|_| {})?.remove(0)))?;
-            let max_diff =
-                |a: &ArrayD<f32>| a.iter().zip(reference.iter()).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max);
-            let beyond = tract
-                .outer_iter()
-                .zip(reference.outer_iter())
-                .filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > 1e-5))
-                .count();
-            let ms = reference.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / reference.len().max(1) as f64;
+            let on_tract = agreement(&tract, &reference, 1e-5);
             let nodes = |m: &ModelProto| m.graph.as_ref().map_or(0, |g| g.node.len());
             checks.push(CustomOpCheck {
                 neuron: if neuron == NeuronKind::Gn { format!("GN τ={tau}") } else { "IF".into() },
                 timesteps: t,
                 nodes_standard: nodes(&standard),
                 nodes_compact: nodes(&compact),
-                ort_max_abs_diff: max_diff(&ort),
-                tract_max_abs_diff: max_diff(&tract),
-                tract_share_beyond_1e5: beyond as f64 / reference.shape()[0].max(1) as f64,
-                tract_relative_mse: mse(&tract, &reference) / ms,
-                tract_top1_flips: top1(&tract).iter().zip(top1(&reference)).filter(|(a, b)| **a != *b).count(),
-                images: reference.shape()[0],
+                ort_max_abs_diff: agreement(&ort, &reference, 1e-5).max_abs_diff,
+                tract_max_abs_diff: on_tract.max_abs_diff,
+                tract_share_beyond_1e5: on_tract.share_beyond,
+                tract_relative_mse: on_tract.relative_mse,
+                tract_top1_flips: on_tract.top1_flips,
+                images: on_tract.images,
                 checker: String::new(),
                 ort_time_ratio: ort_compact_s / ort_standard_s.max(1e-9),
                 tract_time_ratio: tract_compact_s / tract_standard_s.max(1e-9),
@@ -735,12 +721,37 @@ fn custom_op_checks(
         }
     }
     eprintln!();
-    let failures = crate::onnxruntime::check_models(venv, &files)?;
-    for (c, f) in checks.iter_mut().zip(&files) {
-        let fail = failures.iter().find(|l| l.starts_with(&f.display().to_string()));
-        c.checker = fail.cloned().unwrap_or_else(|| "ok".into());
+    let verdicts = crate::onnxruntime::check_models(venv, &files)?;
+    for (c, v) in checks.iter_mut().zip(verdicts) {
+        c.checker = v;
     }
     Ok(checks)
+}
+
+/// How far `got` is from `reference` (same shape, batch on axis 0).
+struct Agreement {
+    max_abs_diff: f64,
+    /// Share of images with any element beyond the tolerance.
+    share_beyond: f64,
+    relative_mse: f64,
+    top1_flips: usize,
+    images: usize,
+}
+
+fn agreement(got: &ArrayD<f32>, reference: &ArrayD<f32>, tolerance: f32) -> Agreement {
+    let images = reference.shape()[0];
+    let beyond = got
+        .outer_iter()
+        .zip(reference.outer_iter())
+        .filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > tolerance))
+        .count();
+    Agreement {
+        max_abs_diff: got.iter().zip(reference.iter()).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max),
+        share_beyond: beyond as f64 / images.max(1) as f64,
+        relative_mse: relative_mse(got, reference),
+        top1_flips: top1(got).iter().zip(top1(reference)).filter(|(a, b)| **a != *b).count(),
+        images,
+    }
 }
 
 /// The values of (T, value) points as table cells: `a | b | c`.

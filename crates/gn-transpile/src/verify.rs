@@ -165,6 +165,12 @@ pub fn mse(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     a.iter().zip(b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64
 }
 
+/// MSE of `got` against `reference`, relative to the mean square of `reference`.
+pub fn relative_mse(got: &ArrayD<f32>, reference: &ArrayD<f32>) -> f64 {
+    let ms = reference.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / reference.len().max(1) as f64;
+    mse(got, reference) / ms
+}
+
 /// Index of the largest value in each row (over all but the first axis).
 pub fn top1(a: &ArrayD<f32>) -> Vec<usize> {
     a.outer_iter()
@@ -263,14 +269,13 @@ pub fn measure(
             let out = run_batched(&snn, x, spec.batch, &|k| progress("GN τ=L T=1", k, n))?.remove(0);
             let pred = top1(&out);
             let flips = pred.iter().zip(&ann_pred).filter(|(a, b)| a != b).count();
-            let ms = ann_out.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / ann_out.len() as f64;
             emitted.push((format!("gn_tau{l}_t1"), snn));
             emitted_outputs.push(vec![out.slice_axis(Axis(0), (0..m).into()).to_owned()]);
             Some(Exactness {
                 tau: *l,
                 top1_agreement: 1.0 - flips as f64 / n as f64,
                 flips,
-                relative_mse: mse(&out, &ann_out) / ms,
+                relative_mse: relative_mse(&out, &ann_out),
             })
         }
         _ => None,
@@ -439,17 +444,18 @@ fn count_operations(
     let mut result = Vec::new();
     for (k, node) in weighted.iter().enumerate() {
         let out_elems = shapes[k + 1].len() as u64;
-        let (data, weight) = match node.op_type() {
-            "MatMul" if const_dims(graph, &node.input[0]).is_some() => (&node.input[1], &node.input[0]),
-            _ => (&node.input[0], &node.input[1]),
-        };
+        // A MatMul may hold its weight on either side; Conv and Gemm hold it second.
+        let weight_first = node.op_type() == "MatMul" && const_dims(graph, &node.input[0]).is_some();
+        let (data, weight) =
+            if weight_first { (&node.input[1], &node.input[0]) } else { (&node.input[0], &node.input[1]) };
         let Some(w) = const_dims(graph, weight) else { continue };
         let fan_in: i64 = match node.op_type() {
             "Conv" => w.iter().skip(1).product(),
             "Gemm" if gn_onnx::graph::attr::get_int(node, "transB").unwrap_or(0) == 1 => w.get(1).copied().unwrap_or(0),
             "Gemm" => w.first().copied().unwrap_or(0),
-            _ if std::ptr::eq(weight, &node.input[1]) => w.get(w.len().saturating_sub(2)).copied().unwrap_or(0),
-            _ => w.last().copied().unwrap_or(0),
+            // x @ W sums over W's rows; W @ x over W's columns.
+            _ if weight_first => w.last().copied().unwrap_or(0),
+            _ => w.get(w.len().saturating_sub(2)).copied().unwrap_or(0),
         };
         result.push(WeightedLayer {
             node: node.name().to_string(),
