@@ -126,16 +126,17 @@ fn save_is_atomic_and_never_overwrites_the_input() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("in.onnx");
     fs::copy(gn_tests::fixtures().join("models/cnn_l4.onnx"), &src).unwrap();
-    let model = load(&src).unwrap().model;
-    assert!(matches!(save(&model, &src, Some(&src)), Err(IoError::OverwritesInput { .. })));
+    let loaded = load(&src).unwrap();
+    let model = loaded.model.clone();
+    assert!(matches!(save(&model, &src, &loaded.sources), Err(IoError::Refused { .. })));
     let alias = dir.path().join("./in.onnx");
-    assert!(matches!(save(&model, &alias, Some(&src)), Err(IoError::OverwritesInput { .. })));
+    assert!(matches!(save(&model, &alias, &loaded.sources), Err(IoError::Refused { .. })));
     let out = dir.path().join("out.onnx");
-    save(&model, &out, Some(&src)).unwrap();
+    save(&model, &out, &loaded.sources).unwrap();
     assert_eq!(fs::read(&out).unwrap(), fs::read(&src).unwrap());
     // A folder that does not exist: an error, and nothing left behind.
     let missing = dir.path().join("no/such/dir/out.onnx");
-    assert!(matches!(save(&model, &missing, None), Err(IoError::Write { .. })));
+    assert!(matches!(save(&model, &missing, &[]), Err(IoError::Write { .. })));
     let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
 }

@@ -5,7 +5,9 @@
 //!   paper's Table 1 and Table 2 with per-layer errors and firing rates, writes a
 //!   Markdown report, JSON and SVG plots, and fails when a gate of `xtask/verify.yaml`
 //!   is missed. With `--model` it measures a user's own model and data.
+//! * `fuzz`: a bounded mutation-fuzzing campaign over the model reader and the pipeline.
 
+mod fuzz;
 mod onnxruntime;
 mod plot;
 mod verify;
@@ -26,12 +28,15 @@ struct Cli {
 enum Task {
     /// ANN vs SNN on real data: Table 1 (MSE per T, IF vs GN), Table 2 (accuracy per T), gates.
     Verify(verify::Args),
+    /// Fuzz the model reader and the whole pipeline for a bounded time; fails on any crash or hang.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Verify(args) => verify::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -264,7 +264,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             for ((name, model), tract_out) in m.emitted.iter().zip(&m.emitted_outputs) {
                 let file = args.out.join(format!("models/{}_{}.onnx", mc.name, name));
                 std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
-                gn_onnx::io::save(model, &file, None)?;
+                gn_onnx::io::save(model, &file, &[])?;
                 files.push(file);
                 let ort_out = rt.run(&gn_onnx::io::encode(model), &xs, spec.batch)?;
                 let logits = agreement(&ort_out[0], &tract_out[0], 1e-4);
@@ -689,7 +689,7 @@ fn custom_op_checks(
             let compact = transpile(ann, &options(Emit::CustomOp))?.0;
             let file = out.join(format!("models/{name}_{}_t{t}_custom_op.onnx", tag.to_lowercase()));
             std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
-            gn_onnx::io::save(&compact, &file, None)?;
+            gn_onnx::io::save(&compact, &file, &[])?;
             files.push(file);
             let timed = |f: &mut dyn FnMut() -> anyhow::Result<ArrayD<f32>>| -> anyhow::Result<(ArrayD<f32>, f64)> {
                 let t0 = Instant::now();

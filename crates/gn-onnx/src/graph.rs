@@ -14,7 +14,7 @@ use crate::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto, N
 /// A structural problem in a graph.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GraphError {
-    #[error("the graph has a cycle through node '{node}'")]
+    #[error("the graph has a cycle through {node}")]
     Cycle { node: String },
     #[error("node '{node}' reads '{value}', which no node, input or initializer provides")]
     MissingInput { node: String, value: String },
@@ -105,59 +105,25 @@ impl Graph {
 
     /// The value of a constant: an initializer (not overridable by a graph input) or
     /// the output of a `Constant` node.
+    /// (One lookup; passes that look up many values use [`Graph::constants`].)
     pub fn constant(&self, name: &str) -> Option<Result<ConstTensor, TensorError>> {
-        if self.proto.input.iter().any(|v| v.name() == name) {
-            return None;
-        }
-        if let Some(t) = self.initializer(name) {
-            return Some(tensor_to_f64(t).map(|values| ConstTensor { dims: t.dims.clone(), values }));
-        }
-        let node = self.proto.node.iter().find(|n| n.op_type() == "Constant" && n.output.iter().any(|o| o == name))?;
-        constant_node_value(node)
+        self.constants().get(name)
     }
 
     /// The value of a scalar constant (rank 0, or any rank with one element; any float
     /// or integer dtype), or `None` if `name` is not a constant scalar.
     pub fn scalar_constant(&self, name: &str) -> Option<f64> {
-        self.constant(name)?.ok()?.scalar()
+        self.constants().scalar(name)
     }
 
     /// Node indices in topological order, or the cycle found.
     pub fn topo_order(&self) -> Result<Vec<usize>, GraphError> {
-        let producers = self.producers();
-        let n = self.proto.node.len();
-        let mut state = vec![0u8; n]; // 0 = new, 1 = on stack, 2 = done
-        let mut order = Vec::with_capacity(n);
-        for start in 0..n {
-            if state[start] != 0 {
-                continue;
-            }
-            // Iterative DFS: (node, next input index).
-            let mut stack = vec![(start, 0usize)];
-            state[start] = 1;
-            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-                let inputs = &self.proto.node[node].input;
-                if *next < inputs.len() {
-                    let inp = &inputs[*next];
-                    *next += 1;
-                    if let Some(&p) = producers.get(inp) {
-                        match state[p] {
-                            0 => {
-                                state[p] = 1;
-                                stack.push((p, 0));
-                            }
-                            1 => return Err(GraphError::Cycle { node: self.proto.node[p].name().to_string() }),
-                            _ => {}
-                        }
-                    }
-                } else {
-                    state[node] = 2;
-                    order.push(node);
-                    stack.pop();
-                }
-            }
-        }
-        Ok(order)
+        topo_order_of(&self.proto.node)
+    }
+
+    /// An index of the graph's constants, for many lookups in linear total time.
+    pub fn constants(&self) -> Constants<'_> {
+        Constants::new(&self.proto)
     }
 
     /// Checks that every node input and graph output has a source.
@@ -385,6 +351,117 @@ fn render_attribute(a: &AttributeProto) -> Option<String> {
         _ => return Some(format!("{}=…", a.name())),
     };
     Some(format!("{}={v}", a.name()))
+}
+
+/// Indices of `nodes` in topological order, or the cycle found.
+pub fn topo_order_of(nodes: &[NodeProto]) -> Result<Vec<usize>, GraphError> {
+    let mut producers: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            producers.insert(o.as_str(), i);
+        }
+    }
+    let n = nodes.len();
+    let mut state = vec![0u8; n]; // 0 = new, 1 = on stack, 2 = done
+    let mut order = Vec::with_capacity(n);
+    for start in 0..n {
+        if state[start] != 0 {
+            continue;
+        }
+        // Iterative DFS: (node, next input index).
+        let mut stack = vec![(start, 0usize)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let inputs = &nodes[node].input;
+            if *next < inputs.len() {
+                let inp = &inputs[*next];
+                *next += 1;
+                if let Some(&p) = producers.get(inp.as_str()) {
+                    match state[p] {
+                        0 => {
+                            state[p] = 1;
+                            stack.push((p, 0));
+                        }
+                        1 => return Err(GraphError::Cycle { node: crate::validate::node_label(&nodes[p], p) }),
+                        _ => {}
+                    }
+                }
+            } else {
+                state[node] = 2;
+                order.push(node);
+                stack.pop();
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// The constants of a graph, indexed by value name: initializers (unless a graph input
+/// of the same name overrides them) and `Constant` node outputs. Lookups are O(1), and
+/// deciding whether a value is constant never converts its data.
+pub struct Constants<'a> {
+    inputs: HashSet<&'a str>,
+    initializers: HashMap<&'a str, &'a TensorProto>,
+    nodes: HashMap<&'a str, &'a NodeProto>,
+}
+
+impl<'a> Constants<'a> {
+    fn new(g: &'a GraphProto) -> Self {
+        let mut nodes = HashMap::new();
+        for n in g.node.iter().filter(|n| n.op_type() == "Constant") {
+            for o in &n.output {
+                nodes.insert(o.as_str(), n);
+            }
+        }
+        Constants {
+            inputs: g.input.iter().map(|v| v.name()).collect(),
+            initializers: g.initializer.iter().map(|t| (t.name(), t)).collect(),
+            nodes,
+        }
+    }
+
+    /// Whether `name` is a constant (without reading its data).
+    pub fn is_constant(&self, name: &str) -> bool {
+        !self.inputs.contains(name) && (self.initializers.contains_key(name) || self.nodes.contains_key(name))
+    }
+
+    /// The dims of a constant, without reading its data.
+    pub fn dims(&self, name: &str) -> Option<Vec<i64>> {
+        if self.inputs.contains(name) {
+            return None;
+        }
+        if let Some(t) = self.initializers.get(name) {
+            return Some(t.dims.clone());
+        }
+        constant_node_value(self.nodes.get(name)?)?.ok().map(|c| c.dims)
+    }
+
+    /// The value of a constant, in f64.
+    pub fn get(&self, name: &str) -> Option<Result<ConstTensor, TensorError>> {
+        if self.inputs.contains(name) {
+            return None;
+        }
+        if let Some(t) = self.initializers.get(name) {
+            return Some(tensor_to_f64(t).map(|values| ConstTensor { dims: t.dims.clone(), values }));
+        }
+        constant_node_value(self.nodes.get(name)?)
+    }
+
+    /// The value of a scalar constant (one element, any rank, float or integer). Tensors
+    /// of more than one element are rejected before their data is read.
+    pub fn scalar(&self, name: &str) -> Option<f64> {
+        if self.inputs.contains(name) {
+            return None;
+        }
+        let tensor = match self.initializers.get(name) {
+            Some(t) => Some(*t),
+            None => self.nodes.get(name)?.attribute.first().and_then(|a| a.t.as_ref()),
+        };
+        if tensor.is_some_and(|t| crate::data::element_count(&t.dims) != Some(1)) {
+            return None;
+        }
+        self.get(name)?.ok()?.scalar()
+    }
 }
 
 /// The value of a `Constant` node's output, from whichever attribute holds it.

@@ -1,29 +1,44 @@
-//! Reading and writing ONNX models without losing a byte.
+//! Reading and writing ONNX models without losing a byte, treating every file as
+//! untrusted input.
 //!
 //! * [`decode`] / [`encode`] are exact inverses on any model written by a conforming
 //!   protobuf encoder (the schema is complete and proto2, so nothing is dropped).
-//! * [`load`] reads a model from a path and inlines tensors stored in side files
-//!   (`TensorProto.data_location = EXTERNAL`), refusing locations that escape the model's
-//!   folder.
-//! * [`save`] writes atomically (temporary file in the target folder, then rename) and
-//!   refuses to overwrite the model it was read from.
+//! * [`load`] reads a model from a regular file and inlines tensors stored in side files
+//!   (`TensorProto.data_location = EXTERNAL`, in every tensor-bearing field: initializers,
+//!   sparse initializers, attributes, subgraphs, functions, training info). Locations
+//!   must stay inside the model's folder and name regular files; each side file is read
+//!   once and shared by the tensors that point into it, and the ranges may not add up to
+//!   more than the files hold (no amplification) or to more than one model can hold.
+//! * [`save`] writes atomically: a randomly named temporary created exclusively
+//!   (`O_EXCL`) in the target folder, renamed over the target only once complete, and only
+//!   when the target is absent or a regular file that is none of the files the model was
+//!   read from. Temporaries still pending when the process is interrupted are removed by
+//!   [`exit_removing_temporaries`].
 
+use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
+use prost::bytes::Bytes;
 use prost::Message;
 
-use crate::proto::{tensor_proto, ModelProto, TensorProto};
+use crate::proto::{tensor_proto, AttributeProto, GraphProto, ModelProto, TensorProto};
 
-/// Models larger than this are refused before decoding (protobuf's own limit is 2 GiB).
+/// Models larger than this are refused before decoding (protobuf's own limit is 2 GiB);
+/// the external data a model points to may not add up to more either, since the
+/// converted model is written as one file.
 pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 
 /// A failure to read or write a model. Each variant names what a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("cannot read {path}: it is not a regular file ({kind})")]
+    NotRegular { path: PathBuf, kind: &'static str },
     #[error("{what} is empty: not an ONNX model")]
     Empty { what: String },
     #[error("{what} is not a valid ONNX protobuf ({reason}); the file may be truncated or not a model")]
@@ -34,10 +49,12 @@ pub enum IoError {
     TooLarge { what: String, size: u64 },
     #[error("tensor '{tensor}': external data {reason}")]
     ExternalData { tensor: String, reason: String },
-    #[error("refusing to write {path}: it is the input model")]
-    OverwritesInput { path: PathBuf },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("external data: {0}")]
+    ExternalTotal(String),
+    #[error("refusing to write {path}: it is {what}")]
+    Refused { path: PathBuf, what: String },
+    #[error("cannot write {path}: {cause}")]
+    Write { path: PathBuf, cause: std::io::Error },
 }
 
 /// A model read from disk, with external data already inlined.
@@ -46,15 +63,27 @@ pub struct LoadedModel {
     pub model: ModelProto,
     /// Where it was read from, if it came from a file.
     pub path: Option<PathBuf>,
+    /// Every file the model was read from (the model and its side files), canonical.
+    /// [`save`] never writes over one of them.
+    pub sources: Vec<PathBuf>,
 }
 
 /// Decodes model bytes exactly as stored, without touching external data.
 pub fn decode(bytes: &[u8], what: &str) -> Result<ModelProto, IoError> {
-    if bytes.is_empty() {
+    decode_buf(bytes, what)
+}
+
+/// [`decode`] over a shared buffer: tensor data stays in that buffer (no copy).
+pub fn decode_shared(bytes: Bytes, what: &str) -> Result<ModelProto, IoError> {
+    decode_buf(bytes, what)
+}
+
+fn decode_buf(bytes: impl prost::bytes::Buf, what: &str) -> Result<ModelProto, IoError> {
+    if !bytes.has_remaining() {
         return Err(IoError::Empty { what: what.to_string() });
     }
-    if bytes.len() as u64 > MAX_MODEL_BYTES {
-        return Err(IoError::TooLarge { what: what.to_string(), size: bytes.len() as u64 });
+    if bytes.remaining() as u64 > MAX_MODEL_BYTES {
+        return Err(IoError::TooLarge { what: what.to_string(), size: bytes.remaining() as u64 });
     }
     let model =
         ModelProto::decode(bytes).map_err(|e| IoError::Decode { what: what.to_string(), reason: e.to_string() })?;
@@ -69,18 +98,58 @@ pub fn encode(model: &ModelProto) -> Vec<u8> {
     model.encode_to_vec()
 }
 
-/// Reads a model from a path and inlines its external data.
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a plain file"
+    }
+}
+
+/// Reads a whole regular file of at most `limit` bytes. Opening does not block (a FIFO
+/// is refused, not waited on) and the type is checked on the open handle.
+fn read_regular(path: &Path, limit: u64, what: &str) -> Result<(Vec<u8>, fs::Metadata), IoError> {
+    let rerr = |cause| IoError::Read { path: path.into(), cause };
+    let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(rerr)?;
+    let meta = file.metadata().map_err(rerr)?;
+    if !meta.is_file() {
+        return Err(IoError::NotRegular { path: path.into(), kind: kind_of(&meta) });
+    }
+    if meta.len() > limit {
+        return Err(IoError::TooLarge { what: what.to_string(), size: meta.len() });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(rerr)?;
+    if bytes.len() as u64 > limit {
+        return Err(IoError::TooLarge { what: what.to_string(), size: bytes.len() as u64 });
+    }
+    Ok((bytes, meta))
+}
+
+/// The folder a path lives in (`.` for a bare file name).
+pub fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Reads a model from a regular file and inlines its external data.
 pub fn load(path: &Path) -> Result<LoadedModel, IoError> {
     let what = path.display().to_string();
-    let meta = fs::metadata(path).map_err(|source| IoError::Read { path: path.into(), source })?;
-    if meta.len() > MAX_MODEL_BYTES {
-        return Err(IoError::TooLarge { what, size: meta.len() });
-    }
-    let bytes = fs::read(path).map_err(|source| IoError::Read { path: path.into(), source })?;
-    let mut model = decode(&bytes, &what)?;
-    let folder = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    inline_external_data(&mut model, &folder)?;
-    Ok(LoadedModel { model, path: Some(path.to_path_buf()) })
+    let (bytes, _) = read_regular(path, MAX_MODEL_BYTES, &what)?;
+    let mut model = decode_shared(Bytes::from(bytes), &what)?;
+    let mut sources = vec![path.canonicalize().map_err(|cause| IoError::Read { path: path.into(), cause })?];
+    sources.extend(inline_external_data(&mut model, &folder_of(path))?);
+    Ok(LoadedModel { model, path: Some(path.to_path_buf()), sources })
 }
 
 /// Loads model bytes that carry no external data (tensors in side files are refused).
@@ -101,90 +170,122 @@ pub fn load_bytes(bytes: &[u8]) -> Result<ModelProto, IoError> {
     }
 }
 
-fn is_external(t: &TensorProto) -> bool {
-    t.data_location == Some(tensor_proto::DataLocation::External as i32)
+/// Whether a tensor's data lives in a side file.
+pub fn is_external(t: &TensorProto) -> bool {
+    t.data_location == Some(tensor_proto::DataLocation::External as i32) || !t.external_data.is_empty()
 }
 
-/// Calls `f` on every tensor of the model: initializers, Constant and other tensor
-/// attributes, and those in subgraphs and functions.
+/// Calls `f` on every tensor of the model: initializers, sparse initializers (values and
+/// indices), Constant and other tensor attributes, and those in subgraphs, functions and
+/// training info.
 pub fn for_each_tensor(model: &ModelProto, f: &mut dyn FnMut(&TensorProto)) {
-    fn graph(g: &crate::proto::GraphProto, f: &mut dyn FnMut(&TensorProto)) {
-        g.initializer.iter().for_each(&mut *f);
-        for n in &g.node {
-            nodes(std::slice::from_ref(n), f);
-        }
-    }
-    fn nodes(ns: &[crate::proto::NodeProto], f: &mut dyn FnMut(&TensorProto)) {
-        for n in ns {
-            for a in &n.attribute {
-                if let Some(t) = &a.t {
-                    f(t);
-                }
-                a.tensors.iter().for_each(&mut *f);
-                if let Some(g) = &a.g {
-                    graph(g, f);
-                }
-                for g in &a.graphs {
-                    graph(g, f);
-                }
-            }
-        }
-    }
-    if let Some(g) = &model.graph {
-        graph(g, f);
-    }
-    for func in &model.functions {
-        nodes(&func.node, f);
-    }
+    let _ = visit_tensors(model, &mut |t| {
+        f(t);
+        Ok(())
+    });
 }
 
-fn for_each_tensor_mut(
-    model: &mut ModelProto,
-    f: &mut dyn FnMut(&mut TensorProto) -> Result<(), IoError>,
-) -> Result<(), IoError> {
-    fn graph(
-        g: &mut crate::proto::GraphProto,
-        f: &mut dyn FnMut(&mut TensorProto) -> Result<(), IoError>,
-    ) -> Result<(), IoError> {
-        for t in &mut g.initializer {
-            f(t)?;
-        }
-        nodes(&mut g.node, f)
-    }
-    fn nodes(
-        ns: &mut [crate::proto::NodeProto],
-        f: &mut dyn FnMut(&mut TensorProto) -> Result<(), IoError>,
-    ) -> Result<(), IoError> {
-        for n in ns {
-            for a in &mut n.attribute {
-                if let Some(t) = &mut a.t {
+/// Defines a visitor over every tensor-bearing field of a model, shared or mutable.
+macro_rules! tensor_visitor {
+    ($(#[$doc:meta])* $name:ident $(, $m:tt)?) => {
+        $(#[$doc])*
+        pub fn $name(
+            model: & $($m)? ModelProto,
+            f: &mut dyn FnMut(& $($m)? TensorProto) -> Result<(), IoError>,
+        ) -> Result<(), IoError> {
+            type Visit<'a> = &'a mut dyn FnMut(& $($m)? TensorProto) -> Result<(), IoError>;
+            fn graph(g: & $($m)? GraphProto, f: Visit) -> Result<(), IoError> {
+                for t in & $($m)? g.initializer {
                     f(t)?;
                 }
-                for t in &mut a.tensors {
+                for s in & $($m)? g.sparse_initializer {
+                    sparse(s, f)?;
+                }
+                for n in & $($m)? g.node {
+                    for a in & $($m)? n.attribute {
+                        attribute(a, f)?;
+                    }
+                }
+                Ok(())
+            }
+            fn sparse(s: & $($m)? crate::proto::SparseTensorProto, f: Visit) -> Result<(), IoError> {
+                if let Some(t) = & $($m)? s.values {
                     f(t)?;
                 }
-                if let Some(g) = &mut a.g {
+                if let Some(t) = & $($m)? s.indices {
+                    f(t)?;
+                }
+                Ok(())
+            }
+            fn attribute(a: & $($m)? AttributeProto, f: Visit) -> Result<(), IoError> {
+                if let Some(t) = & $($m)? a.t {
+                    f(t)?;
+                }
+                for t in & $($m)? a.tensors {
+                    f(t)?;
+                }
+                if let Some(s) = & $($m)? a.sparse_tensor {
+                    sparse(s, f)?;
+                }
+                for s in & $($m)? a.sparse_tensors {
+                    sparse(s, f)?;
+                }
+                if let Some(g) = & $($m)? a.g {
                     graph(g, f)?;
                 }
-                for g in &mut a.graphs {
+                for g in & $($m)? a.graphs {
+                    graph(g, f)?;
+                }
+                Ok(())
+            }
+            if let Some(g) = & $($m)? model.graph {
+                graph(g, f)?;
+            }
+            for func in & $($m)? model.functions {
+                for n in & $($m)? func.node {
+                    for a in & $($m)? n.attribute {
+                        attribute(a, f)?;
+                    }
+                }
+                for a in & $($m)? func.attribute_proto {
+                    attribute(a, f)?;
+                }
+            }
+            for info in & $($m)? model.training_info {
+                if let Some(g) = & $($m)? info.initialization {
+                    graph(g, f)?;
+                }
+                if let Some(g) = & $($m)? info.algorithm {
                     graph(g, f)?;
                 }
             }
+            Ok(())
         }
-        Ok(())
-    }
-    if let Some(g) = &mut model.graph {
-        graph(g, f)?;
-    }
-    for func in &mut model.functions {
-        nodes(&mut func.node, f)?;
-    }
-    Ok(())
+    };
 }
+
+tensor_visitor!(
+    /// Calls `f` on every tensor of the model (see [`for_each_tensor`]), stopping at the first error.
+    visit_tensors
+);
+tensor_visitor!(
+    /// [`visit_tensors`] with mutable access.
+    for_each_tensor_mut, mut
+);
 
 /// Replaces every external tensor's reference by its bytes, read from `folder`.
-pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<(), IoError> {
-    let root = folder.canonicalize().map_err(|source| IoError::Read { path: folder.into(), source })?;
+/// Returns the side files read (canonical paths).
+pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<Vec<PathBuf>, IoError> {
+    let mut any = false;
+    for_each_tensor(model, &mut |t| any |= is_external(t));
+    if !any {
+        return Ok(Vec::new());
+    }
+    let root = folder.canonicalize().map_err(|cause| IoError::Read { path: folder.into(), cause })?;
+    // Each side file is read once; tensors hold slices of the one buffer.
+    let mut files: HashMap<PathBuf, Bytes> = HashMap::new();
+    let mut file_bytes = 0u64;
+    let mut inlined = 0u64;
     for_each_tensor_mut(model, &mut |t| {
         if !is_external(t) {
             return Ok(());
@@ -212,24 +313,57 @@ pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<(),
         }
         let location = location.ok_or_else(|| err("has no 'location'".into()))?;
         let file = resolve_location(&root, &location).map_err(&err)?;
-        let bytes = fs::read(&file).map_err(|e| err(format!("file '{location}' cannot be read: {e}")))?;
+        let bytes = match files.get(&file) {
+            Some(b) => b.clone(),
+            None => {
+                let (data, _) = read_regular(&file, MAX_MODEL_BYTES, &location).map_err(|e| match e {
+                    IoError::NotRegular { kind, .. } => err(format!("file '{location}' is not a regular file ({kind})")),
+                    IoError::TooLarge { size, .. } => {
+                        err(format!("file '{location}' is {size} bytes, above the 2 GiB a converted model can hold"))
+                    }
+                    IoError::Read { cause, .. } => err(format!("file '{location}' cannot be read: {cause}")),
+                    other => other,
+                })?;
+                file_bytes += data.len() as u64;
+                let b = Bytes::from(data);
+                files.insert(file.clone(), b.clone());
+                b
+            }
+        };
         let end = match length {
             Some(len) => offset.checked_add(len),
             None => Some(bytes.len() as u64),
         };
         let end = end.filter(|&e| e <= bytes.len() as u64 && offset <= e).ok_or_else(|| {
-            err(format!("range {offset}+{length:?} lies outside '{location}' ({} bytes)", bytes.len()))
+            err(format!("range {offset}+{} lies outside '{location}' ({} bytes)", length.unwrap_or(0), bytes.len()))
         })?;
-        t.raw_data = Some(bytes[offset as usize..end as usize].to_vec().into());
+        inlined += end - offset;
+        if inlined > file_bytes {
+            return Err(IoError::ExternalTotal(format!(
+                "the tensors' ranges add up to more than the {file_bytes} bytes their files hold (overlapping ranges)"
+            )));
+        }
+        if inlined > MAX_MODEL_BYTES {
+            return Err(IoError::ExternalTotal(format!(
+                "the tensors add up to more than {MAX_MODEL_BYTES} bytes, above what one converted model can hold"
+            )));
+        }
+        t.raw_data = Some(bytes.slice(offset as usize..end as usize));
         t.external_data.clear();
         t.data_location = None;
         Ok(())
-    })
+    })?;
+    let mut read: Vec<PathBuf> = files.into_keys().collect();
+    read.sort();
+    Ok(read)
 }
 
 /// Checks that an external-data `location` stays inside the model's folder.
 fn resolve_location(root: &Path, location: &str) -> Result<PathBuf, String> {
     let rel = Path::new(location);
+    if location.is_empty() {
+        return Err("location is empty".into());
+    }
     if rel.is_absolute() || location.starts_with('/') || location.starts_with('\\') {
         return Err(format!(
             "location '{location}' is an absolute path; only paths inside the model's folder are allowed"
@@ -246,46 +380,108 @@ fn resolve_location(root: &Path, location: &str) -> Result<PathBuf, String> {
     Ok(real)
 }
 
-/// Writes a model atomically to `path`: the bytes go to a temporary file in the same
-/// folder, which is renamed over `path` only once complete. `input`, if given, is the
-/// model's source file, which is never overwritten.
-pub fn save(model: &ModelProto, path: &Path, input: Option<&Path>) -> Result<(), IoError> {
-    save_bytes(&encode(model), path, input)
+/// Temporaries being written, removed by [`exit_removing_temporaries`] on interruption.
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PENDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Removes the temporary files of writes still in progress and exits with `code`,
+/// holding the lock that [`save`] renames under, so no write completes afterwards. A
+/// command-line tool calls it on SIGINT/SIGTERM, so an interrupted write leaves nothing.
+pub fn exit_removing_temporaries(code: i32) -> ! {
+    let mut registered = pending();
+    for p in registered.drain(..) {
+        let _ = fs::remove_file(p);
+    }
+    std::process::exit(code)
+}
+
+/// Checks that `path` may be written: it is absent or a regular file, and it is none of
+/// `protected` (the model being converted and the files it reads, or anything else the
+/// caller must not lose). Called by [`save`] before and after writing; callers can call it
+/// up front to fail before any work.
+pub fn check_output(path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
+    let refused = |what: String| IoError::Refused { path: path.into(), what };
+    if path.file_name().is_none() {
+        return Err(refused("not a file name".into()));
+    }
+    match fs::metadata(path) {
+        Ok(meta) => {
+            if !meta.is_file() {
+                return Err(refused(format!("{}, not a regular file", kind_of(&meta))));
+            }
+            for p in protected {
+                if let Ok(other) = fs::metadata(p) {
+                    if other.dev() == meta.dev() && other.ino() == meta.ino() {
+                        return Err(refused(format!("a file the input model is read from ({})", p.display())));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A dangling symbolic link would be replaced, not followed: that is safe, but
+            // say what the folder is if it does not exist.
+            let folder = folder_of(path);
+            if !folder.is_dir() {
+                return Err(IoError::Write { path: path.into(), cause: std::io::Error::other("its folder does not exist") });
+            }
+            Ok(())
+        }
+        Err(cause) => Err(IoError::Write { path: path.into(), cause }),
+    }
+}
+
+/// Writes a model atomically to `path`; see the module documentation. `protected` lists
+/// files that must not be overwritten ([`LoadedModel::sources`] of the input).
+pub fn save(model: &ModelProto, path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
+    let size = model.encoded_len() as u64;
+    if size > MAX_MODEL_BYTES {
+        return Err(IoError::TooLarge { what: format!("the model for {}", path.display()), size });
+    }
+    save_bytes(&encode(model), path, protected)
 }
 
 /// Writes bytes atomically; see [`save`].
-pub fn save_bytes(bytes: &[u8], path: &Path, input: Option<&Path>) -> Result<(), IoError> {
-    if let Some(input) = input {
-        if same_file(path, input) {
-            return Err(IoError::OverwritesInput { path: path.into() });
+pub fn save_bytes(bytes: &[u8], path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
+    check_output(path, protected)?;
+    let werr = |cause| IoError::Write { path: path.into(), cause };
+    let file_name = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+    // The name is registered before the file exists, so an interruption at any point
+    // finds it; the rename happens under the same lock, so an interruption either
+    // removes the temporary or comes after a complete write.
+    let mut names = Vec::new();
+    let tmp = tempfile::Builder::new().prefix(&format!(".{file_name}.")).suffix(".tmp").make_in(
+        folder_of(path),
+        |p| {
+            pending().push(p.to_path_buf());
+            names.push(p.to_path_buf());
+            fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(p)
+        },
+    );
+    let tmp = match tmp {
+        Ok(t) => t,
+        Err(e) => {
+            pending().retain(|p| !names.contains(p));
+            return Err(werr(e));
         }
-    }
-    let werr = |source| IoError::Write { path: path.into(), source };
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     };
-    let file_name = path.file_name().ok_or_else(|| werr(std::io::Error::other("no file name")))?;
-    let tmp = folder.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = tmp.as_file();
         f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
+        f.sync_all()
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(werr(e));
-    }
-    Ok(())
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    if a == b {
-        return true;
-    }
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
+    let mut registered = pending();
+    let outcome = match result {
+        Err(e) => Err(werr(e)),
+        Ok(()) => match check_output(path, protected) {
+            Err(e) => Err(e),
+            // On failure the temporary is removed when dropped (inside `persist`'s error too).
+            Ok(()) => tmp.persist(path).map(|_| ()).map_err(|e| werr(e.error)),
+        },
+    };
+    registered.retain(|p| !names.contains(p));
+    outcome
 }

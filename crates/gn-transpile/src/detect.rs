@@ -14,8 +14,9 @@
 //! "GN code" form is recognised as `floor(y)`. A chain with a `Floor` that is not QCFS is
 //! reported as a near miss with the reason.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
+use gn_onnx::graph::Constants;
 use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
@@ -44,6 +45,9 @@ pub struct NearMiss {
     pub node: String,
     pub ops: String,
     pub reason: String,
+    /// The chain is a QCFS activation with an invalid threshold or scale (θ = 0, NaN,
+    /// ±inf, a negative θ): refused outright, never left unconverted or shortened.
+    pub fatal: bool,
 }
 
 /// What the detect pass found.
@@ -62,6 +66,20 @@ enum Step {
     Affine { mul: f64, add: f64 },
     /// v ↦ clip(v, lo, hi)
     Clamp { lo: f64, hi: f64 },
+    /// An op of the chain whose constant makes it meaningless (a division by 0, a scale
+    /// of 0, a NaN or infinite operand): what a threshold of 0, NaN or ±inf exports to.
+    Degenerate { op: &'static str, value: f64 },
+}
+
+impl Step {
+    /// A step, or [`Step::Degenerate`] when its constant is not finite.
+    fn checked(op: &'static str, value: f64, step: Step) -> Step {
+        if value.is_finite() {
+            step
+        } else {
+            Step::Degenerate { op, value }
+        }
+    }
 }
 
 /// `clip(a·x + b, lo, hi)`: the canonical form of a chain of [`Step`]s.
@@ -84,6 +102,9 @@ impl Canonical {
                 }
                 let (lo, hi) = if mul > 0.0 { (self.lo, self.hi) } else { (self.hi, self.lo) };
                 Ok(Canonical { a: self.a * mul, b: self.b * mul + add, lo: lo * mul + add, hi: hi * mul + add })
+            }
+            Step::Degenerate { op, value } => {
+                Err(format!("θ is not a positive finite threshold: the chain's {op} has the constant {value}"))
             }
             Step::Clamp { lo, hi } => {
                 let c = Canonical { lo: self.lo.max(lo), hi: self.hi.min(hi), ..self };
@@ -175,8 +196,8 @@ fn check_qcfs(pre: &[Step], post: &[Step]) -> Result<(f64, u32), String> {
 }
 
 /// The step that `node` applies to its dynamic operand `flow`, or why it is not one.
-fn step_of(graph: &Graph, node: &NodeProto, flow: &str) -> Option<Step> {
-    let scalar = |name: &str| graph.scalar_constant(name);
+fn step_of(consts: &Constants, node: &NodeProto, flow: &str) -> Option<Step> {
+    let scalar = |name: &str| consts.scalar(name);
     let other = |node: &NodeProto| -> Option<(usize, f64)> {
         if node.input.len() != 2 {
             return None;
@@ -190,18 +211,28 @@ fn step_of(graph: &Graph, node: &NodeProto, flow: &str) -> Option<Step> {
     match node.op_type() {
         "Identity" => Some(Step::Affine { mul: 1.0, add: 0.0 }),
         "Relu" => Some(Step::Clamp { lo: 0.0, hi: f64::INFINITY }),
-        "Mul" => other(node).map(|(_, c)| Step::Affine { mul: c, add: 0.0 }),
-        "Add" => other(node).map(|(_, c)| Step::Affine { mul: 1.0, add: c }),
+        "Mul" => other(node).map(|(_, c)| match c {
+            0.0 => Step::Degenerate { op: "Mul", value: c },
+            _ => Step::checked("Mul", c, Step::Affine { mul: c, add: 0.0 }),
+        }),
+        "Add" => other(node).map(|(_, c)| Step::checked("Add", c, Step::Affine { mul: 1.0, add: c })),
         "Div" => match other(node)? {
-            (0, c) if c != 0.0 => Some(Step::Affine { mul: 1.0 / c, add: 0.0 }),
+            (0, c) if c == 0.0 || c.is_infinite() => Some(Step::Degenerate { op: "Div", value: c }),
+            (0, c) => Some(Step::checked("Div", c, Step::Affine { mul: 1.0 / c, add: 0.0 })),
             _ => None,
         },
         "Sub" => match other(node)? {
-            (0, c) => Some(Step::Affine { mul: 1.0, add: -c }),
-            (_, c) => Some(Step::Affine { mul: -1.0, add: c }),
+            (0, c) => Some(Step::checked("Sub", c, Step::Affine { mul: 1.0, add: -c })),
+            (_, c) => Some(Step::checked("Sub", c, Step::Affine { mul: -1.0, add: c })),
         },
-        "Max" => other(node).map(|(_, c)| Step::Clamp { lo: c, hi: f64::INFINITY }),
-        "Min" => other(node).map(|(_, c)| Step::Clamp { lo: f64::NEG_INFINITY, hi: c }),
+        "Max" => other(node).map(|(_, c)| match c.is_nan() {
+            true => Step::Degenerate { op: "Max", value: c },
+            false => Step::Clamp { lo: c, hi: f64::INFINITY },
+        }),
+        "Min" => other(node).map(|(_, c)| match c.is_nan() {
+            true => Step::Degenerate { op: "Min", value: c },
+            false => Step::Clamp { lo: f64::NEG_INFINITY, hi: c },
+        }),
         "Clip" => {
             if node.input.first().map(String::as_str) != Some(flow) {
                 return None;
@@ -214,15 +245,19 @@ fn step_of(graph: &Graph, node: &NodeProto, flow: &str) -> Option<Step> {
                     Some(name) => scalar(name),
                 }
             };
-            Some(Step::Clamp { lo: bound(1, "min", f64::NEG_INFINITY)?, hi: bound(2, "max", f64::INFINITY)? })
+            let (lo, hi) = (bound(1, "min", f64::NEG_INFINITY)?, bound(2, "max", f64::INFINITY)?);
+            if lo.is_nan() || hi.is_nan() {
+                return Some(Step::Degenerate { op: "Clip", value: f64::NAN });
+            }
+            Some(Step::Clamp { lo, hi })
         }
         _ => None,
     }
 }
 
 /// The dynamic operand of a candidate chain node: the one input that is not a constant.
-fn flow_input<'a>(graph: &Graph, node: &'a NodeProto) -> Option<&'a str> {
-    let mut dynamic = node.input.iter().filter(|i| !i.is_empty() && graph.constant(i).is_none());
+fn flow_input<'a>(consts: &Constants, node: &'a NodeProto) -> Option<&'a str> {
+    let mut dynamic = node.input.iter().filter(|i| !i.is_empty() && !consts.is_constant(i));
     let first = dynamic.next()?;
     dynamic.next().is_none().then_some(first.as_str())
 }
@@ -243,8 +278,13 @@ const ACTIVATIONS: &[&str] = &[
     "Clip",
 ];
 
+/// The most ops walked on each side of a `Floor`. Every export form has at most seven
+/// (SPEC §1); the bound keeps detection linear in the graph on any input.
+const MAX_CHAIN: usize = 32;
+
 /// Runs the detect pass.
 pub fn detect(graph: &Graph) -> Detection {
+    let consts = graph.constants();
     let producers = graph.producers();
     let consumers = graph.consumers();
     let outputs: HashSet<String> = graph.output_names().into_iter().collect();
@@ -289,19 +329,22 @@ pub fn detect(graph: &Graph) -> Detection {
             } else {
                 readers(&cur).len() == 1
             };
-            if !readers_ok || outputs.contains(&cur) || claimed.contains(&p) {
+            if !readers_ok || outputs.contains(&cur) || claimed.contains(&p) || pre.len() == MAX_CHAIN {
                 break;
             }
             let node = &nodes[p];
-            let Some(flow) = flow_input(graph, node) else { break };
-            let Some(step) = step_of(graph, node, flow) else { break };
+            let Some(flow) = flow_input(&consts, node) else { break };
+            let Some(step) = step_of(&consts, node, flow) else { break };
             pre.push((p, step));
             cur = flow.to_string();
+            if matches!(step, Step::Degenerate { .. }) {
+                break;
+            }
         }
         pre.reverse();
         let x_for = |start: usize| -> String {
             match pre.get(start) {
-                Some(&(p, _)) => flow_input(graph, &nodes[p]).unwrap_or_default().to_string(),
+                Some(&(p, _)) => flow_input(&consts, &nodes[p]).unwrap_or_default().to_string(),
                 None => y.to_string(),
             }
         };
@@ -310,17 +353,20 @@ pub fn detect(graph: &Graph) -> Detection {
         let mut post: Vec<(usize, Step)> = Vec::new();
         let mut cur = after_floor.clone();
         loop {
-            if outputs.contains(&cur) {
+            if outputs.contains(&cur) || post.len() == MAX_CHAIN {
                 break;
             }
             let [c] = readers(&cur)[..] else { break };
             let node = &nodes[c];
-            if node.output.len() != 1 || flow_input(graph, node) != Some(cur.as_str()) {
+            if node.output.len() != 1 || flow_input(&consts, node) != Some(cur.as_str()) {
                 break;
             }
-            let Some(step) = step_of(graph, node, &cur) else { break };
+            let Some(step) = step_of(&consts, node, &cur) else { break };
             post.push((c, step));
             cur = node.output[0].clone();
+            if matches!(step, Step::Degenerate { .. }) {
+                break;
+            }
         }
 
         let pre_steps: Vec<Step> = pre.iter().map(|&(_, s)| s).collect();
@@ -335,10 +381,23 @@ pub fn detect(graph: &Graph) -> Detection {
             (names, ops)
         };
 
-        // Longest chain first; drop ops from the ends until it is QCFS.
+        // Longest chain first; drop ops from the ends until it is QCFS. A chain holding a
+        // degenerate op (θ = 0, NaN, ±inf) is refused whole: shortening it would find a
+        // different activation (θ = 1) where the model holds a broken one.
         let mut found = None;
         let mut first_reason = None;
+        let mut fatal = false;
+        if let Some(Step::Degenerate { op, value }) =
+            pre_steps.iter().chain(&post_steps).copied().find(|s| matches!(s, Step::Degenerate { .. }))
+        {
+            first_reason =
+                Some(format!("θ is not a positive finite threshold: the chain's {op} has the constant {value}"));
+            fatal = true;
+        }
         'search: for start in 0..=pre.len() {
+            if fatal {
+                break;
+            }
             for end in (0..=post.len()).rev() {
                 match check_qcfs(&pre_steps[start..], &post_steps[..end]) {
                     Ok((theta, levels)) => {
@@ -348,7 +407,7 @@ pub fn detect(graph: &Graph) -> Detection {
                     Err(reason) => {
                         // A full chain with a bad θ is reported, not shortened into a
                         // different activation.
-                        let fatal = start == 0 && end == post.len() && reason.starts_with("θ is not positive");
+                        fatal = start == 0 && end == post.len() && reason.starts_with("θ is not positive");
                         first_reason.get_or_insert(reason);
                         if fatal {
                             break 'search;
@@ -382,6 +441,7 @@ pub fn detect(graph: &Graph) -> Detection {
                     node: floor_name,
                     ops,
                     reason: first_reason.unwrap_or_else(|| "no chain around the floor".into()),
+                    fatal,
                 });
             }
         }
@@ -392,11 +452,6 @@ pub fn detect(graph: &Graph) -> Detection {
         }
     }
     detection
-}
-
-/// Site names → sites, for lookups by later passes.
-pub fn by_output(sites: &[Site]) -> HashMap<&str, &Site> {
-    sites.iter().map(|s| (s.output.as_str(), s)).collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,10 @@ pub enum TranspileError {
     Io(#[from] IoError),
     #[error(transparent)]
     Graph(#[from] GraphError),
+    #[error(transparent)]
+    Invalid(#[from] gn_onnx::validate::Invalid),
+    #[error("the graph has no outputs: nothing to convert")]
+    NoOutputs,
     #[error("the model has no graph")]
     NoGraph,
     #[error("invalid option: {0}")]

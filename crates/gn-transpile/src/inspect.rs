@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 
 use gn_onnx::proto::ModelProto;
-use gn_onnx::Graph;
 
 use crate::detect::detect;
 use crate::error::TranspileError;
@@ -24,9 +23,7 @@ struct LayerRecord {
 
 /// Renders the audit of `model` as text.
 pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
-    let mut graph = Graph::new(model.graph.clone().ok_or(TranspileError::NoGraph)?);
-    graph.check_sources()?;
-    graph.topo_order()?;
+    let mut graph = crate::pipeline::prepare(model)?;
     let mut out = String::new();
     let meta = |k: &str| model.metadata_props.iter().find(|p| p.key() == k).map(|p| p.value().to_string());
     if let Some(neuron) = meta("gn_transpile.neuron") {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -111,15 +112,15 @@ fn verify(
     tau: u32,
     timesteps: Vec<usize>,
 ) -> anyhow::Result<()> {
-    use gn_transpile::verify::{measure, Spec};
+    use gn_transpile::verify::{measure, read_npy_inputs, read_npy_labels, Spec};
     if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
         anyhow::bail!("--timesteps must list values between 1 and {}", gn_transpile::pipeline::MAX_TIMESTEPS);
     }
+    Options { tau, ..Default::default() }.validate()?;
     let model = gn_onnx::io::load(&input)?.model;
-    let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&data)
-        .with_context(|| format!("{}: expected a float32 .npy with the batch on axis 0", data.display()))?;
+    let x = read_npy_inputs(&data)?;
     let n = x.shape().first().copied().unwrap_or(0);
-    let labels = labels.as_deref().map(gn_transpile::verify::read_npy_labels).transpose()?;
+    let labels = labels.as_deref().map(read_npy_labels).transpose()?;
     if let Some(l) = &labels {
         anyhow::ensure!(l.len() == n, "{} labels for {n} inputs", l.len());
     }
@@ -140,10 +141,13 @@ fn verify(
             }
         },
     };
-    let progress = |stage: &str, _done: usize, _total: usize| eprint!("\r{stage:<16}");
+    let progress = |stage: &str, _done: usize, _total: usize| {
+        PROGRESS_LINE.store(true, Ordering::Relaxed);
+        eprint!("\r{stage:<16}");
+    };
     let m = measure(&model, &x, labels.as_deref(), &spec, &progress)
         .with_context(|| format!("cannot verify {}", input.display()))?;
-    eprintln!();
+    end_progress_line();
     let header: Vec<String> = timesteps.iter().map(|t| format!("T={t}")).collect();
     println!("MSE between the ANN's and the SNN's outputs ({n} inputs)");
     println!("| | {} |", header.join(" | "));
@@ -221,10 +225,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     options.validate()?;
     let start = Instant::now();
+    // OUT is checked before the work and again before the rename.
+    let input_file = input.canonicalize().map_err(|cause| gn_onnx::IoError::Read { path: input.clone(), cause })?;
+    gn_onnx::io::check_output(&output, &[input_file])?;
     let loaded = gn_onnx::io::load(&input)?;
+    gn_onnx::io::check_output(&output, &loaded.sources)?;
     let (model, report) =
         transpile(&loaded.model, &options).with_context(|| format!("cannot convert {}", input.display()))?;
-    gn_onnx::io::save(&model, &output, Some(&input))?;
+    drop(loaded.model);
+    gn_onnx::io::save(&model, &output, &loaded.sources)?;
     for site in &report.detection.sites {
         eprintln!("site {}: θ = {:.6}, L = {}", site.name, site.theta, site.levels);
         if args.verbose {
@@ -255,11 +264,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a progress line without a newline is on stderr.
+static PROGRESS_LINE: AtomicBool = AtomicBool::new(false);
+
+/// Ends a progress line, so what follows starts on a line of its own.
+fn end_progress_line() {
+    if PROGRESS_LINE.swap(false, Ordering::Relaxed) {
+        eprintln!();
+    }
+}
+
+/// On SIGINT or SIGTERM, removes the temporary of a write in progress and exits with
+/// 128 + the signal's number, as a shell expects.
+fn remove_temporaries_on_signal() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            end_progress_line();
+            eprintln!("error: interrupted");
+            gn_onnx::io::exit_removing_temporaries(128 + signal);
+        }
+    });
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    remove_temporaries_on_signal();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            end_progress_line();
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

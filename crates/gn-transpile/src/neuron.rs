@@ -102,6 +102,50 @@ impl Neuron {
         }
     }
 
+    /// Checks a node of the `gn.transpile` domain (one read from a model file may be
+    /// crafted): a known op, one input and one output, and attributes in range. `Ok(None)`
+    /// for nodes of other domains.
+    pub fn parse(node: &NodeProto) -> Result<Option<Neuron>, String> {
+        if node.domain() != DOMAIN {
+            return Ok(None);
+        }
+        let Some(kind) = Kind::from_op_type(node.op_type()) else {
+            return Err(format!("{DOMAIN} has no op '{}'", node.op_type()));
+        };
+        if node.input.len() != 1 || node.input[0].is_empty() || node.output.len() != 1 || node.output[0].is_empty() {
+            return Err(format!(
+                "a spiking layer has one input and one output, this node has {} and {}",
+                node.input.len(),
+                node.output.len()
+            ));
+        }
+        let theta = attr::get_float(node, "theta").ok_or("has no 'theta' attribute")?;
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(format!("θ = {theta} is not a positive finite threshold"));
+        }
+        let levels = attr::get_int(node, "levels").unwrap_or(0);
+        if !(0..=u32::MAX as i64).contains(&levels) {
+            return Err(format!("levels = {levels} is out of range"));
+        }
+        if kind == Kind::Group {
+            let tau = attr::get_int(node, "tau").ok_or("has no 'tau' attribute")?;
+            if !(1..=crate::pipeline::MAX_TAU as i64).contains(&tau) {
+                return Err(format!("τ = {tau} is out of range (1 to {})", crate::pipeline::MAX_TAU));
+            }
+        }
+        if let Some(t) = attr::get_int(node, "timesteps") {
+            if !(1..=crate::pipeline::MAX_TIMESTEPS as i64).contains(&t) {
+                return Err(format!("timesteps = {t} is out of range (1 to {})", crate::pipeline::MAX_TIMESTEPS));
+            }
+        }
+        for name in ["v_init", "theta_gn"] {
+            if attr::get_float(node, name).is_some_and(|v| !v.is_finite()) {
+                return Err(format!("'{name}' is not finite"));
+            }
+        }
+        Ok(Neuron::from_node(node))
+    }
+
     /// Reads the neuron back from an IR node, if it is one.
     pub fn from_node(node: &NodeProto) -> Option<Neuron> {
         if node.domain() != DOMAIN {

@@ -15,7 +15,7 @@ use crate::detect::{detect, Detection, Site};
 use crate::emit::{readout, set_metadata};
 use crate::error::TranspileError;
 use crate::lower::{lower, LowerOptions};
-use crate::neuron::{function, Kind, Opset};
+use crate::neuron::{function, Kind, Neuron, Opset};
 use gn_onnx::proto::OperatorSetIdProto;
 
 /// The neuron model of the spiking layers.
@@ -102,9 +102,62 @@ pub fn default_opset(model: &ModelProto) -> Option<i64> {
     model.opset_import.iter().find(|o| matches!(o.domain(), "" | "ai.onnx")).map(|o| o.version())
 }
 
+/// Checks a model given to any entry point, before any pass: the structure
+/// ([`gn_onnx::validate::validate_model`]), that the main graph's tensors are numeric, and
+/// that nodes of the `gn.transpile` domain (present in converted or crafted models) are
+/// well-formed spiking layers.
+pub fn check_model(model: &ModelProto) -> Result<(), TranspileError> {
+    use gn_onnx::proto::tensor_proto::DataType;
+    gn_onnx::validate::validate_model(model)?;
+    let graph = model.graph.as_ref().ok_or(TranspileError::NoGraph)?;
+    for t in &graph.initializer {
+        let ty = DataType::try_from(t.data_type()).unwrap_or(DataType::Undefined);
+        if matches!(ty, DataType::String | DataType::Complex64 | DataType::Complex128 | DataType::Undefined) {
+            return Err(TranspileError::Node {
+                node: t.name().to_string(),
+                op: "initializer".into(),
+                reason: format!("a {} tensor has no place in a QCFS network", ty.as_str_name()),
+            });
+        }
+    }
+    for (i, n) in graph.node.iter().enumerate() {
+        if let Err(reason) = Neuron::parse(n) {
+            return Err(TranspileError::Node {
+                node: if n.name().is_empty() { format!("#{i}") } else { n.name().to_string() },
+                op: format!("{}::{}", n.domain(), n.op_type()),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks the graph's sources and order and drops nodes that reach no output (an
+/// activation nobody reads is not a spiking layer).
+fn check_graph(graph: &mut Graph) -> Result<(), TranspileError> {
+    graph.check_sources()?;
+    graph.topo_order()?;
+    if graph.proto.output.is_empty() {
+        return Err(TranspileError::NoOutputs);
+    }
+    graph.remove_dead_nodes();
+    Ok(())
+}
+
+/// [`check_model`], then the main graph as the passes' IR, checked and without dead nodes.
+pub fn prepare(model: &ModelProto) -> Result<Graph, TranspileError> {
+    check_model(model)?;
+    let mut graph = Graph::new(model.graph.clone().ok_or(TranspileError::NoGraph)?);
+    check_graph(&mut graph)?;
+    Ok(graph)
+}
+
 /// Runs the detect pass and turns "nothing found" into an error naming what was found instead.
 pub fn find_sites(graph: &Graph, allow_near_misses: bool) -> Result<Detection, TranspileError> {
     let detection = detect(graph);
+    if let Some(m) = detection.near_misses.iter().find(|m| m.fatal) {
+        return Err(TranspileError::Node { node: m.node.clone(), op: m.ops.clone(), reason: m.reason.clone() });
+    }
     for site in &detection.sites {
         if !(site.theta.is_finite() && site.theta > 0.0) {
             return Err(TranspileError::Node {
@@ -149,11 +202,12 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
             "--emit custom-op needs opset 12 or later (the model imports opset {opset}): the neuron functions read their attributes through Constant's value_float"
         )));
     }
+    check_model(model)?;
+    // Tensor data is shared (`Bytes`), so the copy costs the structure, not the weights.
     let mut model = model.clone();
     let mut graph = Graph::new(model.graph.take().ok_or(TranspileError::NoGraph)?);
-    graph.check_sources()?;
-    graph.topo_order()?;
     let nodes_before = graph.nodes().len();
+    check_graph(&mut graph)?;
 
     let detection = find_sites(&graph, options.allow_inexact)?;
     crate::convert::convert(&mut graph, &detection.sites);

@@ -135,7 +135,10 @@ pub fn run_batched(
         })
         .collect();
     let results = results?;
-    let outputs = names.len().max(results.first().map(Vec::len).unwrap_or(0));
+    let outputs = names.len();
+    if results.iter().any(|r| r.len() != outputs) {
+        return Err(VerifyError::Data(format!("tract returned a different number of outputs than the model's {outputs}")));
+    }
     (0..outputs)
         .map(|i| {
             let axis =
@@ -146,18 +149,40 @@ pub fn run_batched(
         .collect()
 }
 
-/// Reads integer labels from a `.npy` file of int64, int32 or uint8 values.
+/// Reads inputs from a float32 `.npy` file: the batch on axis 0, at least one input.
+pub fn read_npy_inputs(path: &std::path::Path) -> Result<ArrayD<f32>, VerifyError> {
+    use gn_onnx::data::{read_npy, NpyData};
+    let what = path.display();
+    let npy = read_npy(path).map_err(|e| VerifyError::Data(e.to_string()))?;
+    let NpyData::F32(data) = npy.data else {
+        return Err(VerifyError::Data(format!("{what}: inputs must be a float32 (<f4) .npy")));
+    };
+    match npy.shape.first() {
+        None => return Err(VerifyError::Data(format!("{what}: inputs must have the batch on axis 0, not be a scalar"))),
+        Some(0) => return Err(VerifyError::Data(format!("{what}: holds no inputs (the batch axis is 0)"))),
+        _ => {}
+    }
+    ArrayD::from_shape_vec(IxDyn(&npy.shape), data).map_err(|e| VerifyError::Data(format!("{what}: {e}")))
+}
+
+/// Reads non-negative integer labels from a `.npy` file of int64, int32 or uint8 values.
 pub fn read_npy_labels(path: &std::path::Path) -> Result<Vec<usize>, VerifyError> {
-    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i64>>(path) {
-        return Ok(a.iter().map(|&v| v as usize).collect());
-    }
-    if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<i32>>(path) {
-        return Ok(a.iter().map(|&v| v as usize).collect());
-    }
-    let a: ArrayD<u8> = ndarray_npy::read_npy(path).map_err(|e| {
-        VerifyError::Data(format!("{}: labels must be an int64, int32 or uint8 .npy ({e})", path.display()))
-    })?;
-    Ok(a.iter().map(|&v| v as usize).collect())
+    use gn_onnx::data::{read_npy, NpyData};
+    let what = path.display();
+    let npy = read_npy(path).map_err(|e| VerifyError::Data(e.to_string()))?;
+    let values: Vec<i64> = match npy.data {
+        NpyData::I64(v) => v,
+        NpyData::I32(v) => v.into_iter().map(i64::from).collect(),
+        NpyData::U8(v) => v.into_iter().map(i64::from).collect(),
+        _ => return Err(VerifyError::Data(format!("{what}: labels must be an int64, int32 or uint8 .npy"))),
+    };
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            usize::try_from(v).map_err(|_| VerifyError::Data(format!("{what}: label {i} is {v}, not a class index")))
+        })
+        .collect()
 }
 
 /// Mean squared difference of two arrays of one shape.
@@ -202,10 +227,39 @@ pub fn measure(
     spec: &Spec,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<Measurement, VerifyError> {
-    let n = x.shape()[0];
+    let n = x.shape().first().copied().unwrap_or(0);
+    if n == 0 {
+        return Err(VerifyError::Data("no inputs: the data needs the batch on axis 0 and at least one input".into()));
+    }
+    if let Some(l) = labels {
+        if l.len() != n {
+            return Err(VerifyError::Data(format!("{} labels for {n} inputs", l.len())));
+        }
+    }
+    crate::pipeline::Options { tau: spec.tau, ..Default::default() }.validate()?;
+    if let Some(&t) = spec.timesteps.iter().find(|&&t| t == 0 || t > crate::pipeline::MAX_TIMESTEPS) {
+        return Err(VerifyError::Data(format!(
+            "T = {t} is out of range (1 to {})",
+            crate::pipeline::MAX_TIMESTEPS
+        )));
+    }
     let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
-    let graph = gn_onnx::Graph::new(ann.graph.clone().ok_or(crate::TranspileError::NoGraph)?);
+    let graph = crate::pipeline::prepare(ann)?;
+    let outputs = graph.output_names();
+    if outputs.len() != 1 {
+        return Err(VerifyError::Data(format!(
+            "verify compares one output, and the model has {} ({})",
+            outputs.len(),
+            outputs.join(", ")
+        )));
+    }
     let sites: Vec<Site> = find_sites(&graph, false)?.sites;
+    if let Some(s) = sites.iter().find(|s| s.output == outputs[0]) {
+        return Err(VerifyError::Data(format!(
+            "the QCFS site '{}' writes the graph output '{}' itself; verify reads a layer after the last activation",
+            s.name, s.output
+        )));
+    }
     let mut levels: Vec<u32> = sites.iter().map(|s| s.levels).collect();
     levels.dedup();
 
@@ -404,12 +458,6 @@ const RATE_PRESERVING: &[&str] = &[
     "Pad",
 ];
 
-fn const_dims(graph: &gn_onnx::Graph, name: &str) -> Option<Vec<i64>> {
-    match graph.initializer(name) {
-        Some(t) => Some(t.dims.clone()),
-        None => graph.constant(name)?.ok().map(|c| c.dims),
-    }
-}
 
 /// Counts the ANN's MACs per weighted layer (shapes from one image run through tract)
 /// and the SNNs' synaptic operations from the measured firing rates.
@@ -425,6 +473,8 @@ fn count_operations(
     if weighted.is_empty() || one_image.shape()[0] == 0 {
         return Ok(None);
     }
+    let constants = graph.constants();
+    let const_dims = |name: &str| constants.dims(name);
     let outputs: Vec<String> = weighted.iter().map(|n| n.output[0].clone()).collect();
     let shapes = run_batched(&expose(ann, &outputs), one_image, 1, &|_| {})?;
     let producers = graph.producers();
@@ -445,10 +495,10 @@ fn count_operations(
     for (k, node) in weighted.iter().enumerate() {
         let out_elems = shapes[k + 1].len() as u64;
         // A MatMul may hold its weight on either side; Conv and Gemm hold it second.
-        let weight_first = node.op_type() == "MatMul" && const_dims(graph, &node.input[0]).is_some();
+        let weight_first = node.op_type() == "MatMul" && const_dims(&node.input[0]).is_some();
         let (data, weight) =
             if weight_first { (&node.input[1], &node.input[0]) } else { (&node.input[0], &node.input[1]) };
-        let Some(w) = const_dims(graph, weight) else { continue };
+        let Some(w) = const_dims(weight) else { continue };
         let fan_in: i64 = match node.op_type() {
             "Conv" => w.iter().skip(1).product(),
             "Gemm" if gn_onnx::graph::attr::get_int(node, "transB").unwrap_or(0) == 1 => w.get(1).copied().unwrap_or(0),

@@ -133,7 +133,7 @@ fn bad_inputs_get_one_line_and_no_output() {
     let alias = dir.path().join(".").join("in.onnx");
     let o2 = run(&[copy.to_str().unwrap(), alias.to_str().unwrap()]);
     assert_eq!(o2.status.code(), Some(1));
-    assert!(stderr(&o2).contains("it is the input model"), "{}", stderr(&o2));
+    assert!(stderr(&o2).contains("the input model is read from"), "{}", stderr(&o2));
     assert_eq!(std::fs::read(&copy).unwrap(), bytes, "the input is untouched");
 }
 

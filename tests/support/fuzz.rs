@@ -1,0 +1,521 @@
+//! A mutation fuzzer over the model reader and the whole pipeline, on the stable toolchain.
+//!
+//! The target ([`target`]) decodes bytes as a model, audits it, converts it in both
+//! emitted forms and both neuron models, re-reads and audits each result. Any panic is a
+//! failure; so is an input that takes longer than [`SLOW`]. Inputs come from seeds (the
+//! committed fixtures, small QCFS models built here, and the kept corpus under
+//! `fixtures/fuzz/`), mutated byte by byte or structurally (decoded, a field of a tensor,
+//! node, attribute, output or opset changed to a hostile value, re-encoded). Without
+//! coverage instrumentation, the feedback is the outcome: an input whose outcome (the
+//! error's wording with names and numbers masked, or a conversion's shape) was not seen
+//! before joins the corpus.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use gn_onnx::data::tensor_f32;
+use gn_onnx::graph::attr;
+use gn_onnx::proto::{ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto};
+use gn_transpile::{Emit, NeuronKind, Options};
+use ndarray::Array2;
+use prost::Message;
+
+/// An input slower than this is a failure (a hang in the making).
+pub const SLOW: Duration = Duration::from_secs(2);
+
+/// xorshift64*: small, fast, reproducible from a seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    pub fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// What the target did with an input, reduced to a class for the corpus feedback.
+pub fn target(bytes: &[u8]) -> String {
+    let model = match gn_onnx::io::load_bytes(bytes) {
+        Ok(m) => m,
+        Err(e) => return class("read", &e.to_string()),
+    };
+    let mut outcome = match gn_transpile::inspect::inspect(&model) {
+        Ok(text) => format!("inspect:{}", text.lines().count().min(8)),
+        Err(e) => class("inspect", &e.to_string()),
+    };
+    let runs = [
+        Options { timesteps: 2, ..Default::default() },
+        Options { neuron: NeuronKind::If, timesteps: 1, anytime: true, emit: Emit::CustomOp, ..Default::default() },
+        Options { tau: 3, timesteps: 3, allow_inexact: true, emit: Emit::CustomOp, ..Default::default() },
+    ];
+    for options in &runs {
+        match gn_transpile::transpile(&model, options) {
+            Ok((snn, report)) => {
+                let bytes = gn_onnx::io::encode(&snn);
+                let again = gn_onnx::io::load_bytes(&bytes).expect("an emitted model reads back");
+                gn_transpile::inspect::inspect(&again).expect("an emitted model can be audited");
+                outcome.push_str(&format!("|ok:{}", report.spiking_layers.len().min(4)));
+            }
+            Err(e) => outcome.push_str(&format!("|{}", class("convert", &e.to_string()))),
+        }
+    }
+    outcome
+}
+
+/// An error message with quoted names and numbers masked: its kind.
+fn class(stage: &str, message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push('\'');
+            }
+            _ if quoted => {}
+            '0'..='9' | '.' | '-' => {
+                if !out.ends_with('#') {
+                    out.push('#');
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    format!("{stage}:{}", out.chars().take(80).collect::<String>())
+}
+
+/// Small QCFS models built here: an MLP, a chain in each export spelling, a residual pair.
+pub fn built_seeds() -> Vec<Vec<u8>> {
+    use crate::ModelBuilder;
+    let mut seeds = Vec::new();
+    let w = Array2::from_shape_fn((4, 4), |(i, j)| ((i * 4 + j) as f32 - 7.0) / 8.0);
+    // Gemm → QCFS → Gemm.
+    let mut b = ModelBuilder::new(&[4]);
+    let h = b.gemm("input", &w, &[0.1; 4]);
+    let a = b.qcfs(&h, 1.5, 4);
+    let y = b.gemm(&a, &w, &[0.0; 4]);
+    seeds.push(b.finish(&y, &[4]));
+    // Two sites, a residual Add, a Reshape with 0/-1.
+    let mut b = ModelBuilder::new(&[4]);
+    let h = b.gemm("input", &w, &[0.1; 4]);
+    let a1 = b.qcfs(&h, 2.0, 8);
+    let h2 = b.gemm(&a1, &w, &[0.0; 4]);
+    let a2 = b.qcfs(&h2, 1.0, 8);
+    let r = b.node("Add", &[&a1, &a2], vec![]);
+    let shape = b.constant_i64(&[2], &[0, -1]);
+    let y = b.node("Reshape", &[&r, &shape], vec![]);
+    seeds.push(b.finish(&y, &[4]));
+    // The "old QCFS" spelling with Max/Min, and the straight-through residue.
+    let mut b = ModelBuilder::new(&[4]);
+    let h = b.gemm("input", &w, &[0.1; 4]);
+    let (l, th, half, zero, one) = (
+        b.constant(&[], &[4.0]),
+        b.constant(&[], &[3.0]),
+        b.constant(&[], &[0.5]),
+        b.constant(&[], &[0.0]),
+        b.constant(&[], &[1.0]),
+    );
+    let d = b.node("Div", &[&h, &th], vec![]);
+    let m = b.node("Mul", &[&d, &l], vec![]);
+    let p = b.node("Add", &[&m, &half], vec![]);
+    let f = b.node("Floor", &[&p], vec![]);
+    let s = b.node("Sub", &[&f, &p], vec![]);
+    let r = b.node("Add", &[&s, &p], vec![]);
+    let q = b.node("Div", &[&r, &l], vec![]);
+    let lo = b.node("Max", &[&q, &zero], vec![]);
+    let hi = b.node("Min", &[&lo, &one], vec![]);
+    let y = b.node("Mul", &[&hi, &th], vec![]);
+    seeds.push(b.finish(&y, &[4]));
+    // Spiking-layer nodes and model-local functions come from a conversion.
+    let converted: Vec<ModelProto> = seeds
+        .iter()
+        .filter_map(|m| {
+            let o = Options { emit: Emit::CustomOp, timesteps: 2, ..Default::default() };
+            gn_transpile::transpile(m, &o).ok().map(|(snn, _)| snn)
+        })
+        .collect();
+    seeds.extend(converted);
+    seeds.iter().map(|m| m.encode_to_vec()).collect()
+}
+
+/// The committed fixture models and the kept corpus and crash inputs.
+pub fn file_seeds(fuzz_dir: &Path) -> Vec<Vec<u8>> {
+    let mut seeds: Vec<Vec<u8>> = ["cnn_l4.onnx", "cnn_l4_gncode.onnx", "cnn_l4_oldqcfs.onnx", "cnn_l4_legacy_op11.onnx"]
+        .iter()
+        .filter_map(|n| std::fs::read(crate::fixtures().join("models").join(n)).ok())
+        .collect();
+    seeds.extend(kept_inputs(fuzz_dir).into_iter().filter_map(|p| std::fs::read(p).ok()));
+    seeds
+}
+
+/// The files under `fuzz_dir/corpus` and `fuzz_dir/crashes`, sorted.
+pub fn kept_inputs(fuzz_dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for sub in ["corpus", "crashes"] {
+        if let Ok(entries) = std::fs::read_dir(fuzz_dir.join(sub)) {
+            files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+        }
+    }
+    files.sort();
+    files
+}
+
+const HOSTILE_F32: &[f32] = &[0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1.0, 1e30, 0.5, 4.0, 1e-30];
+const HOSTILE_I64: &[i64] = &[-1, 0, 1, 2, 3, 7, 64, 1 << 31, 1 << 40, 1 << 62, i64::MAX, i64::MIN, -(1 << 40)];
+const OPS: &[&str] = &[
+    "Floor", "Add", "Sub", "Mul", "Div", "Clip", "Max", "Min", "Relu", "MaxPool", "AveragePool", "Reshape", "Split",
+    "Concat", "Gemm", "Conv", "Identity", "Shape", "Slice", "Gather", "Softmax", "Loop", "If", "Constant",
+    "GroupNeuron", "IFNeuron", "Flatten", "Transpose", "ReduceMean", "Squeeze",
+];
+
+/// One mutation of `input`: byte-level or structural.
+pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
+    if rng.chance(3) {
+        return mutate_bytes(rng, input, other);
+    }
+    match ModelProto::decode(input) {
+        Ok(mut m) => {
+            for _ in 0..1 + rng.below(3) {
+                mutate_model(rng, &mut m);
+            }
+            m.encode_to_vec()
+        }
+        Err(_) => mutate_bytes(rng, input, other),
+    }
+}
+
+fn mutate_bytes(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut b = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let len = b.len().max(1);
+        match rng.below(6) {
+            0 if !b.is_empty() => {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+            1 if !b.is_empty() => {
+                let i = rng.below(b.len());
+                b[i] = *rng.pick(&[0u8, 0x7f, 0x80, 0xff, 0x08, 0x12, 0x1a, 0x22]);
+            }
+            2 => {
+                let at = rng.below(len);
+                let n = rng.below(16).min(b.len().saturating_sub(at));
+                b.drain(at..at + n);
+            }
+            3 if !b.is_empty() => {
+                let at = rng.below(b.len());
+                let n = rng.below(32).min(b.len() - at);
+                let copy = b[at..at + n].to_vec();
+                let to = rng.below(b.len());
+                b.splice(to..to, copy);
+            }
+            4 if !other.is_empty() => {
+                let at = rng.below(other.len());
+                let n = rng.below(64).min(other.len() - at);
+                let to = rng.below(len).min(b.len());
+                b.splice(to..to, other[at..at + n].iter().copied());
+            }
+            _ => b.truncate(rng.below(len)),
+        }
+    }
+    b
+}
+
+fn value_names(m: &ModelProto) -> Vec<String> {
+    let g = m.graph.as_ref();
+    let mut v: Vec<String> = g.map(|g| g.node.iter().flat_map(|n| n.output.clone()).collect()).unwrap_or_default();
+    if let Some(g) = g {
+        v.extend(g.input.iter().map(|i| i.name().to_string()));
+        v.extend(g.initializer.iter().map(|t| t.name().to_string()));
+    }
+    v.push(String::new());
+    v
+}
+
+fn mutate_model(rng: &mut Rng, m: &mut ModelProto) {
+    let names = value_names(m);
+    match rng.below(10) {
+        0 => {
+            let v = *rng.pick(&[-5i64, 0, 1, 10, 11, 12, 13, 17, 18, 25, 26, 99]);
+            match m.opset_import.iter_mut().find(|o| o.domain().is_empty()) {
+                Some(o) if !rng.chance(5) => o.version = Some(v),
+                _ => m.opset_import.push(OperatorSetIdProto { domain: Some(String::new()), version: Some(v) }),
+            }
+        }
+        1 => {
+            let key = *rng.pick(&["gn_transpile.neuron", "gn_transpile.layers", "gn_transpile.tau"]);
+            let value = *rng.pick(&["gn", "[{\"site\":1}]", "not json", "-4", "[]"]);
+            m.metadata_props.push(StringStringEntryProto { key: Some(key.into()), value: Some(value.into()) });
+        }
+        _ => {}
+    }
+    let Some(g) = m.graph.as_mut() else { return };
+    match rng.below(12) {
+        0 | 1 if !g.initializer.is_empty() => {
+            let i = rng.below(g.initializer.len());
+            let t = &mut g.initializer[i];
+            match rng.below(5) {
+                0 => {
+                    let d = *rng.pick(HOSTILE_I64);
+                    if t.dims.is_empty() || rng.chance(3) {
+                        t.dims.push(d);
+                    } else {
+                        let k = rng.below(t.dims.len());
+                        t.dims[k] = d;
+                    }
+                }
+                1 => t.data_type = Some(*rng.pick(&[0, 1, 2, 6, 7, 8, 10, 11, 14, 16, 21, 24, 25, 99, -1])),
+                2 => {
+                    if let Some(raw) = &t.raw_data {
+                        let n = rng.below(raw.len() + 1);
+                        t.raw_data = Some(raw.slice(..n));
+                    }
+                }
+                3 => {
+                    t.data_location = Some(1);
+                    let loc = *rng.pick(&["../x.bin", "/dev/zero", "x.bin", "", "a/../../b"]);
+                    t.external_data =
+                        vec![StringStringEntryProto { key: Some("location".into()), value: Some(loc.into()) }];
+                }
+                _ => {
+                    let v = *rng.pick(HOSTILE_F32);
+                    *t = tensor_f32(t.name(), &[], &[v]);
+                }
+            }
+        }
+        2 | 3 if !g.node.is_empty() => {
+            let i = rng.below(g.node.len());
+            let n = &mut g.node[i];
+            match rng.below(6) {
+                0 if !n.input.is_empty() => {
+                    let k = rng.below(n.input.len());
+                    n.input.remove(k);
+                }
+                1 => n.input.push(rng.pick(&names).clone()),
+                2 => n.output.clear(),
+                3 if !n.output.is_empty() => n.output[0] = rng.pick(&names).clone(),
+                4 => {
+                    let op = *rng.pick(OPS);
+                    n.op_type = Some(op.into());
+                    if op.ends_with("Neuron") {
+                        n.domain = Some("gn.transpile".into());
+                    }
+                }
+                _ => {
+                    if n.attribute.is_empty() || rng.chance(2) {
+                        let name = *rng.pick(&["theta", "tau", "timesteps", "axis", "perm", "min", "max", "levels"]);
+                        n.attribute.push(if rng.chance(2) {
+                            attr::int(name, *rng.pick(HOSTILE_I64))
+                        } else {
+                            attr::float(name, *rng.pick(HOSTILE_F32))
+                        });
+                    } else {
+                        let k = rng.below(n.attribute.len());
+                        let a = &mut n.attribute[k];
+                        a.i = Some(*rng.pick(HOSTILE_I64));
+                        a.f = Some(*rng.pick(HOSTILE_F32));
+                        a.ints = vec![*rng.pick(HOSTILE_I64); rng.below(4)];
+                    }
+                }
+            }
+        }
+        4 if !g.node.is_empty() => {
+            let i = rng.below(g.node.len());
+            g.node.remove(i);
+        }
+        5 if !g.node.is_empty() => {
+            let i = rng.below(g.node.len());
+            let mut n = g.node[i].clone();
+            if rng.chance(2) {
+                n.output = vec![format!("{}.dup", n.output.first().cloned().unwrap_or_default())];
+            }
+            g.node.push(n);
+        }
+        6 if g.node.len() > 1 => {
+            let (a, b) = (rng.below(g.node.len()), rng.below(g.node.len()));
+            g.node.swap(a, b);
+        }
+        7 => match rng.below(3) {
+            0 if !g.output.is_empty() => {
+                let o = g.output[rng.below(g.output.len())].clone();
+                g.output.push(o);
+            }
+            1 => g.output.clear(),
+            _ => {
+                let name: &String = rng.pick(&names);
+                g.output.push(gn_onnx::data::float_value_info(name, &[None]))
+            }
+        },
+        8 => {
+            let name = rng.pick(&names).clone();
+            let v = *rng.pick(HOSTILE_F32);
+            g.node.push(NodeProto {
+                output: vec![name],
+                op_type: Some("Constant".into()),
+                attribute: vec![attr::float("value_float", v)],
+                ..Default::default()
+            });
+        }
+        9 => {
+            let x = rng.pick(&names).clone();
+            let y = format!("fuzz{}", rng.below(1000));
+            let op = *rng.pick(OPS);
+            let domain = if op.ends_with("Neuron") { "gn.transpile" } else { "" };
+            g.node.push(NodeProto {
+                input: vec![x],
+                output: vec![y.clone()],
+                op_type: Some(op.into()),
+                domain: Some(domain.into()),
+                attribute: vec![attr::float("theta", *rng.pick(HOSTILE_F32)), attr::int("tau", *rng.pick(HOSTILE_I64))],
+                ..Default::default()
+            });
+            if rng.chance(2) {
+                g.output.push(gn_onnx::data::float_value_info(&y, &[None]));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The outcome of a campaign.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub executions: u64,
+    pub failures: Vec<PathBuf>,
+    pub corpus: usize,
+    pub classes: usize,
+    pub seconds: f64,
+}
+
+/// Where a campaign stops and what it keeps.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub seconds: f64,
+    pub max_executions: u64,
+    pub threads: usize,
+    pub seed: u64,
+    /// `fixtures/fuzz`: seeds are read from it; failures are written to `crashes/` and,
+    /// with `keep_corpus`, new-outcome inputs (up to a cap) to `corpus/`.
+    pub dir: PathBuf,
+    pub keep_corpus: bool,
+    /// Called about once a second with the executions so far.
+    pub progress: fn(u64, usize, f64),
+}
+
+thread_local! {
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `bytes` through [`target`], turning a panic into `Err(message)`.
+pub fn run_one(bytes: &[u8]) -> Result<String, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| target(bytes)))
+        .map_err(|_| LAST_PANIC.with(|p| p.borrow().clone()))
+}
+
+/// Runs a campaign; failures (panics, slow inputs) are saved and counted.
+pub fn campaign(c: &Campaign) -> Stats {
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        LAST_PANIC.with(|p| *p.borrow_mut() = format!("{info}{at}"));
+    }));
+    let mut seeds = built_seeds();
+    seeds.extend(file_seeds(&c.dir));
+    let corpus = Mutex::new(seeds);
+    let classes = Mutex::new(HashSet::new());
+    let failures = Mutex::new(Vec::new());
+    let executions = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let kept = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..c.threads.max(1) {
+            let (corpus, classes, failures, executions, stop, kept) =
+                (&corpus, &classes, &failures, &executions, &stop, &kept);
+            s.spawn(move || {
+                let mut rng = Rng::new(c.seed.wrapping_add(t as u64 * 7919));
+                let mut last_report = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let (input, other) = {
+                        let corpus = corpus.lock().unwrap();
+                        // Small inputs run 100× faster: favour them, keep the fixtures in play.
+                        let mut pick = rng.below(corpus.len());
+                        if corpus[pick].len() > 64 * 1024 && !rng.chance(16) {
+                            pick = rng.below(corpus.len());
+                        }
+                        (corpus[pick].clone(), rng.pick(&corpus).clone())
+                    };
+                    let mutated = mutate(&mut rng, &input, &other);
+                    let began = Instant::now();
+                    let result = run_one(&mutated);
+                    let took = began.elapsed();
+                    let n = executions.fetch_add(1, Ordering::Relaxed) + 1;
+                    let failed = match &result {
+                        Err(message) => Some(("crash", message.clone())),
+                        Ok(_) if took > SLOW => Some(("slow", format!("{:.1} s", took.as_secs_f64()))),
+                        Ok(_) => None,
+                    };
+                    if let Some((kind, message)) = failed {
+                        let path = save(&c.dir.join("crashes"), kind, &mutated);
+                        eprintln!("\n{kind}: {message}\n  input saved to {}", path.display());
+                        failures.lock().unwrap().push(path);
+                    } else if let Ok(outcome) = result {
+                        if classes.lock().unwrap().insert(outcome) {
+                            corpus.lock().unwrap().push(mutated.clone());
+                            if c.keep_corpus && mutated.len() <= 16 * 1024 && kept.fetch_add(1, Ordering::Relaxed) < 256 {
+                                save(&c.dir.join("corpus"), "input", &mutated);
+                            }
+                        }
+                    }
+                    let elapsed = start.elapsed().as_secs_f64();
+                    if elapsed >= c.seconds || n >= c.max_executions {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    if t == 0 && last_report.elapsed() > Duration::from_secs(1) {
+                        last_report = Instant::now();
+                        (c.progress)(n, classes.lock().unwrap().len(), elapsed);
+                    }
+                }
+            });
+        }
+    });
+    std::panic::set_hook(previous_hook);
+    Stats {
+        executions: executions.load(Ordering::Relaxed),
+        failures: failures.into_inner().unwrap(),
+        corpus: corpus.into_inner().unwrap().len(),
+        classes: classes.into_inner().unwrap().len(),
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// Saves an input under a name derived from its content (FNV-1a), returning the path.
+fn save(dir: &Path, kind: &str, bytes: &[u8]) -> PathBuf {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let _ = std::fs::create_dir_all(dir);
+    let path = dir.join(format!("{kind}-{hash:016x}.onnx"));
+    let _ = std::fs::write(&path, bytes);
+    path
+}
