@@ -43,3 +43,12 @@ fn a_short_campaign_finds_nothing() {
     assert!(stats.failures.is_empty(), "{:?}", stats.failures);
     assert!(stats.executions > 100, "{stats:?}");
 }
+
+#[test]
+#[ignore = "diagnostic: prints the outcome of each kept input"]
+fn print_outcomes() {
+    for path in kept_inputs(&fuzz_dir()) {
+        let bytes = std::fs::read(&path).unwrap();
+        println!("{} {:?}", bytes.len(), run_one(&bytes));
+    }
+}

@@ -35,7 +35,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -45,7 +45,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
     pub fn chance(&mut self, one_in: usize) -> bool {
         self.below(one_in) == 0
@@ -88,6 +88,7 @@ pub fn target(bytes: &[u8]) -> String {
 fn class(stage: &str, message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quoted = false;
+    let mut depth = 0usize;
     for c in message.chars() {
         match c {
             '\'' => {
@@ -95,6 +96,14 @@ fn class(stage: &str, message: &str) -> String {
                 out.push('\'');
             }
             _ if quoted => {}
+            '(' => {
+                depth += 1;
+                if depth == 1 {
+                    out.push_str("()");
+                }
+            }
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
             '0'..='9' | '.' | '-' => {
                 if !out.ends_with('#') {
                     out.push('#');
@@ -162,10 +171,11 @@ pub fn built_seeds() -> Vec<Vec<u8>> {
 
 /// The committed fixture models and the kept corpus and crash inputs.
 pub fn file_seeds(fuzz_dir: &Path) -> Vec<Vec<u8>> {
-    let mut seeds: Vec<Vec<u8>> = ["cnn_l4.onnx", "cnn_l4_gncode.onnx", "cnn_l4_oldqcfs.onnx", "cnn_l4_legacy_op11.onnx"]
-        .iter()
-        .filter_map(|n| std::fs::read(crate::fixtures().join("models").join(n)).ok())
-        .collect();
+    let mut seeds: Vec<Vec<u8>> =
+        ["cnn_l4.onnx", "cnn_l4_gncode.onnx", "cnn_l4_oldqcfs.onnx", "cnn_l4_legacy_op11.onnx"]
+            .iter()
+            .filter_map(|n| std::fs::read(crate::fixtures().join("models").join(n)).ok())
+            .collect();
     seeds.extend(kept_inputs(fuzz_dir).into_iter().filter_map(|p| std::fs::read(p).ok()));
     seeds
 }
@@ -185,9 +195,36 @@ pub fn kept_inputs(fuzz_dir: &Path) -> Vec<PathBuf> {
 const HOSTILE_F32: &[f32] = &[0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1.0, 1e30, 0.5, 4.0, 1e-30];
 const HOSTILE_I64: &[i64] = &[-1, 0, 1, 2, 3, 7, 64, 1 << 31, 1 << 40, 1 << 62, i64::MAX, i64::MIN, -(1 << 40)];
 const OPS: &[&str] = &[
-    "Floor", "Add", "Sub", "Mul", "Div", "Clip", "Max", "Min", "Relu", "MaxPool", "AveragePool", "Reshape", "Split",
-    "Concat", "Gemm", "Conv", "Identity", "Shape", "Slice", "Gather", "Softmax", "Loop", "If", "Constant",
-    "GroupNeuron", "IFNeuron", "Flatten", "Transpose", "ReduceMean", "Squeeze",
+    "Floor",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Clip",
+    "Max",
+    "Min",
+    "Relu",
+    "MaxPool",
+    "AveragePool",
+    "Reshape",
+    "Split",
+    "Concat",
+    "Gemm",
+    "Conv",
+    "Identity",
+    "Shape",
+    "Slice",
+    "Gather",
+    "Softmax",
+    "Loop",
+    "If",
+    "Constant",
+    "GroupNeuron",
+    "IFNeuron",
+    "Flatten",
+    "Transpose",
+    "ReduceMean",
+    "Squeeze",
 ];
 
 /// One mutation of `input`: byte-level or structural.
@@ -272,7 +309,25 @@ fn mutate_model(rng: &mut Rng, m: &mut ModelProto) {
         _ => {}
     }
     let Some(g) = m.graph.as_mut() else { return };
-    match rng.below(12) {
+    match rng.below(16) {
+        // Mutations that keep the model well-formed, to reach the passes.
+        12 | 13 if !g.initializer.is_empty() => {
+            let i = rng.below(g.initializer.len());
+            let t = &mut g.initializer[i];
+            if t.data_type() == 1 && gn_onnx::data::element_count(&t.dims) == Some(1) {
+                *t = tensor_f32(t.name(), &t.dims.clone(), &[*rng.pick(HOSTILE_F32)]);
+            }
+        }
+        14 | 15 if !g.node.is_empty() => {
+            const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Max", "Min"];
+            let i = rng.below(g.node.len());
+            let n = &mut g.node[i];
+            if BINARY.contains(&n.op_type()) {
+                n.op_type = Some(rng.pick(BINARY).to_string());
+            } else if n.input.len() == 1 && n.op_type() != "Constant" {
+                n.op_type = Some(rng.pick(&["Floor", "Relu", "Identity", "Neg", "MaxPool", "Softmax"]).to_string());
+            }
+        }
         0 | 1 if !g.initializer.is_empty() => {
             let i = rng.below(g.initializer.len());
             let t = &mut g.initializer[i];
@@ -315,7 +370,10 @@ fn mutate_model(rng: &mut Rng, m: &mut ModelProto) {
                 }
                 1 => n.input.push(rng.pick(&names).clone()),
                 2 => n.output.clear(),
-                3 if !n.output.is_empty() => n.output[0] = rng.pick(&names).clone(),
+                3 if !n.output.is_empty() => {
+                    n.output[0] =
+                        if rng.chance(4) { rng.pick(&names).clone() } else { format!("fresh{}", rng.below(1000)) }
+                }
                 4 => {
                     let op = *rng.pick(OPS);
                     n.op_type = Some(op.into());
@@ -368,15 +426,30 @@ fn mutate_model(rng: &mut Rng, m: &mut ModelProto) {
                 g.output.push(gn_onnx::data::float_value_info(name, &[None]))
             }
         },
-        8 => {
-            let name = rng.pick(&names).clone();
+        8 if !g.node.is_empty() => {
+            // A node's operand replaced by a new Constant of a hostile value.
+            let name = format!("hostile{}", rng.below(1 << 20));
             let v = *rng.pick(HOSTILE_F32);
-            g.node.push(NodeProto {
-                output: vec![name],
-                op_type: Some("Constant".into()),
-                attribute: vec![attr::float("value_float", v)],
-                ..Default::default()
-            });
+            let i = rng.below(g.node.len());
+            let n = &mut g.node[i];
+            if !n.input.is_empty() {
+                let k = rng.below(n.input.len());
+                n.input[k] = name.clone();
+            }
+            let value = if rng.chance(3) {
+                attr::ints("value_ints", &[*rng.pick(HOSTILE_I64), *rng.pick(HOSTILE_I64)])
+            } else {
+                attr::float("value_float", v)
+            };
+            g.node.insert(
+                0,
+                NodeProto {
+                    output: vec![name],
+                    op_type: Some("Constant".into()),
+                    attribute: vec![value],
+                    ..Default::default()
+                },
+            );
         }
         9 => {
             let x = rng.pick(&names).clone();
@@ -403,6 +476,8 @@ fn mutate_model(rng: &mut Rng, m: &mut ModelProto) {
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub executions: u64,
+    /// Executions where at least one conversion succeeded (the input went all the way).
+    pub converted: u64,
     pub failures: Vec<PathBuf>,
     pub corpus: usize,
     pub classes: usize,
@@ -426,12 +501,15 @@ pub struct Campaign {
 
 thread_local! {
     static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    static IN_TARGET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `bytes` through [`target`], turning a panic into `Err(message)`.
 pub fn run_one(bytes: &[u8]) -> Result<String, String> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| target(bytes)))
-        .map_err(|_| LAST_PANIC.with(|p| p.borrow().clone()))
+    IN_TARGET.with(|t| t.set(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| target(bytes)));
+    IN_TARGET.with(|t| t.set(false));
+    result.map_err(|_| LAST_PANIC.with(|p| p.borrow().clone()))
 }
 
 /// Runs a campaign; failures (panics, slow inputs) are saved and counted.
@@ -439,7 +517,12 @@ pub fn campaign(c: &Campaign) -> Stats {
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| {
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        LAST_PANIC.with(|p| *p.borrow_mut() = format!("{info}{at}"));
+        let message = format!("{info}{at}");
+        if !IN_TARGET.with(|t| t.get()) {
+            // Not the target's: the fuzzer's own bug, reported as usual.
+            eprintln!("\nthe fuzzer itself panicked: {message}");
+        }
+        LAST_PANIC.with(|p| *p.borrow_mut() = message);
     }));
     let mut seeds = built_seeds();
     seeds.extend(file_seeds(&c.dir));
@@ -447,13 +530,14 @@ pub fn campaign(c: &Campaign) -> Stats {
     let classes = Mutex::new(HashSet::new());
     let failures = Mutex::new(Vec::new());
     let executions = AtomicU64::new(0);
+    let converted = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let kept = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..c.threads.max(1) {
-            let (corpus, classes, failures, executions, stop, kept) =
-                (&corpus, &classes, &failures, &executions, &stop, &kept);
+            let (corpus, classes, failures, executions, converted, stop, kept) =
+                (&corpus, &classes, &failures, &executions, &converted, &stop, &kept);
             s.spawn(move || {
                 let mut rng = Rng::new(c.seed.wrapping_add(t as u64 * 7919));
                 let mut last_report = Instant::now();
@@ -482,9 +566,13 @@ pub fn campaign(c: &Campaign) -> Stats {
                         eprintln!("\n{kind}: {message}\n  input saved to {}", path.display());
                         failures.lock().unwrap().push(path);
                     } else if let Ok(outcome) = result {
+                        if outcome.contains("|ok:") {
+                            converted.fetch_add(1, Ordering::Relaxed);
+                        }
                         if classes.lock().unwrap().insert(outcome) {
                             corpus.lock().unwrap().push(mutated.clone());
-                            if c.keep_corpus && mutated.len() <= 16 * 1024 && kept.fetch_add(1, Ordering::Relaxed) < 256 {
+                            if c.keep_corpus && mutated.len() <= 16 * 1024 && kept.fetch_add(1, Ordering::Relaxed) < 256
+                            {
                                 save(&c.dir.join("corpus"), "input", &mutated);
                             }
                         }
@@ -504,6 +592,7 @@ pub fn campaign(c: &Campaign) -> Stats {
     std::panic::set_hook(previous_hook);
     Stats {
         executions: executions.load(Ordering::Relaxed),
+        converted: converted.load(Ordering::Relaxed),
         failures: failures.into_inner().unwrap(),
         corpus: corpus.into_inner().unwrap().len(),
         classes: classes.into_inner().unwrap().len(),

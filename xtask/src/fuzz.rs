@@ -46,10 +46,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     });
     eprintln!();
     println!(
-        "fuzz: {} executions in {:.0} s ({:.0}/s), {} distinct outcomes, corpus {}, failures {}",
+        "fuzz: {} executions in {:.0} s ({:.0}/s), {} converted, {} distinct outcomes, corpus {}, failures {}",
         stats.executions,
         stats.seconds,
         stats.executions as f64 / stats.seconds.max(1e-9),
+        stats.converted,
         stats.classes,
         stats.corpus,
         stats.failures.len()

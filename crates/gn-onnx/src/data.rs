@@ -193,8 +193,7 @@ pub fn read_npy(path: &Path) -> Result<Npy, NpyError> {
     let p = path.display().to_string();
     let io = |cause| NpyError::Io { path: p.clone(), cause };
     let fmt = |reason: String| NpyError::Format { path: p.clone(), reason };
-    let mut file =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(fmt("not a regular file".into()));
@@ -252,7 +251,9 @@ pub fn read_npy(path: &Path) -> Result<Npy, NpyError> {
     let data_len = meta.len().saturating_sub(10 + header_len + if magic[6] == 1 { 0 } else { 2 });
     let need = count.and_then(|c| c.checked_mul(item)).map(|b| b as u64);
     if need != Some(data_len) {
-        return Err(fmt(format!("the header declares shape {shape_text}, but the file holds {data_len} bytes of data")));
+        return Err(fmt(format!(
+            "the header declares shape {shape_text}, but the file holds {data_len} bytes of data"
+        )));
     }
     let mut raw = Vec::with_capacity(data_len as usize);
     file.take(data_len).read_to_end(&mut raw).map_err(io)?;

@@ -317,7 +317,9 @@ pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<Vec
             Some(b) => b.clone(),
             None => {
                 let (data, _) = read_regular(&file, MAX_MODEL_BYTES, &location).map_err(|e| match e {
-                    IoError::NotRegular { kind, .. } => err(format!("file '{location}' is not a regular file ({kind})")),
+                    IoError::NotRegular { kind, .. } => {
+                        err(format!("file '{location}' is not a regular file ({kind})"))
+                    }
                     IoError::TooLarge { size, .. } => {
                         err(format!("file '{location}' is {size} bytes, above the 2 GiB a converted model can hold"))
                     }
@@ -426,7 +428,10 @@ pub fn check_output(path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
             // say what the folder is if it does not exist.
             let folder = folder_of(path);
             if !folder.is_dir() {
-                return Err(IoError::Write { path: path.into(), cause: std::io::Error::other("its folder does not exist") });
+                return Err(IoError::Write {
+                    path: path.into(),
+                    cause: std::io::Error::other("its folder does not exist"),
+                });
             }
             Ok(())
         }
@@ -453,14 +458,11 @@ pub fn save_bytes(bytes: &[u8], path: &Path, protected: &[PathBuf]) -> Result<()
     // finds it; the rename happens under the same lock, so an interruption either
     // removes the temporary or comes after a complete write.
     let mut names = Vec::new();
-    let tmp = tempfile::Builder::new().prefix(&format!(".{file_name}.")).suffix(".tmp").make_in(
-        folder_of(path),
-        |p| {
-            pending().push(p.to_path_buf());
-            names.push(p.to_path_buf());
-            fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(p)
-        },
-    );
+    let tmp = tempfile::Builder::new().prefix(&format!(".{file_name}.")).suffix(".tmp").make_in(folder_of(path), |p| {
+        pending().push(p.to_path_buf());
+        names.push(p.to_path_buf());
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(p)
+    });
     let tmp = match tmp {
         Ok(t) => t,
         Err(e) => {

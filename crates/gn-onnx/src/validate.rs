@@ -264,9 +264,9 @@ pub fn check_tensor(t: &TensorProto) -> Result<(), Invalid> {
     if let Some(d) = t.dims.iter().find(|&&d| d < 0) {
         return Err(invalid(place, format!("has a negative dimension ({d}) in {:?}", t.dims)));
     }
-    let count = element_count(&t.dims)
-        .filter(|&c| c <= 1 << 40)
-        .ok_or_else(|| invalid(&place, format!("has dimensions {:?}, whose product overflows or exceeds 2^40 elements", t.dims)))?;
+    let count = element_count(&t.dims).filter(|&c| c <= 1 << 40).ok_or_else(|| {
+        invalid(&place, format!("has dimensions {:?}, whose product overflows or exceeds 2^40 elements", t.dims))
+    })?;
     use DataType::*;
     // Bits per element in raw_data, and the typed field with its length.
     let bits: u64 = match ty {

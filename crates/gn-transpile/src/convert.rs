@@ -15,9 +15,10 @@ use crate::neuron::{Kind, Neuron};
 
 /// Replaces every site's chain by one `IFNeuron` node named `{site}.if`.
 pub fn convert(graph: &mut Graph, sites: &[Site]) {
+    // Chain nodes are found by the values they write, which are unique; names need not be.
     let chain: std::collections::HashSet<&str> =
-        sites.iter().flat_map(|s| s.nodes.iter().map(String::as_str)).collect();
-    graph.proto.node.retain(|n| !chain.contains(n.name()));
+        sites.iter().flat_map(|s| s.values.iter().map(String::as_str)).collect();
+    graph.proto.node.retain(|n| !n.output.first().is_some_and(|o| chain.contains(o.as_str())));
     for site in sites {
         let neuron = Neuron { kind: Kind::If, theta: site.theta, tau: 1, levels: site.levels };
         let name = graph.unique_name(&format!("{}.if", site.name));

@@ -33,8 +33,12 @@ pub struct Site {
     pub theta: f64,
     /// The quantization level L.
     pub levels: u32,
-    /// Names of the nodes of the chain, input to output.
+    /// Names of the nodes of the chain, input to output (for reports: names need not be
+    /// unique or present).
     pub nodes: Vec<String>,
+    /// The values the chain's nodes write, input to output: these identify the nodes,
+    /// since every value has one writer.
+    pub values: Vec<String>,
     /// The op types of the chain, e.g. `Div → Clip → Mul → Add → Floor → Div → Mul`.
     pub ops: String,
 }
@@ -301,7 +305,9 @@ pub fn detect(graph: &Graph) -> Detection {
         // The straight-through residue: Sub(floor(y), y) → Add(·, y).
         let mut residue: Vec<usize> = Vec::new();
         let mut after_floor = floor.output[0].clone();
-        if let [sub_idx] = readers(&after_floor)[..] {
+        // (Every value inside a chain is read by the chain alone: never a graph output.)
+        if let (false, [sub_idx]) = (outputs.contains(&after_floor), &readers(&after_floor)[..]) {
+            let sub_idx = *sub_idx;
             let sub = &nodes[sub_idx];
             if sub.op_type() == "Sub" && sub.input.len() == 2 && sub.input[0] == after_floor && sub.input[1] == y {
                 if let [add_idx] = readers(&sub.output[0])[..] {
@@ -371,14 +377,15 @@ pub fn detect(graph: &Graph) -> Detection {
 
         let pre_steps: Vec<Step> = pre.iter().map(|&(_, s)| s).collect();
         let post_steps: Vec<Step> = post.iter().map(|&(_, s)| s).collect();
-        let describe = |start: usize, end: usize| -> (Vec<String>, String) {
+        let describe = |start: usize, end: usize| -> (Vec<String>, Vec<String>, String) {
             let mut idx: Vec<usize> = pre[start..].iter().map(|&(i, _)| i).collect();
             idx.push(floor_idx);
             idx.extend(&residue);
             idx.extend(post[..end].iter().map(|&(i, _)| i));
             let names = idx.iter().map(|&i| nodes[i].name().to_string()).collect();
+            let values = idx.iter().filter_map(|&i| nodes[i].output.first().cloned()).collect();
             let ops = idx.iter().map(|&i| nodes[i].op_type()).collect::<Vec<_>>().join(" → ");
-            (names, ops)
+            (names, values, ops)
         };
 
         // Longest chain first; drop ops from the ends until it is QCFS. A chain holding a
@@ -419,7 +426,7 @@ pub fn detect(graph: &Graph) -> Detection {
         let floor_name = if floor.name().is_empty() { format!("floor{floor_idx}") } else { floor.name().to_string() };
         match found {
             Some((start, end, theta, levels)) => {
-                let (names, ops) = describe(start, end);
+                let (names, values, ops) = describe(start, end);
                 let output = if end == 0 { after_floor.clone() } else { nodes[post[end - 1].0].output[0].clone() };
                 claimed.extend(pre[start..].iter().map(|&(i, _)| i));
                 claimed.extend(post[..end].iter().map(|&(i, _)| i));
@@ -432,11 +439,12 @@ pub fn detect(graph: &Graph) -> Detection {
                     theta,
                     levels,
                     nodes: names,
+                    values,
                     ops,
                 });
             }
             None => {
-                let (_, ops) = describe(0, post.len());
+                let (_, _, ops) = describe(0, post.len());
                 detection.near_misses.push(NearMiss {
                     node: floor_name,
                     ops,

@@ -137,7 +137,9 @@ pub fn run_batched(
     let results = results?;
     let outputs = names.len();
     if results.iter().any(|r| r.len() != outputs) {
-        return Err(VerifyError::Data(format!("tract returned a different number of outputs than the model's {outputs}")));
+        return Err(VerifyError::Data(format!(
+            "tract returned a different number of outputs than the model's {outputs}"
+        )));
     }
     (0..outputs)
         .map(|i| {
@@ -158,7 +160,9 @@ pub fn read_npy_inputs(path: &std::path::Path) -> Result<ArrayD<f32>, VerifyErro
         return Err(VerifyError::Data(format!("{what}: inputs must be a float32 (<f4) .npy")));
     };
     match npy.shape.first() {
-        None => return Err(VerifyError::Data(format!("{what}: inputs must have the batch on axis 0, not be a scalar"))),
+        None => {
+            return Err(VerifyError::Data(format!("{what}: inputs must have the batch on axis 0, not be a scalar")))
+        }
         Some(0) => return Err(VerifyError::Data(format!("{what}: holds no inputs (the batch axis is 0)"))),
         _ => {}
     }
@@ -238,10 +242,7 @@ pub fn measure(
     }
     crate::pipeline::Options { tau: spec.tau, ..Default::default() }.validate()?;
     if let Some(&t) = spec.timesteps.iter().find(|&&t| t == 0 || t > crate::pipeline::MAX_TIMESTEPS) {
-        return Err(VerifyError::Data(format!(
-            "T = {t} is out of range (1 to {})",
-            crate::pipeline::MAX_TIMESTEPS
-        )));
+        return Err(VerifyError::Data(format!("T = {t} is out of range (1 to {})", crate::pipeline::MAX_TIMESTEPS)));
     }
     let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
     let graph = crate::pipeline::prepare(ann)?;
@@ -457,7 +458,6 @@ const RATE_PRESERVING: &[&str] = &[
     "GlobalAveragePool",
     "Pad",
 ];
-
 
 /// Counts the ANN's MACs per weighted layer (shapes from one image run through tract)
 /// and the SNNs' synaptic operations from the measured firing rates.

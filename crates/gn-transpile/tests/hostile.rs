@@ -69,9 +69,10 @@ fn run_in(cwd: &Path, args: &[OsString]) -> Run {
     let mut peak_kb = 0u64;
     let exit = loop {
         if let Ok(text) = std::fs::read_to_string(&status_file) {
-            let hwm = text.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| {
-                v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
-            });
+            let hwm = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
             peak_kb = peak_kb.max(hwm.unwrap_or(0));
         }
         if let Some(status) = child.try_wait().unwrap() {
@@ -446,11 +447,8 @@ fn temporaries_are_unpredictable_and_symlinks_planted_beside_out_are_not_followe
     let r = run_in(d, &args(&[&fixture("cnn_l4.onnx"), &d.join("out.onnx"), &"-t", &"1"]));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    let temporaries = std::fs::read_dir(d)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .count();
+    let temporaries =
+        std::fs::read_dir(d).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).count();
     assert_eq!(temporaries, 0);
 }
 
@@ -468,9 +466,10 @@ fn with_ballast(m: &mut ModelProto, n: i64) {
     let y = g.output[0].name().to_string();
     let last = g.node.iter().position(|n| n.output.contains(&y)).unwrap();
     g.node[last].output = vec!["y.pre".into()];
-    for (op, input, output) in
-        [("ReduceSum", vec!["ballast".to_string()], "ballast.sum"), ("Add", vec!["y.pre".into(), "ballast.sum".into()], &y)]
-    {
+    for (op, input, output) in [
+        ("ReduceSum", vec!["ballast".to_string()], "ballast.sum"),
+        ("Add", vec!["y.pre".into(), "ballast.sum".into()], &y),
+    ] {
         g.node.push(NodeProto {
             input,
             output: vec![output.to_string()],
@@ -720,4 +719,23 @@ fn usability_bare_names_single_causes_and_clean_error_lines() {
     // An I/O error states its cause once.
     let r = refused_in(d, args(&[&"missing.onnx", &"other.onnx"]), "cannot read missing.onnx", 0.0);
     assert_eq!(r.stderr.matches("No such file or directory").count(), 1, "{}", r.stderr);
+}
+
+#[test]
+fn unnamed_and_duplicate_node_names_survive_conversion() {
+    // Found by the fuzzer: chain nodes were removed by name, taking every node of the
+    // same (or no) name with them.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (file, rename) in [("unnamed.onnx", None), ("same.onnx", Some("n"))] {
+        let mut m = cnn();
+        for n in &mut graph(&mut m).node {
+            n.name = rename.map(String::from);
+        }
+        std::fs::write(d.join(file), encode(&m)).unwrap();
+        let r = run_in(d, &args(&[&d.join(file), &d.join("out.onnx"), &"-t", &"2"]));
+        assert_eq!(r.code, Some(0), "{file}: {}", r.stderr);
+        let r = run_in(d, &args(&[&"inspect", &d.join("out.onnx")]));
+        assert_eq!(r.code, Some(0), "{file}: the emitted model is whole: {}", r.stderr);
+    }
 }
