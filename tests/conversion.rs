@@ -294,3 +294,59 @@ fn shapes_computed_from_the_batch_follow_their_provenance() {
     eprintln!("{text}");
     assert!(text.contains("'reshape") && text.contains("time-invariant"), "names the Reshape node: {text}");
 }
+
+/// The MLP of [`reshape_chain`] with a static batch `n`, as the legacy exporter writes it
+/// without `dynamic_axes`: input `[n, 6]`, output `[n, 4]`, and the reshape target
+/// folded into the constant `[n, 3, 4]`.
+fn static_batch_mlp(n: i64, target_batch: i64) -> ModelProto {
+    let mut b = ModelBuilder::new(&[6]);
+    let h = b.gemm("input", &matrix(12, 6, 3, 0.8), &[0.1; 12]);
+    let h = b.qcfs(&h, 1.1, 4);
+    let target = b.constant_i64(&[3], &[target_batch, 3, 4]);
+    let r = b.node("Reshape", &[&h, &target], vec![]);
+    let f = b.node("Flatten", &[&r], vec![gn_onnx::graph::attr::int("axis", 1)]);
+    let y = b.gemm(&f, &matrix(4, 12, 5, 0.8), &[0.0; 4]);
+    let mut m = b.finish(&y, &[4]);
+    let g = m.graph.as_mut().unwrap();
+    g.input[0] = gn_onnx::data::float_value_info("input", &[Some(n), Some(6)]);
+    g.output[0] = gn_onnx::data::float_value_info("output", &[Some(n), Some(4)]);
+    m
+}
+
+#[test]
+fn a_static_batch_model_converts_and_keeps_its_shapes() {
+    let x = matrix(5, 6, 11, 2.0);
+    let ann = static_batch_mlp(5, 5);
+    let want = run_tract_2d(&ann, &x).remove(0);
+    for t in [1, 4] {
+        let o = options(NeuronKind::Gn, 4, t, true);
+        let snn = convert(&ann, &o);
+        let g = snn.graph.as_ref().unwrap();
+        // The interface is the ANN's, static batch included; the anytime output is [T, 5, 4].
+        assert_eq!(g.input[0], ann.graph.as_ref().unwrap().input[0]);
+        assert_eq!(g.output[0], ann.graph.as_ref().unwrap().output[0]);
+        let outs = run_tract_2d(&snn, &x);
+        assert_eq!(outs[0].shape(), &[5, 4]);
+        assert_eq!(outs[1].shape(), &[t, 5, 4]);
+        if t == 1 {
+            // τ = L = 4 at T = 1 is the ANN.
+            assert!(gn_tests::max_abs_diff(&outs[0], &want) <= 1e-5, "{}", gn_tests::max_abs_diff(&outs[0], &want));
+        }
+        // The same network with a dynamic batch gives the same values.
+        let dynamic = convert(&reshape_like_dynamic(), &o);
+        let d = run_tract_2d(&dynamic, &x).remove(0);
+        assert!(gn_tests::max_abs_diff(&outs[0], &d) <= 1e-6, "T={t}");
+    }
+    // A leading entry that is neither 0, -1 nor the static batch is still refused, named.
+    let err = transpile(&static_batch_mlp(5, 2), &options(NeuronKind::Gn, 4, 4, false)).expect_err("refused");
+    assert!(err.to_string().contains("the model's static batch 5"), "{err}");
+}
+
+/// [`static_batch_mlp`] with a dynamic batch (target `[0, 3, 4]`).
+fn reshape_like_dynamic() -> ModelProto {
+    let mut m = static_batch_mlp(5, 0);
+    let g = m.graph.as_mut().unwrap();
+    g.input[0] = gn_onnx::data::float_value_info("input", &[None, Some(6)]);
+    g.output[0] = gn_onnx::data::float_value_info("output", &[None, Some(4)]);
+    m
+}

@@ -93,19 +93,37 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
         return Ok(out);
     }
     crate::convert::convert(&mut graph, &detection.sites);
+    for m in crate::commute::commute(&mut graph)? {
+        let _ = writeln!(out, "moved: {m}");
+    }
     let analysis = analyze(&graph)?;
-    let (mut invariant, mut exact, mut other) = (0, 0, Vec::new());
+    let (mut invariant, mut exact, mut rate, mut other) = (0, 0, Vec::new(), Vec::new());
     for v in &analysis.verdicts {
         match &v.role {
             Role::TimeInvariant => invariant += 1,
             Role::Exact => exact += 1,
+            Role::Rate => rate.push(format!(
+                "  {} ({}): max-pool over running spike counts; its time average is the max-pool of the inputs' time averages",
+                v.node, v.op
+            )),
             Role::Spiking => {}
             Role::Inexact(r) => other.push(format!("  inexact  {} ({}): {r}", v.node, v.op)),
             Role::Refused(r) => other.push(format!("  refused  {} ({}): {r}", v.node, v.op)),
         }
     }
+    if let Some(n) = analysis.static_batch {
+        let _ = writeln!(
+            out,
+            "static batch: {n} (the emitted model keeps it; {} Reshape target(s) on time-varying tensors become T·{n})",
+            analysis.rebatched.len()
+        );
+    }
     let _ = writeln!(out, "time-invariant nodes (computed once): {invariant}");
     let _ = writeln!(out, "nodes exact in time (run once over T·N samples): {exact}");
+    let _ = writeln!(out, "nodes exact in rate: {}", rate.len());
+    for line in rate {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "nodes not exact in time: {}", other.len());
     for line in other {
         let _ = writeln!(out, "{line}");

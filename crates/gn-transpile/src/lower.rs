@@ -53,6 +53,10 @@ pub enum Role {
     Spiking,
     /// Runs once over all T·N samples; exact in time (linear in its folded inputs).
     Exact,
+    /// A max-pool on time-varying inputs, lowered to a max-pool over the running sums:
+    /// exact in rate (its time-averaged output is the max-pool of the time-averaged
+    /// inputs at every step; see [`expand_max_pool`]).
+    Rate,
     /// Runs on folded inputs but is not linear in them: the time-averaged output is not
     /// what the ANN computes. Allowed only when the user accepts it.
     Inexact(String),
@@ -73,6 +77,29 @@ pub struct Verdict {
 pub struct Analysis {
     pub classes: HashMap<String, TimeClass>,
     pub verdicts: Vec<Verdict>,
+    /// The static batch N of the graph's inputs (`[N, …]` with N a number), if any.
+    pub static_batch: Option<i64>,
+    /// Outputs of the Reshape nodes on folded tensors whose constant target starts with
+    /// the static batch N: lowered to a target starting with T·N.
+    pub rebatched: Vec<String>,
+}
+
+/// The batch every graph input declares as a number on its first axis, if they agree.
+pub fn static_batch(graph: &Graph) -> Option<i64> {
+    use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
+    let initializers: std::collections::HashSet<&str> = graph.proto.initializer.iter().map(|t| t.name()).collect();
+    let mut batch = None;
+    for v in graph.proto.input.iter().filter(|v| !initializers.contains(v.name())) {
+        let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return None;
+        };
+        let Some(Value::DimValue(n)) = t.shape.as_ref()?.dim.first()?.value else { return None };
+        if n < 1 || batch.is_some_and(|b| b != n) {
+            return None;
+        }
+        batch = Some(n);
+    }
+    batch
 }
 
 /// Ops that are linear in their (single) folded operand and act on each sample of the
@@ -115,6 +142,9 @@ const LINEAR: &[&str] = &[
     "Upsample",
 ];
 
+/// Max-reductions per sample, lowered to the cumulative form on time-varying inputs.
+pub const MAX_POOLS: &[&str] = &["MaxPool", "GlobalMaxPool", "ReduceMax"];
+
 /// Ops whose output is a shape or a piece of one when their inputs are.
 const SHAPE_OPS: &[&str] = &["Shape", "Size"];
 
@@ -140,7 +170,7 @@ fn acts_on_batch_axis(graph: &Graph, n: &NodeProto) -> Option<String> {
                 _ => msg("moves"),
             }
         }
-        "ReduceMean" | "ReduceSum" => {
+        "ReduceMean" | "ReduceSum" | "ReduceMax" => {
             let axes = n.attribute.iter().find(|a| a.name() == "axes").map(|a| a.ints.clone()).or_else(|| {
                 n.input
                     .get(1)
@@ -167,6 +197,8 @@ fn acts_on_batch_axis(graph: &Graph, n: &NodeProto) -> Option<String> {
 pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
     use TimeClass::*;
     let order = graph.topo_order()?;
+    let batch = static_batch(graph);
+    let mut rebatched = Vec::new();
     let mut classes: HashMap<String, TimeClass> = HashMap::new();
     for v in &graph.proto.input {
         classes.insert(v.name().to_string(), Static);
@@ -199,10 +231,17 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 Role::Refused("its shape operand is computed from the batch size of a time-invariant tensor".into())
             } else if let Some(why) = acts_on_batch_axis(graph, n) {
                 Role::Refused(why)
-            } else if n.op_type() == "Reshape" && reshape_hardcodes_batch(graph, n) {
-                Role::Refused("its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into())
-            } else if n.op_type() == "MaxPool" {
-                Role::Inexact("MaxPool of spike trains is not the spike train of the MaxPool".into())
+            } else if n.op_type() == "Reshape" && reshape_hardcodes_batch(graph, n, batch) {
+                Role::Refused(match batch {
+                    Some(b) => format!("its target shape's first entry is neither 0, -1 nor the model's static batch {b}"),
+                    None => "its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into(),
+                })
+            } else if MAX_POOLS.contains(&n.op_type()) {
+                if n.op_type() == "MaxPool" && n.output.get(1).is_some_and(|o| !o.is_empty()) {
+                    Role::Refused("its Indices output depends on the step; only the pooled values convert".into())
+                } else {
+                    Role::Rate
+                }
             } else if !LINEAR.contains(&n.op_type()) {
                 Role::Inexact(format!("{} is not linear, so it does not commute with the time average", n.op_type()))
             } else if matches!(n.op_type(), "Mul" | "Div" | "MatMul")
@@ -247,14 +286,25 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             classes.insert(o.clone(), out);
         }
     }
-    Ok(Analysis { classes, verdicts })
+    for n in graph.nodes() {
+        let on_folded = n.input.first().is_some_and(|i| classes.get(i) == Some(&Folded));
+        if n.op_type() == "Reshape" && on_folded && reshape_target_batch(graph, n) == batch.map(|b| b as f64) {
+            rebatched.extend(n.output.first().cloned());
+        }
+    }
+    Ok(Analysis { classes, verdicts, static_batch: batch, rebatched })
 }
 
-fn reshape_hardcodes_batch(graph: &Graph, n: &NodeProto) -> bool {
-    match n.input.get(1).and_then(|s| graph.constant(s)).and_then(Result::ok) {
-        Some(shape) => shape.values.first().is_some_and(|&d| d != 0.0 && d != -1.0),
-        None => false,
-    }
+/// The first entry of a Reshape's constant target, if it has one.
+fn reshape_target_batch(graph: &Graph, n: &NodeProto) -> Option<f64> {
+    let shape = n.input.get(1).and_then(|s| graph.constant(s)).and_then(Result::ok)?;
+    shape.values.first().copied()
+}
+
+/// Whether a Reshape's constant target fixes the batch to a number other than the
+/// model's static batch (a leading 0 or -1 follows the input's batch).
+fn reshape_hardcodes_batch(graph: &Graph, n: &NodeProto, batch: Option<i64>) -> bool {
+    reshape_target_batch(graph, n).is_some_and(|d| d != 0.0 && d != -1.0 && Some(d) != batch.map(|b| b as f64))
 }
 
 /// Options of the lower pass.
@@ -262,6 +312,8 @@ fn reshape_hardcodes_batch(graph: &Graph, n: &NodeProto) -> bool {
 pub struct LowerOptions {
     pub timesteps: usize,
     pub allow_inexact: bool,
+    /// The model's default-domain opset (the spelling of Split).
+    pub opset: Opset,
 }
 
 /// What the lower pass did.
@@ -300,6 +352,7 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
         }
     }
     let classes = analysis.classes;
+    let rebatched: std::collections::HashSet<String> = analysis.rebatched.into_iter().collect();
     let t = options.timesteps;
     let order = graph.topo_order()?;
     let nodes = std::mem::take(&mut graph.proto.node);
@@ -314,6 +367,19 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
             node.attribute.push(attr::int("timesteps", t as i64));
         }
         let folded = spiking || node.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded));
+        if t > 1 && node.output.first().is_some_and(|o| rebatched.contains(o)) {
+            // A static-batch target [N, …] on a folded tensor becomes [T·N, …].
+            if let Some(Ok(target)) = graph.constant(&node.input[1]) {
+                let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
+                dims[0] *= t as i64;
+                let name = graph.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);
+                node.input[1] = name;
+            }
+        }
+        if folded && t > 1 && MAX_POOLS.contains(&node.op_type()) {
+            expand_max_pool(graph, options.opset, node, t);
+            continue;
+        }
         if folded && t > 1 {
             for i in 0..node.input.len() {
                 let v = node.input[i].clone();
@@ -336,6 +402,54 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
     lowered.folded_outputs =
         graph.output_names().into_iter().filter(|o| classes.get(o) == Some(&TimeClass::Folded)).collect();
     Ok(lowered)
+}
+
+/// Lowers a max-pool (MaxPool, GlobalMaxPool, ReduceMax) on a folded input `[T·N, …]` to
+/// the max-pool of the running sums, differenced over time:
+///
+/// ```text
+///   C(t) = Σ_{s ≤ t} x(s)          (running sum per input neuron)
+///   P(t) = MaxPool(C(t))           (one MaxPool over all T·N samples)
+///   y(t) = P(t) − P(t−1)           (P(0) = 0)
+/// ```
+///
+/// The steps telescope: Σ_{s ≤ t} y(s) = MaxPool(C(t)), so the output averaged over the
+/// first t steps is the max-pool of the inputs averaged over them, at every t; on spike
+/// trains each y(t) is a non-negative count of firing units; at T = 1 it is the MaxPool.
+pub fn expand_max_pool(graph: &mut Graph, opset: Opset, node: NodeProto, timesteps: usize) {
+    let name = if node.name().is_empty() { format!("{}.maxpool", node.output[0]) } else { node.name().to_string() };
+    let x = node.input[0].clone();
+    let rows = graph.add_initializer_i64(&format!("{name}.rows"), &[2], &[timesteps as i64, -1]);
+    let xs = graph.add_node(&name, "cum.steps", "Reshape", &[&x, &rows], vec![]);
+    let parts = opset.split(graph, &name, "cum.split", &xs, timesteps);
+    let mut sums = vec![parts[0].clone()];
+    for (t, part) in parts.iter().enumerate().skip(1) {
+        let previous = sums[t - 1].clone();
+        sums.push(graph.add_node(&name, &format!("cum.t{}", t + 1), "Add", &[&previous, part], vec![]));
+    }
+    let refs: Vec<&str> = sums.iter().map(String::as_str).collect();
+    let cum = graph.add_node(&name, "cum.join", "Concat", &refs, vec![attr::int("axis", 0)]);
+    let x_shape = graph.add_node(&name, "cum.shape", "Shape", &[&x], vec![]);
+    let counts = graph.add_node(&name, "cum", "Reshape", &[&cum, &x_shape], vec![]);
+    let pooled = graph.unique_name(&format!("{name}.pooled"));
+    let mut pool = node.clone();
+    pool.name = Some(pooled.clone());
+    pool.input[0] = counts;
+    pool.output = vec![pooled.clone()];
+    graph.proto.node.push(pool);
+    let ps = graph.add_node(&name, "diff.steps", "Reshape", &[&pooled, &rows], vec![]);
+    let parts = opset.split(graph, &name, "diff.split", &ps, timesteps);
+    let mut steps = vec![parts[0].clone()];
+    for t in 1..timesteps {
+        steps.push(graph.add_node(&name, &format!("diff.t{}", t + 1), "Sub", &[&parts[t], &parts[t - 1]], vec![]));
+    }
+    let refs: Vec<&str> = steps.iter().map(String::as_str).collect();
+    let joined = graph.add_node(&name, "diff.join", "Concat", &refs, vec![attr::int("axis", 0)]);
+    let p_shape = graph.add_node(&name, "diff.shape", "Shape", &[&pooled], vec![]);
+    graph.add_node(&name, "out", "Reshape", &[&joined, &p_shape], vec![]);
+    if let Some(last) = graph.proto.node.last_mut() {
+        last.output[0] = node.output[0].clone();
+    }
 }
 
 /// The value tiled by `Concat(v, v, …, v)` along axis 0 with `copies` inputs, if `node` is that.

@@ -241,6 +241,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     if args.verbose {
+        for m in &report.moves {
+            eprintln!("{m}");
+        }
         for m in &report.detection.near_misses {
             eprintln!("near miss at '{}' ({}): {}", m.node, m.ops, m.reason);
         }

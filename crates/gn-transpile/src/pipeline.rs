@@ -1,7 +1,9 @@
 //! The pass list, in order (the paper's Fig. 1(b)), and the conversion entry point.
 //!
 //! 1. [`detect`](crate::detect): find the QCFS sites, θ and L read from the model.
-//! 2. [`convert`](crate::convert): each site becomes an IF spiking layer.
+//! 2. [`convert`](crate::convert): each site becomes an IF spiking layer; then
+//!    [`commute`](crate::commute): a max-pool after a layer with a time-invariant current
+//!    moves in front of it.
 //! 3. [`group`](crate::group): Algorithm 1, IF → GN of τ members (skipped for `--neuron if`).
 //! 4. [`lower`](crate::lower): time folded into the batch; the neuron nodes stay.
 //! 5. [`emit`](crate::emit): time-averaged readout, metadata; then either each neuron
@@ -91,6 +93,8 @@ impl Options {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub detection: Detection,
+    /// Max-pools moved in front of a spiking layer by the commute pass.
+    pub moves: Vec<crate::commute::Move>,
     pub spiking_layers: Vec<String>,
     pub warnings: Vec<String>,
     pub nodes_before: usize,
@@ -211,6 +215,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
 
     let detection = find_sites(&graph, options.allow_inexact)?;
     crate::convert::convert(&mut graph, &detection.sites);
+    let moves = crate::commute::commute(&mut graph)?;
     if options.neuron == NeuronKind::Gn {
         crate::group::group(&mut graph, options.tau);
     }
@@ -218,7 +223,10 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
         detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason));
     let near_misses: Vec<String> = near_misses.collect();
     let mut lowered =
-        lower(&mut graph, &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact })?;
+        lower(
+            &mut graph,
+            &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset: Opset(opset) },
+        )?;
     lowered.warnings.extend(near_misses);
     readout(&mut graph, &lowered.folded_outputs, options.timesteps, options.anytime, Opset(opset));
     match options.emit {
@@ -251,6 +259,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
         model,
         Report {
             detection,
+            moves,
             spiking_layers: lowered.spiking_layers,
             warnings: lowered.warnings,
             nodes_before,

@@ -185,7 +185,7 @@ fn a_non_positive_threshold_is_refused() {
 }
 
 #[test]
-fn maxpool_on_spikes_is_refused_unless_accepted() {
+fn maxpool_on_spikes_converts_exact_in_rate_and_inspect_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
     let maxpool = modified(dir.path(), "maxpool.onnx", |m| {
@@ -197,12 +197,18 @@ fn maxpool_on_spikes_is_refused_unless_accepted() {
         }
     });
     let m = maxpool.to_str().unwrap();
-    refused(&[m, out.to_str().unwrap()], &out, "MaxPool of spike trains");
-    let o = run(&[m, out.to_str().unwrap(), "--allow-inexact"]);
+    let o = run(&[m, out.to_str().unwrap(), "-t", "3", "-v"]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert_eq!(err.matches("warning: ").count(), 2, "one warning per MaxPool: {err}");
-    assert!(out.exists());
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(err.matches("moved in front of spiking layer").count(), 1, "{err}");
+    let audit = run(&["inspect", m]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    // The first pool reads a layer fed by the image: it moves in front of that layer.
+    assert!(text.contains("moved: MaxPool '/features/features.2/AveragePool' moved in front of"), "{text}");
+    assert!(text.contains("nodes exact in rate: 1"), "{text}");
+    assert!(text.contains("max-pool over running spike counts"), "{text}");
+    assert!(text.contains("nodes not exact in time: 0"), "{text}");
 }
 
 #[test]

@@ -1,0 +1,143 @@
+//! Pass 2b, commute: a max-pool directly after a spiking layer whose input current is
+//! time-invariant moves in front of it. Seeds on `IFNeuron` (after convert, before group).
+//!
+//! ```text
+//!   x (time-invariant) ─► IFNeuron ─► a ─► MaxPool ─► m      becomes      x ─► MaxPool ─► IFNeuron ─► m
+//! ```
+//!
+//! QCFS is monotone non-decreasing, so `MaxPool(QCFS(x)) = QCFS(MaxPool(x))`: the ANN's
+//! function is unchanged. The pooled current is time-invariant like `x`, so the spiking
+//! layer converts it as it would any other, and no max-pool acts on spikes. This is the
+//! stem of every torchvision ResNet (`Conv 7×7/2 → BN → QCFS → MaxPool 3×3/2`).
+//! MaxPool (with no Indices output read), GlobalMaxPool and ReduceMax move.
+
+use std::collections::HashSet;
+
+use gn_onnx::Graph;
+
+use crate::error::TranspileError;
+use crate::lower::{analyze, TimeClass, MAX_POOLS};
+use crate::neuron::Neuron;
+
+/// One max-pool moved in front of a spiking layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Move {
+    /// The max-pool node.
+    pub pool: String,
+    pub op: String,
+    /// The spiking layer it now feeds.
+    pub layer: String,
+}
+
+impl std::fmt::Display for Move {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} '{}' moved in front of spiking layer '{}' (its input current is time-invariant; max-pool and QCFS commute)",
+            self.op, self.pool, self.layer
+        )
+    }
+}
+
+/// Runs the commute pass; returns the moves made.
+pub fn commute(graph: &mut Graph) -> Result<Vec<Move>, TranspileError> {
+    let classes = analyze(graph)?.classes;
+    let consumers = graph.consumers();
+    let outputs: HashSet<String> = graph.output_names().into_iter().collect();
+    let mut moves = Vec::new();
+    // (neuron index, pool index) pairs, found before anything changes.
+    let mut plan = Vec::new();
+    for (i, n) in graph.nodes().iter().enumerate() {
+        if Neuron::from_node(n).is_none() {
+            continue;
+        }
+        let (x, a) = (&n.input[0], &n.output[0]);
+        if !matches!(classes.get(x), Some(TimeClass::Static | TimeClass::Const)) || outputs.contains(a) {
+            continue;
+        }
+        let Some([p]) = consumers.get(a).map(Vec::as_slice) else { continue };
+        let pool = &graph.nodes()[*p];
+        let indices_read = pool.output.get(1).is_some_and(|o| !o.is_empty());
+        if MAX_POOLS.contains(&pool.op_type()) && pool.input.len() == 1 && pool.input[0] == *a && !indices_read {
+            plan.push((i, *p));
+        }
+    }
+    for (i, p) in plan {
+        let x = graph.proto.node[i].input[0].clone();
+        let m = graph.proto.node[p].output[0].clone();
+        let pooled = graph.unique_name(&format!("{x}.pooled"));
+        let pool = &mut graph.proto.node[p];
+        pool.input[0] = x;
+        pool.output = vec![pooled.clone()];
+        let (pool_name, op) = (pool.name().to_string(), pool.op_type().to_string());
+        let neuron = &mut graph.proto.node[i];
+        neuron.input[0] = pooled;
+        neuron.output[0] = m;
+        moves.push(Move { pool: pool_name, op, layer: neuron.name().to_string() });
+    }
+    if !moves.is_empty() {
+        graph.sort()?;
+    }
+    Ok(moves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::neuron::Kind;
+    use gn_onnx::proto::{GraphProto, NodeProto};
+
+    fn node(op: &str, input: &str, output: &str) -> NodeProto {
+        NodeProto {
+            input: vec![input.into()],
+            output: vec![output.into()],
+            name: Some(output.into()),
+            op_type: Some(op.into()),
+            ..Default::default()
+        }
+    }
+
+    fn graph(nodes: Vec<NodeProto>) -> Graph {
+        Graph::new(GraphProto {
+            node: nodes,
+            input: vec![gn_onnx::data::float_value_info("x", &[None, Some(1), Some(4), Some(4)])],
+            output: vec![gn_onnx::data::float_value_info("y", &[None])],
+            ..Default::default()
+        })
+    }
+
+    fn neuron(input: &str, output: &str) -> NodeProto {
+        Neuron { kind: Kind::If, theta: 1.0, tau: 1, levels: 4 }.node(output, input, output)
+    }
+
+    #[test]
+    fn a_max_pool_on_a_time_invariant_layer_moves_in_front() {
+        let mut g = graph(vec![neuron("x", "a"), node("MaxPool", "a", "m"), neuron("m", "b"), node("Relu", "b", "y")]);
+        let moves = commute(&mut g).unwrap();
+        assert_eq!(moves.len(), 1);
+        assert_eq!(moves[0].pool, "m");
+        let render = g.render();
+        // The pool reads x, the layer reads the pooled current and writes m.
+        assert!(render.contains("m: MaxPool(x) -> x.pooled"), "{render}");
+        assert!(render.contains("a: gn.transpile::IFNeuron(x.pooled) -> m"), "{render}");
+    }
+
+    #[test]
+    fn a_max_pool_on_spikes_stays() {
+        // The second layer's current comes from spikes: its max-pool is not moved.
+        let mut g = graph(vec![neuron("x", "a"), neuron("a", "b"), node("MaxPool", "b", "m"), node("Relu", "m", "y")]);
+        assert!(commute(&mut g).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_layer_read_by_more_than_the_pool_stays() {
+        let add = NodeProto {
+            input: vec!["a".into(), "m".into()],
+            output: vec!["y".into()],
+            op_type: Some("Add".into()),
+            ..Default::default()
+        };
+        let mut g = graph(vec![neuron("x", "a"), node("MaxPool", "a", "m"), add]);
+        assert!(commute(&mut g).unwrap().is_empty());
+    }
+}

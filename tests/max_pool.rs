@@ -1,0 +1,126 @@
+//! Max-pools in spiking networks: moved in front of a layer with a time-invariant current
+//! (the ResNet stem), and on spikes lowered to the max-pool over running counts, whose
+//! time average is the max-pool of the inputs' time averages at every step.
+
+use gn_onnx::graph::attr;
+use gn_onnx::proto::ModelProto;
+use gn_tests::{run_tract, ModelBuilder};
+use gn_transpile::{transpile, Emit, NeuronKind, Options};
+use ndarray::{Array4, ArrayD, Axis, IxDyn};
+
+/// Pseudo-random images [n, 1, 4, 4] in [0, 2].
+fn images(n: usize, seed: u64) -> Array4<f32> {
+    let mut state = seed | 1;
+    Array4::from_shape_fn((n, 1, 4, 4), |_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0
+    })
+}
+
+/// x ─► Conv 1×1 ─► QCFS ─► Conv 1×1 ─► QCFS ─► [MaxPool 2×2/2] ─► Flatten.
+fn two_layers(pool: bool) -> ModelProto {
+    let mut b = ModelBuilder::new(&[1, 4, 4]);
+    let w1 = b.constant(&[1, 1, 1, 1], &[0.9]);
+    let c1 = b.node("Conv", &["input", &w1], vec![]);
+    let a1 = b.qcfs(&c1, 1.5, 4);
+    let w2 = b.constant(&[1, 1, 1, 1], &[1.3]);
+    let c2 = b.node("Conv", &[&a1, &w2], vec![]);
+    let a2 = b.qcfs(&c2, 1.2, 4);
+    let (last, dims) = if pool {
+        let p = b.node(
+            "MaxPool",
+            &[&a2],
+            vec![attr::ints("kernel_shape", &[2, 2]), attr::ints("strides", &[2, 2])],
+        );
+        (p, 4)
+    } else {
+        (a2, 16)
+    };
+    let y = b.node("Flatten", &[&last], vec![attr::int("axis", 1)]);
+    b.finish(&y, &[dims])
+}
+
+/// 2×2/2 max-pool of rows [T, N, 16] (4×4 maps) into [T, N, 4].
+fn pool_rows(a: &ArrayD<f32>) -> ArrayD<f32> {
+    let (t, n) = (a.shape()[0], a.shape()[1]);
+    ArrayD::from_shape_fn(IxDyn(&[t, n, 4]), |i| {
+        let (r, c) = (i[2] / 2 * 2, i[2] % 2 * 2);
+        let at = |y: usize, x: usize| a[[i[0], i[1], y * 4 + x]];
+        at(r, c).max(at(r, c + 1)).max(at(r + 1, c)).max(at(r + 1, c + 1))
+    })
+}
+
+#[test]
+fn a_max_pool_on_spikes_is_exact_in_rate_at_every_step() {
+    let x = images(16, 7);
+    for emit in [Emit::Standard, Emit::CustomOp] {
+        for (neuron, tau) in [(NeuronKind::Gn, 2), (NeuronKind::If, 1)] {
+            let o = Options { neuron, tau, timesteps: 6, anytime: true, emit, ..Default::default() };
+            let (pooled, report) = transpile(&two_layers(true), &o).unwrap();
+            assert!(report.moves.is_empty(), "the pool reads spikes: nothing moves");
+            assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+            let (plain, _) = transpile(&two_layers(false), &o).unwrap();
+            let got = &run_tract(&pooled, &x, 16)[1];
+            let layer = &run_tract(&plain, &x, 16)[1];
+            let want = pool_rows(layer);
+            let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-5, "{emit:?} {neuron:?}: rows differ by {diff}");
+            // Something fires, so the check is not vacuous.
+            assert!(want.iter().any(|&v| v > 0.0));
+            // Every step's output is a non-negative multiple of the firing unit.
+            let steps = got.index_axis(Axis(0), 0);
+            assert!(steps.iter().all(|&v| v >= -1e-6));
+        }
+    }
+}
+
+#[test]
+fn at_tau_l_and_one_step_a_max_pool_on_spikes_reproduces_the_ann() {
+    let x = images(32, 3);
+    let ann = two_layers(true);
+    let want = &run_tract(&ann, &x, 32)[0];
+    let o = Options { tau: 4, timesteps: 1, ..Default::default() };
+    let got = &run_tract(&transpile(&ann, &o).unwrap().0, &x, 32)[0];
+    let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-5, "{diff}");
+}
+
+/// The ResNet stem: Conv ─► QCFS ─► MaxPool 3×3/2 (pad 1) ─► Conv ─► QCFS ─► Flatten.
+fn stem() -> ModelProto {
+    let mut b = ModelBuilder::new(&[1, 4, 4]);
+    let w1 = b.constant(&[2, 1, 1, 1], &[0.9, -0.4]);
+    let c1 = b.node("Conv", &["input", &w1], vec![]);
+    let a1 = b.qcfs(&c1, 1.5, 4);
+    let p = b.node(
+        "MaxPool",
+        &[&a1],
+        vec![attr::ints("kernel_shape", &[3, 3]), attr::ints("strides", &[2, 2]), attr::ints("pads", &[1, 1, 1, 1])],
+    );
+    let w2 = b.constant(&[1, 2, 1, 1], &[0.7, 0.5]);
+    let c2 = b.node("Conv", &[&p, &w2], vec![]);
+    let a2 = b.qcfs(&c2, 1.2, 4);
+    let y = b.node("Flatten", &[&a2], vec![attr::int("axis", 1)]);
+    b.finish(&y, &[4])
+}
+
+#[test]
+fn a_max_pool_stem_moves_in_front_of_its_layer_and_stays_exact() {
+    let x = images(32, 11);
+    let ann = stem();
+    let want = &run_tract(&ann, &x, 32)[0];
+    for emit in [Emit::Standard, Emit::CustomOp] {
+        let o = Options { tau: 4, timesteps: 1, emit, ..Default::default() };
+        let (snn, report) = transpile(&ann, &o).unwrap();
+        assert_eq!(report.moves.len(), 1, "{:?}", report.moves);
+        assert!(report.moves[0].to_string().contains("MaxPool"), "{}", report.moves[0]);
+        let got = &run_tract(&snn, &x, 32)[0];
+        let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{emit:?}: τ = L, T = 1 differs from the ANN by {diff}");
+        // At T > 1 the moved pool runs once, on the time-invariant current.
+        let o = Options { timesteps: 4, emit, ..Default::default() };
+        let (snn, _) = transpile(&ann, &o).unwrap();
+        let pools = snn.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type() == "MaxPool").count();
+        assert_eq!(pools, 1);
+        assert_eq!(run_tract(&snn, &x, 32)[0].shape(), want.shape());
+    }
+}
