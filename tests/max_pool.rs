@@ -2,9 +2,8 @@
 //! (the ResNet stem), and on spikes lowered to the max-pool over running counts, whose
 //! time average is the max-pool of the inputs' time averages at every step.
 
-use gn_onnx::graph::attr;
-use gn_onnx::proto::ModelProto;
-use gn_tests::{run_tract, ModelBuilder};
+use gn_tests::built::{stem, two_layers};
+use gn_tests::run_tract;
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use ndarray::{Array4, ArrayD, Axis, IxDyn};
 
@@ -15,29 +14,6 @@ fn images(n: usize, seed: u64) -> Array4<f32> {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0
     })
-}
-
-/// x ─► Conv 1×1 ─► QCFS ─► Conv 1×1 ─► QCFS ─► [MaxPool 2×2/2] ─► Flatten.
-fn two_layers(pool: bool) -> ModelProto {
-    let mut b = ModelBuilder::new(&[1, 4, 4]);
-    let w1 = b.constant(&[1, 1, 1, 1], &[0.9]);
-    let c1 = b.node("Conv", &["input", &w1], vec![]);
-    let a1 = b.qcfs(&c1, 1.5, 4);
-    let w2 = b.constant(&[1, 1, 1, 1], &[1.3]);
-    let c2 = b.node("Conv", &[&a1, &w2], vec![]);
-    let a2 = b.qcfs(&c2, 1.2, 4);
-    let (last, dims) = if pool {
-        let p = b.node(
-            "MaxPool",
-            &[&a2],
-            vec![attr::ints("kernel_shape", &[2, 2]), attr::ints("strides", &[2, 2])],
-        );
-        (p, 4)
-    } else {
-        (a2, 16)
-    };
-    let y = b.node("Flatten", &[&last], vec![attr::int("axis", 1)]);
-    b.finish(&y, &[dims])
 }
 
 /// 2×2/2 max-pool of rows [T, N, 16] (4×4 maps) into [T, N, 4].
@@ -85,24 +61,6 @@ fn at_tau_l_and_one_step_a_max_pool_on_spikes_reproduces_the_ann() {
     assert!(diff < 1e-5, "{diff}");
 }
 
-/// The ResNet stem: Conv ─► QCFS ─► MaxPool 3×3/2 (pad 1) ─► Conv ─► QCFS ─► Flatten.
-fn stem() -> ModelProto {
-    let mut b = ModelBuilder::new(&[1, 4, 4]);
-    let w1 = b.constant(&[2, 1, 1, 1], &[0.9, -0.4]);
-    let c1 = b.node("Conv", &["input", &w1], vec![]);
-    let a1 = b.qcfs(&c1, 1.5, 4);
-    let p = b.node(
-        "MaxPool",
-        &[&a1],
-        vec![attr::ints("kernel_shape", &[3, 3]), attr::ints("strides", &[2, 2]), attr::ints("pads", &[1, 1, 1, 1])],
-    );
-    let w2 = b.constant(&[1, 2, 1, 1], &[0.7, 0.5]);
-    let c2 = b.node("Conv", &[&p, &w2], vec![]);
-    let a2 = b.qcfs(&c2, 1.2, 4);
-    let y = b.node("Flatten", &[&a2], vec![attr::int("axis", 1)]);
-    b.finish(&y, &[4])
-}
-
 #[test]
 fn a_max_pool_stem_moves_in_front_of_its_layer_and_stays_exact() {
     let x = images(32, 11);
@@ -123,4 +81,21 @@ fn a_max_pool_stem_moves_in_front_of_its_layer_and_stays_exact() {
         assert_eq!(pools, 1);
         assert_eq!(run_tract(&snn, &x, 32)[0].shape(), want.shape());
     }
+}
+
+#[test]
+fn a_static_batch_export_with_a_max_pool_on_spikes_converts_with_its_shapes() {
+    let x = images(3, 5);
+    let ann = gn_tests::built::static_batch(3);
+    let want = &run_tract(&ann, &x, 3)[0];
+    let o = Options { tau: 4, timesteps: 1, ..Default::default() };
+    let got = &run_tract(&transpile(&ann, &o).unwrap().0, &x, 3)[0];
+    let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-5, "{diff}");
+    let o = Options { timesteps: 4, anytime: true, ..Default::default() };
+    let snn = transpile(&ann, &o).unwrap().0;
+    assert_eq!(snn.graph.as_ref().unwrap().input, ann.graph.as_ref().unwrap().input);
+    let outs = run_tract(&snn, &x, 3);
+    assert_eq!(outs[0].shape(), &[3, 4]);
+    assert_eq!(outs[1].shape(), &[4, 3, 4]);
 }

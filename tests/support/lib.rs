@@ -7,6 +7,7 @@ use gn_onnx::data::{read_idx_u8, tensor_f32};
 use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use ndarray::{s, Array2, Array4, ArrayD, Axis};
 
+pub mod built;
 pub mod fuzz;
 pub mod reference;
 

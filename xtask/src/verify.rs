@@ -99,6 +99,21 @@ struct Gates {
     ort_max_relative_mse: f64,
     ort_max_top1_flip_share: f64,
     custom_op_max_abs_diff_ort: f64,
+    built_max_abs_diff: f64,
+}
+
+/// A network built in code (max-pools, static batch) converted and run on both runtimes.
+#[derive(Serialize)]
+struct BuiltCheck {
+    model: String,
+    form: String,
+    /// Max-pools moved in front of a spiking layer.
+    moved: usize,
+    /// GN τ = L = 4, T = 1 on ONNX Runtime against the ANN on ONNX Runtime.
+    exact_max_abs_diff: f64,
+    /// GN τ = 4, T = 4 (anytime): ONNX Runtime against tract, every output.
+    ort_tract_max_abs_diff: f64,
+    checker: String,
 }
 
 /// The custom-op form of one conversion against the standard form.
@@ -157,6 +172,7 @@ struct Report {
     tau: u32,
     models: Vec<ModelResult>,
     tau_sweep: Option<(String, Vec<SweepPoint>)>,
+    built: Vec<BuiltCheck>,
     gates: Vec<(String, bool, String)>,
     seconds: f64,
 }
@@ -211,8 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let (models, x, labels): (Vec<ModelConfig>, ArrayD<f32>, Option<Vec<usize>>) = match &args.model {
         Some(model) => {
             let data = args.data.as_ref().context("--model needs --data")?;
-            let x: ArrayD<f32> =
-                ndarray_npy::read_npy(data).with_context(|| format!("{}: expected a float32 .npy", data.display()))?;
+            let x = gn_transpile::verify::read_npy_inputs(data)?;
             let labels = args.labels.as_deref().map(gn_transpile::verify::read_npy_labels).transpose()?;
             if let Some(l) = &labels {
                 if l.len() != x.shape()[0] {
@@ -362,10 +377,28 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         _ => None,
     };
 
+    let built = match &runtime {
+        Some((venv, rt)) if args.model.is_none() => built_checks(rt, venv, &args.out)?,
+        _ => Vec::new(),
+    };
+
     // Gates.
     let g = &config.gates;
     let mut gates = Vec::new();
     if args.model.is_none() {
+        for c in &built {
+            let ok = c.checker == "ok"
+                && c.exact_max_abs_diff <= g.built_max_abs_diff
+                && c.ort_tract_max_abs_diff <= g.built_max_abs_diff;
+            gates.push((
+                format!("{} ({}): converts and runs on ONNX Runtime", c.model, c.form),
+                ok,
+                format!(
+                    "τ=L T=1 vs ANN max |diff| {:.1e}, T=4 ONNX Runtime vs tract max |diff| {:.1e} (≤ {:.0e}); onnx.checker: {}",
+                    c.exact_max_abs_diff, c.ort_tract_max_abs_diff, g.built_max_abs_diff, c.checker
+                ),
+            ));
+        }
         for r in &results {
             if let Some(e) = &r.measurement.exactness {
                 let ok = e.top1_agreement >= g.exactness_min_top1_agreement
@@ -429,7 +462,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
     }
-    let report = Report { images: n, tau, models: results, tau_sweep, gates, seconds: start.elapsed().as_secs_f64() };
+    let report =
+        Report { images: n, tau, models: results, tau_sweep, built, gates, seconds: start.elapsed().as_secs_f64() };
     let markdown = render_markdown(&report);
     std::fs::write(args.out.join("report.md"), &markdown)?;
     std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
@@ -658,6 +692,18 @@ fn render_markdown(r: &Report) -> String {
             }
         }
     }
+    if !r.built.is_empty() {
+        let _ = writeln!(s, "\n### Max-pools and static batch (networks built in code, ONNX Runtime and tract)\n");
+        let _ = writeln!(s, "`stem`: Conv → QCFS → MaxPool 3×3/2 → Conv → QCFS (the pool moves in front of the first layer); `pool_on_spikes`: a MaxPool 2×2/2 after the second spiking layer (max-pool over running counts); `static_batch`: the same exported with a static batch of 3 and a Reshape to [3, -1].\n");
+        let _ = writeln!(s, "| model | form | pools moved | GN τ=L T=1 vs ANN (ORT): max abs diff | GN T=4 ORT vs tract: max abs diff | onnx.checker |\n| --- | --- | --- | --- | --- | --- |");
+        for c in &r.built {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1e} | {:.1e} | {} |",
+                c.model, c.form, c.moved, c.exact_max_abs_diff, c.ort_tract_max_abs_diff, c.checker
+            );
+        }
+    }
     let _ = writeln!(s, "\n### Gates\n");
     for (name, ok, detail) in &r.gates {
         let _ = writeln!(s, "- {} {name}: {detail}", if *ok { "pass" } else { "FAIL" });
@@ -723,6 +769,58 @@ fn custom_op_checks(
     eprintln!();
     let verdicts = crate::onnxruntime::check_models(venv, &files)?;
     for (c, v) in checks.iter_mut().zip(verdicts) {
+        c.checker = v;
+    }
+    Ok(checks)
+}
+
+/// The networks of `gn_tests::built` converted in both forms and run on ONNX Runtime and
+/// tract: GN τ = L = 4 at T = 1 against the ANN, GN τ = 4 at T = 4 across runtimes.
+fn built_checks(rt: &crate::onnxruntime::Runtime, venv: &Path, out: &Path) -> anyhow::Result<Vec<BuiltCheck>> {
+    use gn_tests::built::{static_batch, stem, two_layers};
+    let images = |n: usize| {
+        let mut state = 0x9e37_79b9_u64;
+        ArrayD::from_shape_fn(IxDyn(&[n, 1, 4, 4]), |_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0
+        })
+    };
+    let max_diff = |a: &[ArrayD<f32>], b: &[ArrayD<f32>]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64).fold(0.0, f64::max))
+            .fold(0.0, f64::max)
+    };
+    let mut checks = Vec::new();
+    let mut files = Vec::new();
+    for (name, ann, n) in
+        [("stem", stem(), 64), ("pool_on_spikes", two_layers(true), 64), ("static_batch", static_batch(3), 3)]
+    {
+        eprint!("\r  built {name}          ");
+        let x = images(n);
+        let want = rt.run(&gn_onnx::io::encode(&ann), &x, n)?;
+        for (emit, form) in [(Emit::Standard, "standard"), (Emit::CustomOp, "custom-op")] {
+            let (exact, report) = transpile(&ann, &Options { tau: 4, timesteps: 1, emit, ..Default::default() })?;
+            let got = rt.run(&gn_onnx::io::encode(&exact), &x, n)?;
+            let (snn, _) = transpile(&ann, &Options { timesteps: 4, anytime: true, emit, ..Default::default() })?;
+            let on_ort = rt.run(&gn_onnx::io::encode(&snn), &x, n)?;
+            let on_tract = run_batched(&snn, &x, n, &|_| {})?;
+            let file = out.join(format!("models/built_{name}_{}.onnx", form.replace('-', "_")));
+            std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
+            gn_onnx::io::save(&snn, &file, &[])?;
+            files.push(file);
+            checks.push(BuiltCheck {
+                model: name.into(),
+                form: form.into(),
+                moved: report.moves.len(),
+                exact_max_abs_diff: max_diff(&got[..1], &want[..1]),
+                ort_tract_max_abs_diff: max_diff(&on_ort, &on_tract),
+                checker: String::new(),
+            });
+        }
+    }
+    eprintln!();
+    for (c, v) in checks.iter_mut().zip(crate::onnxruntime::check_models(venv, &files)?) {
         c.checker = v;
     }
     Ok(checks)

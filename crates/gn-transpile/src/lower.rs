@@ -233,7 +233,9 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 Role::Refused(why)
             } else if n.op_type() == "Reshape" && reshape_hardcodes_batch(graph, n, batch) {
                 Role::Refused(match batch {
-                    Some(b) => format!("its target shape's first entry is neither 0, -1 nor the model's static batch {b}"),
+                    Some(b) => {
+                        format!("its target shape's first entry is neither 0, -1 nor the model's static batch {b}")
+                    }
                     None => "its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into(),
                 })
             } else if MAX_POOLS.contains(&n.op_type()) {

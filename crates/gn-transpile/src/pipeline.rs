@@ -222,11 +222,10 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     let near_misses =
         detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason));
     let near_misses: Vec<String> = near_misses.collect();
-    let mut lowered =
-        lower(
-            &mut graph,
-            &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset: Opset(opset) },
-        )?;
+    let mut lowered = lower(
+        &mut graph,
+        &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset: Opset(opset) },
+    )?;
     lowered.warnings.extend(near_misses);
     readout(&mut graph, &lowered.folded_outputs, options.timesteps, options.anytime, Opset(opset));
     match options.emit {
