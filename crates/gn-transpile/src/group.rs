@@ -12,9 +12,15 @@ use crate::neuron::{Kind, Neuron};
 
 /// Rewrites every `IFNeuron` node into a `GroupNeuron` of `tau` members, named `{site}.gn`.
 pub fn group(graph: &mut Graph, tau: u32) {
-    for i in 0..graph.proto.node.len() {
+    // Planned on the unchanged graph, then applied.
+    let plan: Vec<(usize, Neuron)> = graph
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, node)| Some((i, Neuron::from_node(node).filter(|n| n.kind == Kind::If)?)))
+        .collect();
+    for (i, neuron) in plan {
         let node = &graph.proto.node[i];
-        let Some(neuron) = Neuron::from_node(node).filter(|n| n.kind == Kind::If) else { continue };
         let grouped = Neuron { kind: Kind::Group, tau, ..neuron };
         let base = node.name().strip_suffix(".if").unwrap_or(node.name()).to_string();
         let (input, output) = (node.input[0].clone(), node.output[0].clone());

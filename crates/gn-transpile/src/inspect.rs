@@ -9,7 +9,7 @@ use gn_onnx::proto::ModelProto;
 use crate::detect::detect;
 use crate::error::TranspileError;
 use crate::lower::{analyze, Role};
-use crate::neuron::Neuron;
+use crate::neuron::{attr_name, Neuron};
 use gn_onnx::graph::attr;
 use gn_onnx::proto::NodeProto;
 
@@ -49,8 +49,8 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
                     n.theta,
                     n.tau,
                     n.theta_gn(),
-                    attr::get_float(node, "v_init").unwrap_or(f32::NAN),
-                    attr::get_int(node, "timesteps").map_or("?".into(), |t| t.to_string()),
+                    attr::get_float(node, attr_name::V_INIT).unwrap_or(f32::NAN),
+                    attr::get_int(node, attr_name::TIMESTEPS).map_or("?".into(), |t| t.to_string()),
                     n.levels
                 );
             }

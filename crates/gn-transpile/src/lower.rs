@@ -27,7 +27,7 @@ use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
 use crate::error::TranspileError;
-use crate::neuron::{expand_layer, Current, Neuron, Opset, Params};
+use crate::neuron::{attr_name, expand_layer, Current, Neuron, Opset, Params};
 
 /// When a value is computed, relative to the time steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,8 +365,8 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
         let spiking = Neuron::from_node(&node).is_some();
         if spiking {
             lowered.spiking_layers.push(node.name().to_string());
-            node.attribute.retain(|a| a.name() != "timesteps");
-            node.attribute.push(attr::int("timesteps", t as i64));
+            node.attribute.retain(|a| a.name() != attr_name::TIMESTEPS);
+            node.attribute.push(attr::int(attr_name::TIMESTEPS, t as i64));
         }
         let folded = spiking || node.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded));
         if t > 1 && node.output.first().is_some_and(|o| rebatched.contains(o)) {
@@ -482,7 +482,7 @@ pub fn expand_neurons(graph: &mut Graph, opset: Opset) -> usize {
     // Expansions are appended, so the indices of the kept nodes stay valid.
     let producers = graph.producers();
     for (neuron, node) in neurons {
-        let t = attr::get_int(&node, "timesteps").unwrap_or(1).max(1) as usize;
+        let t = attr::get_int(&node, attr_name::TIMESTEPS).unwrap_or(1).max(1) as usize;
         let input = node.input[0].clone();
         let producer = producers.get(&input).map(|&i| &graph.proto.node[i]);
         let tiled = producer.and_then(|p| tiled_value(p, t)).map(str::to_string);

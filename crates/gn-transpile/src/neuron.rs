@@ -51,6 +51,24 @@ impl Kind {
     }
 }
 
+/// The attribute names of a spiking-layer node (`IFNeuron` / `GroupNeuron`), written by
+/// [`Neuron::node`] and the lower pass, read by [`Neuron::parse`], `inspect`, the tract
+/// kernels and the function bodies (`ref_attr_name`).
+pub mod attr_name {
+    /// θ, the QCFS threshold (float).
+    pub const THETA: &str = "theta";
+    /// L, the QCFS level count (int, informational).
+    pub const LEVELS: &str = "levels";
+    /// v(0) = θ_GN/2 (float).
+    pub const V_INIT: &str = "v_init";
+    /// τ, members per group (int; GroupNeuron only).
+    pub const TAU: &str = "tau";
+    /// θ_GN = θ/τ (float; GroupNeuron only).
+    pub const THETA_GN: &str = "theta_gn";
+    /// T, the steps the node runs over its folded input (int; added by the lower pass).
+    pub const TIMESTEPS: &str = "timesteps";
+}
+
 /// The parameters of one spiking layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Neuron {
@@ -83,13 +101,13 @@ impl Neuron {
     /// (in the ANN's layout, before time is lowered; the lower pass adds `timesteps`).
     pub fn node(&self, name: &str, input: &str, output: &str) -> NodeProto {
         let mut attributes = vec![
-            attr::float("theta", self.theta as f32),
-            attr::int("levels", self.levels as i64),
-            attr::float("v_init", self.v_init() as f32),
+            attr::float(attr_name::THETA, self.theta as f32),
+            attr::int(attr_name::LEVELS, self.levels as i64),
+            attr::float(attr_name::V_INIT, self.v_init() as f32),
         ];
         if self.kind == Kind::Group {
-            attributes.push(attr::int("tau", self.tau as i64));
-            attributes.push(attr::float("theta_gn", self.theta_gn() as f32));
+            attributes.push(attr::int(attr_name::TAU, self.tau as i64));
+            attributes.push(attr::float(attr_name::THETA_GN, self.theta_gn() as f32));
         }
         NodeProto {
             input: vec![input.into()],
@@ -119,26 +137,26 @@ impl Neuron {
                 node.output.len()
             ));
         }
-        let theta = attr::get_float(node, "theta").ok_or("has no 'theta' attribute")?;
+        let theta = attr::get_float(node, attr_name::THETA).ok_or("has no 'theta' attribute")?;
         if !(theta.is_finite() && theta > 0.0) {
             return Err(format!("θ = {theta} is not a positive finite threshold"));
         }
-        let levels = attr::get_int(node, "levels").unwrap_or(0);
+        let levels = attr::get_int(node, attr_name::LEVELS).unwrap_or(0);
         if !(0..=u32::MAX as i64).contains(&levels) {
             return Err(format!("levels = {levels} is out of range"));
         }
         if kind == Kind::Group {
-            let tau = attr::get_int(node, "tau").ok_or("has no 'tau' attribute")?;
+            let tau = attr::get_int(node, attr_name::TAU).ok_or("has no 'tau' attribute")?;
             if !(1..=crate::pipeline::MAX_TAU as i64).contains(&tau) {
                 return Err(format!("τ = {tau} is out of range (1 to {})", crate::pipeline::MAX_TAU));
             }
         }
-        if let Some(t) = attr::get_int(node, "timesteps") {
+        if let Some(t) = attr::get_int(node, attr_name::TIMESTEPS) {
             if !(1..=crate::pipeline::MAX_TIMESTEPS as i64).contains(&t) {
                 return Err(format!("timesteps = {t} is out of range (1 to {})", crate::pipeline::MAX_TIMESTEPS));
             }
         }
-        for name in ["v_init", "theta_gn"] {
+        for name in [attr_name::V_INIT, attr_name::THETA_GN] {
             if attr::get_float(node, name).is_some_and(|v| !v.is_finite()) {
                 return Err(format!("'{name}' is not finite"));
             }
@@ -152,21 +170,13 @@ impl Neuron {
             return None;
         }
         let kind = Kind::from_op_type(node.op_type())?;
-        let theta = attr::get_float(node, "theta")? as f64;
-        let levels = attr::get_int(node, "levels").unwrap_or(0) as u32;
+        let theta = attr::get_float(node, attr_name::THETA)? as f64;
+        let levels = attr::get_int(node, attr_name::LEVELS).unwrap_or(0) as u32;
         let tau = match kind {
             Kind::If => 1,
-            Kind::Group => attr::get_int(node, "tau")? as u32,
+            Kind::Group => attr::get_int(node, attr_name::TAU)? as u32,
         };
         Some(Neuron { kind, theta, tau, levels })
-    }
-
-    /// Short name used in node names: `if` or `gn`.
-    pub fn tag(&self) -> &'static str {
-        match self.kind {
-            Kind::If => "if",
-            Kind::Group => "gn",
-        }
     }
 }
 
@@ -222,8 +232,15 @@ pub enum Params<'a> {
 /// The attributes a spiking-layer node carries, in the order they are written.
 pub fn attribute_names(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::If => &["theta", "levels", "v_init", "timesteps"],
-        Kind::Group => &["theta", "levels", "v_init", "tau", "theta_gn", "timesteps"],
+        Kind::If => &[attr_name::THETA, attr_name::LEVELS, attr_name::V_INIT, attr_name::TIMESTEPS],
+        Kind::Group => &[
+            attr_name::THETA,
+            attr_name::LEVELS,
+            attr_name::V_INIT,
+            attr_name::TAU,
+            attr_name::THETA_GN,
+            attr_name::TIMESTEPS,
+        ],
     }
 }
 
@@ -252,18 +269,18 @@ fn scalars(g: &mut Graph, name: &str, params: Params) -> Scalars {
             }
         }
         Params::Attributes(kind) => {
-            let unit = if kind == Kind::Group { "theta_gn" } else { "theta" };
+            let unit = if kind == Kind::Group { attr_name::THETA_GN } else { attr_name::THETA };
             let reference = attr::reference("value_float", unit, AttributeType::Float);
             let theta_gn = g.add_node(name, "theta_gn", "Constant", &[], vec![reference]);
             let tau = match kind {
                 Kind::Group => {
-                    let reference = attr::reference("value_int", "tau", AttributeType::Int);
+                    let reference = attr::reference("value_int", attr_name::TAU, AttributeType::Int);
                     let t = g.add_node(name, "tau_int", "Constant", &[], vec![reference]);
                     g.add_node(name, "tau", "Cast", &[&t], vec![attr::int("to", 1)])
                 }
                 Kind::If => float_constant(g, name, "tau", 1.0),
             };
-            let reference = attr::reference("value_float", "v_init", AttributeType::Float);
+            let reference = attr::reference("value_float", attr_name::V_INIT, AttributeType::Float);
             let v_init = g.add_node(name, "v_init", "Constant", &[], vec![reference]);
             Scalars {
                 u_init: g.add_node(name, "u_init", "Div", &[&v_init, &theta_gn], vec![]),

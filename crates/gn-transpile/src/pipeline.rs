@@ -39,9 +39,6 @@ pub enum Emit {
     CustomOp,
 }
 
-/// Version of the `gn.transpile` operator set the custom-op emission imports.
-pub const DOMAIN_VERSION: i64 = 1;
-
 /// Largest τ accepted: τ member thresholds per neuron.
 pub const MAX_TAU: u32 = 1024;
 /// Largest T accepted: the emitted graph holds about 6 nodes per step per spiking layer.
@@ -242,7 +239,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
             model.opset_import.retain(|o| o.domain() != crate::DOMAIN);
             model
                 .opset_import
-                .push(OperatorSetIdProto { domain: Some(crate::DOMAIN.into()), version: Some(DOMAIN_VERSION) });
+                .push(OperatorSetIdProto { domain: Some(crate::DOMAIN.into()), version: Some(crate::DOMAIN_VERSION) });
             // Model-local functions arrived with IR version 8.
             model.ir_version = Some(model.ir_version().max(8));
         }

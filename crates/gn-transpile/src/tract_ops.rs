@@ -11,7 +11,7 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::neuron::Kind;
+use crate::neuron::{attr_name, Kind};
 use crate::DOMAIN;
 
 /// Registers `GroupNeuron` and `IFNeuron` with tract-onnx.
@@ -40,11 +40,11 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
     }
     let Some(kind) = Kind::from_op_type(&node.op_type) else { bail!("{} is not a gn.transpile op", node.op_type) };
     let group = kind == Kind::Group;
-    let theta: f32 = node.get_attr("theta")?;
-    let theta_gn: f32 = if group { node.get_attr("theta_gn")? } else { theta };
-    let tau: i64 = if group { node.get_attr("tau")? } else { 1 };
-    let v_init: f32 = node.get_attr("v_init")?;
-    let timesteps: i64 = node.get_attr("timesteps")?;
+    let theta: f32 = node.get_attr(attr_name::THETA)?;
+    let theta_gn: f32 = if group { node.get_attr(attr_name::THETA_GN)? } else { theta };
+    let tau: i64 = if group { node.get_attr(attr_name::TAU)? } else { 1 };
+    let v_init: f32 = node.get_attr(attr_name::V_INIT)?;
+    let timesteps: i64 = node.get_attr(attr_name::TIMESTEPS)?;
     ensure!(theta_gn.is_finite() && theta_gn > 0.0, "{}: θ_GN = {theta_gn} is not a positive threshold", node.name);
     ensure!(tau >= 1, "{}: τ = {tau} must be at least 1", node.name);
     ensure!(timesteps >= 1, "{}: timesteps = {timesteps} must be at least 1", node.name);
