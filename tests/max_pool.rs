@@ -99,3 +99,23 @@ fn a_static_batch_export_with_a_max_pool_on_spikes_converts_with_its_shapes() {
     assert_eq!(outs[0].shape(), &[3, 4]);
     assert_eq!(outs[1].shape(), &[4, 3, 4]);
 }
+
+#[test]
+fn verify_measures_a_network_whose_stem_pool_moved() {
+    use gn_transpile::verify::{measure, Spec};
+    let x = images(40, 13).into_dyn();
+    let spec = Spec {
+        tau: 4,
+        timesteps: vec![1, 2, 4],
+        batch: 20,
+        short_max: 4,
+        long_images: 40,
+        layer_images: 20,
+        layer_timesteps: vec![1, 2],
+    };
+    let m = measure(&stem(), &x, None, &spec, &|_, _, _| {}).expect("verify runs on a moved pool");
+    assert_eq!(m.layers.len(), 2);
+    // The first layer is compared at the pooled value: exact at T = 1 with τ = L.
+    let e = m.exactness.expect("one L");
+    assert!(e.relative_mse <= 1e-6, "{}", e.relative_mse);
+}

@@ -27,6 +27,11 @@ pub struct Move {
     pub op: String,
     /// The spiking layer it now feeds.
     pub layer: String,
+    /// The activation value the pool read (the QCFS site's output in the ANN).
+    pub activation: String,
+    /// The value the pool wrote, which the spiking layer now writes: the layer's output
+    /// in the converted model (the ANN's activation value before the pool is gone).
+    pub output: String,
 }
 
 impl std::fmt::Display for Move {
@@ -71,9 +76,9 @@ pub fn commute(graph: &mut Graph) -> Result<Vec<Move>, TranspileError> {
         pool.output = vec![pooled.clone()];
         let (pool_name, op) = (pool.name().to_string(), pool.op_type().to_string());
         let neuron = &mut graph.proto.node[i];
+        let activation = std::mem::replace(&mut neuron.output[0], m.clone());
         neuron.input[0] = pooled;
-        neuron.output[0] = m;
-        moves.push(Move { pool: pool_name, op, layer: neuron.name().to_string() });
+        moves.push(Move { pool: pool_name, op, layer: neuron.name().to_string(), activation, output: m });
     }
     if !moves.is_empty() {
         graph.sort()?;

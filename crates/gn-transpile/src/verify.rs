@@ -338,7 +338,16 @@ pub fn measure(
 
     // Per layer, on a prefix of the data.
     let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
-    let site_values: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
+    // A site whose max-pool moved in front of it writes the pool's output in the SNN: the
+    // layer is compared there, against the ANN's pooled activation.
+    let (_, report) = transpile(ann, &Options { timesteps: 1, ..Default::default() })?;
+    let site_values: Vec<String> = sites
+        .iter()
+        .map(|s| {
+            let moved = report.moves.iter().find(|m| m.activation == s.output);
+            moved.map_or_else(|| s.output.clone(), |m| m.output.clone())
+        })
+        .collect();
     let ann_acts = run_batched(&expose(ann, &site_values), &xs, spec.batch, &|k| progress("ANN layers", k, m))?;
     let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
     // Per neuron model: per site, (T, MSE) and (T, firing rate).
@@ -456,6 +465,8 @@ const RATE_PRESERVING: &[&str] = &[
     "Dropout",
     "AveragePool",
     "GlobalAveragePool",
+    "MaxPool",
+    "GlobalMaxPool",
     "Pad",
 ];
 
