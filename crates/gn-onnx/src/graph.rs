@@ -353,6 +353,16 @@ fn render_attribute(a: &AttributeProto) -> Option<String> {
     Some(format!("{}={v}", a.name()))
 }
 
+/// The op type of a node of the default ONNX domain, or `""` for a node of any other
+/// domain: passes match standard ops through this, so a custom op that happens to be
+/// called `Div` is never taken for ONNX's.
+pub fn standard_op(n: &NodeProto) -> &str {
+    match n.domain() {
+        "" | "ai.onnx" => n.op_type(),
+        _ => "",
+    }
+}
+
 /// Indices of `nodes` in topological order, or the cycle found.
 pub fn topo_order_of(nodes: &[NodeProto]) -> Result<Vec<usize>, GraphError> {
     let mut producers: HashMap<&str, usize> = HashMap::new();

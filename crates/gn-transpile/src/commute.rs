@@ -63,7 +63,11 @@ pub fn commute(graph: &mut Graph) -> Result<Vec<Move>, TranspileError> {
         let Some([p]) = consumers.get(a).map(Vec::as_slice) else { continue };
         let pool = &graph.nodes()[*p];
         let indices_read = pool.output.get(1).is_some_and(|o| !o.is_empty());
-        if MAX_POOLS.contains(&pool.op_type()) && pool.input.len() == 1 && pool.input[0] == *a && !indices_read {
+        if MAX_POOLS.contains(&gn_onnx::graph::standard_op(pool))
+            && pool.input.len() == 1
+            && pool.input[0] == *a
+            && !indices_read
+        {
             plan.push((i, *p));
         }
     }

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use gn_onnx::graph::Constants;
+use gn_onnx::graph::{standard_op, Constants};
 use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
@@ -212,7 +212,7 @@ fn step_of(consts: &Constants, node: &NodeProto, flow: &str) -> Option<Step> {
         }
         Some((pos, scalar(&node.input[1 - pos])?))
     };
-    match node.op_type() {
+    match standard_op(node) {
         "Identity" => Some(Step::Affine { mul: 1.0, add: 0.0 }),
         "Relu" => Some(Step::Clamp { lo: 0.0, hi: f64::INFINITY }),
         "Mul" => other(node).map(|(_, c)| match c {
@@ -298,7 +298,7 @@ pub fn detect(graph: &Graph) -> Detection {
     let readers = |v: &str| consumers.get(v).cloned().unwrap_or_default();
 
     for (floor_idx, floor) in nodes.iter().enumerate() {
-        if floor.op_type() != "Floor" || floor.input.len() != 1 || floor.output.len() != 1 {
+        if standard_op(floor) != "Floor" || floor.input.len() != 1 || floor.output.len() != 1 {
             continue;
         }
         let y = floor.input[0].as_str();
@@ -309,11 +309,11 @@ pub fn detect(graph: &Graph) -> Detection {
         if let (false, [sub_idx]) = (outputs.contains(&after_floor), &readers(&after_floor)[..]) {
             let sub_idx = *sub_idx;
             let sub = &nodes[sub_idx];
-            if sub.op_type() == "Sub" && sub.input.len() == 2 && sub.input[0] == after_floor && sub.input[1] == y {
+            if standard_op(sub) == "Sub" && sub.input.len() == 2 && sub.input[0] == after_floor && sub.input[1] == y {
                 if let [add_idx] = readers(&sub.output[0])[..] {
                     let add = &nodes[add_idx];
                     let r = &sub.output[0];
-                    if add.op_type() == "Add"
+                    if standard_op(add) == "Add"
                         && add.input.len() == 2
                         && ((add.input[0] == *r && add.input[1] == y) || (add.input[1] == *r && add.input[0] == y))
                         && !outputs.contains(r)

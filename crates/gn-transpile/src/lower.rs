@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use gn_onnx::graph::attr;
+use gn_onnx::graph::{attr, standard_op};
 use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
@@ -160,7 +160,7 @@ fn node_name(n: &NodeProto, idx: usize) -> String {
 fn acts_on_batch_axis(graph: &Graph, n: &NodeProto) -> Option<String> {
     let axis_attr = |name: &str, default: i64| attr::get_int(n, name).unwrap_or(default);
     let msg = |what: &str| Some(format!("{what} axis 0, which holds time × batch after folding"));
-    match n.op_type() {
+    match standard_op(n) {
         "Concat" | "Split" | "Gather" if axis_attr("axis", 0) == 0 => msg("works along"),
         "Flatten" if axis_attr("axis", 1) == 0 => msg("flattens"),
         "Transpose" => {
@@ -220,7 +220,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 }
                 _ => (Folded, Role::Spiking),
             }
-        } else if SHAPE_OPS.contains(&n.op_type()) {
+        } else if SHAPE_OPS.contains(&standard_op(n)) {
             match inputs.first() {
                 Some(Folded) => (ShapeOfFolded, Role::Exact),
                 Some(Static) => (ShapeOfStatic, Role::TimeInvariant),
@@ -231,26 +231,26 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 Role::Refused("its shape operand is computed from the batch size of a time-invariant tensor".into())
             } else if let Some(why) = acts_on_batch_axis(graph, n) {
                 Role::Refused(why)
-            } else if n.op_type() == "Reshape" && reshape_hardcodes_batch(graph, n, batch) {
+            } else if standard_op(n) == "Reshape" && reshape_hardcodes_batch(graph, n, batch) {
                 Role::Refused(match batch {
                     Some(b) => {
                         format!("its target shape's first entry is neither 0, -1 nor the model's static batch {b}")
                     }
                     None => "its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into(),
                 })
-            } else if MAX_POOLS.contains(&n.op_type()) {
-                if n.op_type() == "MaxPool" && n.output.get(1).is_some_and(|o| !o.is_empty()) {
+            } else if MAX_POOLS.contains(&standard_op(n)) {
+                if standard_op(n) == "MaxPool" && n.output.get(1).is_some_and(|o| !o.is_empty()) {
                     Role::Refused("its Indices output depends on the step; only the pooled values convert".into())
                 } else {
                     Role::Rate
                 }
-            } else if !LINEAR.contains(&n.op_type()) {
+            } else if !LINEAR.contains(&standard_op(n)) {
                 Role::Inexact(format!("{} is not linear, so it does not commute with the time average", n.op_type()))
-            } else if matches!(n.op_type(), "Mul" | "Div" | "MatMul")
+            } else if matches!(standard_op(n), "Mul" | "Div" | "MatMul")
                 && inputs.iter().filter(|&&c| c == Folded).count() > 1
             {
                 Role::Inexact("a product of two time-varying tensors does not commute with the time average".into())
-            } else if n.op_type() == "Div" && classes.get(&n.input[1]) == Some(&Folded) {
+            } else if standard_op(n) == "Div" && classes.get(&n.input[1]) == Some(&Folded) {
                 Role::Inexact("dividing by a time-varying tensor does not commute with the time average".into())
             } else {
                 Role::Exact
@@ -259,13 +259,13 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         } else if has(ShapeOfFolded) {
             if has(Static) || has(ShapeOfStatic) {
                 (ShapeOfFolded, Role::Refused("it mixes the folded batch size with a time-invariant tensor".into()))
-            } else if matches!(n.op_type(), "ConstantOfShape" | "Range") {
+            } else if matches!(standard_op(n), "ConstantOfShape" | "Range") {
                 (Folded, Role::Exact)
             } else {
                 (ShapeOfFolded, Role::Exact)
             }
         } else if has(ShapeOfStatic) {
-            if matches!(n.op_type(), "ConstantOfShape" | "Range") {
+            if matches!(standard_op(n), "ConstantOfShape" | "Range") {
                 (Static, Role::TimeInvariant)
             } else {
                 (ShapeOfStatic, Role::TimeInvariant)
@@ -290,7 +290,8 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
     }
     for n in graph.nodes() {
         let on_folded = n.input.first().is_some_and(|i| classes.get(i) == Some(&Folded));
-        if n.op_type() == "Reshape" && on_folded && reshape_target_batch(graph, n) == batch.map(|b| b as f64) {
+        let leading = reshape_target_batch(graph, n);
+        if standard_op(n) == "Reshape" && on_folded && leading.is_some() && leading == batch.map(|b| b as f64) {
             rebatched.extend(n.output.first().cloned());
         }
     }
@@ -371,14 +372,14 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
         let folded = spiking || node.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded));
         if t > 1 && node.output.first().is_some_and(|o| rebatched.contains(o)) {
             // A static-batch target [N, …] on a folded tensor becomes [T·N, …].
-            if let Some(Ok(target)) = graph.constant(&node.input[1]) {
+            if let Some(Ok(target)) = node.input.get(1).and_then(|t| graph.constant(t)) {
                 let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
                 dims[0] *= t as i64;
                 let name = graph.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);
                 node.input[1] = name;
             }
         }
-        if folded && t > 1 && MAX_POOLS.contains(&node.op_type()) {
+        if folded && t > 1 && MAX_POOLS.contains(&standard_op(&node)) {
             expand_max_pool(graph, options.opset, node, t);
             continue;
         }
@@ -457,7 +458,7 @@ pub fn expand_max_pool(graph: &mut Graph, opset: Opset, node: NodeProto, timeste
 /// The value tiled by `Concat(v, v, …, v)` along axis 0 with `copies` inputs, if `node` is that.
 fn tiled_value(node: &NodeProto, copies: usize) -> Option<&str> {
     let first = node.input.first()?;
-    let tiles = node.op_type() == "Concat"
+    let tiles = standard_op(node) == "Concat"
         && attr::get_int(node, "axis") == Some(0)
         && node.input.len() == copies
         && node.input.iter().all(|i| i == first);

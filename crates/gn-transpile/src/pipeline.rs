@@ -167,6 +167,15 @@ pub fn find_sites(graph: &Graph, allow_near_misses: bool) -> Result<Detection, T
                 reason: format!("θ = {} is not a positive finite threshold", site.theta),
             });
         }
+        // The neurons hold θ, θ/τ and θ/(2τ) in float32: all must be finite and normal.
+        let smallest = site.theta as f32 / (2 * MAX_TAU) as f32;
+        if !(site.theta as f32).is_finite() || !smallest.is_normal() {
+            return Err(TranspileError::Node {
+                node: site.name.clone(),
+                op: "Floor".into(),
+                reason: format!("θ = {:e} is outside the range a float32 threshold can hold", site.theta),
+            });
+        }
     }
     if !detection.sites.is_empty() {
         if let Some(m) = detection.near_misses.first() {

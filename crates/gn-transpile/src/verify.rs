@@ -480,7 +480,7 @@ fn count_operations(
     one_image: &ArrayD<f32>,
 ) -> Result<Option<Operations>, VerifyError> {
     let weighted: Vec<&gn_onnx::proto::NodeProto> =
-        graph.nodes().iter().filter(|n| matches!(n.op_type(), "Conv" | "Gemm" | "MatMul")).collect();
+        graph.nodes().iter().filter(|n| matches!(gn_onnx::graph::standard_op(n), "Conv" | "Gemm" | "MatMul")).collect();
     if weighted.is_empty() || one_image.shape()[0] == 0 {
         return Ok(None);
     }
