@@ -20,9 +20,9 @@
 //! differ from the ANN's and are refused unless the user accepts that; ops that act on
 //! axis 0 or compute with the batch size of a time-invariant tensor are refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use gn_onnx::graph::{attr, standard_op};
+use gn_onnx::graph::{attr, standard_op, Constants};
 use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
@@ -81,13 +81,13 @@ pub struct Analysis {
     pub static_batch: Option<i64>,
     /// Outputs of the Reshape nodes on folded tensors whose constant target starts with
     /// the static batch N: lowered to a target starting with T·N.
-    pub rebatched: Vec<String>,
+    pub rebatched: HashSet<String>,
 }
 
 /// The batch every graph input declares as a number on its first axis, if they agree.
 pub fn static_batch(graph: &Graph) -> Option<i64> {
     use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
-    let initializers: std::collections::HashSet<&str> = graph.proto.initializer.iter().map(|t| t.name()).collect();
+    let initializers: HashSet<&str> = graph.proto.initializer.iter().map(|t| t.name()).collect();
     let mut batch = None;
     for v in graph.proto.input.iter().filter(|v| !initializers.contains(v.name())) {
         let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
@@ -157,7 +157,7 @@ fn node_name(n: &NodeProto, idx: usize) -> String {
 }
 
 /// Why a node that reads folded inputs would mix time with the batch, if it does.
-fn acts_on_batch_axis(graph: &Graph, n: &NodeProto) -> Option<String> {
+fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
     let axis_attr = |name: &str, default: i64| attr::get_int(n, name).unwrap_or(default);
     let msg = |what: &str| Some(format!("{what} axis 0, which holds time × batch after folding"));
     match standard_op(n) {
@@ -172,10 +172,7 @@ fn acts_on_batch_axis(graph: &Graph, n: &NodeProto) -> Option<String> {
         }
         "ReduceMean" | "ReduceSum" | "ReduceMax" => {
             let axes = n.attribute.iter().find(|a| a.name() == "axes").map(|a| a.ints.clone()).or_else(|| {
-                n.input
-                    .get(1)
-                    .and_then(|i| graph.constant(i)?.ok())
-                    .map(|c| c.values.iter().map(|&v| v as i64).collect())
+                n.input.get(1).and_then(|i| consts.get(i)?.ok()).map(|c| c.values.iter().map(|&v| v as i64).collect())
             });
             match axes {
                 Some(a) if !a.is_empty() && !a.contains(&0) => None,
@@ -183,7 +180,7 @@ fn acts_on_batch_axis(graph: &Graph, n: &NodeProto) -> Option<String> {
             }
         }
         "Slice" => {
-            let axes = n.input.get(3).filter(|s| !s.is_empty()).and_then(|i| graph.constant(i)?.ok());
+            let axes = n.input.get(3).filter(|s| !s.is_empty()).and_then(|i| consts.get(i)?.ok());
             match axes {
                 Some(a) if !a.values.contains(&0.0) => None,
                 _ => msg("slices"),
@@ -197,8 +194,9 @@ fn acts_on_batch_axis(graph: &Graph, n: &NodeProto) -> Option<String> {
 pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
     use TimeClass::*;
     let order = graph.topo_order()?;
+    let consts = graph.constants();
     let batch = static_batch(graph);
-    let mut rebatched = Vec::new();
+    let mut rebatched = HashSet::new();
     let mut classes: HashMap<String, TimeClass> = HashMap::new();
     for v in &graph.proto.input {
         classes.insert(v.name().to_string(), Static);
@@ -229,15 +227,23 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         } else if has(Folded) {
             let role = if has(ShapeOfStatic) {
                 Role::Refused("its shape operand is computed from the batch size of a time-invariant tensor".into())
-            } else if let Some(why) = acts_on_batch_axis(graph, n) {
+            } else if let Some(why) = acts_on_batch_axis(&consts, n) {
                 Role::Refused(why)
-            } else if standard_op(n) == "Reshape" && reshape_hardcodes_batch(graph, n, batch) {
-                Role::Refused(match batch {
-                    Some(b) => {
-                        format!("its target shape's first entry is neither 0, -1 nor the model's static batch {b}")
+            } else if let Some(leading) = reshape_leading_entry(&consts, n).filter(|&d| d != 0.0 && d != -1.0) {
+                // A leading 0 or -1 follows the input's batch; the static batch N is
+                // rewritten to T·N when lowered; anything else fixes the batch.
+                match batch {
+                    Some(b) if leading == b as f64 => {
+                        rebatched.extend(n.output.first().cloned());
+                        Role::Exact
                     }
-                    None => "its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into(),
-                })
+                    Some(b) => Role::Refused(format!(
+                        "its target shape's first entry is neither 0, -1 nor the model's static batch {b}"
+                    )),
+                    None => Role::Refused(
+                        "its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into(),
+                    ),
+                }
             } else if MAX_POOLS.contains(&standard_op(n)) {
                 if standard_op(n) == "MaxPool" && n.output.get(1).is_some_and(|o| !o.is_empty()) {
                     Role::Refused("its Indices output depends on the step; only the pooled values convert".into())
@@ -288,26 +294,16 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             classes.insert(o.clone(), out);
         }
     }
-    for n in graph.nodes() {
-        let on_folded = n.input.first().is_some_and(|i| classes.get(i) == Some(&Folded));
-        let leading = reshape_target_batch(graph, n);
-        if standard_op(n) == "Reshape" && on_folded && leading.is_some() && leading == batch.map(|b| b as f64) {
-            rebatched.extend(n.output.first().cloned());
-        }
-    }
     Ok(Analysis { classes, verdicts, static_batch: batch, rebatched })
 }
 
-/// The first entry of a Reshape's constant target, if it has one.
-fn reshape_target_batch(graph: &Graph, n: &NodeProto) -> Option<f64> {
-    let shape = n.input.get(1).and_then(|s| graph.constant(s)).and_then(Result::ok)?;
-    shape.values.first().copied()
-}
-
-/// Whether a Reshape's constant target fixes the batch to a number other than the
-/// model's static batch (a leading 0 or -1 follows the input's batch).
-fn reshape_hardcodes_batch(graph: &Graph, n: &NodeProto, batch: Option<i64>) -> bool {
-    reshape_target_batch(graph, n).is_some_and(|d| d != 0.0 && d != -1.0 && Some(d) != batch.map(|b| b as f64))
+/// The first entry of a Reshape's constant target (`None` for other ops, and for a
+/// target computed at run time).
+fn reshape_leading_entry(consts: &Constants, n: &NodeProto) -> Option<f64> {
+    if standard_op(n) != "Reshape" {
+        return None;
+    }
+    consts.get(n.input.get(1)?)?.ok()?.values.first().copied()
 }
 
 /// Options of the lower pass.
@@ -355,7 +351,7 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
         }
     }
     let classes = analysis.classes;
-    let rebatched: std::collections::HashSet<String> = analysis.rebatched.into_iter().collect();
+    let rebatched = analysis.rebatched;
     let t = options.timesteps;
     let order = graph.topo_order()?;
     let nodes = std::mem::take(&mut graph.proto.node);
