@@ -39,7 +39,7 @@ fn a_max_pool_on_spikes_is_exact_in_rate_at_every_step() {
             let got = &run_tract(&pooled, &x, 16)[1];
             let layer = &run_tract(&plain, &x, 16)[1];
             let want = pool_rows(layer);
-            let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let diff = gn_tests::max_abs_diff(got, &want);
             assert!(diff < 1e-5, "{emit:?} {neuron:?}: rows differ by {diff}");
             // Something fires, so the check is not vacuous.
             assert!(want.iter().any(|&v| v > 0.0));
@@ -57,7 +57,7 @@ fn at_tau_l_and_one_step_a_max_pool_on_spikes_reproduces_the_ann() {
     let want = &run_tract(&ann, &x, 32)[0];
     let o = Options { tau: 4, timesteps: 1, ..Default::default() };
     let got = &run_tract(&transpile(&ann, &o).unwrap().0, &x, 32)[0];
-    let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = gn_tests::max_abs_diff(got, want);
     assert!(diff < 1e-5, "{diff}");
 }
 
@@ -72,7 +72,7 @@ fn a_max_pool_stem_moves_in_front_of_its_layer_and_stays_exact() {
         assert_eq!(report.moves.len(), 1, "{:?}", report.moves);
         assert!(report.moves[0].to_string().contains("MaxPool"), "{}", report.moves[0]);
         let got = &run_tract(&snn, &x, 32)[0];
-        let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let diff = gn_tests::max_abs_diff(got, want);
         assert!(diff < 1e-5, "{emit:?}: τ = L, T = 1 differs from the ANN by {diff}");
         // At T > 1 the moved pool runs once, on the time-invariant current.
         let o = Options { timesteps: 4, emit, ..Default::default() };
@@ -90,7 +90,7 @@ fn a_static_batch_export_with_a_max_pool_on_spikes_converts_with_its_shapes() {
     let want = &run_tract(&ann, &x, 3)[0];
     let o = Options { tau: 4, timesteps: 1, ..Default::default() };
     let got = &run_tract(&transpile(&ann, &o).unwrap().0, &x, 3)[0];
-    let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = gn_tests::max_abs_diff(got, want);
     assert!(diff < 1e-5, "{diff}");
     let o = Options { timesteps: 4, anytime: true, ..Default::default() };
     let snn = transpile(&ann, &o).unwrap().0;

@@ -75,7 +75,7 @@ fn a_network_of_real_export_patterns_reproduces_the_ann_at_tau_l() {
         assert_eq!(report.spiking_layers.len(), 4);
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let got = &run_tract(&snn, &x, 24)[0];
-        let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let diff = gn_tests::max_abs_diff(got, want);
         assert!(diff < 1e-4, "{emit:?}: τ = L, T = 1 differs from the ANN by {diff}");
         let (snn, report) =
             transpile(&ann, &Options { timesteps: 4, anytime: true, emit, ..Default::default() }).unwrap();
