@@ -40,7 +40,7 @@ fn gn_with_tau_equal_to_l_at_one_step_reproduces_every_fixture() {
         let (a, b) = (argmax_rows(&expected), argmax_rows(&got));
         let flips: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
         assert_eq!(got.shape(), expected.shape());
-        let rel = gn_transpile::verify::relative_mse(&got, &expected);
+        let rel = gn_verify::relative_mse(&got, &expected);
         eprintln!("{}: relative MSE {rel:.2e}, top-1 flips {flips:?}", path.display());
         // Flips can only come from float rounding at exact ties of floor(x·L/θ + 1/2).
         assert!(flips.len() * 1000 <= a.len(), "{}: {} top-1 flips", path.display(), flips.len());
@@ -103,7 +103,7 @@ fn emitted_graph_agrees_with_the_reference_simulator() {
 /// to the reference simulator's member spikes times the fan-out of the next layer.
 #[test]
 fn synaptic_operations_match_the_reference_spike_counts() {
-    use gn_transpile::verify::{measure, Spec};
+    use gn_verify::{measure, Spec};
     let (layers, model) = mlp(4, 7);
     let x = matrix(64, 6, 99, 2.0);
     let spec = Spec {

@@ -102,7 +102,7 @@ fn a_static_batch_export_with_a_max_pool_on_spikes_converts_with_its_shapes() {
 
 #[test]
 fn verify_measures_a_network_whose_stem_pool_moved() {
-    use gn_transpile::verify::{measure, Spec};
+    use gn_verify::{measure, Spec};
     let x = images(40, 13).into_dyn();
     let spec = Spec {
         tau: 4,

@@ -103,7 +103,7 @@ pub fn run_tract_with(model: &ModelProto, x: &Array4<f32>, batch: usize, optimiz
 /// Mean squared difference (the harness's metric), for arrays of one shape.
 pub fn mse(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     assert_eq!(a.shape(), b.shape());
-    gn_transpile::verify::mse(a, b)
+    gn_verify::mse(a, b)
 }
 
 /// Largest absolute difference.
@@ -114,7 +114,7 @@ pub fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
 
 /// Index of the largest value of each row of a [N, C] array (the harness's top-1).
 pub fn argmax_rows(a: &ArrayD<f32>) -> Vec<usize> {
-    gn_transpile::verify::top1(a)
+    gn_verify::top1(a)
 }
 
 /// Slice `t` of an anytime output [T, N, …].

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use gn_onnx::data::read_idx_u8;
 use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
-use gn_transpile::verify::{measure, mse, relative_mse, run_batched, top1, Measurement, Spec};
+use gn_verify::{measure, mse, relative_mse, run_batched, top1, Measurement, Spec};
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
@@ -227,8 +227,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let (models, x, labels): (Vec<ModelConfig>, ArrayD<f32>, Option<Vec<usize>>) = match &args.model {
         Some(model) => {
             let data = args.data.as_ref().context("--model needs --data")?;
-            let x = gn_transpile::verify::read_npy_inputs(data)?;
-            let labels = args.labels.as_deref().map(gn_transpile::verify::read_npy_labels).transpose()?;
+            let x = gn_verify::read_npy_inputs(data)?;
+            let labels = args.labels.as_deref().map(gn_verify::read_npy_labels).transpose()?;
             if let Some(l) = &labels {
                 if l.len() != x.shape()[0] {
                     bail!("{} labels for {} inputs", l.len(), x.shape()[0]);
@@ -340,7 +340,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 .unwrap_or_default();
             for &k in &config.tau_sweep.taus {
                 // τ = 1 is IF, and the configured τ was measured already.
-                let known = measured.iter().find(|c| (k == 1 && c.neuron == "IF") || (c.neuron == "GN" && c.tau == k));
+                let known = measured.iter().find(|c| (k == 1 && c.neuron == NeuronKind::If) || (c.neuron == NeuronKind::Gn && c.tau == k));
                 if let Some(c) = known {
                     let keep = |v: &Vec<(usize, f64)>| {
                         v.iter().copied().filter(|p| sweep_ts.contains(&p.0)).collect::<Vec<_>>()
@@ -359,7 +359,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 };
                 let snn = transpile(&ann, &options)?.0;
                 let bar = progress();
-                let label = format!("GN τ={k}");
+                let label = NeuronKind::Gn.label(k);
                 let out = run_batched(&snn, &x, spec.batch, &|c| bar(&label, c, n))?;
                 let mut p = SweepPoint { tau: k, mse: Vec::new(), accuracy: Vec::new() };
                 for &t in &sweep_ts {
@@ -451,7 +451,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
         if let Some(r) = results.iter().find(|r| r.name == g.ratio_model) {
-            let (if_, gn) = (&r.measurement.curves[0], &r.measurement.curves[1]);
+            let (if_, gn) = (r.measurement.curve(NeuronKind::If), r.measurement.curve(NeuronKind::Gn));
             for ((t, a), (_, b)) in if_.mse.iter().zip(&gn.mse).filter(|((t, _), _)| *t <= g.ratio_up_to_t) {
                 let ratio = b / a;
                 gates.push((
@@ -489,7 +489,7 @@ fn render_markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Verification: ANN vs IF vs GN (τ = {}) on {} Fashion-MNIST test images\n", r.tau, r.images);
     let ts: Vec<usize> =
-        r.models.first().map(|m| m.measurement.curves[0].mse.iter().map(|p| p.0).collect()).unwrap_or_default();
+        r.models.first().map(|m| m.measurement.curve(NeuronKind::If).mse.iter().map(|p| p.0).collect()).unwrap_or_default();
     let header = |s: &mut String, first: &str| {
         let _ = writeln!(s, "| {first} | {} |", ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
@@ -504,7 +504,7 @@ fn render_markdown(r: &Report) -> String {
     let _ = writeln!(s, "### Table 1: MSE between the ANN's and the SNN's logits\n");
     for m in &r.models {
         header(&mut s, &format!("{} (L = {:?})", m.name, m.measurement.levels));
-        let (if_, gn) = (&m.measurement.curves[0], &m.measurement.curves[1]);
+        let (if_, gn) = (m.measurement.curve(NeuronKind::If), m.measurement.curve(NeuronKind::Gn));
         let _ = writeln!(s, "| GN | {} |", cells(&gn.mse, |v| format!("{v:.4}")));
         let _ = writeln!(s, "| IF | {} |", cells(&if_.mse, |v| format!("{v:.4}")));
         let _ = writeln!(
@@ -538,7 +538,7 @@ fn render_markdown(r: &Report) -> String {
         let pct = |a: Option<f64>| a.map(|a| format!("{:.2}", a * 100.0)).unwrap_or_else(|| "–".into());
         let (ann, ann_long) = (pct(m.measurement.ann_accuracy), pct(m.measurement.ann_accuracy_long));
         for c in &m.measurement.curves {
-            let tag = if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() };
+            let tag = c.label();
             let _ = writeln!(
                 s,
                 "| {} {tag} | {ann} | {} | {ann_long} |",
@@ -553,7 +553,7 @@ fn render_markdown(r: &Report) -> String {
     );
     for m in &r.models {
         let (Some(ann), Some(gn2)) =
-            (m.measurement.ann_accuracy, m.measurement.curves[1].accuracy.iter().find(|p| p.0 == 2))
+            (m.measurement.ann_accuracy, m.measurement.curve(NeuronKind::Gn).accuracy.iter().find(|p| p.0 == 2))
         else {
             continue;
         };
@@ -632,7 +632,7 @@ fn render_markdown(r: &Report) -> String {
             let _ = writeln!(s, "| --- | --- | --- | --- |{}", " --- |".repeat(ts.len()));
             op_header = true;
         }
-        for (tag, sops) in [("IF", &ops.if_sops), (&*format!("GN τ={}", r.tau), &ops.gn_sops)] {
+        for (tag, sops) in [("IF", &ops.if_sops), (&*NeuronKind::Gn.label(r.tau), &ops.gn_sops)] {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {tag} | {} |",
@@ -750,7 +750,7 @@ fn custom_op_checks(
             let on_tract = agreement(&tract, &reference, 1e-5);
             let nodes = |m: &ModelProto| m.graph.as_ref().map_or(0, |g| g.node.len());
             checks.push(CustomOpCheck {
-                neuron: if neuron == NeuronKind::Gn { format!("GN τ={tau}") } else { "IF".into() },
+                neuron: neuron.label(tau),
                 timesteps: t,
                 nodes_standard: nodes(&standard),
                 nodes_compact: nodes(&compact),
@@ -876,7 +876,7 @@ fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
             .iter()
             .enumerate()
             .map(|(i, c)| Series {
-                name: if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
+                name: c.label(),
                 color: COLORS[i],
                 points: c.mse.iter().map(|&(t, v)| (t as f64, v)).collect(),
                 dashed: false,
@@ -897,7 +897,7 @@ fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
             .iter()
             .enumerate()
             .map(|(i, c)| Series {
-                name: if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
+                name: c.label(),
                 color: COLORS[i],
                 points: c.accuracy.iter().map(|&(t, v)| (t as f64, v * 100.0)).collect(),
                 dashed: false,
@@ -936,7 +936,7 @@ fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
             dashed: true,
         });
         for (i, (neuron, tau, name)) in
-            [(NeuronKind::If, 1, "IF".to_string()), (NeuronKind::Gn, r.tau, format!("GN τ={}", r.tau))]
+            [(NeuronKind::If, 1, NeuronKind::If.label(1)), (NeuronKind::Gn, r.tau, NeuronKind::Gn.label(r.tau))]
                 .into_iter()
                 .enumerate()
         {

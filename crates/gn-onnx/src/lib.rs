@@ -1,5 +1,5 @@
-//! Lossless ONNX model I/O, a small graph IR over the protobuf, and a bridge to
-//! `tract-onnx` for shapes and execution.
+//! Lossless ONNX model I/O, a small graph IR over the protobuf, and (feature `tract`)
+//! a bridge to `tract-onnx` for shapes and execution.
 //!
 //! The protobuf types in [`proto`] are generated from `proto/onnx.proto` (proto2, the
 //! complete ONNX IR schema), so decoding and re-encoding a model loses nothing.
@@ -7,6 +7,7 @@
 pub mod data;
 pub mod graph;
 pub mod io;
+#[cfg(feature = "tract")]
 pub mod tract_bridge;
 pub mod validate;
 

@@ -93,7 +93,7 @@ pub fn commute(graph: &mut Graph) -> Result<Vec<Move>, TranspileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::neuron::Kind;
+    use crate::neuron::NeuronKind;
     use gn_onnx::proto::{GraphProto, NodeProto};
 
     fn node(op: &str, input: &str, output: &str) -> NodeProto {
@@ -116,7 +116,7 @@ mod tests {
     }
 
     fn neuron(input: &str, output: &str) -> NodeProto {
-        Neuron { kind: Kind::If, theta: 1.0, tau: 1, levels: 4 }.node(output, input, output)
+        Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 4 }.node(output, input, output)
     }
 
     #[test]

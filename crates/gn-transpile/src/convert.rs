@@ -11,7 +11,7 @@
 use gn_onnx::Graph;
 
 use crate::detect::Site;
-use crate::neuron::{Kind, Neuron};
+use crate::neuron::{Neuron, NeuronKind};
 
 /// Replaces every site's chain by one `IFNeuron` node named `{site}.if`.
 pub fn convert(graph: &mut Graph, sites: &[Site]) {
@@ -20,7 +20,7 @@ pub fn convert(graph: &mut Graph, sites: &[Site]) {
         sites.iter().flat_map(|s| s.values.iter().map(String::as_str)).collect();
     graph.proto.node.retain(|n| !n.output.first().is_some_and(|o| chain.contains(o.as_str())));
     for site in sites {
-        let neuron = Neuron { kind: Kind::If, theta: site.theta, tau: 1, levels: site.levels };
+        let neuron = Neuron { kind: NeuronKind::If, theta: site.theta, tau: 1, levels: site.levels };
         let name = graph.unique_name(&format!("{}.if", site.name));
         graph.proto.node.push(neuron.node(&name, &site.input, &site.output));
     }

@@ -8,7 +8,7 @@
 
 use gn_onnx::Graph;
 
-use crate::neuron::{Kind, Neuron};
+use crate::neuron::{Neuron, NeuronKind};
 
 /// Rewrites every `IFNeuron` node into a `GroupNeuron` of `tau` members, named `{site}.gn`.
 pub fn group(graph: &mut Graph, tau: u32) {
@@ -17,11 +17,11 @@ pub fn group(graph: &mut Graph, tau: u32) {
         .nodes()
         .iter()
         .enumerate()
-        .filter_map(|(i, node)| Some((i, Neuron::from_node(node).filter(|n| n.kind == Kind::If)?)))
+        .filter_map(|(i, node)| Some((i, Neuron::from_node(node).filter(|n| n.kind == NeuronKind::If)?)))
         .collect();
     for (i, neuron) in plan {
         let node = &graph.proto.node[i];
-        let grouped = Neuron { kind: Kind::Group, tau, ..neuron };
+        let grouped = Neuron { kind: NeuronKind::Gn, tau, ..neuron };
         let base = node.name().strip_suffix(".if").unwrap_or(node.name()).to_string();
         let (input, output) = (node.input[0].clone(), node.output[0].clone());
         let name = graph.unique_name(&format!("{base}.gn"));

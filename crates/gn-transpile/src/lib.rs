@@ -20,11 +20,12 @@ pub mod inspect;
 pub mod lower;
 pub mod neuron;
 pub mod pipeline;
+#[cfg(feature = "tract")]
 pub mod tract_ops;
-pub mod verify;
 
 pub use error::TranspileError;
-pub use pipeline::{transpile, Emit, NeuronKind, Options, Report};
+pub use neuron::NeuronKind;
+pub use pipeline::{transpile, Emit, Options, Report};
 
 /// The ONNX domain of the spiking-layer nodes that exist between passes.
 pub const DOMAIN: &str = "gn.transpile";

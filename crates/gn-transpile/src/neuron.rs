@@ -24,30 +24,64 @@ use gn_onnx::Graph;
 
 use crate::DOMAIN;
 
-/// Which neuron a spiking layer uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+/// The neuron model of the spiking layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum NeuronKind {
+    /// Group Neurons of τ members (the default).
+    #[serde(rename = "GN")]
+    Gn,
     /// Integrate-and-fire: the traditional conversion.
+    #[serde(rename = "IF")]
     If,
-    /// Group Neuron of τ members.
-    Group,
 }
 
-impl Kind {
+impl NeuronKind {
     /// Both kinds, for op registries.
-    pub const ALL: [Kind; 2] = [Kind::If, Kind::Group];
+    pub const ALL: [NeuronKind; 2] = [NeuronKind::If, NeuronKind::Gn];
 
     /// The op type of the spiking-layer node in the `gn.transpile` domain.
     pub fn op_type(self) -> &'static str {
         match self {
-            Kind::If => "IFNeuron",
-            Kind::Group => "GroupNeuron",
+            NeuronKind::If => "IFNeuron",
+            NeuronKind::Gn => "GroupNeuron",
         }
     }
 
     /// The kind whose op type is `op`, if any.
-    pub fn from_op_type(op: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.op_type() == op)
+    pub fn from_op_type(op: &str) -> Option<NeuronKind> {
+        NeuronKind::ALL.into_iter().find(|k| k.op_type() == op)
+    }
+
+    /// The value written for it in metadata and accepted by `--neuron`: `gn` or `if`.
+    pub fn key(self) -> &'static str {
+        match self {
+            NeuronKind::If => "if",
+            NeuronKind::Gn => "gn",
+        }
+    }
+
+    /// The label of a curve or table row: `IF`, or `GN τ=4` with the members per group.
+    pub fn label(self, tau: u32) -> String {
+        match self {
+            NeuronKind::If => "IF".into(),
+            NeuronKind::Gn => format!("GN τ={tau}"),
+        }
+    }
+
+    /// The kind whose [`key`](NeuronKind::key) is `key`, if any.
+    pub fn from_key(key: &str) -> Option<NeuronKind> {
+        NeuronKind::ALL.into_iter().find(|k| k.key() == key)
+    }
+}
+
+/// `IF` or `GN`, as tables and reports label the curves.
+impl std::fmt::Display for NeuronKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NeuronKind::If => "IF",
+            NeuronKind::Gn => "GN",
+        })
     }
 }
 
@@ -72,7 +106,7 @@ pub mod attr_name {
 /// The parameters of one spiking layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Neuron {
-    pub kind: Kind,
+    pub kind: NeuronKind,
     /// The site's threshold θ (the QCFS threshold).
     pub theta: f64,
     /// Members per group (1 for IF).
@@ -105,7 +139,7 @@ impl Neuron {
             attr::int(attr_name::LEVELS, self.levels as i64),
             attr::float(attr_name::V_INIT, self.v_init() as f32),
         ];
-        if self.kind == Kind::Group {
+        if self.kind == NeuronKind::Gn {
             attributes.push(attr::int(attr_name::TAU, self.tau as i64));
             attributes.push(attr::float(attr_name::THETA_GN, self.theta_gn() as f32));
         }
@@ -127,7 +161,7 @@ impl Neuron {
         if node.domain() != DOMAIN {
             return Ok(None);
         }
-        let Some(kind) = Kind::from_op_type(node.op_type()) else {
+        let Some(kind) = NeuronKind::from_op_type(node.op_type()) else {
             return Err(format!("{DOMAIN} has no op '{}'", node.op_type()));
         };
         if node.input.len() != 1 || node.input[0].is_empty() || node.output.len() != 1 || node.output[0].is_empty() {
@@ -145,7 +179,7 @@ impl Neuron {
         if !(0..=u32::MAX as i64).contains(&levels) {
             return Err(format!("levels = {levels} is out of range"));
         }
-        if kind == Kind::Group {
+        if kind == NeuronKind::Gn {
             let tau = attr::get_int(node, attr_name::TAU).ok_or("has no 'tau' attribute")?;
             if !(1..=crate::pipeline::MAX_TAU as i64).contains(&tau) {
                 return Err(format!("τ = {tau} is out of range (1 to {})", crate::pipeline::MAX_TAU));
@@ -169,12 +203,12 @@ impl Neuron {
         if node.domain() != DOMAIN {
             return None;
         }
-        let kind = Kind::from_op_type(node.op_type())?;
+        let kind = NeuronKind::from_op_type(node.op_type())?;
         let theta = attr::get_float(node, attr_name::THETA)? as f64;
         let levels = attr::get_int(node, attr_name::LEVELS).unwrap_or(0) as u32;
         let tau = match kind {
-            Kind::If => 1,
-            Kind::Group => attr::get_int(node, attr_name::TAU)? as u32,
+            NeuronKind::If => 1,
+            NeuronKind::Gn => attr::get_int(node, attr_name::TAU)? as u32,
         };
         Some(Neuron { kind, theta, tau, levels })
     }
@@ -226,14 +260,14 @@ pub enum Params<'a> {
     /// Literal values, as initializers of the graph (the standard emission).
     Inline(&'a Neuron),
     /// The calling node's attributes, by reference (the body of a model-local function).
-    Attributes(Kind),
+    Attributes(NeuronKind),
 }
 
 /// The attributes a spiking-layer node carries, in the order they are written.
-pub fn attribute_names(kind: Kind) -> &'static [&'static str] {
+pub fn attribute_names(kind: NeuronKind) -> &'static [&'static str] {
     match kind {
-        Kind::If => &[attr_name::THETA, attr_name::LEVELS, attr_name::V_INIT, attr_name::TIMESTEPS],
-        Kind::Group => &[
+        NeuronKind::If => &[attr_name::THETA, attr_name::LEVELS, attr_name::V_INIT, attr_name::TIMESTEPS],
+        NeuronKind::Gn => &[
             attr_name::THETA,
             attr_name::LEVELS,
             attr_name::V_INIT,
@@ -269,16 +303,16 @@ fn scalars(g: &mut Graph, name: &str, params: Params) -> Scalars {
             }
         }
         Params::Attributes(kind) => {
-            let unit = if kind == Kind::Group { attr_name::THETA_GN } else { attr_name::THETA };
+            let unit = if kind == NeuronKind::Gn { attr_name::THETA_GN } else { attr_name::THETA };
             let reference = attr::reference("value_float", unit, AttributeType::Float);
             let theta_gn = g.add_node(name, "theta_gn", "Constant", &[], vec![reference]);
             let tau = match kind {
-                Kind::Group => {
+                NeuronKind::Gn => {
                     let reference = attr::reference("value_int", attr_name::TAU, AttributeType::Int);
                     let t = g.add_node(name, "tau_int", "Constant", &[], vec![reference]);
                     g.add_node(name, "tau", "Cast", &[&t], vec![attr::int("to", 1)])
                 }
-                Kind::If => float_constant(g, name, "tau", 1.0),
+                NeuronKind::If => float_constant(g, name, "tau", 1.0),
             };
             let reference = attr::reference("value_float", attr_name::V_INIT, AttributeType::Float);
             let v_init = g.add_node(name, "v_init", "Constant", &[], vec![reference]);
@@ -356,13 +390,13 @@ pub fn expand_layer(
 /// [`expand_layer`] on a folded `[T·N, …]` input `X`, reading θ, τ and v(0) from the
 /// calling node's attributes. T is fixed by the body, so a model holds one function per
 /// op type and every node of that type runs T steps.
-pub fn function(kind: Kind, opset: Opset, timesteps: usize) -> FunctionProto {
+pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize) -> FunctionProto {
     let mut g = Graph::new(Default::default());
     expand_layer(&mut g, opset, "neuron", Params::Attributes(kind), "X", Current::Folded, timesteps, "Y");
     debug_assert!(g.proto.initializer.is_empty(), "a function body holds no initializers");
     let doc = match kind {
-        Kind::If => "Integrate-and-fire neurons over T time steps folded into axis 0 ([T·N, …], step-major): threshold θ, v(0) = θ/2, soft reset.",
-        Kind::Group => "Group Neurons of τ members over T time steps folded into axis 0 ([T·N, …], step-major): member thresholds i·θ/τ, θ_GN = θ/τ, v(0) = θ_GN/2, lateral soft reset (Lyu et al., arXiv 2402.19061, Algorithm 1).",
+        NeuronKind::If => "Integrate-and-fire neurons over T time steps folded into axis 0 ([T·N, …], step-major): threshold θ, v(0) = θ/2, soft reset.",
+        NeuronKind::Gn => "Group Neurons of τ members over T time steps folded into axis 0 ([T·N, …], step-major): member thresholds i·θ/τ, θ_GN = θ/τ, v(0) = θ_GN/2, lateral soft reset (Lyu et al., arXiv 2402.19061, Algorithm 1).",
     };
     FunctionProto {
         name: Some(kind.op_type().into()),

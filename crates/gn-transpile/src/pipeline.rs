@@ -17,20 +17,12 @@ use crate::detect::{detect, Detection, Site};
 use crate::emit::{readout, set_metadata};
 use crate::error::TranspileError;
 use crate::lower::{lower, LowerOptions};
-use crate::neuron::{function, Kind, Neuron, Opset};
+use crate::neuron::{function, Neuron, NeuronKind, Opset};
 use gn_onnx::proto::OperatorSetIdProto;
-
-/// The neuron model of the spiking layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NeuronKind {
-    /// Integrate-and-fire, the traditional conversion.
-    If,
-    /// Group Neurons (the default).
-    Gn,
-}
 
 /// The form of the emitted model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Emit {
     /// Every step of every spiking layer unrolled into standard ONNX ops (the default).
     Standard,
@@ -238,10 +230,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
             crate::lower::expand_neurons(&mut graph, Opset(opset));
         }
         Emit::CustomOp => {
-            let kind = match options.neuron {
-                NeuronKind::Gn => Kind::Group,
-                NeuronKind::If => Kind::If,
-            };
+            let kind = options.neuron;
             model.functions.retain(|f| f.domain() != crate::DOMAIN);
             model.functions.push(function(kind, Opset(opset), options.timesteps));
             model.opset_import.retain(|o| o.domain() != crate::DOMAIN);

@@ -11,12 +11,12 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::neuron::{attr_name, Kind};
+use crate::neuron::{attr_name, NeuronKind};
 use crate::DOMAIN;
 
 /// Registers `GroupNeuron` and `IFNeuron` with tract-onnx.
 pub fn register(ops: &mut OnnxOpRegister) {
-    for kind in Kind::ALL {
+    for kind in NeuronKind::ALL {
         ops.insert(kind.op_type(), build);
     }
 }
@@ -38,8 +38,8 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
             node.op_type
         );
     }
-    let Some(kind) = Kind::from_op_type(&node.op_type) else { bail!("{} is not a gn.transpile op", node.op_type) };
-    let group = kind == Kind::Group;
+    let Some(kind) = NeuronKind::from_op_type(&node.op_type) else { bail!("{} is not a gn.transpile op", node.op_type) };
+    let group = kind == NeuronKind::Gn;
     let theta: f32 = node.get_attr(attr_name::THETA)?;
     let theta_gn: f32 = if group { node.get_attr(attr_name::THETA_GN)? } else { theta };
     let tau: i64 = if group { node.get_attr(attr_name::TAU)? } else { 1 };

@@ -12,8 +12,9 @@ use gn_onnx::proto::{ModelProto, ValueInfoProto};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
-use crate::detect::Site;
-use crate::pipeline::{find_sites, transpile, NeuronKind, Options};
+use gn_transpile::detect::Site;
+use gn_transpile::pipeline::{find_sites, transpile, Options};
+use gn_transpile::NeuronKind;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -37,12 +38,19 @@ pub struct Spec {
 /// One neuron model's curve over T.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Curve {
-    pub neuron: String,
+    pub neuron: NeuronKind,
     pub tau: u32,
     /// (T, MSE between the ANN's and the SNN's outputs)
     pub mse: Vec<(usize, f64)>,
     /// (T, top-1 accuracy), when labels are given.
     pub accuracy: Vec<(usize, f64)>,
+}
+
+impl Curve {
+    /// `IF` or `GN τ=k`.
+    pub fn label(&self) -> String {
+        self.neuron.label(self.tau)
+    }
 }
 
 /// The τ = L, T = 1 check (SPEC §4.1).
@@ -102,11 +110,18 @@ pub struct Measurement {
     pub emitted_outputs: Vec<Vec<ArrayD<f32>>>,
 }
 
+impl Measurement {
+    /// The curve of one neuron kind (every measurement has one of each).
+    pub fn curve(&self, kind: NeuronKind) -> &Curve {
+        self.curves.iter().find(|c| c.neuron == kind).expect("a measurement has an IF and a GN curve")
+    }
+}
+
 /// A failure of the measurement.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error(transparent)]
-    Transpile(#[from] crate::TranspileError),
+    Transpile(#[from] gn_transpile::TranspileError),
     #[error(transparent)]
     Tract(#[from] gn_onnx::tract_bridge::TractError),
     #[error("{0}")]
@@ -121,7 +136,7 @@ pub fn run_batched(
     batch: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<ArrayD<f32>>, VerifyError> {
-    let plan = Arc::new(crate::tract_ops::load(model, true)?);
+    let plan = Arc::new(gn_transpile::tract_ops::load(model, true)?);
     let names: Vec<String> =
         model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
     let chunks: Vec<ArrayD<f32>> = x.axis_chunks_iter(Axis(0), batch.max(1)).map(|c| c.to_owned()).collect();
@@ -240,12 +255,12 @@ pub fn measure(
             return Err(VerifyError::Data(format!("{} labels for {n} inputs", l.len())));
         }
     }
-    crate::pipeline::Options { tau: spec.tau, ..Default::default() }.validate()?;
-    if let Some(&t) = spec.timesteps.iter().find(|&&t| t == 0 || t > crate::pipeline::MAX_TIMESTEPS) {
-        return Err(VerifyError::Data(format!("T = {t} is out of range (1 to {})", crate::pipeline::MAX_TIMESTEPS)));
+    gn_transpile::pipeline::Options { tau: spec.tau, ..Default::default() }.validate()?;
+    if let Some(&t) = spec.timesteps.iter().find(|&&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
+        return Err(VerifyError::Data(format!("T = {t} is out of range (1 to {})", gn_transpile::pipeline::MAX_TIMESTEPS)));
     }
     let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
-    let graph = crate::pipeline::prepare(ann)?;
+    let graph = gn_transpile::pipeline::prepare(ann)?;
     let outputs = graph.output_names();
     if outputs.len() != 1 {
         return Err(VerifyError::Data(format!(
@@ -277,8 +292,9 @@ pub fn measure(
     let mut curves = Vec::new();
     let mut emitted = Vec::new();
     let mut emitted_outputs = Vec::new();
-    for (neuron, tag, tau) in [(NeuronKind::If, "IF", 1), (NeuronKind::Gn, "GN", spec.tau)] {
-        let mut curve = Curve { neuron: tag.to_string(), tau, mse: Vec::new(), accuracy: Vec::new() };
+    for (neuron, tau) in [(NeuronKind::If, 1), (NeuronKind::Gn, spec.tau)] {
+        let tag = neuron.to_string();
+        let mut curve = Curve { neuron, tau, mse: Vec::new(), accuracy: Vec::new() };
         for (pass, (steps, images)) in [(t_short, n), (t_max, long)].into_iter().enumerate() {
             // The second pass covers T above short_max, if any.
             if pass == 1 && t_max == t_short {

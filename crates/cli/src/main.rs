@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 
 const EXAMPLES: &str = "\
@@ -47,8 +47,8 @@ struct ConvertArgs {
     #[arg(long, short = 't', default_value_t = 4, value_name = "T")]
     timesteps: usize,
     /// Neuron model: gn (Group Neurons) or if (integrate-and-fire, the baseline).
-    #[arg(long, value_enum, default_value_t = Neuron::Gn)]
-    neuron: Neuron,
+    #[arg(long, value_enum, default_value_t = NeuronKind::Gn)]
+    neuron: NeuronKind,
     /// Also output `{y}_anytime` [T, …]: the readout averaged over steps 1..t, for every t.
     #[arg(long)]
     anytime: bool,
@@ -58,23 +58,11 @@ struct ConvertArgs {
     /// Model form: standard (every step unrolled into standard ops) or custom-op (one
     /// gn.transpile GroupNeuron/IFNeuron node per spiking layer, defined by a model-local
     /// function that ONNX Runtime inlines).
-    #[arg(long, value_enum, default_value_t = EmitForm::Standard, value_name = "FORM")]
-    emit: EmitForm,
+    #[arg(long, value_enum, default_value_t = Emit::Standard, value_name = "FORM")]
+    emit: Emit,
     /// Print each site's op chain and the near misses.
     #[arg(long, short = 'v')]
     verbose: bool,
-}
-
-#[derive(Copy, Clone, Debug, ValueEnum)]
-enum EmitForm {
-    Standard,
-    CustomOp,
-}
-
-#[derive(Copy, Clone, Debug, ValueEnum)]
-enum Neuron {
-    Gn,
-    If,
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,6 +74,7 @@ enum Command {
         input: PathBuf,
     },
     /// Run the ANN and its IF and GN conversions on your data; print the MSE and accuracy per T.
+    #[cfg(feature = "verify")]
     Verify {
         /// The QCFS ANN (.onnx).
         #[arg(value_name = "IN")]
@@ -105,6 +94,7 @@ enum Command {
     },
 }
 
+#[cfg(feature = "verify")]
 fn verify(
     input: PathBuf,
     data: PathBuf,
@@ -112,7 +102,7 @@ fn verify(
     tau: u32,
     timesteps: Vec<usize>,
 ) -> anyhow::Result<()> {
-    use gn_transpile::verify::{measure, read_npy_inputs, read_npy_labels, Spec};
+    use gn_verify::{measure, read_npy_inputs, read_npy_labels, Spec};
     if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
         anyhow::bail!("--timesteps must list values between 1 and {}", gn_transpile::pipeline::MAX_TIMESTEPS);
     }
@@ -155,7 +145,7 @@ fn verify(
         let row: Vec<String> = c.mse.iter().map(|p| format!("{:.4}", p.1)).collect();
         println!(
             "| {} | {} |",
-            if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
+            c.label(),
             row.join(" | ")
         );
     }
@@ -166,7 +156,7 @@ fn verify(
             let row: Vec<String> = c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect();
             println!(
                 "| {} | {} |",
-                if c.neuron == "GN" { format!("GN τ={}", c.tau) } else { "IF".into() },
+                c.label(),
                 row.join(" | ")
             );
         }
@@ -176,7 +166,7 @@ fn verify(
             "\nsynaptic operations per input (first {} inputs), against the ANN's {} MACs:",
             spec.layer_images, ops.ann_macs
         );
-        for (tag, sops) in [("IF".to_string(), &ops.if_sops), (format!("GN τ={tau}"), &ops.gn_sops)] {
+        for (tag, sops) in [(NeuronKind::If.label(1), &ops.if_sops), (NeuronKind::Gn.label(tau), &ops.gn_sops)] {
             let row: Vec<String> = sops
                 .iter()
                 .map(|p| format!("T={}: {:.0} ({:.2}×)", p.0, p.1, p.1 / ops.ann_macs.max(1) as f64))
@@ -200,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", gn_transpile::inspect::inspect(&loaded.model)?);
             return Ok(());
         }
+        #[cfg(feature = "verify")]
         Some(Command::Verify { input, data, labels, tau, timesteps }) => {
             return verify(input, data, labels, tau, timesteps)
         }
@@ -210,18 +201,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let args = cli.convert;
     let options = Options {
-        neuron: match args.neuron {
-            Neuron::Gn => NeuronKind::Gn,
-            Neuron::If => NeuronKind::If,
-        },
+        neuron: args.neuron,
         tau: args.tau,
         timesteps: args.timesteps,
         anytime: args.anytime,
         allow_inexact: args.allow_inexact,
-        emit: match args.emit {
-            EmitForm::Standard => Emit::Standard,
-            EmitForm::CustomOp => Emit::CustomOp,
-        },
+        emit: args.emit,
     };
     options.validate()?;
     let start = Instant::now();
