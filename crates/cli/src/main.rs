@@ -143,22 +143,14 @@ fn verify(
     println!("| | {} |", header.join(" | "));
     for c in &m.curves {
         let row: Vec<String> = c.mse.iter().map(|p| format!("{:.4}", p.1)).collect();
-        println!(
-            "| {} | {} |",
-            c.label(),
-            row.join(" | ")
-        );
+        println!("| {} | {} |", c.label(), row.join(" | "));
     }
     if let Some(ann) = m.ann_accuracy {
         println!("\ntop-1 accuracy (%); ANN {:.2}", ann * 100.0);
         println!("| | {} |", header.join(" | "));
         for c in &m.curves {
             let row: Vec<String> = c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect();
-            println!(
-                "| {} | {} |",
-                c.label(),
-                row.join(" | ")
-            );
+            println!("| {} | {} |", c.label(), row.join(" | "));
         }
     }
     if let Some(ops) = &m.operations {

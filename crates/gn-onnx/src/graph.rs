@@ -2,8 +2,9 @@
 //! topological order, deterministic node naming, dead-node removal and a plain-text
 //! rendering for snapshot tests.
 //!
-//! Passes never edit a node while matching: they read the graph, then apply a patch
-//! (add nodes, redirect uses of a value, drop nodes that became dead).
+//! Passes never edit a node while matching: they read the graph and return a
+//! [`Patch`](crate::patch::Patch) (add nodes, replace or remove nodes, redirect uses of a
+//! value), which the pipeline applies.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -154,6 +155,25 @@ impl Graph {
         let mut nodes: Vec<Option<NodeProto>> = std::mem::take(&mut self.proto.node).into_iter().map(Some).collect();
         self.proto.node = order.into_iter().filter_map(|i| nodes[i].take()).collect();
         Ok(())
+    }
+
+    /// Marks every name `other` uses (or has handed out) as used here too.
+    pub(crate) fn reserve_names_of(&mut self, other: &Graph) {
+        self.used_names.extend(other.used_names.iter().cloned());
+    }
+
+    /// Marks `names` as used.
+    pub(crate) fn reserve_names(&mut self, names: HashSet<String>) {
+        if self.used_names.is_empty() {
+            self.used_names = names;
+        } else {
+            self.used_names.extend(names);
+        }
+    }
+
+    /// The proto and the names used or handed out.
+    pub(crate) fn into_parts(self) -> (GraphProto, HashSet<String>) {
+        (self.proto, self.used_names)
     }
 
     /// A fresh name `{base}` or `{base}.{k}` not used by any node or value yet.

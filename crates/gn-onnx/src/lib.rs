@@ -7,6 +7,7 @@
 pub mod data;
 pub mod graph;
 pub mod io;
+pub mod patch;
 #[cfg(feature = "tract")]
 pub mod tract_bridge;
 pub mod validate;
@@ -19,3 +20,4 @@ pub mod proto {
 
 pub use graph::{Graph, GraphError};
 pub use io::{IoError, LoadedModel};
+pub use patch::{Patch, PatchMismatch};

@@ -13,11 +13,12 @@
 
 use std::collections::HashSet;
 
-use gn_onnx::Graph;
+use gn_onnx::{Graph, Patch};
 
 use crate::error::TranspileError;
 use crate::lower::{analyze, TimeClass, MAX_POOLS};
-use crate::neuron::Neuron;
+use crate::neuron::NeuronNode;
+use crate::pass::Planned;
 
 /// One max-pool moved in front of a spiking layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,56 +45,57 @@ impl std::fmt::Display for Move {
     }
 }
 
-/// Runs the commute pass; returns the moves made.
-pub fn commute(graph: &mut Graph) -> Result<Vec<Move>, TranspileError> {
+/// Plans the moves; reports them.
+pub fn run(graph: &Graph) -> Result<Planned<Vec<Move>>, TranspileError> {
     let classes = analyze(graph)?.classes;
     let consumers = graph.consumers();
     let outputs: HashSet<String> = graph.output_names().into_iter().collect();
+    let mut patch = Patch::new(graph);
     let mut moves = Vec::new();
-    // (neuron index, pool index) pairs, found before anything changes.
-    let mut plan = Vec::new();
     for (i, n) in graph.nodes().iter().enumerate() {
-        if Neuron::from_node(n).is_none() {
+        if NeuronNode::from_node(n).is_none() {
             continue;
         }
         let (x, a) = (&n.input[0], &n.output[0]);
         if !matches!(classes.get(x), Some(TimeClass::Static | TimeClass::Const)) || outputs.contains(a) {
             continue;
         }
-        let Some([p]) = consumers.get(a).map(Vec::as_slice) else { continue };
-        let pool = &graph.nodes()[*p];
+        let Some(&[p]) = consumers.get(a).map(Vec::as_slice) else { continue };
+        let pool = &graph.nodes()[p];
         let indices_read = pool.output.get(1).is_some_and(|o| !o.is_empty());
-        if MAX_POOLS.contains(&gn_onnx::graph::standard_op(pool))
+        if !(MAX_POOLS.contains(&gn_onnx::graph::standard_op(pool))
             && pool.input.len() == 1
             && pool.input[0] == *a
-            && !indices_read
+            && !indices_read)
         {
-            plan.push((i, *p));
+            continue;
         }
+        // x ─► pool ─► x.pooled ─► neuron ─► m (the value the pool wrote).
+        let m = pool.output[0].clone();
+        let pooled = patch.unique_name(&format!("{x}.pooled"));
+        let mut moved_pool = pool.clone();
+        moved_pool.input[0] = x.clone();
+        moved_pool.output = vec![pooled.clone()];
+        let mut moved_neuron = n.clone();
+        moved_neuron.input[0] = pooled;
+        moved_neuron.output[0] = m.clone();
+        patch.replace(p, moved_pool);
+        patch.replace(i, moved_neuron);
+        moves.push(Move {
+            pool: pool.name().to_string(),
+            op: pool.op_type().to_string(),
+            layer: n.name().to_string(),
+            activation: a.clone(),
+            output: m,
+        });
     }
-    for (i, p) in plan {
-        let x = graph.proto.node[i].input[0].clone();
-        let m = graph.proto.node[p].output[0].clone();
-        let pooled = graph.unique_name(&format!("{x}.pooled"));
-        let pool = &mut graph.proto.node[p];
-        pool.input[0] = x;
-        pool.output = vec![pooled.clone()];
-        let (pool_name, op) = (pool.name().to_string(), pool.op_type().to_string());
-        let neuron = &mut graph.proto.node[i];
-        let activation = std::mem::replace(&mut neuron.output[0], m.clone());
-        neuron.input[0] = pooled;
-        moves.push(Move { pool: pool_name, op, layer: neuron.name().to_string(), activation, output: m });
-    }
-    if !moves.is_empty() {
-        graph.sort()?;
-    }
-    Ok(moves)
+    Ok(Planned { patch, report: moves })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::neuron::NeuronKind;
+    use crate::neuron::{Neuron, NeuronKind};
     use gn_onnx::proto::{GraphProto, NodeProto};
 
     fn node(op: &str, input: &str, output: &str) -> NodeProto {
@@ -106,6 +108,12 @@ mod tests {
         }
     }
 
+    fn commute(g: &mut Graph) -> Result<Vec<Move>, TranspileError> {
+        let moves = crate::pass::run(g, "commute", run)?;
+        g.sort()?;
+        Ok(moves)
+    }
+
     fn graph(nodes: Vec<NodeProto>) -> Graph {
         Graph::new(GraphProto {
             node: nodes,
@@ -116,7 +124,8 @@ mod tests {
     }
 
     fn neuron(input: &str, output: &str) -> NodeProto {
-        Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 4 }.node(output, input, output)
+        let neuron = Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 4 };
+        NeuronNode { neuron, timesteps: None }.to_node(output, input, output)
     }
 
     #[test]

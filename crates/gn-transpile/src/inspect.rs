@@ -9,7 +9,7 @@ use gn_onnx::proto::ModelProto;
 use crate::detect::detect;
 use crate::error::TranspileError;
 use crate::lower::{analyze, Role};
-use crate::neuron::{attr_name, Neuron};
+use crate::neuron::{attr_name, NeuronNode};
 use gn_onnx::graph::attr;
 use gn_onnx::proto::NodeProto;
 
@@ -35,12 +35,12 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
             meta("gn_transpile.timesteps").unwrap_or_default(),
             meta("gn_transpile.emit").unwrap_or_else(|| "standard".into())
         );
-        let compact: Vec<(&NodeProto, Neuron)> =
-            graph.nodes().iter().filter_map(|node| Some((node, Neuron::from_node(node)?))).collect();
+        let compact: Vec<(&NodeProto, NeuronNode)> =
+            graph.nodes().iter().filter_map(|node| Some((node, NeuronNode::from_node(node)?))).collect();
         if !compact.is_empty() {
             // Custom-op form: everything is on the nodes.
             let _ = writeln!(out, "spiking layers: {} (custom-op nodes)", compact.len());
-            for (node, n) in compact {
+            for (node, NeuronNode { neuron: n, timesteps }) in compact {
                 let _ = writeln!(
                     out,
                     "  {}  {}  θ = {:.6}  τ = {}  θ_GN = {:.6}  v(0) = {:.6}  T = {}  L = {}",
@@ -50,7 +50,7 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
                     n.tau,
                     n.theta_gn(),
                     attr::get_float(node, attr_name::V_INIT).unwrap_or(f32::NAN),
-                    attr::get_int(node, attr_name::TIMESTEPS).map_or("?".into(), |t| t.to_string()),
+                    timesteps.map_or("?".into(), |t| t.to_string()),
                     n.levels
                 );
             }
@@ -92,8 +92,9 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
         }
         return Ok(out);
     }
-    crate::convert::convert(&mut graph, &detection.sites);
-    for m in crate::commute::commute(&mut graph)? {
+    crate::pass::run(&mut graph, "convert", |g| Ok(crate::convert::run(g, &detection.sites)))?;
+    graph.remove_dead_nodes();
+    for m in crate::pass::run(&mut graph, "commute", crate::commute::run)? {
         let _ = writeln!(out, "moved: {m}");
     }
     let analysis = analyze(&graph)?;

@@ -19,6 +19,7 @@ pub mod group;
 pub mod inspect;
 pub mod lower;
 pub mod neuron;
+pub mod pass;
 pub mod pipeline;
 #[cfg(feature = "tract")]
 pub mod tract_ops;

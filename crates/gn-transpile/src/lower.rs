@@ -1,16 +1,17 @@
 //! Pass 4, lower: fold the T time steps into the batch (SPEC §3, §5). Seeds on the
 //! spiking-layer nodes (`IFNeuron`, `GroupNeuron`), which stay as nodes of the lowered
-//! graph with a `timesteps` attribute: that graph is the custom-op emission. The
-//! standard emission then replaces each of them by its expansion ([`expand_neurons`]).
+//! graph with a `timesteps` attribute; every emitted form is made from that graph by
+//! [`crate::emit`].
 //!
 //! Time is folded into the batch ("multi-step" layout, step-major `[T·N, …]`):
 //!
 //! ```text
 //!   input ─► prefix (time-invariant, runs once on [N, …]) ─► Neuron ─► [T·N, …] ─► Conv ─► Neuron ─► … ─► output [T·N, …]
 //!
-//!   lowered:   Neuron{T} reads [T·N, …]; a time-invariant x is tiled: Concat(x, x, …, x)
-//!   expanded:  on a tiled x:   x ─► T steps ─► Concat(axis 0)          (the tiling is dropped)
-//!              on a folded x:  Reshape [T, -1] ─► Split(T) ─► T steps ─► Concat ─► Reshape(Shape(x))
+//!   lowered:   Neuron{T} reads [T·N, …], or a time-invariant [N, …] (`Lowered::invariant_currents`)
+//!   standard:  on an invariant x: x ─► T steps ─► Concat(axis 0)
+//!              on a folded x:     Reshape [T, -1] ─► Split(T) ─► T steps ─► Concat ─► Reshape(Shape(x))
+//!   custom-op: an invariant x is tiled for the node: Concat(x, x, …, x)
 //! ```
 //!
 //! Every value is classified as constant, time-invariant (`[N, …]`), folded (`[T·N, …]`)
@@ -24,10 +25,11 @@ use std::collections::{HashMap, HashSet};
 
 use gn_onnx::graph::{attr, standard_op, Constants};
 use gn_onnx::proto::NodeProto;
-use gn_onnx::Graph;
+use gn_onnx::{Graph, Patch};
 
 use crate::error::TranspileError;
-use crate::neuron::{attr_name, expand_layer, Current, Neuron, Opset, Params};
+use crate::neuron::{NeuronNode, Opset};
+use crate::pass::{Context, Planned};
 
 /// When a value is computed, relative to the time steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +213,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         let inputs: Vec<TimeClass> =
             n.input.iter().filter(|i| !i.is_empty()).map(|i| classes.get(i).copied().unwrap_or(Static)).collect();
         let has = |c: TimeClass| inputs.contains(&c);
-        let (out, role) = if Neuron::from_node(n).is_some() {
+        let (out, role) = if NeuronNode::from_node(n).is_some() {
             match inputs.first() {
                 Some(ShapeOfStatic | ShapeOfFolded) => {
                     (Folded, Role::Refused("a spiking layer on a shape tensor".into()))
@@ -306,15 +308,6 @@ fn reshape_leading_entry(consts: &Constants, n: &NodeProto) -> Option<f64> {
     consts.get(n.input.get(1)?)?.ok()?.values.first().copied()
 }
 
-/// Options of the lower pass.
-#[derive(Debug, Clone)]
-pub struct LowerOptions {
-    pub timesteps: usize,
-    pub allow_inexact: bool,
-    /// The model's default-domain opset (the spelling of Split).
-    pub opset: Opset,
-}
-
 /// What the lower pass did.
 #[derive(Debug, Clone, Default)]
 pub struct Lowered {
@@ -322,12 +315,21 @@ pub struct Lowered {
     pub spiking_layers: Vec<String>,
     /// Graph outputs that are folded `[T·N, …]` and need a readout.
     pub folded_outputs: Vec<String>,
+    /// The input currents of spiking layers that are time-invariant (`[N, …]`, the same
+    /// at every step); the other layers read `[T·N, …]`.
+    pub invariant_currents: HashSet<String>,
+    /// Time-invariant values tiled T times along axis 0 for the ops that mix them into
+    /// folded ones: value → its tiling.
+    pub tiles: HashMap<String, String>,
     /// One line per inexact node accepted by the user.
     pub warnings: Vec<String>,
 }
 
-/// Runs the lower pass.
-pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, TranspileError> {
+/// Plans the lowering: every node on folded tensors runs once over `[T·N, …]`, the
+/// spiking layers get `timesteps`, max-pools on spikes get their cumulative form, a
+/// static batch N in a Reshape target becomes T·N, and time-invariant operands of folded
+/// ops are tiled. Refuses what cannot be lowered (see [`analyze`]).
+pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileError> {
     let analysis = analyze(graph)?;
     let mut lowered = Lowered::default();
     for v in &analysis.verdicts {
@@ -339,7 +341,7 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
                     reason: format!("{} {reason}", v.op),
                 })
             }
-            Role::Inexact(reason) if !options.allow_inexact => {
+            Role::Inexact(reason) if !cx.options.allow_inexact => {
                 return Err(TranspileError::Pass {
                     pass: "lower",
                     node: v.node.clone(),
@@ -350,57 +352,61 @@ pub fn lower(graph: &mut Graph, options: &LowerOptions) -> Result<Lowered, Trans
             _ => {}
         }
     }
-    let classes = analysis.classes;
-    let rebatched = analysis.rebatched;
-    let t = options.timesteps;
-    let order = graph.topo_order()?;
-    let nodes = std::mem::take(&mut graph.proto.node);
-    let mut tiled: HashMap<String, String> = HashMap::new();
-    let mut slots: Vec<Option<NodeProto>> = nodes.into_iter().map(Some).collect();
-    for idx in order {
-        let Some(mut node) = slots[idx].take() else { continue };
-        let spiking = Neuron::from_node(&node).is_some();
-        if spiking {
-            lowered.spiking_layers.push(node.name().to_string());
-            node.attribute.retain(|a| a.name() != attr_name::TIMESTEPS);
-            node.attribute.push(attr::int(attr_name::TIMESTEPS, t as i64));
+    let Analysis { classes, rebatched, .. } = analysis;
+    let t = cx.options.timesteps;
+    let consts = graph.constants();
+    let mut patch = Patch::new(graph);
+    for idx in graph.topo_order()? {
+        let original = &graph.nodes()[idx];
+        if NeuronNode::from_node(original).is_some() {
+            lowered.spiking_layers.push(original.name().to_string());
+            let mut node = original.clone();
+            NeuronNode::set_timesteps(&mut node, t);
+            if matches!(classes.get(&node.input[0]), Some(TimeClass::Static | TimeClass::Const)) {
+                lowered.invariant_currents.insert(node.input[0].clone());
+            }
+            patch.replace(idx, node);
+            continue;
         }
-        let folded = spiking || node.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded));
-        if t > 1 && node.output.first().is_some_and(|o| rebatched.contains(o)) {
+        if t == 1 || !original.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded)) {
+            continue;
+        }
+        let mut node = original.clone();
+        if node.output.first().is_some_and(|o| rebatched.contains(o)) {
             // A static-batch target [N, …] on a folded tensor becomes [T·N, …].
-            if let Some(Ok(target)) = node.input.get(1).and_then(|t| graph.constant(t)) {
+            if let Some(Ok(target)) = node.input.get(1).and_then(|t| consts.get(t)) {
                 let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
                 dims[0] *= t as i64;
-                let name = graph.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);
+                let name = patch.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);
                 node.input[1] = name;
             }
         }
-        if folded && t > 1 && MAX_POOLS.contains(&standard_op(&node)) {
-            expand_max_pool(graph, options.opset, node, t);
+        if MAX_POOLS.contains(&standard_op(&node)) {
+            patch.remove(idx);
+            expand_max_pool(patch.builder(), cx.opset, node, t);
             continue;
         }
-        if folded && t > 1 {
-            for i in 0..node.input.len() {
-                let v = node.input[i].clone();
-                if classes.get(&v) == Some(&TimeClass::Static) {
-                    let tiled_name = match tiled.get(&v) {
-                        Some(n) => n.clone(),
-                        None => {
-                            let copies = vec![v.as_str(); t];
-                            let n = graph.add_node(&v, "tiled", "Concat", &copies, vec![attr::int("axis", 0)]);
-                            tiled.insert(v.clone(), n.clone());
-                            n
-                        }
-                    };
-                    node.input[i] = tiled_name;
-                }
+        for input in node.input.iter_mut() {
+            if classes.get(input) == Some(&TimeClass::Static) {
+                *input = tile(&mut patch, &mut lowered.tiles, input, t);
             }
         }
-        graph.proto.node.push(node);
+        patch.replace(idx, node);
     }
     lowered.folded_outputs =
         graph.output_names().into_iter().filter(|o| classes.get(o) == Some(&TimeClass::Folded)).collect();
-    Ok(lowered)
+    Ok(Planned { patch, report: lowered })
+}
+
+/// The value `v` tiled `t` times along axis 0, `Concat(v, v, …, v)`: one tiling per value.
+pub fn tile(patch: &mut Patch, tiles: &mut HashMap<String, String>, v: &str, t: usize) -> String {
+    if let Some(tiled) = tiles.get(v) {
+        return tiled.clone();
+    }
+    let copies = vec![v; t];
+    let tiled = patch.add_node(v, "tiled", "Concat", &copies, vec![attr::int("axis", 0)]);
+    tiles.insert(v.to_string(), tiled.clone());
+    tiled
 }
 
 /// Lowers a max-pool (MaxPool, GlobalMaxPool, ReduceMax) on a folded input `[T·N, …]` to
@@ -451,45 +457,120 @@ pub fn expand_max_pool(graph: &mut Graph, opset: Opset, node: NodeProto, timeste
     }
 }
 
-/// The value tiled by `Concat(v, v, …, v)` along axis 0 with `copies` inputs, if `node` is that.
-fn tiled_value(node: &NodeProto, copies: usize) -> Option<&str> {
-    let first = node.input.first()?;
-    let tiles = standard_op(node) == "Concat"
-        && attr::get_int(node, "axis") == Some(0)
-        && node.input.len() == copies
-        && node.input.iter().all(|i| i == first);
-    tiles.then_some(first.as_str())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::neuron::{Neuron, NeuronKind};
+    use crate::pipeline::Options;
+    use gn_onnx::data::{float_value_info, tensor_f32};
+    use gn_onnx::proto::GraphProto;
 
-/// Replaces every spiking-layer node of a lowered graph by its standard-op expansion
-/// ([`expand_layer`]). A layer whose input is its time-invariant current tiled T times
-/// reads that current directly, so the tiling disappears. Returns the layers expanded.
-pub fn expand_neurons(graph: &mut Graph, opset: Opset) -> usize {
-    let nodes = std::mem::take(&mut graph.proto.node);
-    let mut expanded = 0;
-    let mut kept = Vec::with_capacity(nodes.len());
-    let mut neurons = Vec::new();
-    for node in nodes {
-        match Neuron::from_node(&node) {
-            Some(neuron) => neurons.push((neuron, node)),
-            None => kept.push(node),
+    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<gn_onnx::proto::AttributeProto>) -> NodeProto {
+        NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: Some(output.into()),
+            op_type: Some(op.into()),
+            attribute,
+            ..Default::default()
         }
     }
-    graph.proto.node = kept;
-    // Expansions are appended, so the indices of the kept nodes stay valid.
-    let producers = graph.producers();
-    for (neuron, node) in neurons {
-        let t = attr::get_int(&node, attr_name::TIMESTEPS).unwrap_or(1).max(1) as usize;
-        let input = node.input[0].clone();
-        let producer = producers.get(&input).map(|&i| &graph.proto.node[i]);
-        let tiled = producer.and_then(|p| tiled_value(p, t)).map(str::to_string);
-        let (x, current) = match (t, tiled) {
-            (1, _) => (input, Current::Constant),
-            (_, Some(v)) => (v, Current::Constant),
-            _ => (input, Current::Folded),
-        };
-        expand_layer(graph, opset, node.name(), Params::Inline(&neuron), &x, current, t, &node.output[0]);
-        expanded += 1;
+
+    fn layer(input: &str, output: &str) -> NodeProto {
+        let neuron = Neuron { kind: NeuronKind::Gn, theta: 1.0, tau: 2, levels: 4 };
+        NeuronNode { neuron, timesteps: None }.to_node(output, input, output)
     }
-    expanded
+
+    /// x ─► layer ─► a ─► Add(a, x) ─► b ─► layer ─► c ─► extra
+    fn graph(extra: NodeProto, batch: Option<i64>) -> Graph {
+        Graph::new(GraphProto {
+            node: vec![layer("x", "a"), node("Add", &["a", "x"], "b", vec![]), layer("b", "c"), extra],
+            initializer: vec![tensor_f32("w", &[4, 4], &[0.5; 16])],
+            input: vec![float_value_info("x", &[batch, Some(4)])],
+            output: vec![float_value_info("y", &[batch, Some(4)])],
+            ..Default::default()
+        })
+    }
+
+    fn cx(timesteps: usize) -> Context {
+        Context { options: Options { timesteps, ..Default::default() }, opset: Opset(17) }
+    }
+
+    #[test]
+    fn values_are_classified_by_when_they_are_computed() {
+        let g = graph(node("MatMul", &["c", "w"], "y", vec![]), None);
+        let a = analyze(&g).unwrap();
+        assert_eq!(a.classes["x"], TimeClass::Static);
+        assert_eq!(a.classes["w"], TimeClass::Const);
+        for v in ["a", "b", "c", "y"] {
+            assert_eq!(a.classes[v], TimeClass::Folded, "{v}");
+        }
+        let roles: Vec<&Role> = a.verdicts.iter().map(|v| &v.role).collect();
+        assert_eq!(roles, [&Role::Spiking, &Role::Exact, &Role::Spiking, &Role::Exact]);
+    }
+
+    #[test]
+    fn lowering_sets_t_tiles_invariant_operands_and_records_invariant_currents() {
+        let mut g = graph(node("MatMul", &["c", "w"], "y", vec![]), None);
+        let lowered = crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
+        assert_eq!(lowered.spiking_layers, ["a", "c"]);
+        assert_eq!(lowered.folded_outputs, ["y"]);
+        // The first layer reads x itself (emission decides how); the Add reads x tiled.
+        assert_eq!(lowered.invariant_currents.iter().collect::<Vec<_>>(), ["x"]);
+        assert_eq!(lowered.tiles.get("x").map(String::as_str), Some("x.tiled"));
+        let render = g.render();
+        assert!(render.contains("x.tiled: Concat(x, x, x) -> x.tiled {axis=0}"), "{render}");
+        assert!(render.contains("b: Add(a, x.tiled) -> b"), "{render}");
+        for n in g.nodes().iter().filter_map(NeuronNode::from_node) {
+            assert_eq!(n.timesteps, Some(3));
+        }
+    }
+
+    #[test]
+    fn at_one_step_nothing_is_tiled() {
+        let mut g = graph(node("MatMul", &["c", "w"], "y", vec![]), None);
+        let lowered = crate::pass::run(&mut g, "lower", |g| run(g, &cx(1))).unwrap();
+        assert!(lowered.tiles.is_empty());
+        assert!(g.render().contains("b: Add(a, x) -> b"));
+    }
+
+    #[test]
+    fn ops_that_mix_time_with_the_batch_are_refused_and_nonlinear_ones_need_consent() {
+        let concat = node("Concat", &["c", "c"], "y", vec![attr::int("axis", 0)]);
+        let err = run(&graph(concat, None), &cx(2)).unwrap_err().to_string();
+        assert!(err.contains("axis 0, which holds time × batch"), "{err}");
+        let softmax = node("Softmax", &["c"], "y", vec![]);
+        let err = run(&graph(softmax.clone(), None), &cx(2)).unwrap_err().to_string();
+        assert!(err.contains("--allow-inexact"), "{err}");
+        let mut lenient = cx(2);
+        lenient.options.allow_inexact = true;
+        let planned = run(&graph(softmax, None), &lenient).unwrap();
+        assert_eq!(planned.report.warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_static_batch_reshape_target_becomes_t_times_n() {
+        let mut g = graph(node("Reshape", &["c", "target"], "y", vec![]), Some(5));
+        g.proto.initializer.push(gn_onnx::data::tensor_i64("target", &[2], &[5, -1]));
+        let a = analyze(&g).unwrap();
+        assert_eq!(a.static_batch, Some(5));
+        assert!(a.rebatched.contains("y"));
+        crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
+        let target = g.nodes().iter().find(|n| n.op_type() == "Reshape").unwrap().input[1].clone();
+        assert_eq!(g.constant(&target).unwrap().unwrap().values, [15.0, -1.0]);
+    }
+
+    #[test]
+    fn a_max_pool_on_spikes_gets_the_running_count_form() {
+        let pool = node("ReduceMax", &["c"], "y", vec![attr::ints("axes", &[1])]);
+        let mut g = graph(pool, None);
+        assert_eq!(analyze(&g).unwrap().verdicts[3].role, Role::Rate);
+        crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
+        g.sort().unwrap();
+        let ops: Vec<&str> = g.nodes().iter().map(|n| n.op_type()).collect();
+        assert_eq!(ops.iter().filter(|&&o| o == "ReduceMax").count(), 1);
+        assert_eq!(ops.iter().filter(|&&o| o == "Sub").count(), 2, "{ops:?}");
+        // The pooled value keeps its name, written by the last difference's reshape.
+        assert_eq!(g.nodes().iter().filter(|n| n.output[0] == "y").count(), 1);
+    }
 }

@@ -19,7 +19,7 @@
 //! ```
 
 use gn_onnx::graph::attr;
-use gn_onnx::proto::{FunctionProto, NodeProto, OperatorSetIdProto};
+use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
 use crate::DOMAIN;
@@ -130,34 +130,62 @@ impl Neuron {
     pub fn op_type(&self) -> &'static str {
         self.kind.op_type()
     }
+}
 
-    /// The IR node standing for a spiking layer reading `input` and writing `output`
-    /// (in the ANN's layout, before time is lowered; the lower pass adds `timesteps`).
-    pub fn node(&self, name: &str, input: &str, output: &str) -> NodeProto {
+/// The node that stands for a spiking layer: a `gn.transpile` `IFNeuron` or
+/// `GroupNeuron` with the neuron's parameters as attributes ([`attr_name`]) and, once
+/// the lower pass has run, the T steps it runs. Convert and group write it, lower sets
+/// `timesteps`, emit expands or keeps it, and `inspect` and the tract kernels read it:
+/// [`NeuronNode::to_node`] and [`NeuronNode::parse`] are its only writer and reader.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NeuronNode {
+    pub neuron: Neuron,
+    /// T, set by the lower pass.
+    pub timesteps: Option<usize>,
+}
+
+impl NeuronNode {
+    /// The node reading `input` and writing `output`.
+    pub fn to_node(&self, name: &str, input: &str, output: &str) -> NodeProto {
+        let n = &self.neuron;
         let mut attributes = vec![
-            attr::float(attr_name::THETA, self.theta as f32),
-            attr::int(attr_name::LEVELS, self.levels as i64),
-            attr::float(attr_name::V_INIT, self.v_init() as f32),
+            attr::float(attr_name::THETA, n.theta as f32),
+            attr::int(attr_name::LEVELS, n.levels as i64),
+            attr::float(attr_name::V_INIT, n.v_init() as f32),
         ];
-        if self.kind == NeuronKind::Gn {
-            attributes.push(attr::int(attr_name::TAU, self.tau as i64));
-            attributes.push(attr::float(attr_name::THETA_GN, self.theta_gn() as f32));
+        if n.kind == NeuronKind::Gn {
+            attributes.push(attr::int(attr_name::TAU, n.tau as i64));
+            attributes.push(attr::float(attr_name::THETA_GN, n.theta_gn() as f32));
+        }
+        if let Some(t) = self.timesteps {
+            attributes.push(attr::int(attr_name::TIMESTEPS, t as i64));
         }
         NodeProto {
             input: vec![input.into()],
             output: vec![output.into()],
             name: Some(name.into()),
-            op_type: Some(self.op_type().into()),
+            op_type: Some(n.op_type().into()),
             domain: Some(DOMAIN.into()),
             attribute: attributes,
             ..Default::default()
         }
     }
 
-    /// Checks a node of the `gn.transpile` domain (one read from a model file may be
-    /// crafted): a known op, one input and one output, and attributes in range. `Ok(None)`
-    /// for nodes of other domains.
-    pub fn parse(node: &NodeProto) -> Result<Option<Neuron>, String> {
+    /// Sets (or replaces) the `timesteps` attribute of a neuron node.
+    pub fn set_timesteps(node: &mut NodeProto, timesteps: usize) {
+        node.attribute.retain(|a| a.name() != attr_name::TIMESTEPS);
+        node.attribute.push(attr::int(attr_name::TIMESTEPS, timesteps as i64));
+    }
+
+    /// The spiking layer `node` stands for, if it is a well-formed one (see [`NeuronNode::parse`]).
+    pub fn from_node(node: &NodeProto) -> Option<NeuronNode> {
+        NeuronNode::parse(node).ok().flatten()
+    }
+
+    /// Reads a node of the `gn.transpile` domain (one read from a model file may be
+    /// crafted): a known op, one input and one output, and attributes in range and
+    /// consistent with each other. `Ok(None)` for nodes of other domains.
+    pub fn parse(node: &NodeProto) -> Result<Option<NeuronNode>, String> {
         if node.domain() != DOMAIN {
             return Ok(None);
         }
@@ -171,46 +199,62 @@ impl Neuron {
                 node.output.len()
             ));
         }
-        let theta = attr::get_float(node, attr_name::THETA).ok_or("has no 'theta' attribute")?;
+        NeuronNode::from_attributes(kind, |a| attr::get_float(node, a), |a| attr::get_int(node, a)).map(Some)
+    }
+
+    /// Reads the node's attributes through `float` and `int` (which return `None` for a
+    /// missing attribute) and checks them. The tract kernels read tract's node type
+    /// through this too.
+    pub fn from_attributes(
+        kind: NeuronKind,
+        float: impl Fn(&str) -> Option<f32>,
+        int: impl Fn(&str) -> Option<i64>,
+    ) -> Result<NeuronNode, String> {
+        use crate::pipeline::{MAX_TAU, MAX_TIMESTEPS};
+        let theta = float(attr_name::THETA).ok_or("has no 'theta' attribute")?;
         if !(theta.is_finite() && theta > 0.0) {
             return Err(format!("θ = {theta} is not a positive finite threshold"));
         }
-        let levels = attr::get_int(node, attr_name::LEVELS).unwrap_or(0);
+        let levels = int(attr_name::LEVELS).unwrap_or(0);
         if !(0..=u32::MAX as i64).contains(&levels) {
             return Err(format!("levels = {levels} is out of range"));
         }
-        if kind == NeuronKind::Gn {
-            let tau = attr::get_int(node, attr_name::TAU).ok_or("has no 'tau' attribute")?;
-            if !(1..=crate::pipeline::MAX_TAU as i64).contains(&tau) {
-                return Err(format!("τ = {tau} is out of range (1 to {})", crate::pipeline::MAX_TAU));
-            }
-        }
-        if let Some(t) = attr::get_int(node, attr_name::TIMESTEPS) {
-            if !(1..=crate::pipeline::MAX_TIMESTEPS as i64).contains(&t) {
-                return Err(format!("timesteps = {t} is out of range (1 to {})", crate::pipeline::MAX_TIMESTEPS));
-            }
-        }
-        for name in [attr_name::V_INIT, attr_name::THETA_GN] {
-            if attr::get_float(node, name).is_some_and(|v| !v.is_finite()) {
-                return Err(format!("'{name}' is not finite"));
-            }
-        }
-        Ok(Neuron::from_node(node))
-    }
-
-    /// Reads the neuron back from an IR node, if it is one.
-    pub fn from_node(node: &NodeProto) -> Option<Neuron> {
-        if node.domain() != DOMAIN {
-            return None;
-        }
-        let kind = NeuronKind::from_op_type(node.op_type())?;
-        let theta = attr::get_float(node, attr_name::THETA)? as f64;
-        let levels = attr::get_int(node, attr_name::LEVELS).unwrap_or(0) as u32;
         let tau = match kind {
             NeuronKind::If => 1,
-            NeuronKind::Gn => attr::get_int(node, attr_name::TAU)? as u32,
+            NeuronKind::Gn => {
+                let tau = int(attr_name::TAU).ok_or("has no 'tau' attribute")?;
+                if !(1..=MAX_TAU as i64).contains(&tau) {
+                    return Err(format!("τ = {tau} is out of range (1 to {MAX_TAU})"));
+                }
+                tau
+            }
         };
-        Some(Neuron { kind, theta, tau, levels })
+        let timesteps = match int(attr_name::TIMESTEPS) {
+            Some(t) if !(1..=MAX_TIMESTEPS as i64).contains(&t) => {
+                return Err(format!("timesteps = {t} is out of range (1 to {MAX_TIMESTEPS})"))
+            }
+            t => t.map(|t| t as usize),
+        };
+        let neuron = Neuron { kind, theta: theta as f64, tau: tau as u32, levels: levels as u32 };
+        // v(0) and θ_GN are written for runtimes that read the node (the function body,
+        // kernels); they must be what θ and τ make them.
+        let derived = [(attr_name::V_INIT, neuron.v_init() as f32), (attr_name::THETA_GN, neuron.theta_gn() as f32)];
+        for (name, value) in derived {
+            match float(name) {
+                Some(v) if !v.is_finite() => return Err(format!("'{name}' is not finite")),
+                // Written as float32 from θ before θ itself was rounded to float32.
+                Some(v) if (v - value).abs() > 4.0 * f32::EPSILON * value.abs() => {
+                    return Err(format!(
+                        "'{name}' = {v} disagrees with θ = {theta} and τ = {tau}, which make it {value}"
+                    ))
+                }
+                None if name == attr_name::V_INIT || kind == NeuronKind::Gn => {
+                    return Err(format!("has no '{name}' attribute"))
+                }
+                _ => {}
+            }
+        }
+        Ok(NeuronNode { neuron, timesteps })
     }
 }
 
@@ -386,27 +430,47 @@ pub fn expand_layer(
     }
 }
 
-/// The model-local function that defines a custom spiking-layer op: its body is
-/// [`expand_layer`] on a folded `[T·N, …]` input `X`, reading θ, τ and v(0) from the
-/// calling node's attributes. T is fixed by the body, so a model holds one function per
-/// op type and every node of that type runs T steps.
-pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize) -> FunctionProto {
-    let mut g = Graph::new(Default::default());
-    expand_layer(&mut g, opset, "neuron", Params::Attributes(kind), "X", Current::Folded, timesteps, "Y");
-    debug_assert!(g.proto.initializer.is_empty(), "a function body holds no initializers");
-    let doc = match kind {
-        NeuronKind::If => "Integrate-and-fire neurons over T time steps folded into axis 0 ([T·N, …], step-major): threshold θ, v(0) = θ/2, soft reset.",
-        NeuronKind::Gn => "Group Neurons of τ members over T time steps folded into axis 0 ([T·N, …], step-major): member thresholds i·θ/τ, θ_GN = θ/τ, v(0) = θ_GN/2, lateral soft reset (Lyu et al., arXiv 2402.19061, Algorithm 1).",
-    };
-    FunctionProto {
-        name: Some(kind.op_type().into()),
-        domain: Some(DOMAIN.into()),
-        input: vec!["X".into()],
-        output: vec!["Y".into()],
-        attribute: attribute_names(kind).iter().map(|a| a.to_string()).collect(),
-        node: g.proto.node,
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset.0) }],
-        doc_string: Some(format!("{doc} Runs {timesteps} steps.")),
-        ..Default::default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_format_round_trips_for_awkward_thresholds() {
+        for theta in [0.1, 1.0 / 3.0, 2.7182818, 1e-3, 123.456] {
+            for (kind, tau) in [(NeuronKind::If, 1), (NeuronKind::Gn, 3), (NeuronKind::Gn, 7)] {
+                let layer = NeuronNode { neuron: Neuron { kind, theta, tau, levels: 8 }, timesteps: Some(5) };
+                let read = NeuronNode::parse(&layer.to_node("n", "x", "y")).unwrap().unwrap();
+                assert_eq!(read.neuron.kind, kind);
+                assert_eq!(read.neuron.tau, tau);
+                assert_eq!(read.neuron.theta, theta as f32 as f64);
+                assert_eq!(read.timesteps, Some(5));
+            }
+        }
+    }
+
+    #[test]
+    fn attributes_that_contradict_theta_and_tau_are_refused() {
+        let layer =
+            NeuronNode { neuron: Neuron { kind: NeuronKind::Gn, theta: 2.0, tau: 4, levels: 8 }, timesteps: None };
+        let mut node = layer.to_node("n", "x", "y");
+        for a in &mut node.attribute {
+            if a.name() == attr_name::V_INIT {
+                a.f = Some(0.3);
+            }
+        }
+        let err = NeuronNode::parse(&node).unwrap_err();
+        assert!(err.contains("'v_init' = 0.3 disagrees"), "{err}");
+        node.attribute.retain(|a| a.name() != attr_name::THETA_GN);
+        assert!(NeuronNode::from_node(&node).is_none());
+    }
+
+    #[test]
+    fn set_timesteps_replaces_the_attribute() {
+        let layer =
+            NeuronNode { neuron: Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 2 }, timesteps: Some(2) };
+        let mut node = layer.to_node("n", "x", "y");
+        NeuronNode::set_timesteps(&mut node, 7);
+        assert_eq!(node.attribute.iter().filter(|a| a.name() == attr_name::TIMESTEPS).count(), 1);
+        assert_eq!(NeuronNode::from_node(&node).unwrap().timesteps, Some(7));
     }
 }

@@ -6,19 +6,21 @@
 //!    moves in front of it.
 //! 3. [`group`](crate::group): Algorithm 1, IF → GN of τ members (skipped for `--neuron if`).
 //! 4. [`lower`](crate::lower): time folded into the batch; the neuron nodes stay.
-//! 5. [`emit`](crate::emit): time-averaged readout, metadata; then either each neuron
-//!    node expanded into its T steps of standard ops (`Emit::Standard`), or the nodes
-//!    kept with their model-local functions (`Emit::CustomOp`).
+//! 5. [`emit`](crate::emit): time-averaged readout; then either each neuron node
+//!    expanded into its T steps of standard ops (`Emit::Standard`), or the nodes kept
+//!    with their model-local functions (`Emit::CustomOp`); metadata.
+//!
+//! Each pass has one shape ([`crate::pass`]): it reads the graph and returns a patch,
+//! which this pipeline applies.
 
 use gn_onnx::proto::ModelProto;
 use gn_onnx::Graph;
 
-use crate::detect::{detect, Detection, Site};
-use crate::emit::{readout, set_metadata};
+use crate::detect::{detect, Detection};
+use crate::emit;
 use crate::error::TranspileError;
-use crate::lower::{lower, LowerOptions};
-use crate::neuron::{function, Neuron, NeuronKind, Opset};
-use gn_onnx::proto::OperatorSetIdProto;
+use crate::neuron::{NeuronKind, NeuronNode, Opset};
+use crate::pass::{self, Context};
 
 /// The form of the emitted model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,16 @@ pub enum Emit {
     /// One `GroupNeuron` / `IFNeuron` node per spiking layer in the `gn.transpile` domain,
     /// defined by a model-local function holding the standard-op expansion.
     CustomOp,
+}
+
+impl Emit {
+    /// The value written for it in metadata and accepted by `--emit`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Emit::Standard => "standard",
+            Emit::CustomOp => "custom-op",
+        }
+    }
 }
 
 /// Largest τ accepted: τ member thresholds per neuron.
@@ -114,7 +126,7 @@ pub fn check_model(model: &ModelProto) -> Result<(), TranspileError> {
         }
     }
     for (i, n) in graph.node.iter().enumerate() {
-        if let Err(reason) = Neuron::parse(n) {
+        if let Err(reason) = NeuronNode::parse(n) {
             return Err(TranspileError::Node {
                 node: if n.name().is_empty() { format!("#{i}") } else { n.name().to_string() },
                 op: format!("{}::{}", n.domain(), n.op_type()),
@@ -204,6 +216,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
         )));
     }
     check_model(model)?;
+    let cx = Context { options: options.clone(), opset: Opset(opset) };
     // Tensor data is shared (`Bytes`), so the copy costs the structure, not the weights.
     let mut model = model.clone();
     let mut graph = Graph::new(model.graph.take().ok_or(TranspileError::NoGraph)?);
@@ -211,42 +224,19 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     check_graph(&mut graph)?;
 
     let detection = find_sites(&graph, options.allow_inexact)?;
-    crate::convert::convert(&mut graph, &detection.sites);
-    let moves = crate::commute::commute(&mut graph)?;
-    if options.neuron == NeuronKind::Gn {
-        crate::group::group(&mut graph, options.tau);
-    }
-    let near_misses =
-        detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason));
-    let near_misses: Vec<String> = near_misses.collect();
-    let mut lowered = lower(
-        &mut graph,
-        &LowerOptions { timesteps: options.timesteps, allow_inexact: options.allow_inexact, opset: Opset(opset) },
-    )?;
-    lowered.warnings.extend(near_misses);
-    readout(&mut graph, &lowered.folded_outputs, options.timesteps, options.anytime, Opset(opset));
-    match options.emit {
-        Emit::Standard => {
-            crate::lower::expand_neurons(&mut graph, Opset(opset));
-        }
-        Emit::CustomOp => {
-            let kind = options.neuron;
-            model.functions.retain(|f| f.domain() != crate::DOMAIN);
-            model.functions.push(function(kind, Opset(opset), options.timesteps));
-            model.opset_import.retain(|o| o.domain() != crate::DOMAIN);
-            model
-                .opset_import
-                .push(OperatorSetIdProto { domain: Some(crate::DOMAIN.into()), version: Some(crate::DOMAIN_VERSION) });
-            // Model-local functions arrived with IR version 8.
-            model.ir_version = Some(model.ir_version().max(8));
-        }
-    }
-    graph.proto.value_info.clear();
+    pass::run(&mut graph, "convert", |g| Ok(crate::convert::run(g, &detection.sites)))?;
     graph.remove_dead_nodes();
-    graph.sort()?;
-    let nodes_after = graph.nodes().len();
-    model.graph = Some(graph.into_proto());
-    record_metadata(&mut model, options, &detection.sites);
+    let moves = pass::run(&mut graph, "commute", crate::commute::run)?;
+    if options.neuron == NeuronKind::Gn {
+        pass::run(&mut graph, "group", |g| Ok(crate::group::run(g, &cx)))?;
+    }
+    let mut lowered = pass::run(&mut graph, "lower", |g| crate::lower::run(g, &cx))?;
+    lowered.warnings.extend(
+        detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason)),
+    );
+    pass::run(&mut graph, "emit", |g| Ok(emit::readout(g, &cx, &lowered)))?;
+    pass::run(&mut graph, "emit", |g| Ok(emit::neurons(g, &cx, &lowered)))?;
+    let nodes_after = emit::model(&mut model, graph, &cx, &detection.sites)?;
 
     Ok((
         model,
@@ -259,27 +249,4 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
             nodes_after,
         },
     ))
-}
-
-fn record_metadata(model: &mut ModelProto, options: &Options, sites: &[Site]) {
-    let props = &mut model.metadata_props;
-    let (neuron, tau) = match options.neuron {
-        NeuronKind::Gn => ("gn", options.tau),
-        NeuronKind::If => ("if", 1),
-    };
-    set_metadata(props, "gn_transpile.version", crate::VERSION.into());
-    set_metadata(props, "gn_transpile.neuron", neuron.into());
-    set_metadata(props, "gn_transpile.tau", tau.to_string());
-    set_metadata(props, "gn_transpile.timesteps", options.timesteps.to_string());
-    set_metadata(props, "gn_transpile.anytime", options.anytime.to_string());
-    let emit = match options.emit {
-        Emit::Standard => "standard",
-        Emit::CustomOp => "custom-op",
-    };
-    set_metadata(props, "gn_transpile.emit", emit.into());
-    let layers: Vec<String> = sites
-        .iter()
-        .map(|s| format!("{{\"site\":{:?},\"theta\":{},\"levels\":{}}}", s.name, s.theta, s.levels))
-        .collect();
-    set_metadata(props, "gn_transpile.layers", format!("[{}]", layers.join(",")));
 }

@@ -11,7 +11,7 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::neuron::{attr_name, NeuronKind};
+use crate::neuron::{attr_name, NeuronKind, NeuronNode};
 use crate::DOMAIN;
 
 /// Registers `GroupNeuron` and `IFNeuron` with tract-onnx.
@@ -38,23 +38,24 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
             node.op_type
         );
     }
-    let Some(kind) = NeuronKind::from_op_type(&node.op_type) else { bail!("{} is not a gn.transpile op", node.op_type) };
-    let group = kind == NeuronKind::Gn;
-    let theta: f32 = node.get_attr(attr_name::THETA)?;
-    let theta_gn: f32 = if group { node.get_attr(attr_name::THETA_GN)? } else { theta };
-    let tau: i64 = if group { node.get_attr(attr_name::TAU)? } else { 1 };
-    let v_init: f32 = node.get_attr(attr_name::V_INIT)?;
-    let timesteps: i64 = node.get_attr(attr_name::TIMESTEPS)?;
-    ensure!(theta_gn.is_finite() && theta_gn > 0.0, "{}: θ_GN = {theta_gn} is not a positive threshold", node.name);
-    ensure!(tau >= 1, "{}: τ = {tau} must be at least 1", node.name);
-    ensure!(timesteps >= 1, "{}: timesteps = {timesteps} must be at least 1", node.name);
-    let kernel = NeuronKernel {
-        op: kind.op_type(),
-        theta_gn,
-        tau: tau as f32,
-        u_init: v_init / theta_gn,
-        timesteps: timesteps as usize,
+    let Some(kind) = NeuronKind::from_op_type(&node.op_type) else {
+        bail!("{} is not a gn.transpile op", node.op_type)
     };
+    if node.input.len() != 1 || node.output.len() != 1 {
+        bail!("{}: a spiking layer has one input and one output", node.name);
+    }
+    // The node format's one reader checks the attributes; the kernel then runs on the
+    // float32 values written on the node, as the op's function body does.
+    let float = |name: &str| node.get_attr_opt::<f32>(name).ok().flatten();
+    let int = |name: &str| node.get_attr_opt::<i64>(name).ok().flatten();
+    let layer =
+        NeuronNode::from_attributes(kind, float, int).map_err(|reason| format_err!("{}: {reason}", node.name))?;
+    let Some(timesteps) = layer.timesteps else { bail!("{}: has no 'timesteps' attribute", node.name) };
+    let theta = float(attr_name::THETA).unwrap_or_default();
+    let theta_gn = if kind == NeuronKind::Gn { float(attr_name::THETA_GN).unwrap_or_default() } else { theta };
+    let tau = layer.neuron.tau as i64;
+    let v_init = float(attr_name::V_INIT).unwrap_or_default();
+    let kernel = NeuronKernel { op: kind.op_type(), theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps };
     Ok((expand(NeuronLayer(kernel)), vec![]))
 }
 

@@ -257,7 +257,10 @@ pub fn measure(
     }
     gn_transpile::pipeline::Options { tau: spec.tau, ..Default::default() }.validate()?;
     if let Some(&t) = spec.timesteps.iter().find(|&&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
-        return Err(VerifyError::Data(format!("T = {t} is out of range (1 to {})", gn_transpile::pipeline::MAX_TIMESTEPS)));
+        return Err(VerifyError::Data(format!(
+            "T = {t} is out of range (1 to {})",
+            gn_transpile::pipeline::MAX_TIMESTEPS
+        )));
     }
     let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
     let graph = gn_transpile::pipeline::prepare(ann)?;

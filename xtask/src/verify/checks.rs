@@ -1,0 +1,154 @@
+//! Cross-runtime checks: emitted models on ONNX Runtime against tract, the custom-op
+//! form against the standard form, and the networks built in code.
+
+use std::path::Path;
+
+use gn_onnx::proto::ModelProto;
+use gn_transpile::{transpile, Emit, NeuronKind, Options};
+use std::time::Instant;
+
+use gn_verify::{relative_mse, run_batched, top1};
+use ndarray::{ArrayD, IxDyn};
+
+use super::report::{BuiltCheck, CustomOpCheck};
+
+/// The custom-op form of `ann` (IF and GN at each T) against the standard form: ONNX
+/// Runtime on both, tract on the custom-op model, onnx.checker on every custom-op file.
+#[allow(clippy::too_many_arguments)]
+pub fn custom_op_checks(
+    ann: &ModelProto,
+    name: &str,
+    xs: &ArrayD<f32>,
+    rt: &crate::onnxruntime::Runtime,
+    venv: &Path,
+    out: &Path,
+    tau: u32,
+    timesteps: &[usize],
+    batch: usize,
+) -> anyhow::Result<Vec<CustomOpCheck>> {
+    let mut checks = Vec::new();
+    let mut files = Vec::new();
+    for (neuron, tag) in [(NeuronKind::If, "IF"), (NeuronKind::Gn, "GN")] {
+        for &t in timesteps {
+            eprint!("\r  custom-op {tag} T={t}          ");
+            let options = |emit| Options { neuron, tau, timesteps: t, emit, ..Default::default() };
+            let standard = transpile(ann, &options(Emit::Standard))?.0;
+            let compact = transpile(ann, &options(Emit::CustomOp))?.0;
+            let file = out.join(format!("models/{name}_{}_t{t}_custom_op.onnx", tag.to_lowercase()));
+            std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
+            gn_onnx::io::save(&compact, &file, &[])?;
+            files.push(file);
+            let timed = |f: &mut dyn FnMut() -> anyhow::Result<ArrayD<f32>>| -> anyhow::Result<(ArrayD<f32>, f64)> {
+                let t0 = Instant::now();
+                let out = f()?;
+                Ok((out, t0.elapsed().as_secs_f64()))
+            };
+            let (standard_bytes, compact_bytes) = (gn_onnx::io::encode(&standard), gn_onnx::io::encode(&compact));
+            let (reference, ort_standard_s) = timed(&mut || Ok(rt.run(&standard_bytes, xs, batch)?.remove(0)))?;
+            let (ort, ort_compact_s) = timed(&mut || Ok(rt.run(&compact_bytes, xs, batch)?.remove(0)))?;
+            let (_, tract_standard_s) = timed(&mut || Ok(run_batched(&standard, xs, batch, &|_| {})?.remove(0)))?;
+            let (tract, tract_compact_s) = timed(&mut || Ok(run_batched(&compact, xs, batch, &|_| {})?.remove(0)))?;
+            let on_tract = agreement(&tract, &reference, 1e-5);
+            let nodes = |m: &ModelProto| m.graph.as_ref().map_or(0, |g| g.node.len());
+            checks.push(CustomOpCheck {
+                neuron: neuron.label(tau),
+                timesteps: t,
+                nodes_standard: nodes(&standard),
+                nodes_compact: nodes(&compact),
+                ort_max_abs_diff: agreement(&ort, &reference, 1e-5).max_abs_diff,
+                tract_max_abs_diff: on_tract.max_abs_diff,
+                tract_share_beyond_1e5: on_tract.share_beyond,
+                tract_relative_mse: on_tract.relative_mse,
+                tract_top1_flips: on_tract.top1_flips,
+                images: on_tract.images,
+                checker: String::new(),
+                ort_time_ratio: ort_compact_s / ort_standard_s.max(1e-9),
+                tract_time_ratio: tract_compact_s / tract_standard_s.max(1e-9),
+            });
+        }
+    }
+    eprintln!();
+    let verdicts = crate::onnxruntime::check_models(venv, &files)?;
+    for (c, v) in checks.iter_mut().zip(verdicts) {
+        c.checker = v;
+    }
+    Ok(checks)
+}
+
+/// The networks of `gn_tests::built` converted in both forms and run on ONNX Runtime and
+/// tract: GN τ = L = 4 at T = 1 against the ANN, GN τ = 4 at T = 4 across runtimes.
+pub fn built_checks(rt: &crate::onnxruntime::Runtime, venv: &Path, out: &Path) -> anyhow::Result<Vec<BuiltCheck>> {
+    use gn_tests::built::{static_batch, stem, two_layers};
+    let images = |n: usize| {
+        let mut state = 0x9e37_79b9_u64;
+        ArrayD::from_shape_fn(IxDyn(&[n, 1, 4, 4]), |_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0
+        })
+    };
+    let max_diff = |a: &[ArrayD<f32>], b: &[ArrayD<f32>]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| p.iter().zip(q.iter()).map(|(u, v)| (u - v).abs() as f64).fold(0.0, f64::max))
+            .fold(0.0, f64::max)
+    };
+    let mut checks = Vec::new();
+    let mut files = Vec::new();
+    for (name, ann, n) in
+        [("stem", stem(), 64), ("pool_on_spikes", two_layers(true), 64), ("static_batch", static_batch(3), 3)]
+    {
+        eprint!("\r  built {name}          ");
+        let x = images(n);
+        let want = rt.run(&gn_onnx::io::encode(&ann), &x, n)?;
+        for (emit, form) in [(Emit::Standard, "standard"), (Emit::CustomOp, "custom-op")] {
+            let (exact, report) = transpile(&ann, &Options { tau: 4, timesteps: 1, emit, ..Default::default() })?;
+            let got = rt.run(&gn_onnx::io::encode(&exact), &x, n)?;
+            let (snn, _) = transpile(&ann, &Options { timesteps: 4, anytime: true, emit, ..Default::default() })?;
+            let on_ort = rt.run(&gn_onnx::io::encode(&snn), &x, n)?;
+            let on_tract = run_batched(&snn, &x, n, &|_| {})?;
+            let file = out.join(format!("models/built_{name}_{}.onnx", form.replace('-', "_")));
+            std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
+            gn_onnx::io::save(&snn, &file, &[])?;
+            files.push(file);
+            checks.push(BuiltCheck {
+                model: name.into(),
+                form: form.into(),
+                moved: report.moves.len(),
+                exact_max_abs_diff: max_diff(&got[..1], &want[..1]),
+                ort_tract_max_abs_diff: max_diff(&on_ort, &on_tract),
+                checker: String::new(),
+            });
+        }
+    }
+    eprintln!();
+    for (c, v) in checks.iter_mut().zip(crate::onnxruntime::check_models(venv, &files)?) {
+        c.checker = v;
+    }
+    Ok(checks)
+}
+
+/// How far `got` is from `reference` (same shape, batch on axis 0).
+pub struct Agreement {
+    pub max_abs_diff: f64,
+    /// Share of images with any element beyond the tolerance.
+    pub share_beyond: f64,
+    pub relative_mse: f64,
+    pub top1_flips: usize,
+    pub images: usize,
+}
+
+pub fn agreement(got: &ArrayD<f32>, reference: &ArrayD<f32>, tolerance: f32) -> Agreement {
+    let images = reference.shape()[0];
+    let beyond = got
+        .outer_iter()
+        .zip(reference.outer_iter())
+        .filter(|(p, q)| p.iter().zip(q.iter()).any(|(u, v)| (u - v).abs() > tolerance))
+        .count();
+    Agreement {
+        max_abs_diff: got.iter().zip(reference.iter()).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max),
+        share_beyond: beyond as f64 / images.max(1) as f64,
+        relative_mse: relative_mse(got, reference),
+        top1_flips: top1(got).iter().zip(top1(reference)).filter(|(a, b)| **a != *b).count(),
+        images,
+    }
+}

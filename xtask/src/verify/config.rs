@@ -1,0 +1,61 @@
+//! The harness configuration, `xtask/verify.yaml`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+pub struct Config {
+    pub data: DataConfig,
+    pub tau: u32,
+    pub timesteps: Vec<usize>,
+    pub layer_timesteps: Vec<usize>,
+    pub layer_images: usize,
+    pub batch: usize,
+    pub short_max: usize,
+    pub long_images: usize,
+    pub long_images_full: usize,
+    pub models: Vec<ModelConfig>,
+    pub tau_sweep: TauSweep,
+    pub custom_op: CustomOpConfig,
+    pub gates: Gates,
+}
+
+#[derive(Deserialize)]
+pub struct CustomOpConfig {
+    pub timesteps: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+pub struct DataConfig {
+    pub images: PathBuf,
+    pub labels: PathBuf,
+    pub ci_images: usize,
+}
+
+#[derive(Deserialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Deserialize)]
+pub struct TauSweep {
+    pub model: String,
+    pub taus: Vec<u32>,
+    pub timesteps: Vec<usize>,
+}
+
+#[derive(Deserialize, Serialize, Clone)]
+pub struct Gates {
+    pub exactness_min_top1_agreement: f64,
+    pub exactness_max_relative_mse: f64,
+    pub ratio_model: String,
+    pub ratio_max: f64,
+    pub ratio_up_to_t: usize,
+    pub ort_max_share_beyond_1e4_t1: f64,
+    pub ort_max_relative_mse: f64,
+    pub ort_max_top1_flip_share: f64,
+    pub custom_op_max_abs_diff_ort: f64,
+    pub built_max_abs_diff: f64,
+}

@@ -1,0 +1,90 @@
+//! The gates: thresholds from the config applied to the results. Each gate is a line of
+//! the report, (name, passed, detail).
+
+use gn_transpile::NeuronKind;
+
+use super::config::Gates;
+use super::report::{BuiltCheck, ModelResult};
+
+/// Every gate's verdict.
+pub fn evaluate(g: &Gates, results: &[ModelResult], built: &[BuiltCheck]) -> Vec<(String, bool, String)> {
+    let mut gates = Vec::new();
+    {
+        for c in built {
+            let ok = c.checker == "ok"
+                && c.exact_max_abs_diff <= g.built_max_abs_diff
+                && c.ort_tract_max_abs_diff <= g.built_max_abs_diff;
+            gates.push((
+                format!("{} ({}): converts and runs on ONNX Runtime", c.model, c.form),
+                ok,
+                format!(
+                    "τ=L T=1 vs ANN max |diff| {:.1e}, T=4 ONNX Runtime vs tract max |diff| {:.1e} (≤ {:.0e}); onnx.checker: {}",
+                    c.exact_max_abs_diff, c.ort_tract_max_abs_diff, g.built_max_abs_diff, c.checker
+                ),
+            ));
+        }
+        for r in results {
+            if let Some(e) = &r.measurement.exactness {
+                let ok = e.top1_agreement >= g.exactness_min_top1_agreement
+                    && e.relative_mse <= g.exactness_max_relative_mse;
+                gates.push((
+                    format!("{}: GN τ=L={} T=1 reproduces the ANN", r.name, e.tau),
+                    ok,
+                    format!(
+                        "top-1 agreement {:.4} (≥ {}), relative MSE {:.1e} (≤ {:.0e})",
+                        e.top1_agreement, g.exactness_min_top1_agreement, e.relative_mse, g.exactness_max_relative_mse
+                    ),
+                ));
+            }
+            for c in &r.runtime {
+                let flip_share = c.top1_flips as f64 / c.images.max(1) as f64;
+                let one_step = c.model.ends_with("_t1");
+                let ok = c.checker == "ok"
+                    && c.relative_mse <= g.ort_max_relative_mse
+                    && flip_share <= g.ort_max_top1_flip_share
+                    && (!one_step || c.share_beyond_1e4 <= g.ort_max_share_beyond_1e4_t1);
+                gates.push((
+                    format!("{} {}: ONNX Runtime vs tract", r.name, c.model),
+                    ok,
+                    format!(
+                        "relative MSE {:.1e} (≤ {:.0e}), top-1 flips {}/{} (≤ {:.1}%), {:.2}% of images beyond 1e-4{}, max |diff| {:.1e}, onnx.checker: {}",
+                        c.relative_mse, g.ort_max_relative_mse, c.top1_flips, c.images, g.ort_max_top1_flip_share * 100.0,
+                        c.share_beyond_1e4 * 100.0,
+                        if one_step { format!(" (≤ {:.1}%)", g.ort_max_share_beyond_1e4_t1 * 100.0) } else { String::new() },
+                        c.max_abs_diff, c.checker
+                    ),
+                ));
+            }
+        }
+        for r in results {
+            for c in &r.custom_op {
+                let flip_share = c.tract_top1_flips as f64 / c.images.max(1) as f64;
+                let ok = c.checker == "ok"
+                    && c.ort_max_abs_diff <= g.custom_op_max_abs_diff_ort
+                    && c.tract_relative_mse <= g.ort_max_relative_mse
+                    && flip_share <= g.ort_max_top1_flip_share;
+                gates.push((
+                    format!("{} {} T={}: custom-op model", r.name, c.neuron, c.timesteps),
+                    ok,
+                    format!(
+                        "ONNX Runtime custom-op vs standard max |diff| {:.1e} (≤ {:.0e}); tract custom-op vs ONNX Runtime standard: relative MSE {:.1e} (≤ {:.0e}), top-1 flips {}/{}; onnx.checker: {}",
+                        c.ort_max_abs_diff, g.custom_op_max_abs_diff_ort, c.tract_relative_mse, g.ort_max_relative_mse,
+                        c.tract_top1_flips, c.images, c.checker
+                    ),
+                ));
+            }
+        }
+        if let Some(r) = results.iter().find(|r| r.name == g.ratio_model) {
+            let (if_, gn) = (r.measurement.curve(NeuronKind::If), r.measurement.curve(NeuronKind::Gn));
+            for ((t, a), (_, b)) in if_.mse.iter().zip(&gn.mse).filter(|((t, _), _)| *t <= g.ratio_up_to_t) {
+                let ratio = b / a;
+                gates.push((
+                    format!("{}: GN/IF MSE at T={t}", r.name),
+                    ratio <= g.ratio_max,
+                    format!("{ratio:.3} (≤ {})", g.ratio_max),
+                ));
+            }
+        }
+    }
+    gates
+}

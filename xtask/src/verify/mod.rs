@@ -1,0 +1,208 @@
+//! `cargo xtask verify`: the verification harness. The fixtures (or a model of the
+//! user's) are measured by `gn_verify::measure` on real data; the emitted models are
+//! cross-checked on ONNX Runtime, in both forms; gates decide pass or fail; the report
+//! is written as Markdown, JSON and plots.
+//!
+//! - `config`: `xtask/verify.yaml`
+//! - `data`: test images, labels, progress display
+//! - `checks`: ONNX Runtime against tract, custom-op against standard, built networks
+//! - `sweep`: the τ sweep
+//! - `gates`: thresholds applied to the results
+//! - `report`: the report's types, Markdown and the README's measured section
+//! - `plots`: the SVG figures
+
+mod checks;
+mod config;
+mod data;
+mod gates;
+mod plots;
+mod report;
+mod sweep;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use gn_verify::{measure, Spec};
+use ndarray::{ArrayD, Axis};
+
+use checks::{agreement, built_checks, custom_op_checks};
+use config::{Config, ModelConfig};
+use data::{load_images, load_labels, progress};
+use plots::write_plots;
+use report::{render_markdown, update_readme, ModelResult, Report, RuntimeCheck};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The harness configuration.
+    #[arg(long, default_value = "xtask/verify.yaml")]
+    config: PathBuf,
+    /// Use the whole test set (10,000 images; T > 8 on the first 2,000).
+    #[arg(long)]
+    full: bool,
+    /// Write the report's tables into README.md and its plots into docs/verify/.
+    #[arg(long)]
+    readme: bool,
+    /// Measure this model instead of the configured fixtures.
+    #[arg(long, requires = "data")]
+    model: Option<PathBuf>,
+    /// Input data for --model: a float32 .npy, batch on axis 0.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Labels for --model: an integer .npy of one label per input.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Members per Group Neuron (default: the config's).
+    #[arg(long)]
+    tau: Option<u32>,
+    /// Where to write the report, JSON and plots.
+    #[arg(long, default_value = "target/verify")]
+    out: PathBuf,
+    /// Skip ONNX Runtime (tract only).
+    #[arg(long)]
+    no_ort: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<bool> {
+    let start = Instant::now();
+    let root = crate::workspace();
+    std::env::set_current_dir(&root)?;
+    let config: Config = serde_yaml::from_str(
+        &std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?,
+    )
+    .with_context(|| format!("{} is not a valid harness config", args.config.display()))?;
+    let tau = args.tau.unwrap_or(config.tau);
+    std::fs::create_dir_all(&args.out)?;
+
+    // The models and data.
+    let (models, x, labels): (Vec<ModelConfig>, ArrayD<f32>, Option<Vec<usize>>) = match &args.model {
+        Some(model) => {
+            let data = args.data.as_ref().context("--model needs --data")?;
+            let x = gn_verify::read_npy_inputs(data)?;
+            let labels = args.labels.as_deref().map(gn_verify::read_npy_labels).transpose()?;
+            if let Some(l) = &labels {
+                if l.len() != x.shape()[0] {
+                    bail!("{} labels for {} inputs", l.len(), x.shape()[0]);
+                }
+            }
+            let name = model.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+            (vec![ModelConfig { name, path: model.clone() }], x, labels)
+        }
+        None => {
+            let n = if args.full { usize::MAX } else { config.data.ci_images };
+            let x = load_images(&config.data.images, n)?;
+            let labels = load_labels(&config.data.labels, x.shape()[0])?;
+            (config.models, x, Some(labels))
+        }
+    };
+    let n = x.shape()[0];
+    let spec = Spec {
+        tau,
+        timesteps: config.timesteps.clone(),
+        batch: config.batch,
+        layer_images: config.layer_images,
+        layer_timesteps: config.layer_timesteps.clone(),
+        short_max: config.short_max,
+        long_images: if args.full { config.long_images_full } else { config.long_images },
+    };
+
+    let runtime = if args.no_ort {
+        None
+    } else {
+        let venv = crate::onnxruntime::venv()?;
+        let lib = crate::onnxruntime::library(&venv)?;
+        Some((venv, crate::onnxruntime::Runtime::new(&lib)?))
+    };
+
+    let mut results = Vec::new();
+    for mc in models {
+        eprintln!("{}: {} images, τ = {tau}", mc.name, n);
+        let t0 = Instant::now();
+        let ann = gn_onnx::io::load(&mc.path)?.model;
+        let m = measure(&ann, &x, labels.as_deref(), &spec, &progress())
+            .with_context(|| format!("{}", mc.path.display()))?;
+        let mut checks = Vec::new();
+        let mut custom = Vec::new();
+        if let Some((venv, rt)) = &runtime {
+            let prefix = spec.layer_images.min(n).min(spec.long_images.min(n).max(1));
+            let xs = x.slice_axis(Axis(0), (0..prefix).into()).to_owned();
+            let mut files = Vec::new();
+            for ((name, model), tract_out) in m.emitted.iter().zip(&m.emitted_outputs) {
+                let file = args.out.join(format!("models/{}_{}.onnx", mc.name, name));
+                std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
+                gn_onnx::io::save(model, &file, &[])?;
+                files.push(file);
+                let ort_out = rt.run(&gn_onnx::io::encode(model), &xs, spec.batch)?;
+                let logits = agreement(&ort_out[0], &tract_out[0], 1e-4);
+                // The largest difference over every output (the anytime one included).
+                let max_any = ort_out
+                    .iter()
+                    .zip(tract_out)
+                    .map(|(p, q)| agreement(p, q, 1e-4).max_abs_diff)
+                    .fold(logits.max_abs_diff, f64::max);
+                checks.push(RuntimeCheck {
+                    model: name.clone(),
+                    max_abs_diff: max_any,
+                    share_beyond_1e4: logits.share_beyond,
+                    top1_flips: logits.top1_flips,
+                    images: logits.images,
+                    relative_mse: logits.relative_mse,
+                    checker: String::new(),
+                });
+            }
+            let verdicts = crate::onnxruntime::check_models(venv, &files)?;
+            for (c, v) in checks.iter_mut().zip(verdicts) {
+                c.checker = v;
+            }
+            custom = custom_op_checks(
+                &ann,
+                &mc.name,
+                &xs,
+                rt,
+                venv,
+                &args.out,
+                tau,
+                &config.custom_op.timesteps,
+                spec.batch,
+            )?;
+        }
+        results.push(ModelResult {
+            name: mc.name,
+            measurement: m,
+            runtime: checks,
+            custom_op: custom,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+
+    let tau_sweep = if args.model.is_none() && results.iter().any(|r| r.name == config.tau_sweep.model) {
+        Some(sweep::run(&config.tau_sweep, &results, &root, &x, labels.as_deref(), spec.batch)?)
+    } else {
+        None
+    };
+
+    let built = match &runtime {
+        Some((venv, rt)) if args.model.is_none() => built_checks(rt, venv, &args.out)?,
+        _ => Vec::new(),
+    };
+
+    let gates = if args.model.is_none() { gates::evaluate(&config.gates, &results, &built) } else { Vec::new() };
+    let report =
+        Report { images: n, tau, models: results, tau_sweep, built, gates, seconds: start.elapsed().as_secs_f64() };
+    let markdown = render_markdown(&report);
+    std::fs::write(args.out.join("report.md"), &markdown)?;
+    std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    write_plots(&report, &args.out, &spec)?;
+    if args.readme && args.model.is_none() {
+        update_readme(&root.join("README.md"), &markdown, &args.out)?;
+    }
+    println!("{markdown}");
+    let failed: Vec<&(String, bool, String)> = report.gates.iter().filter(|g| !g.1).collect();
+    for (name, _, detail) in &failed {
+        eprintln!("gate missed: {name}: {detail}");
+    }
+    let passed = report.gates.len() - failed.len();
+    println!("verify: {passed} passed, {} failed", failed.len());
+    eprintln!("report in {} ({:.0} s)", args.out.display(), report.seconds);
+    Ok(failed.is_empty())
+}
