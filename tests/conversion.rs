@@ -3,10 +3,10 @@
 //! the emitted graph's text snapshot.
 
 use gn_onnx::proto::ModelProto;
-use gn_tests::reference::{self, Layer, Model};
+use gn_tests::reference::{self, matrix, mlp, Layer, Model};
 use gn_tests::{argmax_rows, base_models, fixture_models, mse, run_tract, run_tract_2d, step, test_set, ModelBuilder};
 use gn_transpile::{transpile, NeuronKind, Options};
-use ndarray::{Array1, Array2};
+use ndarray::Array2;
 
 fn options(neuron: NeuronKind, tau: u32, timesteps: usize, anytime: bool) -> Options {
     Options { neuron, tau, timesteps, anytime, allow_inexact: false, ..Default::default() }
@@ -14,15 +14,6 @@ fn options(neuron: NeuronKind, tau: u32, timesteps: usize, anytime: bool) -> Opt
 
 fn convert(model: &ModelProto, o: &Options) -> ModelProto {
     transpile(model, o).unwrap_or_else(|e| panic!("conversion failed: {e}")).0
-}
-
-/// A deterministic pseudo-random matrix in [-scale, scale].
-fn matrix(rows: usize, cols: usize, seed: u64, scale: f32) -> Array2<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    Array2::from_shape_fn((rows, cols), |_| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0) * scale
-    })
 }
 
 /// SPEC §4.1: GN with τ = L at T = 1 reproduces the QCFS ANN.
@@ -46,26 +37,6 @@ fn gn_with_tau_equal_to_l_at_one_step_reproduces_every_fixture() {
         assert!(flips.len() * 1000 <= a.len(), "{}: {} top-1 flips", path.display(), flips.len());
         assert!(rel <= 1e-6, "{}: relative MSE {rel}", path.display());
     }
-}
-
-/// A small MLP: Gemm → QCFS → Gemm → QCFS → Gemm, as layers and as an ONNX model.
-fn mlp(levels: u32, seed: u64) -> (Vec<Layer>, ModelProto) {
-    let shapes = [(6, 12), (12, 10), (10, 4)];
-    let thetas = [1.3f32, 0.9];
-    let mut layers = Vec::new();
-    let mut b = ModelBuilder::new(&[6]);
-    let mut h = "input".to_string();
-    for (k, &(i, o)) in shapes.iter().enumerate() {
-        let w = matrix(o, i, seed + k as u64, 0.8);
-        let bias = matrix(1, o, seed + 10 + k as u64, 0.3).into_shape_with_order(o).unwrap();
-        h = b.gemm(&h, &w, bias.as_slice().unwrap());
-        layers.push(Layer::Gemm { w, b: Array1::from(bias.to_vec()) });
-        if k < thetas.len() {
-            h = b.qcfs(&h, thetas[k], levels);
-            layers.push(Layer::Qcfs { theta: thetas[k], levels });
-        }
-    }
-    (layers, b.finish(&h, &[4]))
 }
 
 #[test]

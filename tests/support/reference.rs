@@ -2,7 +2,10 @@
 //! (8)-(11) and SPEC §2, with member thresholds and Heaviside steps taken literally.
 //! It shares no code with the emitter: it runs a small MLP of Gemm and QCFS layers.
 
+use gn_onnx::proto::ModelProto;
 use ndarray::{Array1, Array2};
+
+use crate::ModelBuilder;
 
 /// One layer of a small reference network.
 #[derive(Debug, Clone)]
@@ -51,6 +54,12 @@ pub fn simulate(
     model: Model,
     timesteps: usize,
 ) -> (Vec<Array2<f32>>, Vec<Vec<u64>>) {
+    simulate_inputs(layers, &vec![x.clone(); timesteps], model)
+}
+
+/// [`simulate`] with input `xs[t − 1]` at step t (a different input at each step).
+pub fn simulate_inputs(layers: &[Layer], xs: &[Array2<f32>], model: Model) -> (Vec<Array2<f32>>, Vec<Vec<u64>>) {
+    let timesteps = xs.len();
     // Member thresholds θ_i = i·θ/τ (Algorithm 1); IF has the single threshold θ.
     let members = |theta: f32| -> (Vec<f32>, f32) {
         match model {
@@ -63,7 +72,7 @@ pub fn simulate(
     let mut readouts = Vec::with_capacity(timesteps);
     let mut fired = vec![0u64; layers.len()];
     let mut spikes = Vec::with_capacity(timesteps);
-    for t in 1..=timesteps {
+    for (t, x) in (1..=timesteps).zip(xs) {
         let mut h = x.clone();
         for (k, layer) in layers.iter().enumerate() {
             h = match layer {
@@ -95,4 +104,33 @@ pub fn simulate(
         spikes.push(per_layer.map(|(_, &f)| f).collect());
     }
     (readouts, spikes)
+}
+
+/// A deterministic pseudo-random matrix in [-scale, scale].
+pub fn matrix(rows: usize, cols: usize, seed: u64, scale: f32) -> Array2<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    Array2::from_shape_fn((rows, cols), |_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0) * scale
+    })
+}
+
+/// A small MLP: Gemm → QCFS → Gemm → QCFS → Gemm, as layers and as an ONNX model.
+pub fn mlp(levels: u32, seed: u64) -> (Vec<Layer>, ModelProto) {
+    let shapes = [(6, 12), (12, 10), (10, 4)];
+    let thetas = [1.3f32, 0.9];
+    let mut layers = Vec::new();
+    let mut b = ModelBuilder::new(&[6]);
+    let mut h = "input".to_string();
+    for (k, &(i, o)) in shapes.iter().enumerate() {
+        let w = matrix(o, i, seed + k as u64, 0.8);
+        let bias = matrix(1, o, seed + 10 + k as u64, 0.3).into_shape_with_order(o).unwrap();
+        h = b.gemm(&h, &w, bias.as_slice().unwrap());
+        layers.push(Layer::Gemm { w, b: Array1::from(bias.to_vec()) });
+        if k < thetas.len() {
+            h = b.qcfs(&h, thetas[k], levels);
+            layers.push(Layer::Qcfs { theta: thetas[k], levels });
+        }
+    }
+    (layers, b.finish(&h, &[4]))
 }

@@ -116,4 +116,33 @@ impl Runtime {
             })
             .collect()
     }
+
+    /// A session for `model` on 2 threads.
+    pub fn session(&self, model: &[u8]) -> anyhow::Result<Session> {
+        Session::builder(&self.env)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_intra_threads(2)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .commit_from_memory(model)
+            .map_err(|e| anyhow::anyhow!("ONNX Runtime cannot load the model: {e}"))
+    }
+
+    /// Runs a session once on `inputs` (in the model's input order); returns every output.
+    pub fn run_once(session: &mut Session, inputs: &[ArrayD<f32>]) -> anyhow::Result<Vec<ArrayD<f32>>> {
+        let names: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let mut feed: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> = Vec::new();
+        for (name, x) in names.iter().zip(inputs) {
+            let tensor = ort::value::Tensor::from_array(x.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            feed.push((name.clone().into(), tensor.into()));
+        }
+        let result = session.run(feed).map_err(|e| anyhow::anyhow!("{e}"))?;
+        outputs
+            .iter()
+            .map(|name| {
+                let a = result[name.as_str()].try_extract_array::<f32>().map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(a.to_owned())
+            })
+            .collect()
+    }
 }

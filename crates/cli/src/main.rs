@@ -14,6 +14,7 @@ Examples:
   gn-transpile fixtures/models/resnet20_l8.onnx snn.onnx --tau 4 --timesteps 4
   gn-transpile ann.onnx snn_if.onnx --neuron if --timesteps 32 --anytime
   gn-transpile ann.onnx snn_compact.onnx --emit custom-op
+  gn-transpile ann.onnx snn_step.onnx --emit stateful      (one step per call; T chosen at run time)
   gn-transpile inspect ann.onnx
   gn-transpile verify ann.onnx --data x.npy --labels y.npy --tau 4";
 
@@ -43,9 +44,10 @@ struct ConvertArgs {
     /// Members per Group Neuron (τ); member i fires at i·θ/τ.
     #[arg(long, default_value_t = 4, value_name = "N")]
     tau: u32,
-    /// Time steps to unroll (T).
-    #[arg(long, short = 't', default_value_t = 4, value_name = "T")]
-    timesteps: usize,
+    /// Time steps to unroll (T) [default: 4; not with --emit stateful, where the caller
+    /// runs as many steps as it wants].
+    #[arg(long, short = 't', value_name = "T")]
+    timesteps: Option<usize>,
     /// Neuron model: gn (Group Neurons) or if (integrate-and-fire, the baseline).
     #[arg(long, value_enum, default_value_t = NeuronKind::Gn)]
     neuron: NeuronKind,
@@ -55,9 +57,10 @@ struct ConvertArgs {
     /// Convert ops that are not exact in time (MaxPool on spikes, Softmax, …) anyway, with a warning per node.
     #[arg(long)]
     allow_inexact: bool,
-    /// Model form: standard (every step unrolled into standard ops) or custom-op (one
+    /// Model form: standard (every step unrolled into standard ops), custom-op (one
     /// gn.transpile GroupNeuron/IFNeuron node per spiking layer, defined by a model-local
-    /// function that ONNX Runtime inlines).
+    /// function that ONNX Runtime inlines) or stateful (one step per call: membranes and
+    /// readout as extra inputs and outputs, listed in metadata gn_transpile.state).
     #[arg(long, value_enum, default_value_t = Emit::Standard, value_name = "FORM")]
     emit: Emit,
     /// Print each site's op chain and the near misses.
@@ -166,6 +169,12 @@ fn verify(
             println!("  {tag}: {}", row.join(", "));
         }
     }
+    if let Some(st) = &m.stateful {
+        println!(
+            "\n--emit stateful (GN τ={tau}): {} calls against the unrolled model's anytime rows, first {} inputs: max |diff| {:.1e}",
+            st.calls, st.images, st.max_abs_diff
+        );
+    }
     if let Some(e) = &m.exactness {
         println!(
             "\nGN with τ = L = {} at T = 1: top-1 agreement {:.4}, relative MSE {:.1e}",
@@ -195,7 +204,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let options = Options {
         neuron: args.neuron,
         tau: args.tau,
-        timesteps: args.timesteps,
+        timesteps: match (args.emit, args.timesteps) {
+            (Emit::Stateful, Some(_)) => anyhow::bail!(
+                "--timesteps does not apply to --emit stateful: the model runs one step per call, as many calls as the caller makes"
+            ),
+            (_, t) => t.unwrap_or(4),
+        },
         anytime: args.anytime,
         allow_inexact: args.allow_inexact,
         emit: args.emit,
@@ -232,10 +246,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         NeuronKind::Gn => format!("GN (τ = {})", options.tau),
         NeuronKind::If => "IF".to_string(),
     };
+    let steps = match options.emit {
+        Emit::Stateful => "one step per call".to_string(),
+        _ => format!("T = {}", options.timesteps),
+    };
     eprintln!(
-        "{} spiking layers of {neuron}, T = {}: {} nodes → {} nodes, written to {} in {:.2} s",
+        "{} spiking layers of {neuron}, {steps}: {} nodes → {} nodes, written to {} in {:.2} s",
         report.spiking_layers.len(),
-        options.timesteps,
         report.nodes_before,
         report.nodes_after,
         output.display(),

@@ -243,3 +243,20 @@ fn verify_reports_mse_and_accuracy_per_timestep_on_user_data() {
     assert!(out.contains("top-1 agreement 1.0000"), "{out}");
     assert!(out.contains("top-1 accuracy (%); ANN"), "{out}");
 }
+
+#[test]
+fn the_stateful_form_lists_its_states_and_refuses_a_fixed_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("step.onnx");
+    let (input, output) = (fixture("cnn_l4.onnx"), out.to_str().unwrap().to_string());
+    refused(&[input.to_str().unwrap(), &output, "--emit", "stateful", "-t", "4"], &out, "--timesteps does not apply");
+    refused(&[input.to_str().unwrap(), &output, "--emit", "stateful", "--anytime"], &out, "--anytime does not apply");
+    let o = run(&[input.to_str().unwrap(), &output, "--emit", "stateful"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("3 spiking layers of GN (τ = 4), one step per call"), "{}", stderr(&o));
+    let o = run(&["inspect", &output]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("form stateful"), "{text}");
+    assert!(text.contains("state tensors: 5"), "{text}");
+    assert!(text.contains("membrane.next  [N, 32, 28, 28]  init 0.5"), "{text}");
+}

@@ -21,6 +21,7 @@ pub struct Patch {
     removed: BTreeSet<usize>,
     replaced: BTreeMap<usize, NodeProto>,
     redirects: Vec<(String, String)>,
+    inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
     nodes: usize,
 }
@@ -33,6 +34,7 @@ impl Patch {
             removed: BTreeSet::new(),
             replaced: BTreeMap::new(),
             redirects: Vec::new(),
+            inputs: Vec::new(),
             outputs: Vec::new(),
             nodes: graph.nodes().len(),
         }
@@ -43,6 +45,7 @@ impl Patch {
         self.removed.is_empty()
             && self.replaced.is_empty()
             && self.redirects.is_empty()
+            && self.inputs.is_empty()
             && self.outputs.is_empty()
             && self.added.proto.node.is_empty()
             && self.added.proto.initializer.is_empty()
@@ -58,6 +61,11 @@ impl Patch {
     pub fn replace(&mut self, index: usize, node: NodeProto) {
         self.removed.remove(&index);
         self.replaced.insert(index, node);
+    }
+
+    /// Declares one more graph input (its name must be fresh: see [`Patch::unique_name`]).
+    pub fn add_input(&mut self, input: ValueInfoProto) {
+        self.inputs.push(input);
     }
 
     /// Declares one more graph output (written by a node the patch adds).
@@ -127,10 +135,10 @@ impl Graph {
     }
 
     /// Applies a patch made for this graph: replaces nodes, redirects the reads of the
-    /// graph's nodes, removes nodes, and appends the additions and outputs (nodes after the existing ones,
+    /// graph's nodes, removes nodes, and appends the additions, inputs and outputs (nodes after the existing ones,
     /// in the order added). The graph is not re-sorted.
     pub fn apply(&mut self, patch: Patch) -> Result<(), PatchMismatch> {
-        let Patch { added, removed, replaced, redirects, outputs, nodes } = patch;
+        let Patch { added, removed, replaced, redirects, inputs, outputs, nodes } = patch;
         if nodes != self.proto.node.len() {
             return Err(PatchMismatch { planned: nodes, actual: self.proto.node.len() });
         }
@@ -160,6 +168,7 @@ impl Graph {
         let (GraphProto { node, initializer, .. }, added_names) = added.into_parts();
         self.proto.node.extend(node);
         self.proto.initializer.extend(initializer);
+        self.proto.input.extend(inputs);
         self.proto.output.extend(outputs);
         self.reserve_names(added_names);
         Ok(())

@@ -28,7 +28,7 @@ use gn_onnx::{Graph, Patch};
 
 use crate::detect::Site;
 use crate::lower::{tile, Lowered};
-use crate::neuron::{attribute_names, expand_layer, Current, NeuronKind, NeuronNode, Opset, Params};
+use crate::neuron::{attribute_names, expand_layer, Current, Expansion, NeuronKind, NeuronNode, Opset, Params};
 use crate::pass::{Context, Planned};
 use crate::pipeline::Emit;
 use crate::DOMAIN;
@@ -44,20 +44,9 @@ fn rename_last_output(graph: &mut Graph, name: &str) {
 pub fn readout(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
     let (timesteps, anytime, opset) = (cx.options.timesteps, cx.options.anytime, cx.opset);
     let mut patch = Patch::new(graph);
-    let producers = graph.producers();
-    let mut renamed: HashMap<usize, NodeProto> = HashMap::new();
     let mut outputs = Vec::new();
-    for y in &lowered.folded_outputs {
-        let folded = patch.unique_name(&format!("{y}.folded"));
-        if let Some(&p) = producers.get(y) {
-            let node = renamed.entry(p).or_insert_with(|| graph.nodes()[p].clone());
-            for o in &mut node.output {
-                if o == y {
-                    *o = folded.clone();
-                }
-            }
-        }
-        patch.redirect(y, &folded);
+    for (y, folded) in divert(graph, &mut patch, &lowered.folded_outputs, "folded") {
+        let y = &y;
         let graph = patch.builder();
         let src = format!("{y}.readout");
         let anytime_name = format!("{y}_anytime");
@@ -102,14 +91,36 @@ pub fn readout(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
             outputs.push((y.clone(), anytime_name));
         }
     }
-    for (p, node) in renamed {
-        patch.replace(p, node);
-    }
     for (y, anytime_name) in outputs {
         let info = graph.proto.output.iter().find(|v| v.name() == y);
         patch.add_output(anytime_info(&anytime_name, info, timesteps));
     }
     Planned::patch(patch)
+}
+
+/// Plans, for each output `y`, that the node writing it writes `{y}.{suffix}` instead and
+/// that every reader of `y` reads that; returns (y, new name) pairs. The caller writes `y`.
+fn divert(graph: &Graph, patch: &mut Patch, outputs: &[String], suffix: &str) -> Vec<(String, String)> {
+    let producers = graph.producers();
+    let mut renamed: HashMap<usize, NodeProto> = HashMap::new();
+    let mut pairs = Vec::new();
+    for y in outputs {
+        let diverted = patch.unique_name(&format!("{y}.{suffix}"));
+        if let Some(&p) = producers.get(y) {
+            let node = renamed.entry(p).or_insert_with(|| graph.nodes()[p].clone());
+            for o in &mut node.output {
+                if o == y {
+                    *o = diverted.clone();
+                }
+            }
+        }
+        patch.redirect(y, &diverted);
+        pairs.push((y.clone(), diverted));
+    }
+    for (p, node) in renamed {
+        patch.replace(p, node);
+    }
+    pairs
 }
 
 /// Plans the spiking-layer nodes of the emitted form. Standard: each node is replaced by
@@ -127,37 +138,213 @@ pub fn neurons(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
             Emit::Standard => {
                 patch.remove(i);
                 let current = if invariant { Current::Constant } else { Current::Folded };
-                let neuron = Params::Inline(&layer.neuron);
-                expand_layer(
-                    patch.builder(),
-                    cx.opset,
-                    node.name(),
-                    neuron,
-                    &node.input[0],
+                let layer = Expansion {
+                    name: node.name(),
+                    params: Params::Inline(&layer.neuron),
+                    x: &node.input[0],
                     current,
-                    t,
-                    &node.output[0],
-                );
+                    timesteps: t,
+                    output: &node.output[0],
+                    state: None,
+                };
+                expand_layer(patch.builder(), cx.opset, &layer);
             }
             Emit::CustomOp if invariant && t > 1 => {
                 let mut node = node.clone();
                 node.input[0] = tile(&mut patch, &mut tiles, &node.input[0], t);
                 patch.replace(i, node);
             }
-            Emit::CustomOp => {}
+            // The stateful form is planned by `stateful` instead.
+            Emit::CustomOp | Emit::Stateful => {}
         }
     }
     Planned::patch(patch)
 }
 
+/// One state tensor of a stateful model: fed back from `output` to `input` after each
+/// call, and filled with `init` before the first (metadata `gn_transpile.state`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    pub input: String,
+    pub output: String,
+    pub init: f32,
+    /// `None` is the batch N.
+    #[serde(serialize_with = "batch_dims", deserialize_with = "read_batch_dims")]
+    pub shape: Vec<Option<i64>>,
+}
+
+impl State {
+    /// The state's shape for a batch of `n`.
+    pub fn dims(&self, n: usize) -> Vec<usize> {
+        self.shape.iter().map(|d| d.map_or(n, |d| d as usize)).collect()
+    }
+}
+
+/// The state tensors of a model written by the stateful emission (metadata
+/// `gn_transpile.state`), or `None` for any other model.
+pub fn states(model: &ModelProto) -> Option<Vec<State>> {
+    let json = model.metadata_props.iter().find(|p| p.key() == "gn_transpile.state")?;
+    serde_json::from_str(json.value()).ok()
+}
+
+fn read_batch_dims<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Option<i64>>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Dim {
+        Size(i64),
+        Batch(String),
+    }
+    let dims: Vec<Dim> = serde::Deserialize::deserialize(d)?;
+    dims.into_iter()
+        .map(|d| match d {
+            Dim::Size(n) if n >= 0 => Ok(Some(n)),
+            Dim::Batch(b) if b == "N" => Ok(None),
+            _ => Err(serde::de::Error::custom("a state dimension is a size or \"N\"")),
+        })
+        .collect()
+}
+
+fn batch_dims<S: serde::Serializer>(dims: &[Option<i64>], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(dims.len()))?;
+    for d in dims {
+        match d {
+            Some(n) => seq.serialize_element(n)?,
+            None => seq.serialize_element("N")?,
+        }
+    }
+    seq.end()
+}
+
+/// The shapes of values of the lowered graph (`None` for the batch), as the stateful
+/// emission needs them for its state tensors.
+pub type Shapes = HashMap<String, Vec<Option<i64>>>;
+
+/// Plans the stateful form from a graph lowered at T = 1: one call runs one step.
+///
+/// ```text
+///   spiking layer:  p = u_in + x/θ_GN; c = clip(⌊p⌋, 0, τ); u_out = p − c; out = c·θ_GN   (u(0) = 1/2)
+///   max-pool on spikes:  C = C_in + x; P = MaxPool(C); out = P − P_in; C, P out          (0, 0)
+///   readout:  k = k_in + 1; S = S_in + y_step; y = S / k; S, k out                       (0, 0)
+/// ```
+///
+/// After t calls, `y` is the readout averaged over t steps: row t of the `--anytime`
+/// output of the unrolled model. Every state is a graph input and a graph output;
+/// `shapes` gives their shapes.
+pub fn stateful(
+    graph: &Graph,
+    cx: &Context,
+    lowered: &Lowered,
+    shapes: &Shapes,
+) -> Result<Planned<Vec<State>>, crate::TranspileError> {
+    let mut patch = Patch::new(graph);
+    let mut states = StateList { shapes, states: Vec::new() };
+    // The membranes, in node order.
+    for (i, node) in graph.nodes().iter().enumerate() {
+        let Some(layer) = NeuronNode::from_node(node) else { continue };
+        let name = node.name();
+        let (v_in, v_out) = states.add(&mut patch, &format!("{name}.membrane"), &node.input[0], name, 0.5)?;
+        patch.remove(i);
+        let expansion = Expansion {
+            name,
+            params: Params::Inline(&layer.neuron),
+            x: &node.input[0],
+            current: Current::Constant,
+            timesteps: 1,
+            output: &node.output[0],
+            state: Some((&v_in, &v_out)),
+        };
+        expand_layer(patch.builder(), cx.opset, &expansion);
+    }
+    // The max-pools on spikes: running sums and the last pooled value.
+    let producers = graph.producers();
+    for pooled in &lowered.rate_pools {
+        let Some(&i) = producers.get(pooled) else { continue };
+        let node = &graph.nodes()[i];
+        let name = if node.name().is_empty() { pooled.as_str() } else { node.name() };
+        let (c_in, c_out) = states.add(&mut patch, &format!("{name}.sum"), &node.input[0], name, 0.0)?;
+        let (p_in, p_out) = states.add(&mut patch, &format!("{name}.max"), pooled, name, 0.0)?;
+        patch.remove(i);
+        let b = patch.builder();
+        b.add_node(name, "cum", "Add", &[&c_in, &node.input[0]], vec![]);
+        rename_last_output(b, &c_out);
+        let mut pool = node.clone();
+        pool.name = Some(b.unique_name(&format!("{name}.pooled")));
+        pool.input[0] = c_out.clone();
+        pool.output = vec![p_out.clone()];
+        b.proto.node.push(pool);
+        b.add_node(name, "diff", "Sub", &[&p_out, &p_in], vec![]);
+        rename_last_output(b, pooled);
+    }
+    // The readout: a step count and a running sum per output.
+    if !lowered.folded_outputs.is_empty() {
+        let (k_in, k_out) = states.declare(&mut patch, "gn_transpile.steps", Vec::new(), 0.0);
+        let one = patch.add_initializer_f32("gn_transpile.steps.one", &[], &[1.0]);
+        patch.add_node("gn_transpile.steps", "count", "Add", &[&k_in, &one], vec![]);
+        rename_last_output(patch.builder(), &k_out);
+        for (y, step) in divert(graph, &mut patch, &lowered.folded_outputs, "step") {
+            let (s_in, s_out) = states.add(&mut patch, &format!("{y}.sum"), &y, &y, 0.0)?;
+            let b = patch.builder();
+            let src = format!("{y}.readout");
+            b.add_node(&src, "sum", "Add", &[&s_in, &step], vec![]);
+            rename_last_output(b, &s_out);
+            b.add_node(&src, "mean", "Div", &[&s_out, &k_out], vec![]);
+            rename_last_output(b, &y);
+        }
+    }
+    Ok(Planned { patch, report: states.states })
+}
+
+/// The state tensors being declared, with the shapes they are declared from.
+struct StateList<'a> {
+    shapes: &'a Shapes,
+    states: Vec<State>,
+}
+
+impl StateList<'_> {
+    /// A state shaped like `value`: a graph input `{base}` and a graph output `{base}.next`.
+    fn add(
+        &mut self,
+        patch: &mut Patch,
+        base: &str,
+        value: &str,
+        node: &str,
+        init: f32,
+    ) -> Result<(String, String), crate::TranspileError> {
+        let error = |reason: String| crate::TranspileError::Pass { pass: "emit", node: node.to_string(), reason };
+        let shape = self
+            .shapes
+            .get(value)
+            .ok_or_else(|| error(format!("the shape of '{value}' is unknown, and a state tensor needs one")))?;
+        if shape.iter().skip(1).any(Option::is_none) {
+            return Err(error(format!(
+                "'{value}' has a size other than the batch that is known only at run time; a state tensor needs it fixed"
+            )));
+        }
+        Ok(self.declare(patch, base, shape.clone(), init))
+    }
+
+    fn declare(&mut self, patch: &mut Patch, base: &str, shape: Vec<Option<i64>>, init: f32) -> (String, String) {
+        use gn_onnx::data::float_value_info;
+        let input = patch.unique_name(base);
+        let output = patch.unique_name(&format!("{base}.next"));
+        patch.add_input(float_value_info(&input, &shape));
+        patch.add_output(float_value_info(&output, &shape));
+        self.states.push(State { input: input.clone(), output: output.clone(), init, shape });
+        (input, output)
+    }
+}
+
 /// Puts the emitted graph into `model`: the graph sorted and without dead nodes, the
 /// neuron functions and the `gn.transpile` import (custom-op form), and the metadata
-/// recording the conversion. Returns the number of nodes.
+/// recording the conversion (with the state tensors of the stateful form). Returns the
+/// number of nodes.
 pub fn model(
     model: &mut ModelProto,
     mut graph: Graph,
     cx: &Context,
     sites: &[Site],
+    states: &[State],
 ) -> Result<usize, crate::TranspileError> {
     if cx.options.emit == Emit::CustomOp {
         model.functions.retain(|f| f.domain() != DOMAIN);
@@ -175,6 +362,10 @@ pub fn model(
     let nodes = graph.nodes().len();
     model.graph = Some(graph.into_proto());
     record_metadata(model, cx, sites);
+    if cx.options.emit == Emit::Stateful {
+        let json = serde_json::to_string(states).unwrap_or_else(|_| "[]".into());
+        set_metadata(&mut model.metadata_props, "gn_transpile.state", json);
+    }
     Ok(nodes)
 }
 
@@ -230,7 +421,16 @@ pub fn set_metadata(props: &mut Vec<StringStringEntryProto>, key: &str, value: S
 /// op type and every node of that type runs T steps.
 pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize) -> FunctionProto {
     let mut g = Graph::new(Default::default());
-    expand_layer(&mut g, opset, "neuron", Params::Attributes(kind), "X", Current::Folded, timesteps, "Y");
+    let body = Expansion {
+        name: "neuron",
+        params: Params::Attributes(kind),
+        x: "X",
+        current: Current::Folded,
+        timesteps,
+        output: "Y",
+        state: None,
+    };
+    expand_layer(&mut g, opset, &body);
     debug_assert!(g.proto.initializer.is_empty(), "a function body holds no initializers");
     let doc = match kind {
         NeuronKind::If => "Integrate-and-fire neurons over T time steps folded into axis 0 ([T·N, …], step-major): threshold θ, v(0) = θ/2, soft reset.",

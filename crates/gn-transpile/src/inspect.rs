@@ -74,6 +74,17 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
                     writeln!(out, "  {}  θ = {:.6}  θ_GN = {:.6}  L = {}", l.site, l.theta, l.theta / tau, l.levels);
             }
         }
+        if let Some(states) = crate::emit::states(model) {
+            let _ = writeln!(
+                out,
+                "state tensors: {} (fill each with init before the first call; feed each output back into its input)",
+                states.len()
+            );
+            for s in &states {
+                let shape: Vec<String> = s.shape.iter().map(|d| d.map_or("N".into(), |d| d.to_string())).collect();
+                let _ = writeln!(out, "  {} → {}  [{}]  init {}", s.input, s.output, shape.join(", "), s.init);
+            }
+        }
         let _ = writeln!(out, "nodes: {}", graph.nodes().len());
         return Ok(out);
     }

@@ -321,6 +321,9 @@ pub struct Lowered {
     /// Time-invariant values tiled T times along axis 0 for the ops that mix them into
     /// folded ones: value → its tiling.
     pub tiles: HashMap<String, String>,
+    /// The outputs of the max-pools on time-varying inputs (exact in rate): expanded to
+    /// running sums here when T > 1, given state by the stateful emission.
+    pub rate_pools: Vec<String>,
     /// One line per inexact node accepted by the user.
     pub warnings: Vec<String>,
 }
@@ -368,7 +371,13 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             patch.replace(idx, node);
             continue;
         }
-        if t == 1 || !original.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded)) {
+        if !original.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded)) {
+            continue;
+        }
+        if MAX_POOLS.contains(&standard_op(original)) {
+            lowered.rate_pools.extend(original.output.first().cloned());
+        }
+        if t == 1 {
             continue;
         }
         let mut node = original.clone();

@@ -370,21 +370,30 @@ fn scalars(g: &mut Graph, name: &str, params: Params) -> Scalars {
     }
 }
 
-/// Appends the standard-op expansion of one spiking layer named `name` to `g`: input
-/// `x`, T steps, output written to the value `output` (`[T·N, …]`, step-major). This is
-/// the one definition of the neuron in ONNX ops: the standard emission inlines it, and
-/// the custom-op emission uses it as the body of the op's model-local function.
-#[allow(clippy::too_many_arguments)]
-pub fn expand_layer(
-    g: &mut Graph,
-    opset: Opset,
-    name: &str,
-    params: Params,
-    x: &str,
-    current: Current,
-    timesteps: usize,
-    output: &str,
-) {
+/// One spiking layer to expand: what [`expand_layer`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Expansion<'a> {
+    /// The layer's name, the prefix of every node and initializer written.
+    pub name: &'a str,
+    pub params: Params<'a>,
+    /// The input current's value.
+    pub x: &'a str,
+    pub current: Current,
+    pub timesteps: usize,
+    /// The value the spikes (times θ_GN) are written to: `[T·N, …]`, step-major.
+    pub output: &'a str,
+    /// The membrane as state, for a graph that runs one step per call: the membrane is
+    /// read from `.0` instead of starting at u(0), and the membrane after the last step
+    /// is written to `.1` (in units of θ_GN, like u).
+    pub state: Option<(&'a str, &'a str)>,
+}
+
+/// Appends the standard-op expansion of one spiking layer to `g`. This is the one
+/// definition of the neuron in ONNX ops: the standard emission inlines it, the custom-op
+/// emission uses it as the body of the op's model-local function, and the stateful
+/// emission runs one step of it on a membrane held as state.
+pub fn expand_layer(g: &mut Graph, opset: Opset, layer: &Expansion) {
+    let Expansion { name, params, x, current, timesteps, output, state } = *layer;
     let Scalars { theta_gn, tau, zero, u_init } = scalars(g, name, params);
     let q = g.add_node(name, "scale", "Div", &[x, &theta_gn], vec![]);
     let folded = current == Current::Folded && timesteps > 1;
@@ -400,17 +409,25 @@ pub fn expand_layer(
     } else {
         vec![q.clone(); timesteps]
     };
-    let mut membrane = u_init;
+    let mut membrane = match state {
+        Some((v, _)) => v.to_string(),
+        None => u_init,
+    };
     let mut counts = Vec::with_capacity(timesteps);
     for (t, q_t) in steps.iter().enumerate() {
         let step = format!("t{}", t + 1);
         let p = g.add_node(name, &format!("{step}.charge"), "Add", &[&membrane, q_t], vec![]);
         let f = g.add_node(name, &format!("{step}.floor"), "Floor", &[&p], vec![]);
         let c = opset.clip(g, name, &format!("{step}.spikes"), &f, &zero, &tau);
-        if t + 1 < timesteps {
+        if t + 1 < timesteps || state.is_some() {
             membrane = g.add_node(name, &format!("{step}.reset"), "Sub", &[&p, &c], vec![]);
         }
         counts.push(c);
+    }
+    if let Some((_, next)) = state {
+        if let Some(reset) = g.proto.node.last_mut() {
+            reset.output[0] = next.to_string();
+        }
     }
     let refs: Vec<&str> = counts.iter().map(String::as_str).collect();
     let joined = if timesteps == 1 {
@@ -436,7 +453,7 @@ mod tests {
 
     #[test]
     fn the_node_format_round_trips_for_awkward_thresholds() {
-        for theta in [0.1, 1.0 / 3.0, 2.7182818, 1e-3, 123.456] {
+        for theta in [0.1, 1.0 / 3.0, 2.6457513, 1e-3, 123.456] {
             for (kind, tau) in [(NeuronKind::If, 1), (NeuronKind::Gn, 3), (NeuronKind::Gn, 7)] {
                 let layer = NeuronNode { neuron: Neuron { kind, theta, tau, levels: 8 }, timesteps: Some(5) };
                 let read = NeuronNode::parse(&layer.to_node("n", "x", "y")).unwrap().unwrap();

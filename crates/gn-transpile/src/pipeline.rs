@@ -31,6 +31,9 @@ pub enum Emit {
     /// One `GroupNeuron` / `IFNeuron` node per spiking layer in the `gn.transpile` domain,
     /// defined by a model-local function holding the standard-op expansion.
     CustomOp,
+    /// One time step per call: the membranes and the readout's sums are inputs and
+    /// outputs (metadata `gn_transpile.state`), so the caller chooses T at run time.
+    Stateful,
 }
 
 impl Emit {
@@ -39,6 +42,7 @@ impl Emit {
         match self {
             Emit::Standard => "standard",
             Emit::CustomOp => "custom-op",
+            Emit::Stateful => "stateful",
         }
     }
 }
@@ -79,6 +83,12 @@ impl Options {
     pub fn validate(&self) -> Result<(), TranspileError> {
         if self.tau == 0 || self.tau > MAX_TAU {
             return Err(TranspileError::Option(format!("--tau must be between 1 and {MAX_TAU}, got {}", self.tau)));
+        }
+        if self.emit == Emit::Stateful && self.anytime {
+            return Err(TranspileError::Option(
+                "--anytime does not apply to --emit stateful: each call returns the readout averaged over the steps so far"
+                    .into(),
+            ));
         }
         if self.timesteps == 0 || self.timesteps > MAX_TIMESTEPS {
             return Err(TranspileError::Option(format!(
@@ -230,13 +240,27 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     if options.neuron == NeuronKind::Gn {
         pass::run(&mut graph, "group", |g| Ok(crate::group::run(g, &cx)))?;
     }
+    // The stateful form is one step of the graph lowered at T = 1.
+    let cx = match options.emit {
+        Emit::Stateful => Context { options: Options { timesteps: 1, anytime: false, ..options.clone() }, ..cx },
+        _ => cx,
+    };
     let mut lowered = pass::run(&mut graph, "lower", |g| crate::lower::run(g, &cx))?;
     lowered.warnings.extend(
         detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason)),
     );
-    pass::run(&mut graph, "emit", |g| Ok(emit::readout(g, &cx, &lowered)))?;
-    pass::run(&mut graph, "emit", |g| Ok(emit::neurons(g, &cx, &lowered)))?;
-    let nodes_after = emit::model(&mut model, graph, &cx, &detection.sites)?;
+    let states = match options.emit {
+        Emit::Stateful => {
+            let shapes = state_shapes(&model, &graph, &lowered)?;
+            pass::run(&mut graph, "emit", |g| emit::stateful(g, &cx, &lowered, &shapes))?
+        }
+        Emit::Standard | Emit::CustomOp => {
+            pass::run(&mut graph, "emit", |g| Ok(emit::readout(g, &cx, &lowered)))?;
+            pass::run(&mut graph, "emit", |g| Ok(emit::neurons(g, &cx, &lowered)))?;
+            Vec::new()
+        }
+    };
+    let nodes_after = emit::model(&mut model, graph, &cx, &detection.sites, &states)?;
 
     Ok((
         model,
@@ -248,5 +272,51 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
             nodes_before,
             nodes_after,
         },
+    ))
+}
+
+/// The shapes of the values the stateful form keeps as state (the spiking layers' and
+/// the max-pools' inputs, the pooled values, the outputs), inferred by tract on the
+/// lowered one-step graph.
+#[cfg(feature = "tract")]
+fn state_shapes(
+    model: &ModelProto,
+    graph: &Graph,
+    lowered: &crate::lower::Lowered,
+) -> Result<emit::Shapes, TranspileError> {
+    let producers = graph.producers();
+    let mut values: Vec<String> = Vec::new();
+    for n in graph.nodes() {
+        if NeuronNode::from_node(n).is_some() {
+            values.push(n.input[0].clone());
+        }
+    }
+    for pooled in &lowered.rate_pools {
+        if let Some(&i) = producers.get(pooled) {
+            values.push(graph.nodes()[i].input[0].clone());
+        }
+        values.push(pooled.clone());
+    }
+    values.extend(lowered.folded_outputs.iter().cloned());
+    values.sort();
+    values.dedup();
+    let one_step = ModelProto { graph: Some(graph.proto.clone()), ..model.clone() };
+    let shapes = crate::tract_ops::value_shapes(&one_step, &values).map_err(|e| TranspileError::Pass {
+        pass: "emit",
+        node: String::new(),
+        reason: format!("cannot infer the shapes of the state tensors: {e}"),
+    })?;
+    Ok(values.into_iter().zip(shapes).collect())
+}
+
+#[cfg(not(feature = "tract"))]
+fn state_shapes(
+    _model: &ModelProto,
+    _graph: &Graph,
+    _lowered: &crate::lower::Lowered,
+) -> Result<emit::Shapes, TranspileError> {
+    Err(TranspileError::Option(
+        "--emit stateful infers the shapes of its state tensors with tract, which this build leaves out (feature `tract`)"
+            .into(),
     ))
 }

@@ -29,6 +29,26 @@ pub fn load(model: &ModelProto, optimize: bool) -> Result<TractModel, TractError
     TractModel::with_ops(model, optimize, OPS)
 }
 
+/// The shapes tract infers for `values` of `model` (whose nodes may be `gn.transpile`
+/// ops), one per value: `None` for a symbolic size (the batch).
+pub fn value_shapes(model: &ModelProto, values: &[String]) -> Result<Vec<Vec<Option<i64>>>, TractError> {
+    use gn_onnx::proto::ValueInfoProto;
+    let mut model = model.clone();
+    if let Some(g) = model.graph.as_mut() {
+        g.output = values.iter().map(|v| ValueInfoProto { name: Some(v.clone()), ..Default::default() }).collect();
+        g.value_info.clear();
+    }
+    let typed = gn_onnx::tract_bridge::typed_model_with(&model, OPS)?;
+    let outlets = typed.output_outlets().map_err(|e| TractError(e.to_string()))?;
+    outlets
+        .iter()
+        .map(|&o| {
+            let fact = typed.outlet_fact(o).map_err(|e| TractError(e.to_string()))?;
+            Ok(fact.shape.iter().map(|d| d.to_i64().ok()).collect())
+        })
+        .collect()
+}
+
 fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     if node.domain != DOMAIN {
         bail!(

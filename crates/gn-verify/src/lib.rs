@@ -13,7 +13,7 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use gn_transpile::detect::Site;
-use gn_transpile::pipeline::{find_sites, transpile, Options};
+use gn_transpile::pipeline::{find_sites, transpile, Emit, Options};
 use gn_transpile::NeuronKind;
 
 /// What to measure.
@@ -101,6 +101,8 @@ pub struct Measurement {
     pub layers: Vec<Layer>,
     /// Multiply-accumulates of the ANN and synaptic operations of the SNNs, per image.
     pub operations: Option<Operations>,
+    /// The stateful form (GN) run call by call against the unrolled anytime rows.
+    pub stateful: Option<StatefulAgreement>,
     /// The emitted models (IF and GN at the largest T, anytime), for cross-runtime checks.
     #[serde(skip)]
     pub emitted: Vec<(String, ModelProto)>,
@@ -115,6 +117,15 @@ impl Measurement {
     pub fn curve(&self, kind: NeuronKind) -> &Curve {
         self.curves.iter().find(|c| c.neuron == kind).expect("a measurement has an IF and a GN curve")
     }
+}
+
+/// `calls` calls of the stateful GN model against the first `calls` rows of the
+/// unrolled anytime model, on the first `images` inputs, through tract.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatefulAgreement {
+    pub calls: usize,
+    pub images: usize,
+    pub max_abs_diff: f64,
 }
 
 /// A failure of the measurement.
@@ -164,6 +175,28 @@ pub fn run_batched(
             ndarray::concatenate(Axis(axis), &views).map_err(|e| VerifyError::Data(e.to_string()))
         })
         .collect()
+}
+
+/// Runs a stateful model (`--emit stateful`) for `steps.len()` calls, input `steps[t]`
+/// at call t, each state filled with its `init` before the first call and fed back
+/// after each; returns the model's non-state outputs after every call.
+pub fn run_stateful(model: &ModelProto, steps: &[ArrayD<f32>]) -> Result<Vec<Vec<ArrayD<f32>>>, VerifyError> {
+    let states = gn_transpile::emit::states(model).ok_or_else(|| {
+        VerifyError::Data("the model has no gn_transpile.state metadata: it is not a stateful model".into())
+    })?;
+    let Some(first) = steps.first() else { return Ok(Vec::new()) };
+    let n = first.shape().first().copied().unwrap_or(1);
+    let plan = gn_transpile::tract_ops::load(model, true)?;
+    let mut state: Vec<ArrayD<f32>> = states.iter().map(|s| ArrayD::from_elem(IxDyn(&s.dims(n)), s.init)).collect();
+    let mut readouts = Vec::with_capacity(steps.len());
+    for x in steps {
+        let mut inputs = vec![x.clone()];
+        inputs.extend(state.iter().cloned());
+        let mut outputs = plan.run(inputs)?;
+        state = outputs.split_off(outputs.len() - states.len());
+        readouts.push(outputs);
+    }
+    Ok(readouts)
 }
 
 /// Reads inputs from a float32 `.npy` file: the batch on axis 0, at least one input.
@@ -328,6 +361,26 @@ pub fn measure(
         curves.push(curve);
     }
 
+    // The stateful form: one call per step, against the GN anytime rows just computed.
+    // (A model whose state shapes are not fixed has no stateful form: skipped.)
+    let calls = spec.layer_timesteps.iter().copied().max().unwrap_or(1).min(t_max);
+    let options = Options { neuron: NeuronKind::Gn, tau: spec.tau, emit: Emit::Stateful, ..Default::default() };
+    let stateful = if let Ok((model, _)) = transpile(ann, &options) {
+        let xm = x.slice_axis(Axis(0), (0..m).into()).to_owned();
+        progress("GN stateful", 0, m);
+        let readouts = run_stateful(&model, &vec![xm; calls])?;
+        progress("GN stateful", m, m);
+        let rows = &emitted_outputs[1][1];
+        let max_abs_diff = readouts
+            .iter()
+            .enumerate()
+            .flat_map(|(t, r)| r[0].iter().zip(rows.index_axis(Axis(0), t)).map(|(a, b)| (a - b).abs() as f64))
+            .fold(0.0, f64::max);
+        Some(StatefulAgreement { calls, images: m, max_abs_diff })
+    } else {
+        None
+    };
+
     // SPEC §4.1: τ = L at T = 1 reproduces the ANN (only when all sites share one L).
     let exactness = match levels.as_slice() {
         [l] => {
@@ -425,6 +478,7 @@ pub fn measure(
     let operations = count_operations(ann, &graph, &sites, &layers, &xs.slice_axis(Axis(0), (0..1).into()).to_owned())?;
 
     Ok(Measurement {
+        stateful,
         images: n,
         long_images: long,
         short_max: t_short,

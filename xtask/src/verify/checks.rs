@@ -10,22 +10,28 @@ use std::time::Instant;
 use gn_verify::{relative_mse, run_batched, top1};
 use ndarray::{ArrayD, IxDyn};
 
-use super::report::{BuiltCheck, CustomOpCheck};
+use super::report::{BuiltCheck, CustomOpCheck, StatefulCheck};
+
+/// Where the checks run and write: ONNX Runtime, the venv with the onnx checker, the
+/// report folder.
+pub struct Ort<'a> {
+    pub rt: &'a crate::onnxruntime::Runtime,
+    pub venv: &'a Path,
+    pub out: &'a Path,
+}
 
 /// The custom-op form of `ann` (IF and GN at each T) against the standard form: ONNX
 /// Runtime on both, tract on the custom-op model, onnx.checker on every custom-op file.
-#[allow(clippy::too_many_arguments)]
 pub fn custom_op_checks(
     ann: &ModelProto,
     name: &str,
     xs: &ArrayD<f32>,
-    rt: &crate::onnxruntime::Runtime,
-    venv: &Path,
-    out: &Path,
+    ort: &Ort,
     tau: u32,
     timesteps: &[usize],
     batch: usize,
 ) -> anyhow::Result<Vec<CustomOpCheck>> {
+    let Ort { rt, venv, out } = *ort;
     let mut checks = Vec::new();
     let mut files = Vec::new();
     for (neuron, tag) in [(NeuronKind::If, "IF"), (NeuronKind::Gn, "GN")] {
@@ -66,6 +72,88 @@ pub fn custom_op_checks(
                 tract_time_ratio: tract_compact_s / tract_standard_s.max(1e-9),
             });
         }
+    }
+    eprintln!();
+    let verdicts = crate::onnxruntime::check_models(venv, &files)?;
+    for (c, v) in checks.iter_mut().zip(verdicts) {
+        c.checker = v;
+    }
+    Ok(checks)
+}
+
+/// The stateful form of `ann` (IF and GN): `calls` calls against the rows of the
+/// unrolled `--anytime` model at T = `calls`, on ONNX Runtime and on tract, and the cost
+/// of one call against one run of the ANN (same runtime, same images, best of 3).
+pub fn stateful_checks(
+    ann: &ModelProto,
+    name: &str,
+    xs: &ArrayD<f32>,
+    ort: &Ort,
+    tau: u32,
+    calls: usize,
+) -> anyhow::Result<Vec<StatefulCheck>> {
+    let Ort { rt, venv, out } = *ort;
+    use crate::onnxruntime::Runtime;
+    let mut checks = Vec::new();
+    let mut files = Vec::new();
+    for neuron in [NeuronKind::If, NeuronKind::Gn] {
+        eprint!("\r  stateful {neuron} × {calls}          ");
+        let unrolled =
+            transpile(ann, &Options { neuron, tau, timesteps: calls, anytime: true, ..Default::default() })?.0;
+        let stateful = transpile(ann, &Options { neuron, tau, emit: Emit::Stateful, ..Default::default() })?.0;
+        let states = gn_transpile::emit::states(&stateful).ok_or_else(|| anyhow::anyhow!("no state metadata"))?;
+        let file = out.join(format!("models/{name}_{}_stateful.onnx", neuron.key()));
+        std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
+        gn_onnx::io::save(&stateful, &file, &[])?;
+        files.push(file);
+        let n = xs.shape()[0];
+        // ONNX Runtime: the anytime rows, then the calls with the states fed back.
+        let rows = rt.run(&gn_onnx::io::encode(&unrolled), xs, n)?.remove(1);
+        let mut session = rt.session(&gn_onnx::io::encode(&stateful))?;
+        let mut state: Vec<ArrayD<f32>> = states.iter().map(|s| ArrayD::from_elem(IxDyn(&s.dims(n)), s.init)).collect();
+        let mut ort_max = 0.0f64;
+        let mut call_s = f64::INFINITY;
+        for t in 0..calls {
+            let mut inputs = vec![xs.clone()];
+            inputs.extend(state.iter().cloned());
+            let t0 = Instant::now();
+            let mut outputs = Runtime::run_once(&mut session, &inputs)?;
+            call_s = call_s.min(t0.elapsed().as_secs_f64());
+            state = outputs.split_off(outputs.len() - states.len());
+            let row = rows.index_axis(ndarray::Axis(0), t).to_owned();
+            ort_max = ort_max.max(agreement(&outputs[0], &row, 1e-5).max_abs_diff);
+        }
+        let mut ann_session = rt.session(&gn_onnx::io::encode(ann))?;
+        let mut ann_s = f64::INFINITY;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            Runtime::run_once(&mut ann_session, std::slice::from_ref(xs))?;
+            ann_s = ann_s.min(t0.elapsed().as_secs_f64());
+        }
+        // tract: the same, through gn_verify.
+        let tract_rows = run_batched(&unrolled, xs, n, &|_| {})?.remove(1);
+        let t0 = Instant::now();
+        let tract_calls = gn_verify::run_stateful(&stateful, &vec![xs.clone(); calls])?;
+        let tract_call_s = t0.elapsed().as_secs_f64() / calls as f64;
+        let t0 = Instant::now();
+        run_batched(ann, xs, n, &|_| {})?;
+        let tract_ann_s = t0.elapsed().as_secs_f64();
+        let mut tract_max = 0.0f64;
+        for (t, outputs) in tract_calls.iter().enumerate() {
+            let row = tract_rows.index_axis(ndarray::Axis(0), t).to_owned();
+            tract_max = tract_max.max(agreement(&outputs[0], &row, 1e-5).max_abs_diff);
+        }
+        checks.push(StatefulCheck {
+            neuron: neuron.label(tau),
+            calls,
+            images: n,
+            states: states.len(),
+            ort_max_abs_diff: ort_max,
+            tract_max_abs_diff: tract_max,
+            ort_step_cost: call_s / ann_s.max(1e-9),
+            tract_step_cost: tract_call_s / tract_ann_s.max(1e-9),
+            checker: String::new(),
+        });
     }
     eprintln!();
     let verdicts = crate::onnxruntime::check_models(venv, &files)?;

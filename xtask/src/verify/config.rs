@@ -18,12 +18,18 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub tau_sweep: TauSweep,
     pub custom_op: CustomOpConfig,
+    pub stateful: StatefulConfig,
     pub gates: Gates,
 }
 
 #[derive(Deserialize)]
 pub struct CustomOpConfig {
     pub timesteps: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+pub struct StatefulConfig {
+    pub calls: usize,
 }
 
 #[derive(Deserialize)]
@@ -58,4 +64,5 @@ pub struct Gates {
     pub ort_max_top1_flip_share: f64,
     pub custom_op_max_abs_diff_ort: f64,
     pub built_max_abs_diff: f64,
+    pub stateful_max_abs_diff: f64,
 }

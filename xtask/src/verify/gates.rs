@@ -74,6 +74,21 @@ pub fn evaluate(g: &Gates, results: &[ModelResult], built: &[BuiltCheck]) -> Vec
                 ));
             }
         }
+        for r in results {
+            for c in &r.stateful {
+                let ok = c.checker == "ok"
+                    && c.ort_max_abs_diff <= g.stateful_max_abs_diff
+                    && c.tract_max_abs_diff <= g.stateful_max_abs_diff;
+                gates.push((
+                    format!("{} {}: {} stateful calls reproduce the anytime rows", r.name, c.neuron, c.calls),
+                    ok,
+                    format!(
+                        "max |diff| ONNX Runtime {:.1e}, tract {:.1e} (≤ {:.0e}); onnx.checker: {}",
+                        c.ort_max_abs_diff, c.tract_max_abs_diff, g.stateful_max_abs_diff, c.checker
+                    ),
+                ));
+            }
+        }
         if let Some(r) = results.iter().find(|r| r.name == g.ratio_model) {
             let (if_, gn) = (r.measurement.curve(NeuronKind::If), r.measurement.curve(NeuronKind::Gn));
             for ((t, a), (_, b)) in if_.mse.iter().zip(&gn.mse).filter(|((t, _), _)| *t <= g.ratio_up_to_t) {

@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use gn_verify::{measure, Spec};
 use ndarray::{ArrayD, Axis};
 
-use checks::{agreement, built_checks, custom_op_checks};
+use checks::{agreement, built_checks, custom_op_checks, stateful_checks, Ort};
 use config::{Config, ModelConfig};
 use data::{load_images, load_labels, progress};
 use plots::write_plots;
@@ -123,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             .with_context(|| format!("{}", mc.path.display()))?;
         let mut checks = Vec::new();
         let mut custom = Vec::new();
+        let mut stateful = Vec::new();
         if let Some((venv, rt)) = &runtime {
             let prefix = spec.layer_images.min(n).min(spec.long_images.min(n).max(1));
             let xs = x.slice_axis(Axis(0), (0..prefix).into()).to_owned();
@@ -154,23 +155,16 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             for (c, v) in checks.iter_mut().zip(verdicts) {
                 c.checker = v;
             }
-            custom = custom_op_checks(
-                &ann,
-                &mc.name,
-                &xs,
-                rt,
-                venv,
-                &args.out,
-                tau,
-                &config.custom_op.timesteps,
-                spec.batch,
-            )?;
+            let ort = Ort { rt, venv, out: &args.out };
+            custom = custom_op_checks(&ann, &mc.name, &xs, &ort, tau, &config.custom_op.timesteps, spec.batch)?;
+            stateful = stateful_checks(&ann, &mc.name, &xs, &ort, tau, config.stateful.calls)?;
         }
         results.push(ModelResult {
             name: mc.name,
             measurement: m,
             runtime: checks,
             custom_op: custom,
+            stateful,
             seconds: t0.elapsed().as_secs_f64(),
         });
     }

@@ -45,6 +45,25 @@ pub struct CustomOpCheck {
     pub tract_time_ratio: f64,
 }
 
+/// The stateful form of one conversion: calls against the unrolled anytime rows.
+#[derive(Serialize)]
+pub struct StatefulCheck {
+    pub neuron: String,
+    pub calls: usize,
+    pub images: usize,
+    /// State tensors (membranes, max-pool sums, readout).
+    pub states: usize,
+    /// Call t against row t of the unrolled `--anytime` model, worst over t, ONNX Runtime.
+    pub ort_max_abs_diff: f64,
+    /// The same on tract.
+    pub tract_max_abs_diff: f64,
+    /// One call over one run of the ANN on the same images (ONNX Runtime, best of the calls / of 3 runs).
+    pub ort_step_cost: f64,
+    /// One call over one run of the ANN on tract (means).
+    pub tract_step_cost: f64,
+    pub checker: String,
+}
+
 /// The cross-runtime comparison of one emitted model.
 #[derive(Serialize)]
 pub struct RuntimeCheck {
@@ -64,6 +83,7 @@ pub struct ModelResult {
     pub measurement: Measurement,
     pub runtime: Vec<RuntimeCheck>,
     pub custom_op: Vec<CustomOpCheck>,
+    pub stateful: Vec<StatefulCheck>,
     pub seconds: f64,
 }
 
@@ -270,6 +290,28 @@ pub fn render_markdown(r: &Report) -> String {
                 c.images,
                 c.checker
             );
+        }
+    }
+    if r.models.iter().any(|m| !m.stateful.is_empty()) {
+        let _ = writeln!(s, "\n### Stateful emission (`--emit stateful`): one step per call\n");
+        let _ = writeln!(s, "The membranes, the max-pools' running sums and the readout are graph inputs and outputs; the caller feeds them back. Call t against row t of the unrolled `--anytime` model, same runtime, first images; the cost of one call is against one run of the ANN on the same images (single measurements on a shared machine).\n");
+        let _ = writeln!(s, "| model | neuron | calls | states | ORT: max abs diff | tract: max abs diff | one call / one ANN run: ORT, tract | onnx.checker |\n| --- | --- | --- | --- | --- | --- | --- | --- |");
+        for m in &r.models {
+            for c in &m.stateful {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {:.1e} | {:.1e} | {:.2}, {:.2} | {} |",
+                    m.name,
+                    c.neuron,
+                    c.calls,
+                    c.states,
+                    c.ort_max_abs_diff,
+                    c.tract_max_abs_diff,
+                    c.ort_step_cost,
+                    c.tract_step_cost,
+                    c.checker
+                );
+            }
         }
     }
     if r.models.iter().any(|m| !m.custom_op.is_empty()) {

@@ -1,0 +1,123 @@
+//! `--emit stateful`: one call is one step. t calls reproduce row t of the unrolled
+//! `--anytime` model; an input that changes at each step gives what the reference
+//! simulator computes from the neuron equations.
+
+use gn_onnx::proto::ModelProto;
+use gn_tests::reference::{self, matrix, mlp, Model};
+use gn_tests::{base_models, max_abs_diff, step, test_set};
+use gn_transpile::emit::states;
+use gn_transpile::{transpile, Emit, NeuronKind, Options};
+use gn_verify::run_stateful;
+use ndarray::ArrayD;
+
+fn convert(model: &ModelProto, options: &Options) -> ModelProto {
+    transpile(model, options).unwrap_or_else(|e| panic!("conversion failed: {e}")).0
+}
+
+fn stateful(neuron: NeuronKind, tau: u32) -> Options {
+    Options { neuron, tau, emit: Emit::Stateful, ..Default::default() }
+}
+
+fn anytime(neuron: NeuronKind, tau: u32, timesteps: usize) -> Options {
+    Options { neuron, tau, timesteps, anytime: true, ..Default::default() }
+}
+
+/// Runs the stateful conversion of `ann` for `timesteps` calls on the same input and
+/// compares call t with row t of the unrolled anytime output; returns the largest
+/// difference and the number of rows whose top-1 differs.
+fn against_anytime(ann: &ModelProto, x: &ArrayD<f32>, neuron: NeuronKind, timesteps: usize) -> (f32, usize) {
+    let unrolled = gn_verify::run_batched(&convert(ann, &anytime(neuron, 4, timesteps)), x, 100, &|_| {}).unwrap();
+    let calls = run_stateful(&convert(ann, &stateful(neuron, 4)), &vec![x.clone(); timesteps]).unwrap();
+    let (mut worst, mut flips) = (0.0f32, 0);
+    for (t, outputs) in calls.iter().enumerate() {
+        let row = step(&unrolled[1], t);
+        worst = worst.max(max_abs_diff(&outputs[0], &row));
+        let (a, b) = (gn_verify::top1(&outputs[0]), gn_verify::top1(&row));
+        flips += a.iter().zip(&b).filter(|(p, q)| p != q).count();
+    }
+    (worst, flips)
+}
+
+#[test]
+fn calls_reproduce_the_anytime_rows_on_every_fixture() {
+    let (x, _) = test_set(40);
+    let x = x.into_dyn();
+    for (name, path) in base_models() {
+        let ann = gn_onnx::io::load(&path).unwrap().model;
+        for neuron in [NeuronKind::If, NeuronKind::Gn] {
+            let (worst, flips) = against_anytime(&ann, &x, neuron, 8);
+            eprintln!(
+                "{name} {neuron}: 8 calls against the T = 8 anytime rows: max |diff| {worst:.1e}, top-1 flips {flips}"
+            );
+            // One step of the same lowering: the same operations on the same values.
+            assert_eq!(worst, 0.0, "{name} {neuron}: max |diff| {worst}");
+            assert_eq!(flips, 0, "{name} {neuron}");
+        }
+    }
+}
+
+#[test]
+fn max_pools_on_spikes_and_static_batches_keep_their_state() {
+    let x = matrix(8, 16, 5, 2.0).into_shape_with_order((8, 1, 4, 4)).unwrap().into_dyn();
+    for (name, model) in [("pool on spikes", gn_tests::built::two_layers(true)), ("stem", gn_tests::built::stem())] {
+        let (worst, _) = against_anytime(&model, &x, NeuronKind::Gn, 6);
+        eprintln!("{name}: max |diff| {worst:.1e}");
+        assert_eq!(worst, 0.0, "{name}: max |diff| {worst}");
+    }
+    let fixed = gn_tests::built::static_batch(8);
+    let (worst, _) = against_anytime(&fixed, &x, NeuronKind::Gn, 5);
+    assert_eq!(worst, 0.0, "static batch: max |diff| {worst}");
+    let declared = states(&convert(&fixed, &stateful(NeuronKind::Gn, 4))).unwrap();
+    assert!(declared.iter().all(|s| s.shape.first().is_none_or(|d| *d == Some(8))), "{declared:?}");
+    let pooled = states(&convert(&gn_tests::built::two_layers(true), &stateful(NeuronKind::Gn, 4))).unwrap();
+    // Two membranes, the pool's running sum and last maximum, the readout's sum, the step count.
+    assert_eq!(pooled.len(), 6, "{pooled:?}");
+}
+
+/// A different input at each step (a frame per call): the readout after each call is
+/// the reference simulator's, which charges each step with that step's input.
+#[test]
+fn an_input_that_changes_every_step_follows_the_neuron_equations() {
+    let (layers, model) = mlp(4, 3);
+    let xs: Vec<ndarray::Array2<f32>> = (0..7).map(|t| matrix(32, 6, 40 + t, 2.0)).collect();
+    for (neuron, kind, tau) in [(NeuronKind::If, Model::If, 1), (NeuronKind::Gn, Model::Group { tau: 4 }, 4)] {
+        let (expected, _) = reference::simulate_inputs(&layers, &xs, kind);
+        let inputs: Vec<ArrayD<f32>> = xs.iter().map(|x| x.clone().into_dyn()).collect();
+        let calls = run_stateful(&convert(&model, &stateful(neuron, tau)), &inputs).unwrap();
+        for (t, (got, want)) in calls.iter().zip(&expected).enumerate() {
+            let diff = max_abs_diff(&got[0], &want.clone().into_dyn());
+            assert!(diff <= 1e-5, "{neuron} step {}: differs from the reference by {diff}", t + 1);
+        }
+        // Not the constant-input result: the inputs mattered.
+        let (constant, _) = reference::simulate(&layers, &xs[0], kind, 7);
+        assert!(max_abs_diff(&calls[6][0], &constant[6].clone().into_dyn()) > 1e-3);
+    }
+}
+
+#[test]
+fn the_interface_is_self_describing() {
+    let (_, model) = mlp(4, 3);
+    let snn = convert(&model, &stateful(NeuronKind::Gn, 4));
+    let declared = states(&snn).expect("gn_transpile.state");
+    let graph = snn.graph.as_ref().unwrap();
+    let inputs: Vec<&str> = graph.input.iter().map(|v| v.name()).collect();
+    let outputs: Vec<&str> = graph.output.iter().map(|v| v.name()).collect();
+    assert_eq!(inputs[0], "input");
+    assert_eq!(outputs[0], "output");
+    assert_eq!(&inputs[1..], declared.iter().map(|s| s.input.as_str()).collect::<Vec<_>>());
+    assert_eq!(&outputs[1..], declared.iter().map(|s| s.output.as_str()).collect::<Vec<_>>());
+    // Two membranes at v(0) = θ_GN/2 (u = 1/2 in units of θ_GN), then the readout's step count and sum.
+    let inits: Vec<f32> = declared.iter().map(|s| s.init).collect();
+    assert_eq!(inits, [0.5, 0.5, 0.0, 0.0]);
+    let shapes: Vec<&[Option<i64>]> = declared.iter().map(|s| s.shape.as_slice()).collect();
+    assert_eq!(shapes, [&[None, Some(12)][..], &[None, Some(10)], &[], &[None, Some(4)]]);
+    let json = &snn.metadata_props.iter().find(|p| p.key() == "gn_transpile.state").unwrap().value;
+    assert!(json.as_deref().unwrap().contains(r#""shape":["N",12]"#), "{json:?}");
+    let emit = snn.metadata_props.iter().find(|p| p.key() == "gn_transpile.emit").unwrap();
+    assert_eq!(emit.value(), "stateful");
+    // No neuron nodes and no time folding: one step of standard ops.
+    assert!(graph.node.iter().all(|n| n.domain() != gn_transpile::DOMAIN));
+    assert_eq!(graph.node.iter().filter(|n| n.op_type() == "Floor").count(), 2);
+    let err = transpile(&model, &Options { anytime: true, ..stateful(NeuronKind::Gn, 4) }).unwrap_err();
+    assert!(err.to_string().contains("--anytime does not apply to --emit stateful"), "{err}");
+}
