@@ -10,6 +10,7 @@
 mod fuzz;
 mod onnxruntime;
 mod plot;
+mod python;
 mod verify;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ enum Task {
     Verify(verify::Args),
     /// Fuzz the model reader and the whole pipeline for a bounded time; fails on any crash or hang.
     Fuzz(fuzz::Args),
+    /// Build the Python package into a venv (as `pip install ./crates/gn-transpile-py` does) and run its tests.
+    Python(python::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Verify(args) => verify::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Python(args) => python::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,17 +1,98 @@
 //! `gn-transpile inspect`: the pre-conversion audit. Lists the QCFS sites with θ and L,
 //! classifies every other op as exact in time or not, and says why a chain around a
-//! `Floor` was not taken as QCFS. Writes nothing.
+//! `Floor` was not taken as QCFS; on a converted model, reports the conversion. Writes
+//! nothing. [`audit`] gives the result as data (the Python package returns it as a
+//! dict); [`inspect`] renders it as text.
 
 use std::fmt::Write as _;
 
+use gn_onnx::graph::attr;
 use gn_onnx::proto::ModelProto;
+use serde::Serialize;
 
 use crate::detect::detect;
+use crate::emit::State;
 use crate::error::TranspileError;
 use crate::lower::{analyze, Role};
 use crate::neuron::{attr_name, NeuronNode};
-use gn_onnx::graph::attr;
-use gn_onnx::proto::NodeProto;
+
+/// What `inspect` found in a model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Audit {
+    /// Set when the model was written by gn-transpile.
+    pub converted: Option<Converted>,
+    /// The QCFS activations (an ANN).
+    pub sites: Vec<SiteInfo>,
+    /// Chains around a `Floor` that are not QCFS, and why.
+    pub near_misses: Vec<NodeReason>,
+    /// Other activations seen (op type, count), when there is no QCFS activation.
+    pub other_activations: Vec<(String, usize)>,
+    /// Max-pools that move in front of a spiking layer (one line each).
+    pub moves: Vec<String>,
+    /// The static batch N, when the inputs declare one.
+    pub static_batch: Option<i64>,
+    /// Reshape targets on time-varying tensors rewritten from N to T·N.
+    pub rebatched: usize,
+    /// Nodes computed once, before the first spiking layer.
+    pub time_invariant: usize,
+    /// Nodes exact in time (run once over T·N samples).
+    pub exact: usize,
+    /// Max-pools on spikes, exact in rate.
+    pub rate: Vec<NodeReason>,
+    /// Nodes not exact in time (converted only with `--allow-inexact`).
+    pub inexact: Vec<NodeReason>,
+    /// Nodes that cannot be lowered.
+    pub refused: Vec<NodeReason>,
+}
+
+/// A QCFS site.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteInfo {
+    pub name: String,
+    pub theta: f64,
+    pub levels: u32,
+    pub input: String,
+    /// The op chain.
+    pub ops: String,
+}
+
+/// A node and what is said about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReason {
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+/// The record of a conversion, read from a converted model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Converted {
+    pub version: String,
+    pub neuron: String,
+    pub tau: String,
+    pub timesteps: String,
+    pub form: String,
+    pub layers: Vec<LayerInfo>,
+    /// Model-local functions (custom-op form): (domain::name, nodes in the body).
+    pub functions: Vec<(String, usize)>,
+    /// State tensors (stateful form).
+    pub states: Vec<State>,
+    pub nodes: usize,
+}
+
+/// One spiking layer of a converted model.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerInfo {
+    pub name: String,
+    pub theta: f64,
+    pub theta_gn: f64,
+    pub levels: u32,
+    /// Custom-op form: the node's op, τ, v(0) and T.
+    pub op: Option<String>,
+    pub tau: Option<u32>,
+    pub v_init: Option<f64>,
+    pub timesteps: Option<usize>,
+}
 
 /// One entry of the `gn_transpile.layers` metadata.
 #[derive(Debug, serde::Deserialize)]
@@ -21,124 +102,207 @@ struct LayerRecord {
     levels: u32,
 }
 
-/// Renders the audit of `model` as text.
-pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
+/// Audits `model`.
+pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
     let mut graph = crate::pipeline::prepare(model)?;
-    let mut out = String::new();
+    let mut audit = Audit {
+        converted: None,
+        sites: Vec::new(),
+        near_misses: Vec::new(),
+        other_activations: Vec::new(),
+        moves: Vec::new(),
+        static_batch: None,
+        rebatched: 0,
+        time_invariant: 0,
+        exact: 0,
+        rate: Vec::new(),
+        inexact: Vec::new(),
+        refused: Vec::new(),
+    };
     let meta = |k: &str| model.metadata_props.iter().find(|p| p.key() == k).map(|p| p.value().to_string());
     if let Some(neuron) = meta("gn_transpile.neuron") {
+        let mut layers: Vec<LayerInfo> = graph
+            .nodes()
+            .iter()
+            .filter_map(|node| {
+                let NeuronNode { neuron: n, timesteps } = NeuronNode::from_node(node)?;
+                Some(LayerInfo {
+                    name: node.name().to_string(),
+                    theta: n.theta,
+                    theta_gn: n.theta_gn(),
+                    levels: n.levels,
+                    op: Some(n.op_type().to_string()),
+                    tau: Some(n.tau),
+                    v_init: attr::get_float(node, attr_name::V_INIT).map(f64::from),
+                    timesteps,
+                })
+            })
+            .collect();
+        if layers.is_empty() {
+            // Standard and stateful forms: the layers are unrolled; the metadata records them.
+            let records: Vec<LayerRecord> =
+                meta("gn_transpile.layers").and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default();
+            let tau: f64 = meta("gn_transpile.tau").and_then(|t| t.parse().ok()).unwrap_or(1.0);
+            layers = records
+                .into_iter()
+                .map(|l| LayerInfo {
+                    name: l.site,
+                    theta: l.theta,
+                    theta_gn: l.theta / tau,
+                    levels: l.levels,
+                    op: None,
+                    tau: None,
+                    v_init: None,
+                    timesteps: None,
+                })
+                .collect();
+        }
+        audit.converted = Some(Converted {
+            version: meta("gn_transpile.version").unwrap_or_default(),
+            neuron,
+            tau: meta("gn_transpile.tau").unwrap_or_default(),
+            timesteps: meta("gn_transpile.timesteps").unwrap_or_default(),
+            form: meta("gn_transpile.emit").unwrap_or_else(|| "standard".into()),
+            layers,
+            functions: model.functions.iter().map(|f| (format!("{}::{}", f.domain(), f.name()), f.node.len())).collect(),
+            states: crate::emit::states(model).unwrap_or_default(),
+            nodes: graph.nodes().len(),
+        });
+        return Ok(audit);
+    }
+    let detection = detect(&graph);
+    audit.sites = detection
+        .sites
+        .iter()
+        .map(|s| SiteInfo {
+            name: s.name.clone(),
+            theta: s.theta,
+            levels: s.levels,
+            input: s.input.clone(),
+            ops: s.ops.clone(),
+        })
+        .collect();
+    audit.near_misses = detection
+        .near_misses
+        .iter()
+        .map(|m| NodeReason { node: m.node.clone(), op: m.ops.clone(), reason: m.reason.clone() })
+        .collect();
+    if detection.sites.is_empty() {
+        audit.other_activations = detection.other_activations.into_iter().collect();
+        return Ok(audit);
+    }
+    crate::pass::run(&mut graph, "convert", |g| Ok(crate::convert::run(g, &detection.sites)))?;
+    graph.remove_dead_nodes();
+    audit.moves = crate::pass::run(&mut graph, "commute", crate::commute::run)?.iter().map(|m| m.to_string()).collect();
+    let analysis = analyze(&graph)?;
+    audit.static_batch = analysis.static_batch;
+    audit.rebatched = analysis.rebatched.len();
+    for v in analysis.verdicts {
+        let entry = |reason: String| NodeReason { node: v.node.clone(), op: v.op.clone(), reason };
+        match v.role {
+            Role::TimeInvariant => audit.time_invariant += 1,
+            Role::Exact => audit.exact += 1,
+            Role::Rate => audit.rate.push(entry(
+                "max-pool over running spike counts; its time average is the max-pool of the inputs' time averages"
+                    .into(),
+            )),
+            Role::Spiking => {}
+            Role::Inexact(r) => audit.inexact.push(entry(r)),
+            Role::Refused(r) => audit.refused.push(entry(r)),
+        }
+    }
+    Ok(audit)
+}
+
+/// Renders the audit of `model` as text.
+pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
+    Ok(render(&audit(model)?))
+}
+
+/// The text of an audit.
+pub fn render(a: &Audit) -> String {
+    let mut out = String::new();
+    if let Some(c) = &a.converted {
         let _ = writeln!(
             out,
-            "converted by gn-transpile {}: neuron {neuron}, τ = {}, T = {}, form {}",
-            meta("gn_transpile.version").unwrap_or_default(),
-            meta("gn_transpile.tau").unwrap_or_default(),
-            meta("gn_transpile.timesteps").unwrap_or_default(),
-            meta("gn_transpile.emit").unwrap_or_else(|| "standard".into())
+            "converted by gn-transpile {}: neuron {}, τ = {}, T = {}, form {}",
+            c.version, c.neuron, c.tau, c.timesteps, c.form
         );
-        let compact: Vec<(&NodeProto, NeuronNode)> =
-            graph.nodes().iter().filter_map(|node| Some((node, NeuronNode::from_node(node)?))).collect();
-        if !compact.is_empty() {
+        if c.layers.iter().any(|l| l.op.is_some()) {
             // Custom-op form: everything is on the nodes.
-            let _ = writeln!(out, "spiking layers: {} (custom-op nodes)", compact.len());
-            for (node, NeuronNode { neuron: n, timesteps }) in compact {
+            let _ = writeln!(out, "spiking layers: {} (custom-op nodes)", c.layers.len());
+            for l in &c.layers {
                 let _ = writeln!(
                     out,
                     "  {}  {}  θ = {:.6}  τ = {}  θ_GN = {:.6}  v(0) = {:.6}  T = {}  L = {}",
-                    node.name(),
-                    n.op_type(),
-                    n.theta,
-                    n.tau,
-                    n.theta_gn(),
-                    attr::get_float(node, attr_name::V_INIT).unwrap_or(f32::NAN),
-                    timesteps.map_or("?".into(), |t| t.to_string()),
-                    n.levels
+                    l.name,
+                    l.op.as_deref().unwrap_or_default(),
+                    l.theta,
+                    l.tau.unwrap_or(1),
+                    l.theta_gn,
+                    l.v_init.unwrap_or(f64::NAN),
+                    l.timesteps.map_or("?".into(), |t| t.to_string()),
+                    l.levels
                 );
             }
-            for f in &model.functions {
-                let _ = writeln!(
-                    out,
-                    "function {}::{}: {} nodes (the standard-op body ONNX runtimes inline)",
-                    f.domain(),
-                    f.name(),
-                    f.node.len()
-                );
+            for (name, nodes) in &c.functions {
+                let _ = writeln!(out, "function {name}: {nodes} nodes (the standard-op body ONNX runtimes inline)");
             }
         } else {
-            // Standard form: the layers are unrolled; the metadata records them.
-            let layers: Vec<LayerRecord> =
-                meta("gn_transpile.layers").and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default();
-            let tau: f64 = meta("gn_transpile.tau").and_then(|t| t.parse().ok()).unwrap_or(1.0);
-            let _ = writeln!(out, "spiking layers: {} (unrolled into standard ops)", layers.len());
-            for l in &layers {
-                let _ =
-                    writeln!(out, "  {}  θ = {:.6}  θ_GN = {:.6}  L = {}", l.site, l.theta, l.theta / tau, l.levels);
+            let _ = writeln!(out, "spiking layers: {} (unrolled into standard ops)", c.layers.len());
+            for l in &c.layers {
+                let _ = writeln!(out, "  {}  θ = {:.6}  θ_GN = {:.6}  L = {}", l.name, l.theta, l.theta_gn, l.levels);
             }
         }
-        if let Some(states) = crate::emit::states(model) {
+        if !c.states.is_empty() {
             let _ = writeln!(
                 out,
                 "state tensors: {} (fill each with init before the first call; feed each output back into its input)",
-                states.len()
+                c.states.len()
             );
-            for s in &states {
+            for s in &c.states {
                 let shape: Vec<String> = s.shape.iter().map(|d| d.map_or("N".into(), |d| d.to_string())).collect();
                 let _ = writeln!(out, "  {} → {}  [{}]  init {}", s.input, s.output, shape.join(", "), s.init);
             }
         }
-        let _ = writeln!(out, "nodes: {}", graph.nodes().len());
-        return Ok(out);
+        let _ = writeln!(out, "nodes: {}", c.nodes);
+        return out;
     }
-    let detection = detect(&graph);
-    let _ = writeln!(out, "QCFS sites: {}", detection.sites.len());
-    for s in &detection.sites {
+    let _ = writeln!(out, "QCFS sites: {}", a.sites.len());
+    for s in &a.sites {
         let _ = writeln!(out, "  {}  θ = {:.6}  L = {}  input {}  ({})", s.name, s.theta, s.levels, s.input, s.ops);
     }
-    for m in &detection.near_misses {
-        let _ = writeln!(out, "near miss at '{}' ({}): {}", m.node, m.ops, m.reason);
+    for m in &a.near_misses {
+        let _ = writeln!(out, "near miss at '{}' ({}): {}", m.node, m.op, m.reason);
     }
-    if detection.sites.is_empty() {
+    if a.sites.is_empty() {
         let _ = writeln!(out, "no QCFS activation: nothing to convert");
-        for (op, n) in &detection.other_activations {
+        for (op, n) in &a.other_activations {
             let _ = writeln!(out, "  found {op} ×{n}");
         }
-        return Ok(out);
+        return out;
     }
-    crate::pass::run(&mut graph, "convert", |g| Ok(crate::convert::run(g, &detection.sites)))?;
-    graph.remove_dead_nodes();
-    for m in crate::pass::run(&mut graph, "commute", crate::commute::run)? {
+    for m in &a.moves {
         let _ = writeln!(out, "moved: {m}");
     }
-    let analysis = analyze(&graph)?;
-    let (mut invariant, mut exact, mut rate, mut other) = (0, 0, Vec::new(), Vec::new());
-    for v in &analysis.verdicts {
-        match &v.role {
-            Role::TimeInvariant => invariant += 1,
-            Role::Exact => exact += 1,
-            Role::Rate => rate.push(format!(
-                "  {} ({}): max-pool over running spike counts; its time average is the max-pool of the inputs' time averages",
-                v.node, v.op
-            )),
-            Role::Spiking => {}
-            Role::Inexact(r) => other.push(format!("  inexact  {} ({}): {r}", v.node, v.op)),
-            Role::Refused(r) => other.push(format!("  refused  {} ({}): {r}", v.node, v.op)),
-        }
-    }
-    if let Some(n) = analysis.static_batch {
+    if let Some(n) = a.static_batch {
         let _ = writeln!(
             out,
             "static batch: {n} (the emitted model keeps it; {} Reshape target(s) on time-varying tensors become T·{n})",
-            analysis.rebatched.len()
+            a.rebatched
         );
     }
-    let _ = writeln!(out, "time-invariant nodes (computed once): {invariant}");
-    let _ = writeln!(out, "nodes exact in time (run once over T·N samples): {exact}");
-    let _ = writeln!(out, "nodes exact in rate: {}", rate.len());
-    for line in rate {
-        let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "time-invariant nodes (computed once): {}", a.time_invariant);
+    let _ = writeln!(out, "nodes exact in time (run once over T·N samples): {}", a.exact);
+    let _ = writeln!(out, "nodes exact in rate: {}", a.rate.len());
+    for r in &a.rate {
+        let _ = writeln!(out, "  {} ({}): {}", r.node, r.op, r.reason);
     }
-    let _ = writeln!(out, "nodes not exact in time: {}", other.len());
-    for line in other {
-        let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "nodes not exact in time: {}", a.inexact.len() + a.refused.len());
+    for (kind, list) in [("inexact", &a.inexact), ("refused", &a.refused)] {
+        for r in list {
+            let _ = writeln!(out, "  {kind}  {} ({}): {}", r.node, r.op, r.reason);
+        }
     }
-    Ok(out)
+    out
 }

@@ -1,0 +1,321 @@
+//! The `gn-transpile` command: a thin shell over the library. The binary calls [`main`];
+//! the Python package's `gn-transpile` script calls it too.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gn_transpile::{transpile, Emit, NeuronKind, Options};
+
+const EXAMPLES: &str = "\
+Examples:
+  gn-transpile fixtures/models/resnet20_l8.onnx snn.onnx --tau 4 --timesteps 4
+  gn-transpile ann.onnx snn_if.onnx --neuron if --timesteps 32 --anytime
+  gn-transpile ann.onnx snn_compact.onnx --emit custom-op
+  gn-transpile ann.onnx snn_step.onnx --emit stateful      (one step per call; T chosen at run time)
+  gn-transpile inspect ann.onnx
+  gn-transpile verify ann.onnx --data x.npy --labels y.npy --tau 4";
+
+/// Converts a QCFS ANN (ONNX) into a spiking network of Group Neurons (ONNX).
+///
+/// Every QCFS activation becomes a spiking layer; the T time steps are unrolled into
+/// standard ONNX ops, time folded into the batch. The output model has the ANN's inputs
+/// and outputs, each output holding the readout averaged over the T steps, and runs on
+/// any ONNX runtime.
+#[derive(Parser, Debug)]
+#[command(name = "gn-transpile", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The QCFS ANN to convert (.onnx).
+    #[arg(value_name = "IN", required = true)]
+    input: Option<PathBuf>,
+    /// Where to write the spiking network (.onnx); never the input file.
+    #[arg(value_name = "OUT", required = true)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    convert: ConvertArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConvertArgs {
+    /// Members per Group Neuron (τ); member i fires at i·θ/τ.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    tau: u32,
+    /// Time steps to unroll (T) [default: 4; not with --emit stateful, where the caller
+    /// runs as many steps as it wants].
+    #[arg(long, short = 't', value_name = "T")]
+    timesteps: Option<usize>,
+    /// Neuron model: gn (Group Neurons) or if (integrate-and-fire, the baseline).
+    #[arg(long, value_enum, default_value_t = NeuronKind::Gn)]
+    neuron: NeuronKind,
+    /// Also output `{y}_anytime` [T, …]: the readout averaged over steps 1..t, for every t.
+    #[arg(long)]
+    anytime: bool,
+    /// Convert ops that are not exact in time (MaxPool on spikes, Softmax, …) anyway, with a warning per node.
+    #[arg(long)]
+    allow_inexact: bool,
+    /// Model form: standard (every step unrolled into standard ops), custom-op (one
+    /// gn.transpile GroupNeuron/IFNeuron node per spiking layer, defined by a model-local
+    /// function that ONNX Runtime inlines) or stateful (one step per call: membranes and
+    /// readout as extra inputs and outputs, listed in metadata gn_transpile.state).
+    #[arg(long, value_enum, default_value_t = Emit::Standard, value_name = "FORM")]
+    emit: Emit,
+    /// Print each site's op chain and the near misses.
+    #[arg(long, short = 'v')]
+    verbose: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Audit a model without writing anything: QCFS sites, θ, L, and ops that are not exact in time.
+    Inspect {
+        /// The model to audit (.onnx).
+        #[arg(value_name = "IN")]
+        input: PathBuf,
+    },
+    /// Run the ANN and its IF and GN conversions on your data; print the MSE and accuracy per T.
+    #[cfg(feature = "verify")]
+    Verify {
+        /// The QCFS ANN (.onnx).
+        #[arg(value_name = "IN")]
+        input: PathBuf,
+        /// Inputs: a float32 .npy with the batch on axis 0.
+        #[arg(long)]
+        data: PathBuf,
+        /// Labels: an integer .npy, one per input (for accuracy).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Members per Group Neuron (τ).
+        #[arg(long, default_value_t = 4)]
+        tau: u32,
+        /// The T values to report (comma-separated); the largest is simulated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        timesteps: Vec<usize>,
+    },
+}
+
+#[cfg(feature = "verify")]
+fn verify(
+    input: PathBuf,
+    data: PathBuf,
+    labels: Option<PathBuf>,
+    tau: u32,
+    timesteps: Vec<usize>,
+) -> anyhow::Result<()> {
+    use gn_verify::{measure, read_npy_inputs, read_npy_labels, Spec};
+    if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
+        anyhow::bail!("--timesteps must list values between 1 and {}", gn_transpile::pipeline::MAX_TIMESTEPS);
+    }
+    Options { tau, ..Default::default() }.validate()?;
+    let model = gn_onnx::io::load(&input)?.model;
+    let x = read_npy_inputs(&data)?;
+    let n = x.shape().first().copied().unwrap_or(0);
+    let labels = labels.as_deref().map(read_npy_labels).transpose()?;
+    if let Some(l) = &labels {
+        anyhow::ensure!(l.len() == n, "{} labels for {n} inputs", l.len());
+    }
+    let t_max = timesteps.iter().copied().max().unwrap_or(1);
+    let spec = Spec {
+        tau,
+        timesteps: timesteps.clone(),
+        batch: 100,
+        short_max: t_max,
+        long_images: n,
+        layer_images: n.min(100),
+        layer_timesteps: {
+            let short: Vec<usize> = timesteps.iter().copied().filter(|&t| t <= 8).collect();
+            if short.is_empty() {
+                vec![1]
+            } else {
+                short
+            }
+        },
+    };
+    let progress = |stage: &str, _done: usize, _total: usize| {
+        PROGRESS_LINE.store(true, Ordering::Relaxed);
+        eprint!("\r{stage:<16}");
+    };
+    let m = measure(&model, &x, labels.as_deref(), &spec, &progress)
+        .with_context(|| format!("cannot verify {}", input.display()))?;
+    end_progress_line();
+    let header: Vec<String> = timesteps.iter().map(|t| format!("T={t}")).collect();
+    println!("MSE between the ANN's and the SNN's outputs ({n} inputs)");
+    println!("| | {} |", header.join(" | "));
+    for c in &m.curves {
+        let row: Vec<String> = c.mse.iter().map(|p| format!("{:.4}", p.1)).collect();
+        println!("| {} | {} |", c.label(), row.join(" | "));
+    }
+    if let Some(ann) = m.ann_accuracy {
+        println!("\ntop-1 accuracy (%); ANN {:.2}", ann * 100.0);
+        println!("| | {} |", header.join(" | "));
+        for c in &m.curves {
+            let row: Vec<String> = c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect();
+            println!("| {} | {} |", c.label(), row.join(" | "));
+        }
+    }
+    if let Some(ops) = &m.operations {
+        println!(
+            "\nsynaptic operations per input (first {} inputs), against the ANN's {} MACs:",
+            spec.layer_images, ops.ann_macs
+        );
+        for (tag, sops) in [(NeuronKind::If.label(1), &ops.if_sops), (NeuronKind::Gn.label(tau), &ops.gn_sops)] {
+            let row: Vec<String> = sops
+                .iter()
+                .map(|p| format!("T={}: {:.0} ({:.2}×)", p.0, p.1, p.1 / ops.ann_macs.max(1) as f64))
+                .collect();
+            println!("  {tag}: {}", row.join(", "));
+        }
+    }
+    if let Some(st) = &m.stateful {
+        println!(
+            "\n--emit stateful (GN τ={tau}): {} calls against the unrolled model's anytime rows, first {} inputs: max |diff| {:.1e}",
+            st.calls, st.images, st.max_abs_diff
+        );
+    }
+    if let Some(e) = &m.exactness {
+        println!(
+            "\nGN with τ = L = {} at T = 1: top-1 agreement {:.4}, relative MSE {:.1e}",
+            e.tau, e.top1_agreement, e.relative_mse
+        );
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Inspect { input }) => {
+            let loaded = gn_onnx::io::load(&input)?;
+            print!("{}", gn_transpile::inspect::inspect(&loaded.model)?);
+            return Ok(());
+        }
+        #[cfg(feature = "verify")]
+        Some(Command::Verify { input, data, labels, tau, timesteps }) => {
+            return verify(input, data, labels, tau, timesteps)
+        }
+        None => {}
+    }
+    let (Some(input), Some(output)) = (cli.input, cli.output) else {
+        anyhow::bail!("IN and OUT are required (see --help)");
+    };
+    let args = cli.convert;
+    let options = Options {
+        neuron: args.neuron,
+        tau: args.tau,
+        timesteps: match (args.emit, args.timesteps) {
+            (Emit::Stateful, Some(_)) => anyhow::bail!(
+                "--timesteps does not apply to --emit stateful: the model runs one step per call, as many calls as the caller makes"
+            ),
+            (_, t) => t.unwrap_or(4),
+        },
+        anytime: args.anytime,
+        allow_inexact: args.allow_inexact,
+        emit: args.emit,
+    };
+    options.validate()?;
+    let start = Instant::now();
+    // OUT is checked before the work and again before the rename.
+    let input_file = input.canonicalize().map_err(|cause| gn_onnx::IoError::Read { path: input.clone(), cause })?;
+    gn_onnx::io::check_output(&output, &[input_file])?;
+    let loaded = gn_onnx::io::load(&input)?;
+    gn_onnx::io::check_output(&output, &loaded.sources)?;
+    let (model, report) =
+        transpile(&loaded.model, &options).with_context(|| format!("cannot convert {}", input.display()))?;
+    drop(loaded.model);
+    gn_onnx::io::save(&model, &output, &loaded.sources)?;
+    for site in &report.detection.sites {
+        eprintln!("site {}: θ = {:.6}, L = {}", site.name, site.theta, site.levels);
+        if args.verbose {
+            eprintln!("    {} ({} → {})", site.ops, site.input, site.output);
+        }
+    }
+    if args.verbose {
+        for m in &report.moves {
+            eprintln!("{m}");
+        }
+        for m in &report.detection.near_misses {
+            eprintln!("near miss at '{}' ({}): {}", m.node, m.ops, m.reason);
+        }
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    let neuron = match options.neuron {
+        NeuronKind::Gn => format!("GN (τ = {})", options.tau),
+        NeuronKind::If => "IF".to_string(),
+    };
+    let steps = match options.emit {
+        Emit::Stateful => "one step per call".to_string(),
+        _ => format!("T = {}", options.timesteps),
+    };
+    eprintln!(
+        "{} spiking layers of {neuron}, {steps}: {} nodes → {} nodes, written to {} in {:.2} s",
+        report.spiking_layers.len(),
+        report.nodes_before,
+        report.nodes_after,
+        output.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Whether a progress line without a newline is on stderr.
+static PROGRESS_LINE: AtomicBool = AtomicBool::new(false);
+
+/// Ends a progress line, so what follows starts on a line of its own.
+fn end_progress_line() {
+    if PROGRESS_LINE.swap(false, Ordering::Relaxed) {
+        eprintln!();
+    }
+}
+
+/// On SIGINT or SIGTERM, removes the temporary of a write in progress and exits with
+/// 128 + the signal's number, as a shell expects.
+fn remove_temporaries_on_signal() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            end_progress_line();
+            eprintln!("error: interrupted");
+            gn_onnx::io::exit_removing_temporaries(128 + signal);
+        }
+    });
+}
+
+/// Runs the command on `args` (the program name first); returns its exit code.
+pub fn main<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    ExitCode::from(run_command(args))
+}
+
+/// Runs the command on `args` (the program name first); returns its exit status: 0 on
+/// success, 1 on an error (printed on stderr as one line), 2 on a usage error.
+pub fn run_command<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code().clamp(0, 255) as u8;
+        }
+    };
+    remove_temporaries_on_signal();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            end_progress_line();
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,104 @@
+"""The Python package against the fixtures: convert from a path, bytes and a ModelProto,
+run the result on ONNX Runtime, inspect, errors as ValueError, and the command."""
+
+import gzip
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import gn_transpile
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+FIXTURE = ROOT / "fixtures" / "models" / "cnn_l4.onnx"
+
+
+def images(n):
+    raw = gzip.open(ROOT / "fixtures" / "data" / "t10k-images-idx3-ubyte.gz").read()[16 : 16 + n * 784]
+    return (np.frombuffer(raw, np.uint8).reshape(n, 1, 28, 28) / 255).astype(np.float32)
+
+
+def run(model_bytes, x):
+    session = ort.InferenceSession(model_bytes)
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def test_path_bytes_and_modelproto_give_the_same_model():
+    from_path = gn_transpile.convert(FIXTURE, tau=4, timesteps=2)
+    assert from_path == gn_transpile.convert(str(FIXTURE), tau=4, timesteps=2)
+    assert from_path == gn_transpile.convert(FIXTURE.read_bytes(), tau=4, timesteps=2)
+    assert from_path == gn_transpile.convert(onnx.load(FIXTURE), tau=4, timesteps=2)
+    model = onnx.load_from_string(from_path)
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert (meta["gn_transpile.neuron"], meta["gn_transpile.tau"], meta["gn_transpile.timesteps"]) == ("gn", "4", "2")
+
+
+def test_gn_with_tau_equal_to_l_at_one_step_reproduces_the_ann_on_onnx_runtime():
+    x = images(64)
+    ann = run(FIXTURE.read_bytes(), x)[0]
+    snn = run(gn_transpile.convert(FIXTURE, tau=4, timesteps=1), x)[0]
+    assert snn.shape == ann.shape
+    assert (snn.argmax(1) == ann.argmax(1)).mean() >= 0.99
+    assert np.abs(snn - ann).max() < 1e-3
+
+
+def test_every_form_runs_on_onnx_runtime():
+    x = images(8)
+    standard = run(gn_transpile.convert(FIXTURE, timesteps=4, anytime=True), x)
+    assert standard[1].shape == (4, 8, 10)
+    compact = run(gn_transpile.convert(FIXTURE, timesteps=4, emit="custom-op"), x)[0]
+    assert np.abs(compact - standard[0]).max() < 1e-5
+    # The stateful form infers its state shapes with tract, which the wheel leaves out.
+    with pytest.raises(ValueError, match="feature `tract`"):
+        gn_transpile.convert(FIXTURE, emit="stateful")
+
+
+def test_inspect_returns_the_audit_as_a_dict():
+    audit = gn_transpile.inspect(FIXTURE)
+    assert len(audit["sites"]) == 3
+    assert all(s["levels"] == 4 and s["theta"] > 0 for s in audit["sites"])
+    assert audit["converted"] is None
+    assert audit["inexact"] == [] and audit["refused"] == []
+    converted = gn_transpile.inspect(gn_transpile.convert(FIXTURE, emit="custom-op"))
+    assert converted["converted"]["form"] == "custom-op"
+    assert [l["op"] for l in converted["converted"]["layers"]] == ["GroupNeuron"] * 3
+
+
+def test_errors_raise_value_error_with_the_commands_message():
+    with pytest.raises(ValueError, match="no QCFS activation found"):
+        relu = onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [onnx.helper.make_node("Relu", ["x"], ["y"])],
+                "g",
+                [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 4])],
+                [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 4])],
+            ),
+            opset_imports=[onnx.helper.make_opsetid("", 17)],
+        )
+        gn_transpile.convert(relu)
+    with pytest.raises(ValueError, match="--tau must be between 1 and 1024"):
+        gn_transpile.convert(FIXTURE, tau=0)
+    with pytest.raises(ValueError, match="neuron must be one of gn, if"):
+        gn_transpile.convert(FIXTURE, neuron="lif")
+    with pytest.raises(ValueError, match="timesteps does not apply"):
+        gn_transpile.convert(FIXTURE, emit="stateful", timesteps=4)
+    with pytest.raises(ValueError, match="model bytes"):
+        gn_transpile.convert(b"not a model")
+    with pytest.raises(TypeError):
+        gn_transpile.convert(42)
+
+
+def test_the_wheel_installs_the_command(tmp_path):
+    command = str(pathlib.Path(sys.executable).parent / "gn-transpile")
+    out = tmp_path / "snn.onnx"
+    done = subprocess.run([command, str(FIXTURE), str(out), "-t", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "3 spiking layers of GN (τ = 4), T = 2" in done.stderr
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    bad = subprocess.run([command, str(FIXTURE), str(FIXTURE)], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1, bad.stderr
