@@ -10,14 +10,14 @@ use ndarray::ArrayD;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-const PACKAGES: &[&str] = &["onnxruntime==1.31.1", "onnx==1.23.2", "numpy"];
+const PACKAGES: &[&str] = &["onnxruntime==1.31.1", "onnx==1.23.2", "numpy", "openvino==2026.4.1"];
 
 /// The venv, created and filled on first use.
 pub fn venv() -> anyhow::Result<PathBuf> {
     let dir = crate::target_dir().join("verify-venv");
     let python = dir.join("bin/python");
     let stamp = dir.join(".installed");
-    if stamp.exists() {
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(&PACKAGES.join("\n")) {
         return Ok(dir);
     }
     eprintln!("installing {} into {} (first use)", PACKAGES.join(" "), dir.display());

@@ -22,9 +22,9 @@ pub struct Args {
 fn pip(python: &Path, args: &[&str]) -> anyhow::Result<()> {
     // The build backend runs the venv's `maturin` executable: the venv's bin goes first on PATH.
     let bin = python.parent().map(Path::to_path_buf).unwrap_or_default();
-    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))?;
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )?;
     let ok = Command::new(python)
         .env("PATH", path)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])

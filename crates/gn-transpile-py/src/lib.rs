@@ -21,8 +21,11 @@ fn load(path: Option<PathBuf>, data: Option<&[u8]>) -> PyResult<gn_onnx::proto::
 
 fn parse<T: clap::ValueEnum>(what: &str, value: &str) -> PyResult<T> {
     T::from_str(value, true).map_err(|_| {
-        let names: Vec<String> =
-            T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect();
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| p.get_name().to_string())
+            .collect();
         PyValueError::new_err(format!("{what} must be one of {}, got '{value}'", names.join(", ")))
     })
 }

@@ -164,7 +164,11 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
             timesteps: meta("gn_transpile.timesteps").unwrap_or_default(),
             form: meta("gn_transpile.emit").unwrap_or_else(|| "standard".into()),
             layers,
-            functions: model.functions.iter().map(|f| (format!("{}::{}", f.domain(), f.name()), f.node.len())).collect(),
+            functions: model
+                .functions
+                .iter()
+                .map(|f| (format!("{}::{}", f.domain(), f.name()), f.node.len()))
+                .collect(),
             states: crate::emit::states(model).unwrap_or_default(),
             nodes: graph.nodes().len(),
         });

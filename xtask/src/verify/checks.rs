@@ -10,7 +10,7 @@ use std::time::Instant;
 use gn_verify::{relative_mse, run_batched, top1};
 use ndarray::{ArrayD, IxDyn};
 
-use super::report::{BuiltCheck, CustomOpCheck, StatefulCheck};
+use super::report::{BuiltCheck, CustomOpCheck, RuntimeRow, StatefulCheck};
 
 /// Where the checks run and write: ONNX Runtime, the venv with the onnx checker, the
 /// report folder.
@@ -44,6 +44,7 @@ pub fn custom_op_checks(
             std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
             gn_onnx::io::save(&compact, &file, &[])?;
             files.push(file);
+            gn_onnx::io::save(&standard, &out.join(format!("models/{name}_{}_t{t}.onnx", tag.to_lowercase())), &[])?;
             let timed = |f: &mut dyn FnMut() -> anyhow::Result<ArrayD<f32>>| -> anyhow::Result<(ArrayD<f32>, f64)> {
                 let t0 = Instant::now();
                 let out = f()?;
@@ -239,4 +240,32 @@ pub fn agreement(got: &ArrayD<f32>, reference: &ArrayD<f32>, tolerance: f32) -> 
         top1_flips: top1(got).iter().zip(top1(reference)).filter(|(a, b)| **a != *b).count(),
         images,
     }
+}
+
+/// The runtime matrix (`xtask/runtimes.py`): for each model, its GN standard and custom-op
+/// files at T = `t` on ONNX Runtime, onnx.reference and OpenVINO (default precision and
+/// f32), against ONNX Runtime on the standard file, on the first `xs` images.
+pub fn runtime_matrix(ort: &Ort, models: &[String], xs: &ArrayD<f32>, t: usize) -> anyhow::Result<Vec<RuntimeRow>> {
+    let Ort { venv, out, .. } = *ort;
+    let inputs = out.join("models/runtime_inputs.npy");
+    ndarray_npy::write_npy(&inputs, xs)?;
+    let mut jobs = Vec::new();
+    for name in models {
+        let standard = out.join(format!("models/{name}_gn_t{t}.onnx"));
+        let compact = out.join(format!("models/{name}_gn_t{t}_custom_op.onnx"));
+        for (form, file) in [("standard", &standard), ("custom-op", &compact)] {
+            jobs.push(serde_json::json!({
+                "model": name, "form": form, "file": file, "reference": standard, "inputs": inputs,
+            }));
+        }
+    }
+    let (jobs_file, results_file) = (out.join("runtime_jobs.json"), out.join("runtime_results.json"));
+    std::fs::write(&jobs_file, serde_json::to_string(&jobs)?)?;
+    let script = crate::workspace().join("xtask/runtimes.py");
+    let ok =
+        std::process::Command::new(venv.join("bin/python")).arg(script).arg(&jobs_file).arg(&results_file).status()?;
+    if !ok.success() {
+        anyhow::bail!("xtask/runtimes.py failed");
+    }
+    Ok(serde_json::from_str(&std::fs::read_to_string(&results_file)?)?)
 }

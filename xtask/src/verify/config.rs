@@ -19,6 +19,8 @@ pub struct Config {
     pub tau_sweep: TauSweep,
     pub custom_op: CustomOpConfig,
     pub stateful: StatefulConfig,
+    /// Images for the runtime matrix (onnx.reference is slow).
+    pub runtime_images: usize,
     pub gates: Gates,
 }
 

@@ -4,10 +4,15 @@
 use gn_transpile::NeuronKind;
 
 use super::config::Gates;
-use super::report::{BuiltCheck, ModelResult};
+use super::report::{BuiltCheck, ModelResult, RuntimeRow};
 
 /// Every gate's verdict.
-pub fn evaluate(g: &Gates, results: &[ModelResult], built: &[BuiltCheck]) -> Vec<(String, bool, String)> {
+pub fn evaluate(
+    g: &Gates,
+    results: &[ModelResult],
+    built: &[BuiltCheck],
+    runtimes: &[RuntimeRow],
+) -> Vec<(String, bool, String)> {
     let mut gates = Vec::new();
     {
         for c in built {
@@ -100,6 +105,22 @@ pub fn evaluate(g: &Gates, results: &[ModelResult], built: &[BuiltCheck]) -> Vec
                 ));
             }
         }
+    }
+    // The runtimes the README names as running a form must run it and agree.
+    for row in runtimes
+        .iter()
+        .filter(|r| r.runtime == "onnx.reference" || (r.runtime == "OpenVINO (f32 hint)" && r.form == "standard"))
+    {
+        let ok = row.runs && row.relative_mse <= g.ort_max_relative_mse && row.top1_flips == 0;
+        let detail = if row.runs {
+            format!(
+                "relative MSE {:.1e} (≤ {:.0e}), top-1 flips {}/{}",
+                row.relative_mse, g.ort_max_relative_mse, row.top1_flips, row.images
+            )
+        } else {
+            format!("refused: {}", row.error)
+        };
+        gates.push((format!("{} {} on {}: agrees with ONNX Runtime", row.model, row.form, row.runtime), ok, detail));
     }
     gates
 }

@@ -26,11 +26,11 @@ use anyhow::{bail, Context};
 use gn_verify::{measure, Spec};
 use ndarray::{ArrayD, Axis};
 
-use checks::{agreement, built_checks, custom_op_checks, stateful_checks, Ort};
+use checks::{agreement, built_checks, custom_op_checks, runtime_matrix, stateful_checks, Ort};
 use config::{Config, ModelConfig};
 use data::{load_images, load_labels, progress};
 use plots::write_plots;
-use report::{render_markdown, update_readme, ModelResult, Report, RuntimeCheck};
+use report::{render_markdown, render_summary, update_readme, ModelResult, Report, RuntimeCheck};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -96,6 +96,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
     let n = x.shape()[0];
+    let data = match &args.data {
+        Some(path) if args.model.is_some() => format!("inputs from {}", path.display()),
+        _ => "Fashion-MNIST test images".to_string(),
+    };
     let spec = Spec {
         tau,
         timesteps: config.timesteps.clone(),
@@ -179,16 +183,35 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Some((venv, rt)) if args.model.is_none() => built_checks(rt, venv, &args.out)?,
         _ => Vec::new(),
     };
+    let runtimes = match (&runtime, config.custom_op.timesteps.iter().max()) {
+        (Some((venv, rt)), Some(&t)) => {
+            eprintln!("runtime matrix: ONNX Runtime, onnx.reference, OpenVINO");
+            let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
+            let few = x.slice_axis(Axis(0), (0..config.runtime_images.min(n)).into()).to_owned();
+            runtime_matrix(&Ort { rt, venv, out: &args.out }, &names, &few, t)?
+        }
+        _ => Vec::new(),
+    };
 
-    let gates = if args.model.is_none() { gates::evaluate(&config.gates, &results, &built) } else { Vec::new() };
-    let report =
-        Report { images: n, tau, models: results, tau_sweep, built, gates, seconds: start.elapsed().as_secs_f64() };
+    let gates =
+        if args.model.is_none() { gates::evaluate(&config.gates, &results, &built, &runtimes) } else { Vec::new() };
+    let report = Report {
+        data,
+        images: n,
+        tau,
+        models: results,
+        tau_sweep,
+        built,
+        runtimes,
+        gates,
+        seconds: start.elapsed().as_secs_f64(),
+    };
     let markdown = render_markdown(&report);
     std::fs::write(args.out.join("report.md"), &markdown)?;
     std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     write_plots(&report, &args.out, &spec)?;
     if args.readme && args.model.is_none() {
-        update_readme(&root.join("README.md"), &markdown, &args.out)?;
+        update_readme(&root.join("README.md"), &markdown, &render_summary(&report), &args.out)?;
     }
     println!("{markdown}");
     let failed: Vec<&(String, bool, String)> = report.gates.iter().filter(|g| !g.1).collect();

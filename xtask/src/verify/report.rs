@@ -45,6 +45,27 @@ pub struct CustomOpCheck {
     pub tract_time_ratio: f64,
 }
 
+/// One emitted model on one runtime, against ONNX Runtime on the standard form (a
+/// refusal is a result: `runs` false and the runtime's first line).
+#[derive(Serialize, serde::Deserialize)]
+pub struct RuntimeRow {
+    pub model: String,
+    pub form: String,
+    pub runtime: String,
+    pub images: usize,
+    pub runs: bool,
+    #[serde(default)]
+    pub max_abs_diff: f64,
+    #[serde(default)]
+    pub relative_mse: f64,
+    #[serde(default)]
+    pub top1_flips: usize,
+    #[serde(default)]
+    pub images_differing: usize,
+    #[serde(default)]
+    pub error: String,
+}
+
 /// The stateful form of one conversion: calls against the unrolled anytime rows.
 #[derive(Serialize)]
 pub struct StatefulCheck {
@@ -96,11 +117,14 @@ pub struct SweepPoint {
 
 #[derive(Serialize)]
 pub struct Report {
+    /// What the images are: "Fashion-MNIST test images", or the user's file.
+    pub data: String,
     pub images: usize,
     pub tau: u32,
     pub models: Vec<ModelResult>,
     pub tau_sweep: Option<(String, Vec<SweepPoint>)>,
     pub built: Vec<BuiltCheck>,
+    pub runtimes: Vec<RuntimeRow>,
     pub gates: Vec<(String, bool, String)>,
     pub seconds: f64,
 }
@@ -110,7 +134,7 @@ const PAPER_TABLE1: &str = "| paper (ResNet-20, CIFAR-100) | 1 | 2 | 4 | 8 | 16 
 
 pub fn render_markdown(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "## Verification: ANN vs IF vs GN (τ = {}) on {} Fashion-MNIST test images\n", r.tau, r.images);
+    let _ = writeln!(s, "## Verification: ANN vs IF vs GN (τ = {}) on {} {}\n", r.tau, r.images, r.data);
     let ts: Vec<usize> = r
         .models
         .first()
@@ -314,6 +338,36 @@ pub fn render_markdown(r: &Report) -> String {
             }
         }
     }
+    if !r.runtimes.is_empty() {
+        let _ = writeln!(s, "\n### Runtimes\n");
+        let _ = writeln!(s, "GN (τ = {}) models of each form on each runtime, against ONNX Runtime on the standard form, first {} images. OpenVINO's CPU plugin computes in bfloat16 by default on CPUs with AVX-512-BF16 or AMX (this machine has them), which moves spikes; with `INFERENCE_PRECISION_HINT` = `f32` it agrees. OpenVINO does not expand model-local functions, so it refuses the custom-op form.\n", r.tau, r.runtimes[0].images);
+        let _ = writeln!(s, "| model | form | runtime | runs | max abs diff | relative MSE | images differing (> 1e-5) | top-1 flips |\n| --- | --- | --- | --- | --- | --- | --- | --- |");
+        for row in &r.runtimes {
+            if row.runs {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | yes | {:.1e} | {:.1e} | {}/{} | {} |",
+                    row.model,
+                    row.form,
+                    row.runtime,
+                    row.max_abs_diff,
+                    row.relative_mse,
+                    row.images_differing,
+                    row.images,
+                    row.top1_flips
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | no: {} | | | | |",
+                    row.model,
+                    row.form,
+                    row.runtime,
+                    row.error.replace('|', "/")
+                );
+            }
+        }
+    }
     if r.models.iter().any(|m| !m.custom_op.is_empty()) {
         let _ = writeln!(s, "\n### Custom-op emission (`--emit custom-op`) against the standard emission\n");
         let _ = writeln!(s, "One `gn.transpile` node per spiking layer, defined by a model-local function whose body is the standard expansion. ONNX Runtime inlines the function; tract runs the registered kernel. Compared with ONNX Runtime on the standard model, first images. The time ratios (load and run of the custom-op model over the standard one, same process, same images) are single runs on a shared machine: read them as rough.\n");
@@ -374,8 +428,118 @@ pub fn si(v: f64) -> String {
     }
 }
 
-/// Replaces the README's measured section (between markers) with the full report.
-pub fn update_readme(readme: &Path, markdown: &str, out: &Path) -> anyhow::Result<()> {
+/// The README's summary of a report: accuracy and MSE at a glance, the exactness check,
+/// the forms and runtimes, the gates, and where the full report is.
+pub fn render_summary(r: &Report) -> String {
+    let mut s = String::new();
+    let passed = r.gates.iter().filter(|g| g.1).count();
+    let _ = writeln!(
+        s,
+        "### Verification: ANN vs IF vs GN (τ = {}) on {} {}\n\n{passed} of {} gates pass. The full report (per-layer errors, firing rates, synaptic operations, the τ sweep, every check and gate) is [docs/verify/report.md](docs/verify/report.md).\n",
+        r.tau,
+        r.images,
+        r.data,
+        r.gates.len()
+    );
+    let shown = [1usize, 2, 4, 8, 32];
+    let at = |v: &[(usize, f64)], t: usize| v.iter().find(|p| p.0 == t).map(|p| p.1);
+    let _ = writeln!(
+        s,
+        "Top-1 accuracy (%) by T (T = 32 on the first {} images):\n",
+        r.models.first().map_or(0, |m| m.measurement.long_images)
+    );
+    let _ = writeln!(
+        s,
+        "| model | ANN | {} |\n| --- | --- |{}",
+        shown.map(|t| format!("GN T={t}")).join(" | "),
+        " --- |".repeat(shown.len())
+    );
+    for m in &r.models {
+        let gn = m.measurement.curve(NeuronKind::Gn);
+        let row: Vec<String> =
+            shown.iter().map(|&t| at(&gn.accuracy, t).map_or("–".into(), |a| format!("{:.2}", a * 100.0))).collect();
+        let ann = m.measurement.ann_accuracy.map_or("–".into(), |a| format!("{:.2}", a * 100.0));
+        let _ = writeln!(s, "| {} | {ann} | {} |", m.name, row.join(" | "));
+    }
+    let _ = writeln!(
+        s,
+        "\nIF at the same T, and the MSE of GN against IF's (the paper's Table 1 measures 10-15 % at T ≤ 4):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| model | {} | {} |\n| --- |{}",
+        shown.map(|t| format!("IF T={t}")).join(" | "),
+        shown.map(|t| format!("GN/IF MSE T={t}")).join(" | "),
+        " --- |".repeat(2 * shown.len())
+    );
+    for m in &r.models {
+        let (if_, gn) = (m.measurement.curve(NeuronKind::If), m.measurement.curve(NeuronKind::Gn));
+        let acc: Vec<String> =
+            shown.iter().map(|&t| at(&if_.accuracy, t).map_or("–".into(), |a| format!("{:.2}", a * 100.0))).collect();
+        let ratio: Vec<String> = shown
+            .iter()
+            .map(|&t| match (at(&gn.mse, t), at(&if_.mse, t)) {
+                (Some(g), Some(i)) if i > 0.0 => format!("{:.0}%", 100.0 * g / i),
+                _ => "–".into(),
+            })
+            .collect();
+        let _ = writeln!(s, "| {} | {} | {} |", m.name, acc.join(" | "), ratio.join(" | "));
+    }
+    let exact: Vec<String> = r
+        .models
+        .iter()
+        .filter_map(|m| {
+            m.measurement.exactness.as_ref().map(|e| format!("{} {}/{}", m.name, r.images - e.flips, r.images))
+        })
+        .collect();
+    if !exact.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nGN with τ = L at T = 1 reproduces the ANN (SPEC §4.1), top-1 agreement: {}.",
+            exact.join(", ")
+        );
+    }
+    let stateful: Vec<f64> =
+        r.models.iter().flat_map(|m| m.stateful.iter().map(|c| c.ort_max_abs_diff.max(c.tract_max_abs_diff))).collect();
+    if !stateful.is_empty() {
+        let _ = writeln!(
+            s,
+            "`--emit stateful`: t calls reproduce row t of the unrolled anytime model on every model, max |diff| {:.1e} on ONNX Runtime and tract.",
+            stateful.iter().copied().fold(0.0, f64::max)
+        );
+    }
+    if !r.runtimes.is_empty() {
+        let mut lines = Vec::new();
+        let mut runtimes: Vec<&str> = r.runtimes.iter().map(|x| x.runtime.as_str()).collect();
+        runtimes.dedup();
+        for runtime in runtimes {
+            for form in ["standard", "custom-op"] {
+                let rows: Vec<&RuntimeRow> =
+                    r.runtimes.iter().filter(|x| x.runtime == runtime && x.form == form).collect();
+                if rows.is_empty() {
+                    continue;
+                }
+                let verdict = if rows.iter().all(|x| !x.runs) {
+                    "refused".to_string()
+                } else if rows.iter().all(|x| x.runs) {
+                    let worst = rows.iter().map(|x| x.relative_mse).fold(0.0, f64::max);
+                    let flips: usize = rows.iter().map(|x| x.top1_flips).sum();
+                    format!("runs, relative MSE ≤ {worst:.1e}, {flips} top-1 flips")
+                } else {
+                    "runs some models".to_string()
+                };
+                lines.push(format!("| {runtime} | {form} | {verdict} |"));
+            }
+        }
+        let _ = writeln!(s, "\nRuntimes, against ONNX Runtime on the standard form (first {} images of each model):\n\n| runtime | form | result |\n| --- | --- | --- |\n{}", r.runtimes[0].images, lines.join("\n"));
+    }
+    let _ = writeln!(s, "\n![MSE against T](docs/verify/mse_resnet20_l8.svg) ![accuracy against T](docs/verify/accuracy_resnet20_l8.svg)");
+    s
+}
+
+/// Writes the full report to `docs/verify/report.md` (with the plots beside it) and the
+/// summary into the README's measured section (between markers).
+pub fn update_readme(readme: &Path, markdown: &str, summary: &str, out: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(readme)?;
     let (begin, end) = ("<!-- verify:begin -->", "<!-- verify:end -->");
     let (Some(a), Some(b)) = (text.find(begin), text.find(end)) else {
@@ -388,15 +552,18 @@ pub fn update_readme(readme: &Path, markdown: &str, out: &Path) -> anyhow::Resul
             std::fs::copy(e.path(), docs.join(e.file_name()))?;
         }
     }
-    let mut plots = String::from("#### Plots\n\n![firing-rate staircase at T = 4](docs/verify/staircase.svg)\n\n");
+    let mut plots = String::from("### Plots\n\n![firing-rate staircase at T = 4](staircase.svg)\n\n");
     let mut names: Vec<String> =
         std::fs::read_dir(&docs)?.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
     names.sort();
     for name in names.iter().filter(|n| n.starts_with("mse_") || n.starts_with("accuracy_")) {
-        let _ = writeln!(plots, "![{}](docs/verify/{name})", name.trim_end_matches(".svg"));
+        let _ = writeln!(plots, "![{}]({name})", name.trim_end_matches(".svg"));
     }
-    let body = markdown.replace("### ", "#### ").replace("## Verification", "### Verification");
-    let new = format!("{}{begin}\n{body}\n{plots}\n{}", &text[..a], &text[b..]);
+    std::fs::write(
+        docs.join("report.md"),
+        format!("{}\n{plots}", markdown.replacen("## Verification", "# Verification", 1)),
+    )?;
+    let new = format!("{}{begin}\n{summary}\n{}", &text[..a], &text[b..]);
     std::fs::write(readme, new)?;
     Ok(())
 }
