@@ -244,8 +244,17 @@ pub fn agreement(got: &ArrayD<f32>, reference: &ArrayD<f32>, tolerance: f32) -> 
 
 /// The runtime matrix (`xtask/runtimes.py`): for each model, its GN standard and custom-op
 /// files at T = `t` on ONNX Runtime, onnx.reference and OpenVINO (default precision and
-/// f32), against ONNX Runtime on the standard file, on the first `xs` images.
-pub fn runtime_matrix(ort: &Ort, models: &[String], xs: &ArrayD<f32>, t: usize) -> anyhow::Result<Vec<RuntimeRow>> {
+/// f32), against ONNX Runtime on the standard file, and its stateful file for `calls`
+/// calls against the rows of the anytime model unrolled to `unrolled` steps; on the
+/// images `xs`.
+pub fn runtime_matrix(
+    ort: &Ort,
+    models: &[String],
+    xs: &ArrayD<f32>,
+    t: usize,
+    unrolled: usize,
+    calls: usize,
+) -> anyhow::Result<Vec<RuntimeRow>> {
     let Ort { venv, out, .. } = *ort;
     let inputs = out.join("models/runtime_inputs.npy");
     ndarray_npy::write_npy(&inputs, xs)?;
@@ -258,6 +267,11 @@ pub fn runtime_matrix(ort: &Ort, models: &[String], xs: &ArrayD<f32>, t: usize) 
                 "model": name, "form": form, "file": file, "reference": standard, "inputs": inputs,
             }));
         }
+        // The stateful form against the rows of the unrolled anytime model.
+        jobs.push(serde_json::json!({
+            "model": name, "form": "stateful", "file": out.join(format!("models/{name}_gn_stateful.onnx")),
+            "reference": out.join(format!("models/{name}_gn_t{unrolled}.onnx")), "inputs": inputs, "calls": calls,
+        }));
     }
     let (jobs_file, results_file) = (out.join("runtime_jobs.json"), out.join("runtime_results.json"));
     std::fs::write(&jobs_file, serde_json::to_string(&jobs)?)?;

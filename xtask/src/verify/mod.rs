@@ -188,7 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             eprintln!("runtime matrix: ONNX Runtime, onnx.reference, OpenVINO");
             let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
             let few = x.slice_axis(Axis(0), (0..config.runtime_images.min(n)).into()).to_owned();
-            runtime_matrix(&Ort { rt, venv, out: &args.out }, &names, &few, t)?
+            let unrolled = spec.timesteps.iter().copied().max().unwrap_or(1);
+            let calls = config.stateful.calls.min(unrolled);
+            runtime_matrix(&Ort { rt, venv, out: &args.out }, &names, &few, t, unrolled, calls)?
         }
         _ => Vec::new(),
     };

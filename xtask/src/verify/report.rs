@@ -340,7 +340,7 @@ pub fn render_markdown(r: &Report) -> String {
     }
     if !r.runtimes.is_empty() {
         let _ = writeln!(s, "\n### Runtimes\n");
-        let _ = writeln!(s, "GN (τ = {}) models of each form on each runtime, against ONNX Runtime on the standard form, first {} images. OpenVINO's CPU plugin computes in bfloat16 by default on CPUs with AVX-512-BF16 or AMX (this machine has them), which moves spikes; with `INFERENCE_PRECISION_HINT` = `f32` it agrees. OpenVINO does not expand model-local functions, so it refuses the custom-op form.\n", r.tau, r.runtimes[0].images);
+        let _ = writeln!(s, "GN (τ = {}) models of each form on each runtime, first {} images: the standard and custom-op forms against ONNX Runtime on the standard form; the stateful form, called once per step, against the rows of the unrolled anytime model on ONNX Runtime. OpenVINO's CPU plugin computes in bfloat16 by default on CPUs with AVX-512-BF16 or AMX (this machine has them), which moves spikes; with `INFERENCE_PRECISION_HINT` = `f32` it agrees. OpenVINO does not expand model-local functions, so it refuses the custom-op form.\n", r.tau, r.runtimes[0].images);
         let _ = writeln!(s, "| model | form | runtime | runs | max abs diff | relative MSE | images differing (> 1e-5) | top-1 flips |\n| --- | --- | --- | --- | --- | --- | --- | --- |");
         for row in &r.runtimes {
             if row.runs {
@@ -513,7 +513,7 @@ pub fn render_summary(r: &Report) -> String {
         let mut runtimes: Vec<&str> = r.runtimes.iter().map(|x| x.runtime.as_str()).collect();
         runtimes.dedup();
         for runtime in runtimes {
-            for form in ["standard", "custom-op"] {
+            for form in ["standard", "custom-op", "stateful"] {
                 let rows: Vec<&RuntimeRow> =
                     r.runtimes.iter().filter(|x| x.runtime == runtime && x.form == form).collect();
                 if rows.is_empty() {
@@ -531,7 +531,7 @@ pub fn render_summary(r: &Report) -> String {
                 lines.push(format!("| {runtime} | {form} | {verdict} |"));
             }
         }
-        let _ = writeln!(s, "\nRuntimes, against ONNX Runtime on the standard form (first {} images of each model):\n\n| runtime | form | result |\n| --- | --- | --- |\n{}", r.runtimes[0].images, lines.join("\n"));
+        let _ = writeln!(s, "\nRuntimes, against ONNX Runtime on the unrolled standard form (first {} images of each model):\n\n| runtime | form | result |\n| --- | --- | --- |\n{}", r.runtimes[0].images, lines.join("\n"));
     }
     let _ = writeln!(s, "\n![MSE against T](docs/verify/mse_resnet20_l8.svg) ![accuracy against T](docs/verify/accuracy_resnet20_l8.svg)");
     s
