@@ -112,7 +112,7 @@ pub fn stateful_checks(
         let rows = rt.run(&gn_onnx::io::encode(&unrolled), xs, n)?.remove(1);
         let mut session = rt.session(&gn_onnx::io::encode(&stateful))?;
         let mut state: Vec<ArrayD<f32>> = states.iter().map(|s| ArrayD::from_elem(IxDyn(&s.dims(n)), s.init)).collect();
-        let mut ort_max = 0.0f64;
+        let (mut ort_max, mut ort_rel, mut ort_flips) = (0.0f64, 0.0f64, 0usize);
         let mut call_s = f64::INFINITY;
         for t in 0..calls {
             let mut inputs = vec![xs.clone()];
@@ -122,7 +122,9 @@ pub fn stateful_checks(
             call_s = call_s.min(t0.elapsed().as_secs_f64());
             state = outputs.split_off(outputs.len() - states.len());
             let row = rows.index_axis(ndarray::Axis(0), t).to_owned();
-            ort_max = ort_max.max(agreement(&outputs[0], &row, 1e-5).max_abs_diff);
+            let a = agreement(&outputs[0], &row, 1e-5);
+            (ort_max, ort_rel, ort_flips) =
+                (ort_max.max(a.max_abs_diff), ort_rel.max(a.relative_mse), ort_flips.max(a.top1_flips));
         }
         let mut ann_session = rt.session(&gn_onnx::io::encode(ann))?;
         let mut ann_s = f64::INFINITY;
@@ -139,10 +141,12 @@ pub fn stateful_checks(
         let t0 = Instant::now();
         run_batched(ann, xs, n, &|_| {})?;
         let tract_ann_s = t0.elapsed().as_secs_f64();
-        let mut tract_max = 0.0f64;
+        let (mut tract_max, mut tract_rel, mut tract_flips) = (0.0f64, 0.0f64, 0usize);
         for (t, outputs) in tract_calls.iter().enumerate() {
             let row = tract_rows.index_axis(ndarray::Axis(0), t).to_owned();
-            tract_max = tract_max.max(agreement(&outputs[0], &row, 1e-5).max_abs_diff);
+            let a = agreement(&outputs[0], &row, 1e-5);
+            (tract_max, tract_rel, tract_flips) =
+                (tract_max.max(a.max_abs_diff), tract_rel.max(a.relative_mse), tract_flips.max(a.top1_flips));
         }
         checks.push(StatefulCheck {
             neuron: neuron.label(tau),
@@ -150,7 +154,11 @@ pub fn stateful_checks(
             images: n,
             states: states.len(),
             ort_max_abs_diff: ort_max,
+            ort_relative_mse: ort_rel,
+            ort_top1_flips: ort_flips,
             tract_max_abs_diff: tract_max,
+            tract_relative_mse: tract_rel,
+            tract_top1_flips: tract_flips,
             ort_step_cost: call_s / ann_s.max(1e-9),
             tract_step_cost: tract_call_s / tract_ann_s.max(1e-9),
             checker: String::new(),

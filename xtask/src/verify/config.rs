@@ -67,4 +67,6 @@ pub struct Gates {
     pub custom_op_max_abs_diff_ort: f64,
     pub built_max_abs_diff: f64,
     pub stateful_max_abs_diff: f64,
+    pub stateful_max_relative_mse: f64,
+    pub stateful_max_top1_flip_share: f64,
 }
