@@ -69,6 +69,7 @@ pub fn target(bytes: &[u8]) -> String {
         Options { timesteps: 2, ..Default::default() },
         Options { neuron: NeuronKind::If, timesteps: 1, anytime: true, emit: Emit::CustomOp, ..Default::default() },
         Options { tau: 3, timesteps: 3, allow_inexact: true, emit: Emit::CustomOp, ..Default::default() },
+        Options { allow_inexact: true, emit: Emit::Stateful, ..Default::default() },
     ];
     for options in &runs {
         match gn_transpile::transpile(&model, options) {

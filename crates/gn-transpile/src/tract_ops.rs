@@ -38,7 +38,10 @@ pub fn value_shapes(model: &ModelProto, values: &[String]) -> Result<Vec<Vec<Opt
         g.output = values.iter().map(|v| ValueInfoProto { name: Some(v.clone()), ..Default::default() }).collect();
         g.value_info.clear();
     }
-    let typed = gn_onnx::tract_bridge::typed_model_with(&model, OPS)?;
+    // A hostile model must not take the converter down with it, even through a panic
+    // inside tract's analysis.
+    let typed = std::panic::catch_unwind(|| gn_onnx::tract_bridge::typed_model_with(&model, OPS))
+        .map_err(|_| TractError("shape inference failed (tract panicked on this model)".into()))??;
     let outlets = typed.output_outlets().map_err(|e| TractError(e.to_string()))?;
     outlets
         .iter()
