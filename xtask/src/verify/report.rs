@@ -524,8 +524,12 @@ pub fn render_summary(r: &Report) -> String {
     }
     if !r.runtimes.is_empty() {
         let mut lines = Vec::new();
-        let mut runtimes: Vec<&str> = r.runtimes.iter().map(|x| x.runtime.as_str()).collect();
-        runtimes.dedup();
+        let mut runtimes: Vec<&str> = Vec::new();
+        for row in &r.runtimes {
+            if !runtimes.contains(&row.runtime.as_str()) {
+                runtimes.push(&row.runtime);
+            }
+        }
         for runtime in runtimes {
             for form in ["standard", "custom-op", "stateful"] {
                 let rows: Vec<&RuntimeRow> =
