@@ -11,6 +11,7 @@ mod fuzz;
 mod onnxruntime;
 mod plot;
 mod python;
+mod venv;
 mod verify;
 
 use std::path::PathBuf;

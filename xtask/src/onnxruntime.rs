@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use ndarray::ArrayD;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -14,27 +14,7 @@ const PACKAGES: &[&str] = &["onnxruntime==1.31.1", "onnx==1.23.2", "numpy", "ope
 
 /// The venv, created and filled on first use.
 pub fn venv() -> anyhow::Result<PathBuf> {
-    let dir = crate::target_dir().join("verify-venv");
-    let python = dir.join("bin/python");
-    let stamp = dir.join(".installed");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(&PACKAGES.join("\n")) {
-        return Ok(dir);
-    }
-    eprintln!("installing {} into {} (first use)", PACKAGES.join(" "), dir.display());
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().context("python3 -m venv")?;
-    if !ok.success() {
-        bail!("python3 -m venv {} failed", dir.display());
-    }
-    let ok = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .args(PACKAGES)
-        .status()
-        .context("pip install")?;
-    if !ok.success() {
-        bail!("pip install {} failed", PACKAGES.join(" "));
-    }
-    std::fs::write(&stamp, PACKAGES.join("\n"))?;
-    Ok(dir)
+    crate::venv::ensure("verify-venv", PACKAGES)
 }
 
 /// The path of `libonnxruntime.so` inside the venv.
@@ -58,7 +38,7 @@ pub fn library(venv: &Path) -> anyhow::Result<PathBuf> {
 /// per file, in order: `ok`, or the file and the checker's first line.
 pub fn check_models(venv: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     let script = "import sys, onnx\nfor p in sys.argv[1:]:\n    try:\n        onnx.checker.check_model(onnx.load(p), full_check=True)\n    except Exception as e:\n        print(p + ': ' + str(e).splitlines()[0] if str(e) else p)\n";
-    let out = Command::new(venv.join("bin/python")).arg("-c").arg(script).args(files).output()?;
+    let out = Command::new(crate::venv::python(venv)).arg("-c").arg(script).args(files).output()?;
     if !out.status.success() {
         bail!("onnx checker failed to run: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -27,7 +27,7 @@ use gn_onnx::proto::{
 use gn_onnx::{Graph, Patch};
 
 use crate::detect::Site;
-use crate::lower::{tile, Lowered};
+use crate::lower::{expand_max_pool, tile, Lowered, PoolState};
 use crate::neuron::{attribute_names, expand_layer, Current, Expansion, NeuronKind, NeuronNode, Opset, Params};
 use crate::pass::{Context, Planned};
 use crate::pipeline::Emit;
@@ -265,16 +265,8 @@ pub fn stateful(
         let (c_in, c_out) = states.add(&mut patch, &format!("{name}.sum"), &node.input[0], name, 0.0)?;
         let (p_in, p_out) = states.add(&mut patch, &format!("{name}.max"), pooled, name, 0.0)?;
         patch.remove(i);
-        let b = patch.builder();
-        b.add_node(name, "cum", "Add", &[&c_in, &node.input[0]], vec![]);
-        rename_last_output(b, &c_out);
-        let mut pool = node.clone();
-        pool.name = Some(b.unique_name(&format!("{name}.pooled")));
-        pool.input[0] = c_out.clone();
-        pool.output = vec![p_out.clone()];
-        b.proto.node.push(pool);
-        b.add_node(name, "diff", "Sub", &[&p_out, &p_in], vec![]);
-        rename_last_output(b, pooled);
+        let state = PoolState { sum: (&c_in, &c_out), max: (&p_in, &p_out) };
+        expand_max_pool(patch.builder(), cx.opset, node.clone(), 1, Some(state));
     }
     // The readout: a step count and a running sum per output.
     if !lowered.folded_outputs.is_empty() {

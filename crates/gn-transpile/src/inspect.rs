@@ -195,9 +195,8 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
         audit.other_activations = detection.other_activations.into_iter().collect();
         return Ok(audit);
     }
-    crate::pass::run(&mut graph, "convert", |g| Ok(crate::convert::run(g, &detection.sites)))?;
-    graph.remove_dead_nodes();
-    audit.moves = crate::pass::run(&mut graph, "commute", crate::commute::run)?.iter().map(|m| m.to_string()).collect();
+    let moves = crate::pipeline::convert_sites(&mut graph, &detection.sites)?;
+    audit.moves = moves.iter().map(|m| m.to_string()).collect();
     let analysis = analyze(&graph)?;
     audit.static_batch = analysis.static_batch;
     audit.rebatched = analysis.rebatched.len();

@@ -84,6 +84,8 @@ pub struct Analysis {
     /// Outputs of the Reshape nodes on folded tensors whose constant target starts with
     /// the static batch N: lowered to a target starting with T·N.
     pub rebatched: HashSet<String>,
+    /// The node indices in the topological order the verdicts follow.
+    pub order: Vec<usize>,
 }
 
 /// The batch every graph input declares as a number on its first axis, if they agree.
@@ -207,7 +209,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         classes.entry(t.name().to_string()).or_insert(Const);
     }
     let mut verdicts = Vec::with_capacity(order.len());
-    for idx in order {
+    for &idx in &order {
         let n = &graph.proto.node[idx];
         let name = node_name(n, idx);
         let inputs: Vec<TimeClass> =
@@ -296,7 +298,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             classes.insert(o.clone(), out);
         }
     }
-    Ok(Analysis { classes, verdicts, static_batch: batch, rebatched })
+    Ok(Analysis { classes, verdicts, static_batch: batch, rebatched, order })
 }
 
 /// The first entry of a Reshape's constant target (`None` for other ops, and for a
@@ -355,11 +357,11 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             _ => {}
         }
     }
-    let Analysis { classes, rebatched, .. } = analysis;
+    let Analysis { classes, rebatched, order, .. } = analysis;
     let t = cx.options.timesteps;
     let consts = graph.constants();
     let mut patch = Patch::new(graph);
-    for idx in graph.topo_order()? {
+    for idx in order {
         let original = &graph.nodes()[idx];
         if NeuronNode::from_node(original).is_some() {
             lowered.spiking_layers.push(original.name().to_string());
@@ -392,7 +394,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         }
         if MAX_POOLS.contains(&standard_op(&node)) {
             patch.remove(idx);
-            expand_max_pool(patch.builder(), cx.opset, node, t);
+            expand_max_pool(patch.builder(), cx.opset, node, t, None);
             continue;
         }
         for input in node.input.iter_mut() {
@@ -418,6 +420,16 @@ pub fn tile(patch: &mut Patch, tiles: &mut HashMap<String, String>, v: &str, t: 
     tiled
 }
 
+/// The running sums and the last pooled value of a max-pool on spikes, kept as state
+/// (input, output) by a graph that runs one step per call.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolState<'a> {
+    /// C(t−1) in, C(t) out.
+    pub sum: (&'a str, &'a str),
+    /// P(t−1) in, P(t) out.
+    pub max: (&'a str, &'a str),
+}
+
 /// Lowers a max-pool (MaxPool, GlobalMaxPool, ReduceMax) on a folded input `[T·N, …]` to
 /// the max-pool of the running sums, differenced over time:
 ///
@@ -430,40 +442,89 @@ pub fn tile(patch: &mut Patch, tiles: &mut HashMap<String, String>, v: &str, t: 
 /// The steps telescope: Σ_{s ≤ t} y(s) = MaxPool(C(t)), so the output averaged over the
 /// first t steps is the max-pool of the inputs averaged over them, at every t; on spike
 /// trains each y(t) is a non-negative count of firing units; at T = 1 it is the MaxPool.
-pub fn expand_max_pool(graph: &mut Graph, opset: Opset, node: NodeProto, timesteps: usize) {
+///
+/// With `state` (one step per call, `timesteps` = 1) C(t−1) and P(t−1) are read from the
+/// state instead of being 0, and C(t) and P(t) are written to it. This is the one
+/// definition of the cumulative max-pool: the unrolled and the stateful emissions use it.
+pub fn expand_max_pool(graph: &mut Graph, opset: Opset, node: NodeProto, timesteps: usize, state: Option<PoolState>) {
+    debug_assert!(state.is_none() || timesteps == 1, "a max-pool keeps state only in a one-step graph");
     let name = if node.name().is_empty() { format!("{}.maxpool", node.output[0]) } else { node.name().to_string() };
     let x = node.input[0].clone();
-    let rows = graph.add_initializer_i64(&format!("{name}.rows"), &[2], &[timesteps as i64, -1]);
-    let xs = graph.add_node(&name, "cum.steps", "Reshape", &[&x, &rows], vec![]);
-    let parts = opset.split(graph, &name, "cum.split", &xs, timesteps);
-    let mut sums = vec![parts[0].clone()];
-    for (t, part) in parts.iter().enumerate().skip(1) {
-        let previous = sums[t - 1].clone();
-        sums.push(graph.add_node(&name, &format!("cum.t{}", t + 1), "Add", &[&previous, part], vec![]));
+    let folded = timesteps > 1;
+    let rows = folded.then(|| graph.add_initializer_i64(&format!("{name}.rows"), &[2], &[timesteps as i64, -1]));
+    let parts = match &rows {
+        Some(rows) => {
+            let xs = graph.add_node(&name, "cum.steps", "Reshape", &[&x, rows], vec![]);
+            opset.split(graph, &name, "cum.split", &xs, timesteps)
+        }
+        None => vec![x.clone()],
+    };
+    let mut sums: Vec<String> = Vec::with_capacity(timesteps);
+    for (t, part) in parts.iter().enumerate() {
+        let previous = match (t, state) {
+            (0, None) => {
+                sums.push(part.clone());
+                continue;
+            }
+            (0, Some(s)) => s.sum.0.to_string(),
+            _ => sums[t - 1].clone(),
+        };
+        let sum = graph.add_node(&name, &format!("cum.t{}", t + 1), "Add", &[&previous, part], vec![]);
+        sums.push(match state {
+            Some(s) => rename_last_output(graph, s.sum.1),
+            None => sum,
+        });
     }
-    let refs: Vec<&str> = sums.iter().map(String::as_str).collect();
-    let cum = graph.add_node(&name, "cum.join", "Concat", &refs, vec![attr::int("axis", 0)]);
-    let x_shape = graph.add_node(&name, "cum.shape", "Shape", &[&x], vec![]);
-    let counts = graph.add_node(&name, "cum", "Reshape", &[&cum, &x_shape], vec![]);
-    let pooled = graph.unique_name(&format!("{name}.pooled"));
+    let counts = if folded {
+        let refs: Vec<&str> = sums.iter().map(String::as_str).collect();
+        let cum = graph.add_node(&name, "cum.join", "Concat", &refs, vec![attr::int("axis", 0)]);
+        let x_shape = graph.add_node(&name, "cum.shape", "Shape", &[&x], vec![]);
+        graph.add_node(&name, "cum", "Reshape", &[&cum, &x_shape], vec![])
+    } else {
+        sums[0].clone()
+    };
+    let pool_name = graph.unique_name(&format!("{name}.pooled"));
+    let pooled = state.map_or(pool_name.clone(), |s| s.max.1.to_string());
     let mut pool = node.clone();
-    pool.name = Some(pooled.clone());
+    pool.name = Some(pool_name);
     pool.input[0] = counts;
     pool.output = vec![pooled.clone()];
     graph.proto.node.push(pool);
-    let ps = graph.add_node(&name, "diff.steps", "Reshape", &[&pooled, &rows], vec![]);
-    let parts = opset.split(graph, &name, "diff.split", &ps, timesteps);
-    let mut steps = vec![parts[0].clone()];
-    for t in 1..timesteps {
-        steps.push(graph.add_node(&name, &format!("diff.t{}", t + 1), "Sub", &[&parts[t], &parts[t - 1]], vec![]));
+    let parts = match &rows {
+        Some(rows) => {
+            let ps = graph.add_node(&name, "diff.steps", "Reshape", &[&pooled, rows], vec![]);
+            opset.split(graph, &name, "diff.split", &ps, timesteps)
+        }
+        None => vec![pooled.clone()],
+    };
+    let mut steps = Vec::with_capacity(timesteps);
+    for t in 0..timesteps {
+        let previous = match (t, state) {
+            (0, None) => {
+                steps.push(parts[0].clone());
+                continue;
+            }
+            (0, Some(s)) => s.max.0,
+            _ => parts[t - 1].as_str(),
+        };
+        steps.push(graph.add_node(&name, &format!("diff.t{}", t + 1), "Sub", &[&parts[t], previous], vec![]));
     }
-    let refs: Vec<&str> = steps.iter().map(String::as_str).collect();
-    let joined = graph.add_node(&name, "diff.join", "Concat", &refs, vec![attr::int("axis", 0)]);
-    let p_shape = graph.add_node(&name, "diff.shape", "Shape", &[&pooled], vec![]);
-    graph.add_node(&name, "out", "Reshape", &[&joined, &p_shape], vec![]);
+    if folded {
+        let refs: Vec<&str> = steps.iter().map(String::as_str).collect();
+        let joined = graph.add_node(&name, "diff.join", "Concat", &refs, vec![attr::int("axis", 0)]);
+        let p_shape = graph.add_node(&name, "diff.shape", "Shape", &[&pooled], vec![]);
+        graph.add_node(&name, "out", "Reshape", &[&joined, &p_shape], vec![]);
+    }
+    // The last node written (the output reshape, the difference, or the pool) writes y.
+    rename_last_output(graph, &node.output[0]);
+}
+
+/// Renames the output of the node last added to `graph`; returns the new name.
+fn rename_last_output(graph: &mut Graph, name: &str) -> String {
     if let Some(last) = graph.proto.node.last_mut() {
-        last.output[0] = node.output[0].clone();
+        last.output[0] = name.to_string();
     }
+    name.to_string()
 }
 
 #[cfg(test)]

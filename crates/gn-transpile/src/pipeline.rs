@@ -213,6 +213,18 @@ pub fn find_sites(graph: &Graph, allow_near_misses: bool) -> Result<Detection, T
     Ok(detection)
 }
 
+/// Passes 2 and 2b: every site becomes an IF layer (the chains and what only they read
+/// removed), then max-pools on time-invariant layers move in front of them. Returns the
+/// moves. `transpile` and `inspect` both start here.
+pub fn convert_sites(
+    graph: &mut Graph,
+    sites: &[crate::detect::Site],
+) -> Result<Vec<crate::commute::Move>, TranspileError> {
+    pass::run(graph, "convert", |g| Ok(crate::convert::run(g, sites)))?;
+    graph.remove_dead_nodes();
+    pass::run(graph, "commute", crate::commute::run)
+}
+
 /// Converts a QCFS ANN into a spiking network per `options`.
 pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, Report), TranspileError> {
     options.validate()?;
@@ -234,9 +246,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     check_graph(&mut graph)?;
 
     let detection = find_sites(&graph, options.allow_inexact)?;
-    pass::run(&mut graph, "convert", |g| Ok(crate::convert::run(g, &detection.sites)))?;
-    graph.remove_dead_nodes();
-    let moves = pass::run(&mut graph, "commute", crate::commute::run)?;
+    let moves = convert_sites(&mut graph, &detection.sites)?;
     if options.neuron == NeuronKind::Gn {
         pass::run(&mut graph, "group", |g| Ok(crate::group::run(g, &cx)))?;
     }

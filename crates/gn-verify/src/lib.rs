@@ -177,6 +177,12 @@ pub fn run_batched(
         .collect()
 }
 
+/// The state tensors of a stateful model before its first call, for a batch of `n`:
+/// each of its shape, filled with its `init`.
+pub fn initial_states(states: &[gn_transpile::emit::State], n: usize) -> Vec<ArrayD<f32>> {
+    states.iter().map(|s| ArrayD::from_elem(IxDyn(&s.dims(n)), s.init)).collect()
+}
+
 /// Runs a stateful model (`--emit stateful`) for `steps.len()` calls, input `steps[t]`
 /// at call t, each state filled with its `init` before the first call and fed back
 /// after each; returns the model's non-state outputs after every call.
@@ -187,7 +193,7 @@ pub fn run_stateful(model: &ModelProto, steps: &[ArrayD<f32>]) -> Result<Vec<Vec
     let Some(first) = steps.first() else { return Ok(Vec::new()) };
     let n = first.shape().first().copied().unwrap_or(1);
     let plan = gn_transpile::tract_ops::load(model, true)?;
-    let mut state: Vec<ArrayD<f32>> = states.iter().map(|s| ArrayD::from_elem(IxDyn(&s.dims(n)), s.init)).collect();
+    let mut state = initial_states(&states, n);
     let mut readouts = Vec::with_capacity(steps.len());
     for x in steps {
         let mut inputs = vec![x.clone()];

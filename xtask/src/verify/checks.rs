@@ -111,7 +111,7 @@ pub fn stateful_checks(
         // ONNX Runtime: the anytime rows, then the calls with the states fed back.
         let rows = rt.run(&gn_onnx::io::encode(&unrolled), xs, n)?.remove(1);
         let mut session = rt.session(&gn_onnx::io::encode(&stateful))?;
-        let mut state: Vec<ArrayD<f32>> = states.iter().map(|s| ArrayD::from_elem(IxDyn(&s.dims(n)), s.init)).collect();
+        let mut state = gn_verify::initial_states(&states, n);
         let (mut ort_max, mut ort_rel, mut ort_flips) = (0.0f64, 0.0f64, 0usize);
         let mut call_s = f64::INFINITY;
         for t in 0..calls {
@@ -284,8 +284,11 @@ pub fn runtime_matrix(
     let (jobs_file, results_file) = (out.join("runtime_jobs.json"), out.join("runtime_results.json"));
     std::fs::write(&jobs_file, serde_json::to_string(&jobs)?)?;
     let script = crate::workspace().join("xtask/runtimes.py");
-    let ok =
-        std::process::Command::new(venv.join("bin/python")).arg(script).arg(&jobs_file).arg(&results_file).status()?;
+    let ok = std::process::Command::new(crate::venv::python(venv))
+        .arg(script)
+        .arg(&jobs_file)
+        .arg(&results_file)
+        .status()?;
     if !ok.success() {
         anyhow::bail!("xtask/runtimes.py failed");
     }
