@@ -85,6 +85,7 @@ fn synaptic_operations_match_the_reference_spike_counts() {
         long_images: 64,
         layer_images: 64,
         layer_timesteps: vec![1, 2, 4],
+        calibration: None,
     };
     let m = measure(&model, &x.clone().into_dyn(), None, &spec, &|_, _, _| {}).unwrap();
     let ops = m.operations.expect("the MLP has weighted layers");

@@ -66,7 +66,7 @@ fn custom_op_model_on_tract_agrees_with_the_standard_model() {
 fn one_node_per_spiking_layer() {
     let path = base_models().into_iter().find(|(n, _)| n == "resnet20_l8").unwrap().1;
     let ann = gn_onnx::io::load(&path).unwrap().model;
-    let sites = gn_transpile::pipeline::find_sites(&gn_onnx::Graph::new(ann.graph.clone().unwrap()), false)
+    let sites = gn_transpile::pipeline::find_sites(&gn_onnx::Graph::new(ann.graph.clone().unwrap()), false, None)
         .unwrap()
         .sites
         .len();

@@ -16,6 +16,7 @@ Examples:
   gn-transpile ann.onnx snn_if.onnx --neuron if --timesteps 32 --anytime
   gn-transpile ann.onnx snn_compact.onnx --emit custom-op
   gn-transpile ann.onnx snn_step.onnx --emit stateful      (one step per call; T chosen at run time)
+  gn-transpile relu_ann.onnx snn.onnx --calibrate train_sample.npy --percentile 99.9
   gn-transpile inspect ann.onnx
   gn-transpile verify ann.onnx --data x.npy --labels y.npy --tau 4";
 
@@ -64,9 +65,55 @@ struct ConvertArgs {
     /// readout as extra inputs and outputs, listed in metadata gn_transpile.state).
     #[arg(long, value_enum, default_value_t = Emit::Standard, value_name = "FORM")]
     emit: Emit,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
     /// Print each site's op chain and the near misses.
     #[arg(long, short = 'v')]
     verbose: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct CalibrationArgs {
+    /// Convert a ReLU network (Relu, ReLU6 / Clip(0, c)): run it on these sample inputs (a
+    /// float32 .npy, batch on axis 0, e.g. a few hundred training images) and set each
+    /// activation's θ from its values. Memory does not grow with the number of inputs.
+    #[arg(long, value_name = "X.npy")]
+    calibrate: Option<PathBuf>,
+    /// With --calibrate: θ is this percentile of each activation's values, zeros included
+    /// (100 = the maximum); a Clip(0, c) keeps θ ≤ c.
+    #[arg(long, value_name = "P", default_value_t = gn_transpile::calibrate::DEFAULT_PERCENTILE, requires = "calibrate")]
+    percentile: f64,
+    /// With --calibrate: one θ per output channel (axis 1) instead of one per layer.
+    #[arg(long, requires = "calibrate")]
+    per_channel: bool,
+}
+
+impl CalibrationArgs {
+    /// Runs the calibration, if asked for, with a progress line.
+    fn run(&self, model: &gn_onnx::proto::ModelProto) -> anyhow::Result<Option<std::sync::Arc<gn_transpile::calibrate::Calibration>>> {
+        let Some(data) = &self.calibrate else { return Ok(None) };
+        #[cfg(feature = "verify")]
+        {
+            let spec = gn_verify::calibrate::CalibrationSpec {
+                percentile: self.percentile,
+                per_channel: self.per_channel,
+                ..Default::default()
+            };
+            let progress = |done: usize, total: usize| {
+                PROGRESS_LINE.store(true, Ordering::Relaxed);
+                eprint!("\rcalibrating: {done}/{total} inputs");
+            };
+            let calibration = gn_verify::calibrate::calibrate_file(model, data, &spec, &progress)
+                .with_context(|| format!("cannot calibrate on {}", data.display()))?;
+            end_progress_line();
+            Ok(Some(std::sync::Arc::new(calibration)))
+        }
+        #[cfg(not(feature = "verify"))]
+        {
+            let _ = (model, data);
+            anyhow::bail!("--calibrate runs the network through tract, which this build leaves out (feature `verify`)")
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +142,8 @@ enum Command {
         /// The T values to report (comma-separated); the largest is simulated.
         #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
         timesteps: Vec<usize>,
+        #[command(flatten)]
+        calibration: CalibrationArgs,
     },
 }
 
@@ -105,6 +154,7 @@ fn verify(
     labels: Option<PathBuf>,
     tau: u32,
     timesteps: Vec<usize>,
+    calibration: CalibrationArgs,
 ) -> anyhow::Result<()> {
     use gn_verify::{measure, read_npy_inputs, read_npy_labels, Spec};
     if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
@@ -112,6 +162,7 @@ fn verify(
     }
     Options { tau, ..Default::default() }.validate()?;
     let model = gn_onnx::io::load(&input)?.model;
+    let calibration = calibration.run(&model)?;
     let x = read_npy_inputs(&data)?;
     let n = x.shape().first().copied().unwrap_or(0);
     let labels = labels.as_deref().map(read_npy_labels).transpose()?;
@@ -134,6 +185,7 @@ fn verify(
                 short
             }
         },
+        calibration,
     };
     let progress = |stage: &str, _done: usize, _total: usize| {
         PROGRESS_LINE.store(true, Ordering::Relaxed);
@@ -193,8 +245,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         #[cfg(feature = "verify")]
-        Some(Command::Verify { input, data, labels, tau, timesteps }) => {
-            return verify(input, data, labels, tau, timesteps)
+        Some(Command::Verify { input, data, labels, tau, timesteps, calibration }) => {
+            return verify(input, data, labels, tau, timesteps, calibration)
         }
         None => {}
     }
@@ -214,6 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         anytime: args.anytime,
         allow_inexact: args.allow_inexact,
         emit: args.emit,
+        calibration: None,
     };
     options.validate()?;
     let start = Instant::now();
@@ -222,12 +275,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     gn_onnx::io::check_output(&output, &[input_file])?;
     let loaded = gn_onnx::io::load(&input)?;
     gn_onnx::io::check_output(&output, &loaded.sources)?;
+    let options = Options { calibration: args.calibration.run(&loaded.model)?, ..options };
     let (model, report) =
         transpile(&loaded.model, &options).with_context(|| format!("cannot convert {}", input.display()))?;
     drop(loaded.model);
     gn_onnx::io::save(&model, &output, &loaded.sources)?;
     for site in &report.detection.sites {
-        eprintln!("site {}: θ = {:.6}, L = {}", site.name, site.theta, site.levels);
+        match &site.per_channel {
+            Some(pc) => {
+                let (lo, hi) = pc.theta.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &t| (a.min(t), b.max(t)));
+                eprintln!("site {}: θ per channel ({} channels, {lo:.6} to {hi:.6}), {}", site.name, pc.theta.len(), site.ops)
+            }
+            None if site.levels == 0 => eprintln!("site {}: θ = {:.6} (calibrated), {}", site.name, site.theta, site.ops),
+            None => eprintln!("site {}: θ = {:.6}, L = {}", site.name, site.theta, site.levels),
+        }
         if args.verbose {
             eprintln!("    {} ({} → {})", site.ops, site.input, site.output);
         }

@@ -185,92 +185,155 @@ pub enum NpyError {
     Format { path: String, reason: String },
 }
 
+/// An open `.npy` file whose header has been read and checked: the shape it declares
+/// matches the file's size. The data is read on demand, whole or a few rows at a time.
+pub struct NpyReader {
+    file: std::fs::File,
+    path: String,
+    /// The array's shape (row-major).
+    pub shape: Vec<usize>,
+    descr: String,
+    item: usize,
+    rows_read: usize,
+}
+
+impl NpyReader {
+    /// Opens a `.npy` file (format 1, 2 or 3; little-endian f4, f8, i8, i4 or u1; C
+    /// order). Only regular files are read.
+    pub fn open(path: &Path) -> Result<NpyReader, NpyError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = path.display().to_string();
+        let io = |cause| NpyError::Io { path: p.clone(), cause };
+        let fmt = |reason: String| NpyError::Format { path: p.clone(), reason };
+        let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(fmt("not a regular file".into()));
+        }
+        let mut magic = [0u8; 8];
+        file.read_exact(&mut magic).map_err(|_| fmt("too short for a .npy header".into()))?;
+        if &magic[..6] != b"\x93NUMPY" {
+            return Err(fmt("bad magic number".into()));
+        }
+        let header_len = match magic[6] {
+            1 => {
+                let mut b = [0u8; 2];
+                file.read_exact(&mut b).map_err(|_| fmt("truncated header".into()))?;
+                u16::from_le_bytes(b) as u64
+            }
+            2 | 3 => {
+                let mut b = [0u8; 4];
+                file.read_exact(&mut b).map_err(|_| fmt("truncated header".into()))?;
+                u32::from_le_bytes(b) as u64
+            }
+            v => return Err(fmt(format!("format version {v} is unknown"))),
+        };
+        if header_len > 1 << 16 {
+            return Err(fmt(format!("a header of {header_len} bytes")));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header).map_err(|_| fmt("truncated header".into()))?;
+        let header = String::from_utf8_lossy(&header).to_string();
+        let field = |key: &str| -> Option<String> {
+            let at = header.find(&format!("'{key}'"))? + key.len() + 2;
+            let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
+            let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
+            Some(rest[..end].trim().trim_matches('\'').to_string())
+        };
+        let descr = field("descr").ok_or_else(|| fmt("no 'descr' in the header".into()))?;
+        if field("fortran_order").as_deref() != Some("False") {
+            return Err(fmt("only C-order (fortran_order False) arrays are read".into()));
+        }
+        let shape_text = field("shape").ok_or_else(|| fmt("no 'shape' in the header".into()))?;
+        let shape: Vec<usize> = shape_text
+            .trim_matches(['(', ')'])
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<usize>().map_err(|_| fmt(format!("shape {shape_text} is not a list of sizes"))))
+            .collect::<Result<_, _>>()?;
+        let item = match descr.as_str() {
+            "<f4" => 4,
+            "<f8" | "<i8" => 8,
+            "<i4" => 4,
+            "|u1" | "<u1" | "|b1" => 1,
+            d => return Err(fmt(format!("element type '{d}' (read: <f4, <f8, <i8, <i4, |u1)"))),
+        };
+        let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let data_len = meta.len().saturating_sub(10 + header_len + if magic[6] == 1 { 0 } else { 2 });
+        let need = count.and_then(|c| c.checked_mul(item)).map(|b| b as u64);
+        if need != Some(data_len) {
+            return Err(fmt(format!(
+                "the header declares shape {shape_text}, but the file holds {data_len} bytes of data"
+            )));
+        }
+        Ok(NpyReader { file, path: p, shape, descr, item, rows_read: 0 })
+    }
+
+    /// The element type as the header writes it (`<f4`, `<i8`, …).
+    pub fn descr(&self) -> &str {
+        &self.descr
+    }
+
+    /// Elements per row (per index of axis 0); 1 for a scalar.
+    pub fn row_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+
+    /// Rows along axis 0 (1 for a scalar).
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// Reads the next `rows` rows (fewer at the end) of a float32 array; empty at the end.
+    pub fn read_f32_rows(&mut self, rows: usize) -> Result<Vec<f32>, NpyError> {
+        if self.descr != "<f4" {
+            return Err(NpyError::Format { path: self.path.clone(), reason: "the data must be float32 (<f4)".into() });
+        }
+        let rows = rows.min(self.rows() - self.rows_read);
+        let raw = self.read_raw(rows * self.row_len() * self.item)?;
+        self.rows_read += rows;
+        Ok(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunk size"))).collect())
+    }
+
+    fn read_raw(&mut self, len: usize) -> Result<Vec<u8>, NpyError> {
+        let mut raw = Vec::with_capacity(len);
+        (&mut self.file)
+            .take(len as u64)
+            .read_to_end(&mut raw)
+            .map_err(|cause| NpyError::Io { path: self.path.clone(), cause })?;
+        if raw.len() != len {
+            return Err(NpyError::Format {
+                path: self.path.clone(),
+                reason: "the file is shorter than its header says".into(),
+            });
+        }
+        Ok(raw)
+    }
+
+    /// Reads the whole array.
+    pub fn read_all(mut self) -> Result<Npy, NpyError> {
+        let count: usize = self.shape.iter().product();
+        let raw = self.read_raw(count * self.item)?;
+        macro_rules! le {
+            ($ty:ty, $n:expr) => {
+                raw.chunks_exact($n).map(|c| <$ty>::from_le_bytes(c.try_into().expect("chunk size"))).collect()
+            };
+        }
+        let data = match self.descr.as_str() {
+            "<f4" => NpyData::F32(le!(f32, 4)),
+            "<f8" => NpyData::F64(le!(f64, 8)),
+            "<i8" => NpyData::I64(le!(i64, 8)),
+            "<i4" => NpyData::I32(le!(i32, 4)),
+            _ => NpyData::U8(raw),
+        };
+        Ok(Npy { shape: self.shape, data })
+    }
+}
+
 /// Reads a `.npy` file (format 1, 2 or 3; little-endian f4, f8, i8, i4 or u1; C order).
 /// The shape the header declares is checked against the file's size before anything is
 /// allocated, and only regular files are read.
 pub fn read_npy(path: &Path) -> Result<Npy, NpyError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let p = path.display().to_string();
-    let io = |cause| NpyError::Io { path: p.clone(), cause };
-    let fmt = |reason: String| NpyError::Format { path: p.clone(), reason };
-    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(fmt("not a regular file".into()));
-    }
-    let mut magic = [0u8; 8];
-    file.read_exact(&mut magic).map_err(|_| fmt("too short for a .npy header".into()))?;
-    if &magic[..6] != b"\x93NUMPY" {
-        return Err(fmt("bad magic number".into()));
-    }
-    let header_len = match magic[6] {
-        1 => {
-            let mut b = [0u8; 2];
-            file.read_exact(&mut b).map_err(|_| fmt("truncated header".into()))?;
-            u16::from_le_bytes(b) as u64
-        }
-        2 | 3 => {
-            let mut b = [0u8; 4];
-            file.read_exact(&mut b).map_err(|_| fmt("truncated header".into()))?;
-            u32::from_le_bytes(b) as u64
-        }
-        v => return Err(fmt(format!("format version {v} is unknown"))),
-    };
-    if header_len > 1 << 16 {
-        return Err(fmt(format!("a header of {header_len} bytes")));
-    }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|_| fmt("truncated header".into()))?;
-    let header = String::from_utf8_lossy(&header).to_string();
-    let field = |key: &str| -> Option<String> {
-        let at = header.find(&format!("'{key}'"))? + key.len() + 2;
-        let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
-        let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
-        Some(rest[..end].trim().trim_matches('\'').to_string())
-    };
-    let descr = field("descr").ok_or_else(|| fmt("no 'descr' in the header".into()))?;
-    if field("fortran_order").as_deref() != Some("False") {
-        return Err(fmt("only C-order (fortran_order False) arrays are read".into()));
-    }
-    let shape_text = field("shape").ok_or_else(|| fmt("no 'shape' in the header".into()))?;
-    let shape: Vec<usize> = shape_text
-        .trim_matches(['(', ')'])
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| fmt(format!("shape {shape_text} is not a list of sizes"))))
-        .collect::<Result<_, _>>()?;
-    let item = match descr.as_str() {
-        "<f4" => 4,
-        "<f8" | "<i8" => 8,
-        "<i4" => 4,
-        "|u1" | "<u1" | "|b1" => 1,
-        d => return Err(fmt(format!("element type '{d}' (read: <f4, <f8, <i8, <i4, |u1)"))),
-    };
-    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let data_len = meta.len().saturating_sub(10 + header_len + if magic[6] == 1 { 0 } else { 2 });
-    let need = count.and_then(|c| c.checked_mul(item)).map(|b| b as u64);
-    if need != Some(data_len) {
-        return Err(fmt(format!(
-            "the header declares shape {shape_text}, but the file holds {data_len} bytes of data"
-        )));
-    }
-    let mut raw = Vec::with_capacity(data_len as usize);
-    file.take(data_len).read_to_end(&mut raw).map_err(io)?;
-    if raw.len() as u64 != data_len {
-        return Err(fmt("the file is shorter than its header says".into()));
-    }
-    macro_rules! le {
-        ($ty:ty, $n:expr) => {
-            raw.chunks_exact($n).map(|c| <$ty>::from_le_bytes(c.try_into().expect("chunk size"))).collect()
-        };
-    }
-    let data = match descr.as_str() {
-        "<f4" => NpyData::F32(le!(f32, 4)),
-        "<f8" => NpyData::F64(le!(f64, 8)),
-        "<i8" => NpyData::I64(le!(i64, 8)),
-        "<i4" => NpyData::I32(le!(i32, 4)),
-        _ => NpyData::U8(raw),
-    };
-    Ok(Npy { shape, data })
+    NpyReader::open(path)?.read_all()
 }

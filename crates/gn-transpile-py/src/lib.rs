@@ -53,7 +53,8 @@ fn convert<'py>(
             "timesteps does not apply to emit='stateful': the model runs one step per call, as many calls as the caller makes",
         ));
     }
-    let options = Options { neuron, tau, timesteps: timesteps.unwrap_or(4), anytime, allow_inexact, emit };
+    let options =
+        Options { neuron, tau, timesteps: timesteps.unwrap_or(4), anytime, allow_inexact, emit, calibration: None };
     let model = load(path, data.as_deref())?;
     let bytes = py
         .allow_threads(|| transpile(&model, &options).map(|(snn, _)| gn_onnx::io::encode(&snn)))

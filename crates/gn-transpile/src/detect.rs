@@ -41,6 +41,34 @@ pub struct Site {
     pub values: Vec<String>,
     /// The op types of the chain, e.g. `Div → Clip → Mul → Add → Floor → Div → Mul`.
     pub ops: String,
+    /// A θ per channel (axis 1 of a tensor of this rank), set by calibration with
+    /// `--per-channel`; `theta` is then 1 and the layer reads its current divided by
+    /// these and writes its output multiplied by them.
+    pub per_channel: Option<PerChannel>,
+}
+
+/// Per-channel thresholds of a calibrated ReLU site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerChannel {
+    /// θ of each channel (axis 1).
+    pub theta: Vec<f64>,
+    /// The activation's rank (2 for `[N, C]`, 4 for `[N, C, H, W]`).
+    pub rank: usize,
+}
+
+/// A ReLU-family activation: `Relu`, or `Clip` with a lower bound of 0 (ReLU6 and the
+/// like). Not QCFS, so it has no θ of its own: `--calibrate` sets one from data
+/// ([`crate::calibrate`]) and it converts as a QCFS site of that θ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReluSite {
+    /// The node's name (or `relu{index}` for an unnamed node).
+    pub name: String,
+    pub input: String,
+    pub output: String,
+    /// `Relu` or `Clip`.
+    pub op: String,
+    /// The upper bound of a `Clip(0, c)`: c.
+    pub bound: Option<f64>,
 }
 
 /// A chain around a `Floor` that is not a QCFS activation, and why.
@@ -61,6 +89,8 @@ pub struct Detection {
     pub near_misses: Vec<NearMiss>,
     /// Other activation functions seen (op type → count), for the "no QCFS" message.
     pub other_activations: BTreeMap<String, usize>,
+    /// The ReLU-family activations not part of a QCFS chain, in graph order.
+    pub relu_sites: Vec<ReluSite>,
 }
 
 /// One elementwise op of a chain, as a function of its dynamic operand.
@@ -441,6 +471,7 @@ pub fn detect(graph: &Graph) -> Detection {
                     nodes: names,
                     values,
                     ops,
+                    per_channel: None,
                 });
             }
             None => {
@@ -457,9 +488,33 @@ pub fn detect(graph: &Graph) -> Detection {
     for (i, n) in nodes.iter().enumerate() {
         if ACTIVATIONS.contains(&n.op_type()) && !claimed.contains(&i) {
             *detection.other_activations.entry(n.op_type().to_string()).or_default() += 1;
+            if let Some(site) = relu_site(&consts, i, n) {
+                detection.relu_sites.push(site);
+            }
         }
     }
     detection
+}
+
+/// `n` as a ReLU-family activation: `Relu(x)`, or `Clip(x, 0, c)` with c > 0 (c may be
+/// absent: no upper bound).
+fn relu_site(consts: &Constants, index: usize, n: &NodeProto) -> Option<ReluSite> {
+    if n.output.len() != 1 || n.output[0].is_empty() {
+        return None;
+    }
+    let input = n.input.first().filter(|i| !i.is_empty() && !consts.is_constant(i))?;
+    let bound = match (standard_op(n), step_of(consts, n, input)?) {
+        ("Relu", _) if n.input.len() == 1 => None,
+        ("Clip", Step::Clamp { lo, hi }) if lo == 0.0 && hi > 0.0 => hi.is_finite().then_some(hi),
+        _ => return None,
+    };
+    Some(ReluSite {
+        name: if n.name().is_empty() { format!("relu{index}") } else { n.name().to_string() },
+        input: input.clone(),
+        output: n.output[0].clone(),
+        op: standard_op(n).to_string(),
+        bound,
+    })
 }
 
 #[cfg(test)]

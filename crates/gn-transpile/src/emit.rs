@@ -379,6 +379,10 @@ fn record_metadata(model: &mut ModelProto, cx: &Context, sites: &[Site]) {
         .map(|s| format!("{{\"site\":{:?},\"theta\":{},\"levels\":{}}}", s.name, s.theta, s.levels))
         .collect();
     set_metadata(props, "gn_transpile.layers", format!("[{}]", layers.join(",")));
+    if let Some(c) = &options.calibration {
+        let json = serde_json::to_string(c.as_ref()).unwrap_or_else(|_| "{}".into());
+        set_metadata(props, "gn_transpile.calibration", json);
+    }
 }
 
 /// The `ValueInfoProto` of `{y}_anytime`: y's type with a leading dimension T.

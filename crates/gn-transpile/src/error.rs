@@ -18,8 +18,8 @@ pub enum TranspileError {
     Option(String),
     #[error("the model uses ONNX opset {0}; gn-transpile needs opset 11 or newer (re-export with a newer opset)")]
     OldOpset(i64),
-    #[error("no QCFS activation found{found}; gn-transpile converts networks trained with QCFS (clip-floor-shift) activations")]
-    NoSites { found: String },
+    #[error("no QCFS activation found{found}; gn-transpile converts networks trained with QCFS (clip-floor-shift) activations{hint}")]
+    NoSites { found: String, hint: String },
     #[error("node '{node}' ({op}): {reason}")]
     Node { node: String, op: String, reason: String },
     #[error("{pass}: node '{node}': {reason}")]

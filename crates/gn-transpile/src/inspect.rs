@@ -27,6 +27,10 @@ pub struct Audit {
     pub near_misses: Vec<NodeReason>,
     /// Other activations seen (op type, count), when there is no QCFS activation.
     pub other_activations: Vec<(String, usize)>,
+    /// ReLU-family activations (`Relu`, `Clip(0, c)`), when there is no QCFS activation:
+    /// spiking layers once `--calibrate` sets their θ. The rest of the audit then shows
+    /// the graph as converted with them.
+    pub relu_sites: Vec<ReluInfo>,
     /// Max-pools that move in front of a spiking layer (one line each).
     pub moves: Vec<String>,
     /// The static batch N, when the inputs declare one.
@@ -56,6 +60,16 @@ pub struct SiteInfo {
     pub ops: String,
 }
 
+/// A ReLU-family activation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReluInfo {
+    pub name: String,
+    pub op: String,
+    /// c of a `Clip(0, c)`.
+    pub bound: Option<f64>,
+    pub input: String,
+}
+
 /// A node and what is said about it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeReason {
@@ -77,6 +91,8 @@ pub struct Converted {
     pub functions: Vec<(String, usize)>,
     /// State tensors (stateful form).
     pub states: Vec<State>,
+    /// How θ was set for ReLU-family activations (`--calibrate`).
+    pub calibration: Option<crate::calibrate::Calibration>,
     pub nodes: usize,
 }
 
@@ -110,6 +126,7 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
         sites: Vec::new(),
         near_misses: Vec::new(),
         other_activations: Vec::new(),
+        relu_sites: Vec::new(),
         moves: Vec::new(),
         static_batch: None,
         rebatched: 0,
@@ -170,6 +187,7 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
                 .map(|f| (format!("{}::{}", f.domain(), f.name()), f.node.len()))
                 .collect(),
             states: crate::emit::states(model).unwrap_or_default(),
+            calibration: meta("gn_transpile.calibration").and_then(|c| serde_json::from_str(&c).ok()),
             nodes: graph.nodes().len(),
         });
         return Ok(audit);
@@ -191,11 +209,21 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
         .iter()
         .map(|m| NodeReason { node: m.node.clone(), op: m.ops.clone(), reason: m.reason.clone() })
         .collect();
+    let mut sites = detection.sites.clone();
     if detection.sites.is_empty() {
-        audit.other_activations = detection.other_activations.into_iter().collect();
-        return Ok(audit);
+        audit.other_activations = detection.other_activations.clone().into_iter().collect();
+        audit.relu_sites = detection
+            .relu_sites
+            .iter()
+            .map(|r| ReluInfo { name: r.name.clone(), op: r.op.clone(), bound: r.bound, input: r.input.clone() })
+            .collect();
+        if detection.relu_sites.is_empty() {
+            return Ok(audit);
+        }
+        // The graph as `--calibrate` converts it (θ does not change the classification).
+        sites = detection.relu_sites.iter().map(|r| crate::calibrate::relu_site(r, 1.0)).collect();
     }
-    let moves = crate::pipeline::convert_sites(&mut graph, &detection.sites)?;
+    let moves = crate::pipeline::convert_sites(&mut graph, &sites)?;
     audit.moves = moves.iter().map(|m| m.to_string()).collect();
     let analysis = analyze(&graph)?;
     audit.static_batch = analysis.static_batch;
@@ -254,7 +282,35 @@ pub fn render(a: &Audit) -> String {
         } else {
             let _ = writeln!(out, "spiking layers: {} (unrolled into standard ops)", c.layers.len());
             for l in &c.layers {
-                let _ = writeln!(out, "  {}  θ = {:.6}  θ_GN = {:.6}  L = {}", l.name, l.theta, l.theta_gn, l.levels);
+                let levels = if l.levels == 0 { "ReLU".to_string() } else { format!("L = {}", l.levels) };
+                let _ = writeln!(out, "  {}  θ = {:.6}  θ_GN = {:.6}  {levels}", l.name, l.theta, l.theta_gn);
+            }
+        }
+        if let Some(cal) = &c.calibration {
+            let _ = writeln!(
+                out,
+                "θ calibrated: percentile {} of each activation over {} inputs, {}",
+                cal.percentile,
+                cal.inputs,
+                if cal.per_channel { "per channel" } else { "per layer" }
+            );
+            for t in &cal.layers {
+                let channels = match t.channels.is_empty() {
+                    true => String::new(),
+                    false => {
+                        let (lo, hi) = t.channels.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &c| (a.min(c), b.max(c)));
+                        format!("  channels {}: θ {lo:.4}..{hi:.4} ({} never active)", t.channels.len(), t.dead_channels)
+                    }
+                };
+                let _ = writeln!(
+                    out,
+                    "  {} ({})  θ = {:.6}  max {:.6}  zeros {:.1} %{channels}",
+                    t.site,
+                    t.op,
+                    t.theta,
+                    t.max,
+                    t.zero_share * 100.0
+                );
             }
         }
         if !c.states.is_empty() {
@@ -279,11 +335,22 @@ pub fn render(a: &Audit) -> String {
         let _ = writeln!(out, "near miss at '{}' ({}): {}", m.node, m.op, m.reason);
     }
     if a.sites.is_empty() {
-        let _ = writeln!(out, "no QCFS activation: nothing to convert");
         for (op, n) in &a.other_activations {
             let _ = writeln!(out, "  found {op} ×{n}");
         }
-        return out;
+        if a.relu_sites.is_empty() {
+            let _ = writeln!(out, "no QCFS activation: nothing to convert");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "ReLU-family activations: {} (no trained θ: `--calibrate x.npy` sets each from its activations on sample inputs, then they convert like QCFS sites)",
+            a.relu_sites.len()
+        );
+        for r in &a.relu_sites {
+            let bound = r.bound.map_or(String::new(), |c| format!(" (0, {c})"));
+            let _ = writeln!(out, "  {}  {}{bound}  input {}", r.name, r.op, r.input);
+        }
     }
     for m in &a.moves {
         let _ = writeln!(out, "moved: {m}");

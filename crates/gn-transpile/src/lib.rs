@@ -10,6 +10,7 @@
 //!
 //! The neurons themselves (SPEC §2) are defined once, in [`neuron`].
 
+pub mod calibrate;
 pub mod commute;
 pub mod convert;
 pub mod detect;

@@ -64,6 +64,9 @@ pub struct Options {
     pub allow_inexact: bool,
     /// Standard ops, or one custom node per spiking layer.
     pub emit: Emit,
+    /// θ for the ReLU-family activations, measured on sample inputs (`--calibrate`):
+    /// they convert as QCFS sites of that θ. Without it, a ReLU is not a spiking layer.
+    pub calibration: Option<std::sync::Arc<crate::calibrate::Calibration>>,
 }
 
 impl Default for Options {
@@ -75,6 +78,7 @@ impl Default for Options {
             anytime: false,
             allow_inexact: false,
             emit: Emit::Standard,
+            calibration: None,
         }
     }
 }
@@ -166,13 +170,37 @@ pub fn prepare(model: &ModelProto) -> Result<Graph, TranspileError> {
     Ok(graph)
 }
 
-/// Runs the detect pass and turns "nothing found" into an error naming what was found instead.
-pub fn find_sites(graph: &Graph, allow_near_misses: bool) -> Result<Detection, TranspileError> {
-    let detection = detect(graph);
+/// Runs the detect pass and turns "nothing found" into an error naming what was found
+/// instead. With a calibration, the ReLU-family activations become sites too.
+pub fn find_sites(
+    graph: &Graph,
+    allow_near_misses: bool,
+    calibration: Option<&crate::calibrate::Calibration>,
+) -> Result<Detection, TranspileError> {
+    let mut detection = detect(graph);
     if let Some(m) = detection.near_misses.iter().find(|m| m.fatal) {
         return Err(TranspileError::Node { node: m.node.clone(), op: m.ops.clone(), reason: m.reason.clone() });
     }
+    if let Some(c) = calibration {
+        let calibrated = c.sites(&detection)?;
+        detection.sites.extend(calibrated);
+    }
     for site in &detection.sites {
+        let per_channel = site.per_channel.iter().flat_map(|pc| pc.theta.iter());
+        if let Some(&theta) = per_channel.clone().find(|t| !(t.is_finite() && **t > 0.0)) {
+            return Err(TranspileError::Node {
+                node: site.name.clone(),
+                op: site.ops.clone(),
+                reason: format!("a channel's θ = {theta} is not a positive finite threshold"),
+            });
+        }
+        if let Some(&theta) = per_channel.clone().find(|t| !((**t as f32 / (2 * MAX_TAU) as f32).is_normal())) {
+            return Err(TranspileError::Node {
+                node: site.name.clone(),
+                op: site.ops.clone(),
+                reason: format!("a channel's θ = {theta:e} is outside the range a float32 threshold can hold"),
+            });
+        }
         if !(site.theta.is_finite() && site.theta > 0.0) {
             return Err(TranspileError::Node {
                 node: site.name.clone(),
@@ -208,7 +236,11 @@ pub fn find_sites(graph: &Graph, allow_near_misses: bool) -> Result<Detection, T
         let mut found: Vec<String> = detection.other_activations.iter().map(|(op, n)| format!("{op} ×{n}")).collect();
         found.extend(detection.near_misses.iter().map(|m| format!("near miss at '{}': {}", m.node, m.reason)));
         let found = if found.is_empty() { String::new() } else { format!(" (found instead: {})", found.join(", ")) };
-        return Err(TranspileError::NoSites { found });
+        let hint = match detection.relu_sites.len() {
+            0 => String::new(),
+            _ => "; a ReLU network converts with --calibrate x.npy, which sets each ReLU's θ from its activations on sample inputs".into(),
+        };
+        return Err(TranspileError::NoSites { found, hint });
     }
     Ok(detection)
 }
@@ -245,7 +277,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     let nodes_before = graph.nodes().len();
     check_graph(&mut graph)?;
 
-    let detection = find_sites(&graph, options.allow_inexact)?;
+    let detection = find_sites(&graph, options.allow_inexact, options.calibration.as_deref())?;
     let moves = convert_sites(&mut graph, &detection.sites)?;
     if options.neuron == NeuronKind::Gn {
         pass::run(&mut graph, "group", |g| Ok(crate::group::run(g, &cx)))?;

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+pub mod calibrate;
+
 use gn_onnx::proto::{ModelProto, ValueInfoProto};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
@@ -33,6 +35,8 @@ pub struct Spec {
     pub layer_images: usize,
     /// T values of the per-layer table (at most 8 or so: site outputs are large).
     pub layer_timesteps: Vec<usize>,
+    /// θ of the ReLU-family activations (a ReLU network), from `calibrate`.
+    pub calibration: Option<Arc<gn_transpile::calibrate::Calibration>>,
 }
 
 /// One neuron model's curve over T.
@@ -139,14 +143,40 @@ pub enum VerifyError {
     Data(String),
 }
 
-/// Runs `model` on `x` in parallel batches; returns every output, concatenated along
-/// the batch axis (axis 1 for outputs whose name ends in `_anytime` or `.steps`).
+/// The static batch N of a model whose first input declares a numeric leading dimension.
+pub fn static_batch(model: &ModelProto) -> Option<usize> {
+    use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
+    let input = model.graph.as_ref()?.input.iter().find(|i| {
+        !model.graph.as_ref().is_some_and(|g| g.initializer.iter().any(|t| t.name() == i.name()))
+    })?;
+    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else { return None };
+    match t.shape.as_ref()?.dim.first()?.value {
+        Some(Value::DimValue(n)) if n > 0 => Some(n as usize),
+        _ => None,
+    }
+}
+
+/// The images per run: the model's static batch if it has one, else `requested`.
+pub fn batch_for(model: &ModelProto, requested: usize) -> usize {
+    static_batch(model).unwrap_or(requested.max(1))
+}
+
+/// Runs `model` on `x` in parallel batches (of the model's static batch, if it has one);
+/// returns every output, concatenated along the batch axis (axis 1 for outputs whose
+/// name ends in `_anytime` or `.steps`).
 pub fn run_batched(
     model: &ModelProto,
     x: &ArrayD<f32>,
     batch: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<ArrayD<f32>>, VerifyError> {
+    let batch = batch_for(model, batch);
+    let rows = x.shape().first().copied().unwrap_or(0);
+    if static_batch(model).is_some() && rows % batch != 0 {
+        return Err(VerifyError::Data(format!(
+            "the model's inputs have a static batch of {batch}, and {rows} inputs are not a multiple of it"
+        )));
+    }
     let plan = Arc::new(gn_transpile::tract_ops::load(model, true)?);
     let names: Vec<String> =
         model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
@@ -311,7 +341,8 @@ pub fn measure(
             outputs.join(", ")
         )));
     }
-    let sites: Vec<Site> = find_sites(&graph, false)?.sites;
+    let calibration = spec.calibration.clone();
+    let sites: Vec<Site> = find_sites(&graph, false, calibration.as_deref())?.sites;
     if let Some(s) = sites.iter().find(|s| s.output == outputs[0]) {
         return Err(VerifyError::Data(format!(
             "the QCFS site '{}' writes the graph output '{}' itself; verify reads a layer after the last activation",
@@ -319,6 +350,7 @@ pub fn measure(
         )));
     }
     let mut levels: Vec<u32> = sites.iter().map(|s| s.levels).collect();
+    levels.sort();
     levels.dedup();
 
     let ann_out = run_batched(ann, x, spec.batch, &|k| progress("ANN", k, n))?.remove(0);
@@ -342,8 +374,15 @@ pub fn measure(
             if pass == 1 && t_max == t_short {
                 continue;
             }
-            let options =
-                Options { neuron, tau, timesteps: steps, anytime: true, allow_inexact: false, ..Default::default() };
+            let options = Options {
+                neuron,
+                tau,
+                timesteps: steps,
+                anytime: true,
+                allow_inexact: false,
+                calibration: calibration.clone(),
+                ..Default::default()
+            };
             let (snn, _) = transpile(ann, &options)?;
             let label = format!("{tag} T={steps}");
             let input = if images == n { x } else { &xl };
@@ -370,7 +409,13 @@ pub fn measure(
     // The stateful form: one call per step, against the GN anytime rows just computed.
     // (A model whose state shapes are not fixed has no stateful form: skipped.)
     let calls = spec.layer_timesteps.iter().copied().max().unwrap_or(1).min(t_max);
-    let options = Options { neuron: NeuronKind::Gn, tau: spec.tau, emit: Emit::Stateful, ..Default::default() };
+    let options = Options {
+        neuron: NeuronKind::Gn,
+        tau: spec.tau,
+        emit: Emit::Stateful,
+        calibration: calibration.clone(),
+        ..Default::default()
+    };
     let stateful = if let Ok((model, _)) = transpile(ann, &options) {
         let xm = x.slice_axis(Axis(0), (0..m).into()).to_owned();
         progress("GN stateful", 0, m);
@@ -387,9 +432,10 @@ pub fn measure(
         None
     };
 
-    // SPEC §4.1: τ = L at T = 1 reproduces the ANN (only when all sites share one L).
+    // SPEC §4.1: τ = L at T = 1 reproduces the ANN (only when all sites share one L; a
+    // calibrated ReLU site, L = 0, is not quantized in the ANN).
     let exactness = match levels.as_slice() {
-        [l] => {
+        [l] if *l > 0 => {
             let options = Options {
                 neuron: NeuronKind::Gn,
                 tau: *l,
@@ -418,7 +464,7 @@ pub fn measure(
     let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
     // A site whose max-pool moved in front of it writes the pool's output in the SNN: the
     // layer is compared there, against the ANN's pooled activation.
-    let (_, report) = transpile(ann, &Options { timesteps: 1, ..Default::default() })?;
+    let (_, report) = transpile(ann, &Options { timesteps: 1, calibration: calibration.clone(), ..Default::default() })?;
     let site_values: Vec<String> = sites
         .iter()
         .map(|s| {
@@ -432,8 +478,15 @@ pub fn measure(
     type Series = Vec<(usize, f64)>;
     let mut per_neuron: Vec<(Vec<Series>, Vec<Series>)> = Vec::new();
     for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
-        let options =
-            Options { neuron, tau, timesteps: t_layer, anytime: false, allow_inexact: false, ..Default::default() };
+        let options = Options {
+            neuron,
+            tau,
+            timesteps: t_layer,
+            anytime: false,
+            allow_inexact: false,
+            calibration: calibration.clone(),
+            ..Default::default()
+        };
         let (snn, _) = transpile(ann, &options)?;
         let stage = if neuron == NeuronKind::If { "IF layers" } else { "GN layers" };
         let outs = run_batched(&expose(&snn, &site_values), &xs, spec.batch, &|k| progress(stage, k, m))?;
@@ -443,7 +496,7 @@ pub fn measure(
             // The folded [T·M, …] output of a batch-concatenated run is batch-major per
             // chunk; regroup it to [T, M, …] chunk by chunk.
             let folded = &outs[k + 1];
-            let steps = unfold(folded, t_layer, m, spec.batch);
+            let steps = unfold(folded, t_layer, m, batch_for(ann, spec.batch));
             let reference = &ann_acts[k + 1];
             let mut sum = ArrayD::<f32>::zeros(reference.raw_dim());
             let mut curve = Vec::new();
@@ -453,11 +506,23 @@ pub fn measure(
                     curve.push((t, mse(&(&sum / t as f32), reference)));
                 }
             }
-            // A step's output is (spikes) × θ_GN: member spikes for a Group Neuron.
-            let unit = site.theta / tau as f64;
+            // A step's output is (spikes) × θ_GN: member spikes for a Group Neuron. With
+            // θ per channel (axis 1 of each image's activation), θ_GN is per channel.
+            let units: Vec<f64> = match &site.per_channel {
+                Some(pc) => pc.theta.iter().map(|t| t / tau as f64).collect(),
+                None => vec![site.theta / tau as f64],
+            };
+            let inner: usize = steps.shape().iter().skip(3).product();
             let per_step: Vec<f64> = steps
                 .outer_iter()
-                .map(|s| s.iter().map(|v| (*v as f64 / unit).round()).sum::<f64>() / s.len().max(1) as f64)
+                .map(|s| {
+                    let spikes: f64 = s
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (*v as f64 / units[(i / inner.max(1)) % units.len()]).round())
+                        .sum();
+                    spikes / s.len().max(1) as f64
+                })
                 .collect();
             let prefix_rate = |t: usize| per_step[..t].iter().sum::<f64>() / t as f64;
             rates.push(spec.layer_timesteps.iter().map(|&t| (t, prefix_rate(t))).collect::<Vec<_>>());

@@ -2,8 +2,10 @@
 //! form against the standard form, and the networks built in code.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use gn_onnx::proto::ModelProto;
+use gn_transpile::calibrate::Calibration;
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use std::time::Instant;
 
@@ -30,6 +32,7 @@ pub fn custom_op_checks(
     tau: u32,
     timesteps: &[usize],
     batch: usize,
+    calibration: Option<&Arc<Calibration>>,
 ) -> anyhow::Result<Vec<CustomOpCheck>> {
     let Ort { rt, venv, out } = *ort;
     let mut checks = Vec::new();
@@ -37,7 +40,8 @@ pub fn custom_op_checks(
     for (neuron, tag) in [(NeuronKind::If, "IF"), (NeuronKind::Gn, "GN")] {
         for &t in timesteps {
             eprint!("\r  custom-op {tag} T={t}          ");
-            let options = |emit| Options { neuron, tau, timesteps: t, emit, ..Default::default() };
+            let options =
+                |emit| Options { neuron, tau, timesteps: t, emit, calibration: calibration.cloned(), ..Default::default() };
             let standard = transpile(ann, &options(Emit::Standard))?.0;
             let compact = transpile(ann, &options(Emit::CustomOp))?.0;
             let file = out.join(format!("models/{name}_{}_t{t}_custom_op.onnx", tag.to_lowercase()));
@@ -92,6 +96,7 @@ pub fn stateful_checks(
     ort: &Ort,
     tau: u32,
     calls: usize,
+    calibration: Option<&Arc<Calibration>>,
 ) -> anyhow::Result<Vec<StatefulCheck>> {
     let Ort { rt, venv, out } = *ort;
     use crate::onnxruntime::Runtime;
@@ -99,9 +104,10 @@ pub fn stateful_checks(
     let mut files = Vec::new();
     for neuron in [NeuronKind::If, NeuronKind::Gn] {
         eprint!("\r  stateful {neuron} × {calls}          ");
-        let unrolled =
-            transpile(ann, &Options { neuron, tau, timesteps: calls, anytime: true, ..Default::default() })?.0;
-        let stateful = transpile(ann, &Options { neuron, tau, emit: Emit::Stateful, ..Default::default() })?.0;
+        let calibration = calibration.cloned();
+        let options = Options { neuron, tau, timesteps: calls, anytime: true, calibration, ..Default::default() };
+        let unrolled = transpile(ann, &options)?.0;
+        let stateful = transpile(ann, &Options { emit: Emit::Stateful, anytime: false, ..options })?.0;
         let states = gn_transpile::emit::states(&stateful).ok_or_else(|| anyhow::anyhow!("no state metadata"))?;
         let file = out.join(format!("models/{name}_{}_stateful.onnx", neuron.key()));
         std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;

@@ -45,11 +45,19 @@ pub struct DataConfig {
 pub struct ModelConfig {
     pub name: String,
     pub path: PathBuf,
+    /// A ReLU network: θ from its activations on these inputs (training images, never
+    /// the evaluation ones), at `percentile`, per channel or per layer.
+    #[serde(default)]
+    pub calibrate: Option<PathBuf>,
+    #[serde(default)]
+    pub percentile: Option<f64>,
+    #[serde(default)]
+    pub per_channel: bool,
 }
 
 #[derive(Deserialize)]
 pub struct TauSweep {
-    pub model: String,
+    pub models: Vec<String>,
     pub taus: Vec<u32>,
     pub timesteps: Vec<usize>,
 }

@@ -61,6 +61,15 @@ pub struct Args {
     /// Skip ONNX Runtime (tract only).
     #[arg(long)]
     no_ort: bool,
+    /// With --model: a ReLU network, θ set from these inputs (a float32 .npy).
+    #[arg(long, value_name = "X.npy")]
+    calibrate: Option<PathBuf>,
+    /// With --calibrate: the percentile (default 99.9).
+    #[arg(long, requires = "calibrate")]
+    percentile: Option<f64>,
+    /// With --calibrate: θ per channel.
+    #[arg(long, requires = "calibrate")]
+    per_channel: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<bool> {
@@ -86,7 +95,14 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 }
             }
             let name = model.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-            (vec![ModelConfig { name, path: model.clone() }], x, labels)
+            let model = ModelConfig {
+                name,
+                path: model.clone(),
+                calibrate: args.calibrate.clone(),
+                percentile: args.percentile,
+                per_channel: args.per_channel,
+            };
+            (vec![model], x, labels)
         }
         None => {
             let n = if args.full { usize::MAX } else { config.data.ci_images };
@@ -108,6 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         layer_timesteps: config.layer_timesteps.clone(),
         short_max: config.short_max,
         long_images: if args.full { config.long_images_full } else { config.long_images },
+        calibration: None,
     };
 
     let runtime = if args.no_ort {
@@ -119,10 +136,25 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     };
 
     let mut results = Vec::new();
-    for mc in models {
+    for mc in &models {
         eprintln!("{}: {} images, τ = {tau}", mc.name, n);
         let t0 = Instant::now();
         let ann = gn_onnx::io::load(&mc.path)?.model;
+        let calibration = match &mc.calibrate {
+            Some(data) => {
+                let cs = gn_verify::calibrate::CalibrationSpec {
+                    percentile: mc.percentile.unwrap_or(gn_transpile::calibrate::DEFAULT_PERCENTILE),
+                    per_channel: mc.per_channel,
+                    batch: spec.batch,
+                };
+                let bar = progress();
+                let c = gn_verify::calibrate::calibrate_file(&ann, data, &cs, &|k, total| bar("calibrate", k, total))
+                    .with_context(|| format!("cannot calibrate {} on {}", mc.name, data.display()))?;
+                Some(std::sync::Arc::new(c))
+            }
+            None => None,
+        };
+        let spec = Spec { calibration: calibration.clone(), ..spec.clone() };
         let m = measure(&ann, &x, labels.as_deref(), &spec, &progress())
             .with_context(|| format!("{}", mc.path.display()))?;
         let mut checks = Vec::new();
@@ -160,24 +192,28 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 c.checker = v;
             }
             let ort = Ort { rt, venv, out: &args.out };
-            custom = custom_op_checks(&ann, &mc.name, &xs, &ort, tau, &config.custom_op.timesteps, spec.batch)?;
-            stateful = stateful_checks(&ann, &mc.name, &xs, &ort, tau, config.stateful.calls)?;
+            let cal = calibration.as_ref();
+            custom = custom_op_checks(&ann, &mc.name, &xs, &ort, tau, &config.custom_op.timesteps, spec.batch, cal)?;
+            stateful = stateful_checks(&ann, &mc.name, &xs, &ort, tau, config.stateful.calls, cal)?;
         }
         results.push(ModelResult {
-            name: mc.name,
+            name: mc.name.clone(),
             measurement: m,
             runtime: checks,
             custom_op: custom,
             stateful,
+            calibration: calibration.as_deref().cloned(),
             seconds: t0.elapsed().as_secs_f64(),
         });
     }
 
-    let tau_sweep = if args.model.is_none() && results.iter().any(|r| r.name == config.tau_sweep.model) {
-        Some(sweep::run(&config.tau_sweep, &results, &root, &x, labels.as_deref(), spec.batch)?)
-    } else {
-        None
-    };
+    let mut tau_sweep = Vec::new();
+    for name in config.tau_sweep.models.iter().filter(|_| args.model.is_none()) {
+        let Some(path) = models.iter().find(|m| &m.name == name).map(|m| m.path.clone()) else { continue };
+        if results.iter().any(|r| &r.name == name) {
+            tau_sweep.push(sweep::run(&config.tau_sweep, name, &results, &path, &x, labels.as_deref(), spec.batch)?);
+        }
+    }
 
     let built = match &runtime {
         Some((venv, rt)) if args.model.is_none() => built_checks(rt, venv, &args.out)?,

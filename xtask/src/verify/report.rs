@@ -110,6 +110,8 @@ pub struct ModelResult {
     pub runtime: Vec<RuntimeCheck>,
     pub custom_op: Vec<CustomOpCheck>,
     pub stateful: Vec<StatefulCheck>,
+    /// θ set from data for a ReLU network.
+    pub calibration: Option<gn_transpile::calibrate::Calibration>,
     pub seconds: f64,
 }
 
@@ -127,7 +129,7 @@ pub struct Report {
     pub images: usize,
     pub tau: u32,
     pub models: Vec<ModelResult>,
-    pub tau_sweep: Option<(String, Vec<SweepPoint>)>,
+    pub tau_sweep: Vec<(String, Vec<SweepPoint>)>,
     pub built: Vec<BuiltCheck>,
     pub runtimes: Vec<RuntimeRow>,
     pub gates: Vec<(String, bool, String)>,
@@ -221,7 +223,7 @@ pub fn render_markdown(r: &Report) -> String {
             (gn2.1 - ann) * 100.0
         );
     }
-    if let Some((model, points)) = &r.tau_sweep {
+    for (model, points) in &r.tau_sweep {
         let ts: Vec<usize> = points.first().map(|p| p.mse.iter().map(|q| q.0).collect()).unwrap_or_default();
         let _ = writeln!(s, "\n### GN against τ on {model}\n");
         let _ = writeln!(s, "| τ | {} |", ts.iter().map(|t| format!("MSE T={t}")).collect::<Vec<_>>().join(" | "));

@@ -10,24 +10,29 @@ use super::config::TauSweep;
 use super::data::progress;
 use super::report::{ModelResult, SweepPoint};
 
-/// Measures the sweep on `x`; τ values already measured (IF, the configured τ) are
-/// taken from `results`.
+/// Measures the sweep on `x` for one model of `results` (its calibration, if any,
+/// reused); τ values already measured (IF, the configured τ) are taken from there.
 pub fn run(
     sweep: &TauSweep,
+    model: &str,
     results: &[ModelResult],
-    root: &Path,
+    path: &Path,
     x: &ArrayD<f32>,
     labels: Option<&[usize]>,
     batch: usize,
 ) -> anyhow::Result<(String, Vec<SweepPoint>)> {
     let n = x.shape()[0];
-    let path = root.join(format!("fixtures/models/{}.onnx", sweep.model));
-    let ann = gn_onnx::io::load(&path)?.model;
+    let ann = gn_onnx::io::load(path)?.model;
+    let calibration = results
+        .iter()
+        .find(|r| r.name == model)
+        .and_then(|r| r.calibration.clone())
+        .map(std::sync::Arc::new);
     let ann_out = run_batched(&ann, x, batch, &|_| {})?.remove(0);
     let sweep_ts = &sweep.timesteps;
     let t_max = sweep_ts.iter().copied().max().unwrap_or(1);
     let measured =
-        results.iter().find(|r| r.name == sweep.model).map(|r| r.measurement.curves.as_slice()).unwrap_or_default();
+        results.iter().find(|r| r.name == model).map(|r| r.measurement.curves.as_slice()).unwrap_or_default();
     let mut points = Vec::new();
     for &k in &sweep.taus {
         // τ = 1 is IF, and the configured τ was measured already.
@@ -40,8 +45,15 @@ pub fn run(
             points.push(SweepPoint { tau: k, mse: keep(&c.mse), accuracy: keep(&c.accuracy) });
             continue;
         }
-        eprintln!("τ sweep on {}: τ = {k}", sweep.model);
-        let options = Options { neuron: NeuronKind::Gn, tau: k, timesteps: t_max, anytime: true, ..Default::default() };
+        eprintln!("τ sweep on {model}: τ = {k}");
+        let options = Options {
+            neuron: NeuronKind::Gn,
+            tau: k,
+            timesteps: t_max,
+            anytime: true,
+            calibration: calibration.clone(),
+            ..Default::default()
+        };
         let snn = transpile(&ann, &options)?.0;
         let bar = progress();
         let label = NeuronKind::Gn.label(k);
@@ -57,5 +69,5 @@ pub fn run(
         }
         points.push(p);
     }
-    Ok((sweep.model.clone(), points))
+    Ok((model.to_string(), points))
 }

@@ -1,0 +1,148 @@
+//! `--calibrate`: runs the ANN on sample inputs through tract and sets θ of each
+//! ReLU-family activation from a percentile of its values
+//! ([`gn_transpile::calibrate`]). Inputs are read a group of batches at a time and each
+//! activation goes into histograms as soon as it is computed, so memory does not grow
+//! with the number of inputs.
+
+use std::path::Path;
+
+use gn_onnx::proto::ModelProto;
+use gn_transpile::calibrate::{ActivationStats, Calibration};
+use ndarray::{ArrayD, Axis, IxDyn};
+use rayon::prelude::*;
+
+use crate::{batch_for, expose, static_batch, VerifyError};
+
+/// How to calibrate.
+#[derive(Debug, Clone)]
+pub struct CalibrationSpec {
+    /// The percentile of each activation's values taken as θ (0 < p ≤ 100; 100 = max).
+    pub percentile: f64,
+    /// θ per output channel instead of per layer.
+    pub per_channel: bool,
+    /// Inputs per tract call (a static-batch model runs its own batch).
+    pub batch: usize,
+}
+
+impl Default for CalibrationSpec {
+    fn default() -> Self {
+        CalibrationSpec { percentile: gn_transpile::calibrate::DEFAULT_PERCENTILE, per_channel: false, batch: 64 }
+    }
+}
+
+/// Calibrates on the inputs of a float32 `.npy` file (batch on axis 0), read in groups
+/// of batches. `progress(done, total)` is called after each group.
+pub fn calibrate_file(
+    ann: &ModelProto,
+    data: &Path,
+    spec: &CalibrationSpec,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Calibration, VerifyError> {
+    let mut reader = gn_onnx::data::NpyReader::open(data).map_err(|e| VerifyError::Data(e.to_string()))?;
+    if reader.descr() != "<f4" {
+        return Err(VerifyError::Data(format!("{}: inputs must be a float32 (<f4) .npy", data.display())));
+    }
+    if reader.shape.is_empty() || reader.rows() == 0 {
+        return Err(VerifyError::Data(format!("{}: holds no inputs (it needs the batch on axis 0)", data.display())));
+    }
+    let row_shape: Vec<usize> = reader.shape[1..].to_vec();
+    let total = reader.rows();
+    calibrate_groups(ann, total, spec, progress, &mut |rows| {
+        let values = reader.read_f32_rows(rows).map_err(|e| VerifyError::Data(e.to_string()))?;
+        let mut shape = vec![values.len() / reader.row_len().max(1)];
+        shape.extend(&row_shape);
+        ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| VerifyError::Data(e.to_string()))
+    })
+}
+
+/// Calibrates on inputs held in memory (batch on axis 0).
+pub fn calibrate(
+    ann: &ModelProto,
+    x: &ArrayD<f32>,
+    spec: &CalibrationSpec,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Calibration, VerifyError> {
+    let total = x.shape().first().copied().unwrap_or(0);
+    let mut at = 0;
+    calibrate_groups(ann, total, spec, progress, &mut |rows| {
+        let end = (at + rows).min(total);
+        let group = x.slice_axis(Axis(0), (at..end).into()).to_owned();
+        at = end;
+        Ok(group)
+    })
+}
+
+fn calibrate_groups(
+    ann: &ModelProto,
+    total: usize,
+    spec: &CalibrationSpec,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    next: &mut dyn FnMut(usize) -> Result<ArrayD<f32>, VerifyError>,
+) -> Result<Calibration, VerifyError> {
+    let p = spec.percentile;
+    if !(p > 0.0 && p <= 100.0) {
+        return Err(VerifyError::Data(format!("--percentile must be above 0 and at most 100, got {p}")));
+    }
+    if total == 0 {
+        return Err(VerifyError::Data("no calibration inputs".into()));
+    }
+    let graph = gn_transpile::pipeline::prepare(ann)?;
+    let detection = gn_transpile::detect::detect(&graph);
+    let sites = &detection.relu_sites;
+    if sites.is_empty() {
+        let why = if detection.sites.is_empty() {
+            String::new()
+        } else {
+            format!(" (its {} QCFS activations carry their trained θ: convert it without --calibrate)", detection.sites.len())
+        };
+        return Err(VerifyError::Data(format!("the model has no ReLU-family activation to calibrate{why}")));
+    }
+    let values: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
+    let outputs = graph.output_names().len();
+    let plan = gn_transpile::tract_ops::load(&expose(ann, &values), true)?;
+    let batch = batch_for(ann, spec.batch);
+    let workers = rayon::current_num_threads().max(1);
+    let mut stats: Vec<ActivationStats> = vec![ActivationStats::default(); sites.len()];
+    let mut done = 0;
+    progress(0, total);
+    while done < total {
+        let group = next(batch * workers)?;
+        let rows = group.shape()[0];
+        if rows == 0 {
+            break;
+        }
+        if static_batch(ann).is_some() && rows % batch != 0 {
+            return Err(VerifyError::Data(format!(
+                "the model's inputs have a static batch of {batch}, and the {total} calibration inputs are not a multiple of it"
+            )));
+        }
+        let chunks: Vec<ArrayD<f32>> = group.axis_chunks_iter(Axis(0), batch).map(|c| c.to_owned()).collect();
+        let per_chunk: Result<Vec<Vec<ActivationStats>>, VerifyError> = chunks
+            .into_par_iter()
+            .map(|c| {
+                let out = plan.run(vec![c])?;
+                if out.len() != outputs + sites.len() {
+                    return Err(VerifyError::Data("tract returned a different number of outputs".into()));
+                }
+                Ok(out[outputs..]
+                    .iter()
+                    .map(|a| {
+                        let mut s = ActivationStats::default();
+                        let a = a.as_standard_layout();
+                        s.add(a.shape(), a.as_slice().unwrap_or_default(), spec.per_channel);
+                        s
+                    })
+                    .collect())
+            })
+            .collect();
+        for chunk in per_chunk? {
+            for (total, s) in stats.iter_mut().zip(&chunk) {
+                total.merge(s);
+            }
+        }
+        done += rows;
+        progress(done, total);
+    }
+    let layers = sites.iter().zip(&stats).map(|(site, s)| s.threshold(site, p)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Calibration { percentile: p, per_channel: spec.per_channel, inputs: done, layers })
+}
