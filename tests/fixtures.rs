@@ -6,14 +6,14 @@
 //! image's logits then differ by one level's contribution (about 1e-2), the others agree
 //! to float rounding. Measured on the first 1,000 test images: one image per model.
 
-use gn_tests::{argmax_rows, fixture_models, image_count, max_abs_diff, run_tract, stored_logits, test_set};
+use gn_tests::{all_fixture_models, argmax_rows, image_count, max_abs_diff, run_tract, stored_logits, test_set};
 use ndarray::{s, Axis};
 
 #[test]
 fn tract_reproduces_the_stored_onnx_runtime_logits() {
     let (x, _) = test_set(image_count());
     let n = x.shape()[0];
-    for path in fixture_models() {
+    for path in all_fixture_models() {
         let model = gn_onnx::io::load(&path).unwrap().model;
         let expected = stored_logits(&path).slice(s![..n, ..]).to_owned().into_dyn();
         let got = run_tract(&model, &x, 500).remove(0);

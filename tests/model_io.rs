@@ -5,7 +5,7 @@ use std::fs;
 use gn_onnx::io::{decode, encode, load, load_bytes, save, IoError};
 use gn_onnx::proto::{tensor_proto, StringStringEntryProto};
 use gn_onnx::{Graph, GraphError};
-use gn_tests::fixture_models;
+use gn_tests::all_fixture_models as fixture_models;
 
 #[test]
 fn every_fixture_round_trips_byte_for_byte() {

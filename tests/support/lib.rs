@@ -22,8 +22,30 @@ pub fn image_count() -> usize {
     std::env::var("GN_TEST_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
 }
 
-/// Every `.onnx` file under `fixtures/models`, sorted.
+/// The QCFS fixtures: every `.onnx` file under `fixtures/models` but the ReLU networks
+/// (`relu_*`, which convert only with a calibration), sorted.
 pub fn fixture_models() -> Vec<PathBuf> {
+    all_fixture_models()
+        .into_iter()
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("relu_")))
+        .collect()
+}
+
+/// The ReLU fixtures (`relu_*.onnx`), sorted.
+pub fn relu_models() -> Vec<PathBuf> {
+    all_fixture_models()
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("relu_")))
+        .collect()
+}
+
+/// Training images kept for `--calibrate` (never test images), [1000, 1, 28, 28].
+pub fn calibration_images() -> PathBuf {
+    fixtures().join("data/calibration-images.npy")
+}
+
+/// Every `.onnx` file under `fixtures/models`, sorted.
+pub fn all_fixture_models() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).expect("fixtures/models is readable").flatten() {
             let p = e.path();
@@ -65,8 +87,9 @@ pub fn test_set(n: usize) -> (Array4<f32>, Vec<u8>) {
     (x.slice(s![..n, .., .., ..]).to_owned(), labels[..n].to_vec())
 }
 
-/// Runs a model through tract in batches of `batch`; returns each output concatenated
-/// along `batch_axis[i]` of output i (0 for plain outputs, 1 for `_anytime` ones).
+/// Runs a model through tract in batches of `batch` (of its static batch, if it has one);
+/// returns each output concatenated along `batch_axis[i]` of output i (0 for plain
+/// outputs, 1 for `_anytime` ones).
 pub fn run_tract(model: &ModelProto, x: &Array4<f32>, batch: usize) -> Vec<ArrayD<f32>> {
     run_tract_with(model, x, batch, true)
 }
@@ -75,6 +98,7 @@ pub fn run_tract(model: &ModelProto, x: &Array4<f32>, batch: usize) -> Vec<Array
 pub fn run_tract_with(model: &ModelProto, x: &Array4<f32>, batch: usize, optimize: bool) -> Vec<ArrayD<f32>> {
     let tract =
         gn_transpile::tract_ops::load(model, optimize).unwrap_or_else(|e| panic!("tract cannot load the model: {e}"));
+    let batch = gn_verify::batch_for(model, batch);
     let mut parts: Vec<Vec<ArrayD<f32>>> = Vec::new();
     for start in (0..x.shape()[0]).step_by(batch) {
         let end = (start + batch).min(x.shape()[0]);

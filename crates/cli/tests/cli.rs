@@ -260,3 +260,52 @@ fn the_stateful_form_lists_its_states_and_refuses_a_fixed_t() {
     assert!(text.contains("state tensors: 5"), "{text}");
     assert!(text.contains("membrane.next  [N, 32, 28, 28]  init 0.5"), "{text}");
 }
+
+fn calibration_images() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data/calibration-images.npy")
+}
+
+#[test]
+fn a_relu_network_converts_with_calibrate_and_the_model_records_its_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ann, out) = (fixture("relu_cnn.onnx"), dir.path().join("snn.onnx"));
+    let (ann, out_s) = (ann.to_str().unwrap(), out.to_str().unwrap());
+    refused(&[ann, out_s], &out, "--calibrate x.npy");
+    let cal = calibration_images();
+    let o = run(&[ann, out_s, "--calibrate", cal.to_str().unwrap(), "--per-channel", "--percentile", "99.5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("θ per channel"), "{}", stderr(&o));
+    let o = run(&["inspect", out_s]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("θ calibrated: percentile 99.5 of each activation over 1000 inputs, per channel"), "{text}");
+    assert!(text.contains("ReLU"), "{text}");
+    // inspect on the ReLU network names the sites and the flag.
+    let o = run(&["inspect", ann]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("ReLU-family activations: 3") && text.contains("--calibrate"), "{text}");
+}
+
+#[test]
+fn calibration_inputs_and_options_that_cannot_work_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snn.onnx");
+    let out_s = out.to_str().unwrap();
+    let relu = fixture("relu_cnn.onnx");
+    let relu = relu.to_str().unwrap();
+    let npy = |name: &str, shape: &[usize]| {
+        let path = dir.path().join(name);
+        ndarray_npy::write_npy(&path, &ndarray::ArrayD::<f32>::zeros(shape)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let channels = npy("three_channels.npy", &[4, 3, 28, 28]);
+    refused(&[relu, out_s, "--calibrate", &channels], &out, "takes [N, 1, 28, 28]");
+    let cal = calibration_images();
+    let cal = cal.to_str().unwrap();
+    refused(&[relu, out_s, "--calibrate", cal, "--percentile", "0"], &out, "--percentile must be above 0");
+    refused(&[relu, out_s, "--calibrate", "/dev/zero"], &out, "not a regular file");
+    let qcfs = fixture("cnn_l4.onnx");
+    refused(&[qcfs.to_str().unwrap(), out_s, "--calibrate", cal], &out, "carry their trained θ");
+    // --percentile and --per-channel without --calibrate are usage errors.
+    let o = run(&[relu, out_s, "--per-channel"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

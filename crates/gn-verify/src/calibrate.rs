@@ -47,6 +47,7 @@ pub fn calibrate_file(
     }
     let row_shape: Vec<usize> = reader.shape[1..].to_vec();
     let total = reader.rows();
+    check_input_shape(ann, &reader.shape, data)?;
     calibrate_groups(ann, total, spec, progress, &mut |rows| {
         let values = reader.read_f32_rows(rows).map_err(|e| VerifyError::Data(e.to_string()))?;
         let mut shape = vec![values.len() / reader.row_len().max(1)];
@@ -63,6 +64,7 @@ pub fn calibrate(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Calibration, VerifyError> {
     let total = x.shape().first().copied().unwrap_or(0);
+    check_input_shape(ann, x.shape(), Path::new("the calibration inputs"))?;
     let mut at = 0;
     calibrate_groups(ann, total, spec, progress, &mut |rows| {
         let end = (at + rows).min(total);
@@ -70,6 +72,35 @@ pub fn calibrate(
         at = end;
         Ok(group)
     })
+}
+
+/// Refuses data whose shape per input differs from what the model's first input declares
+/// (numeric dimensions only), naming both, before anything runs.
+fn check_input_shape(ann: &ModelProto, shape: &[usize], what: &Path) -> Result<(), VerifyError> {
+    use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
+    let Some(g) = ann.graph.as_ref() else { return Ok(()) };
+    let Some(input) = g.input.iter().find(|i| !g.initializer.iter().any(|t| t.name() == i.name())) else {
+        return Ok(());
+    };
+    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Ok(());
+    };
+    let Some(dims) = t.shape.as_ref().map(|s| &s.dim) else { return Ok(()) };
+    let declared: Vec<Option<i64>> =
+        dims.iter().map(|d| if let Some(Value::DimValue(v)) = d.value { Some(v) } else { None }).collect();
+    let fits = declared.len() == shape.len()
+        && declared.iter().zip(shape).skip(1).all(|(d, &s)| d.is_none_or(|d| d == s as i64));
+    if fits {
+        return Ok(());
+    }
+    let show = |d: &Option<i64>| d.map_or("N".to_string(), |v| v.to_string());
+    Err(VerifyError::Data(format!(
+        "{}: inputs of shape {:?}, but the model's input '{}' takes [{}]",
+        what.display(),
+        shape,
+        input.name(),
+        declared.iter().map(show).collect::<Vec<_>>().join(", ")
+    )))
 }
 
 fn calibrate_groups(
