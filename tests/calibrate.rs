@@ -47,7 +47,8 @@ fn quantized(ann: &ModelProto, calibration: &Calibration, levels: f32) -> ModelP
             continue;
         };
         let (x, y) = (n.input[0].clone(), t.output.clone());
-        let thetas: Vec<f32> = if t.channels.is_empty() { vec![t.theta as f32] } else { t.channels.iter().map(|&c| c as f32).collect() };
+        let thetas: Vec<f32> =
+            if t.channels.is_empty() { vec![t.theta as f32] } else { t.channels.iter().map(|&c| c as f32).collect() };
         let mut dims = vec![1i64; t.rank];
         if !t.channels.is_empty() {
             dims[1] = thetas.len() as i64;

@@ -69,9 +69,30 @@ def states_of(path):
     return json.loads(meta["gn_transpile.state"])
 
 
+def static_batch(path):
+    """The batch a model's first input declares, or None when it is symbolic."""
+    import onnx
+
+    dim = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+def in_batches(path, x, f):
+    """f on x in chunks of the model's static batch (all of x if it has none); each of
+    f's outputs concatenated along the batch axis (axis 1 for the anytime rows)."""
+    b = static_batch(path) or len(x)
+    parts = [f(x[i : i + b]) for i in range(0, len(x), b)]
+    axis = [1 if np.ndim(o) > np.ndim(parts[0][0]) else 0 for o in parts[0]]
+    return [np.concatenate([p[k] for p in parts], axis=axis[k]) for k in range(len(parts[0]))]
+
+
 def outputs(runtime, path, x, calls):
     """The readouts to compare: [logits] for the unrolled forms, one per call for the stateful one."""
     run = runtime(path)
+    return in_batches(path, x, lambda xb: outputs_of(run, path, xb, calls))
+
+
+def outputs_of(run, path, x, calls):
     if calls is None:
         return [np.asarray(run({"input": x})[0], dtype=np.float32)]
     states = states_of(path)
@@ -90,7 +111,8 @@ def main():
     for job in jobs:
         x = np.load(job["inputs"])
         calls = job.get("calls")
-        reference_outputs = OnnxRuntime(job["reference"])({"input": x})
+        ref = OnnxRuntime(job["reference"])
+        reference_outputs = in_batches(job["reference"], x, lambda xb: [np.asarray(o) for o in ref({"input": xb})])
         reference = [reference_outputs[0]] if calls is None else list(reference_outputs[1][:calls])
         for runtime in RUNTIMES:
             row = {"model": job["model"], "form": job["form"], "runtime": runtime.name, "images": int(x.shape[0])}

@@ -66,9 +66,10 @@ impl Runtime {
         Ok(Runtime { env })
     }
 
-    /// Runs a model on `x` in batches; returns every output concatenated along the batch
-    /// axis (axis 1 for `_anytime` outputs).
+    /// Runs `model` on `x` in chunks of `batch` (of the model's static batch, if it has
+    /// one); returns each output concatenated (anytime outputs along axis 1).
     pub fn run(&self, model: &[u8], x: &ArrayD<f32>, batch: usize) -> anyhow::Result<Vec<ArrayD<f32>>> {
+        let batch = gn_onnx::io::decode(model, "model").map_or(batch, |m| gn_verify::batch_for(&m, batch));
         let mut session = Session::builder(&self.env)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_intra_threads(2)

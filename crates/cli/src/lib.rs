@@ -90,7 +90,10 @@ struct CalibrationArgs {
 
 impl CalibrationArgs {
     /// Runs the calibration, if asked for, with a progress line.
-    fn run(&self, model: &gn_onnx::proto::ModelProto) -> anyhow::Result<Option<std::sync::Arc<gn_transpile::calibrate::Calibration>>> {
+    fn run(
+        &self,
+        model: &gn_onnx::proto::ModelProto,
+    ) -> anyhow::Result<Option<std::sync::Arc<gn_transpile::calibrate::Calibration>>> {
         let Some(data) = &self.calibrate else { return Ok(None) };
         #[cfg(feature = "verify")]
         {
@@ -284,9 +287,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match &site.per_channel {
             Some(pc) => {
                 let (lo, hi) = pc.theta.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &t| (a.min(t), b.max(t)));
-                eprintln!("site {}: θ per channel ({} channels, {lo:.6} to {hi:.6}), {}", site.name, pc.theta.len(), site.ops)
+                eprintln!(
+                    "site {}: θ per channel ({} channels, {lo:.6} to {hi:.6}), {}",
+                    site.name,
+                    pc.theta.len(),
+                    site.ops
+                )
             }
-            None if site.levels == 0 => eprintln!("site {}: θ = {:.6} (calibrated), {}", site.name, site.theta, site.ops),
+            None if site.levels == 0 => {
+                eprintln!("site {}: θ = {:.6} (calibrated), {}", site.name, site.theta, site.ops)
+            }
             None => eprintln!("site {}: θ = {:.6}, L = {}", site.name, site.theta, site.levels),
         }
         if args.verbose {

@@ -760,11 +760,21 @@ fn calibration_memory_does_not_grow_with_the_number_of_inputs() {
             &args(&[&fixture("relu_resnet20.onnx"), &d.join("out.onnx"), &"--calibrate", &file, &"--per-channel"]),
         );
         assert_eq!(r.code, Some(0), "{}", r.stderr);
-        eprintln!("{n} calibration inputs ({:.1} MB of data): peak {:.1} MB in {:.1} s", mb(&file), r.peak_mb, r.seconds);
+        eprintln!(
+            "{n} calibration inputs ({:.1} MB of data): peak {:.1} MB in {:.1} s",
+            mb(&file),
+            r.peak_mb,
+            r.seconds
+        );
         peaks.push(r.peak_mb);
     }
     // Holding the activations of 2,000 inputs would take 300 MB. Past one group of
     // batches (128 inputs) the peak stays flat: measured 94, 103 and 106 MB.
-    assert!(peaks[2] <= peaks[1] * 1.05 + 4.0, "peak {:.1} MB at 2,000 inputs against {:.1} MB at 500", peaks[2], peaks[1]);
+    assert!(
+        peaks[2] <= peaks[1] * 1.05 + 4.0,
+        "peak {:.1} MB at 2,000 inputs against {:.1} MB at 500",
+        peaks[2],
+        peaks[1]
+    );
     assert!(peaks[2] <= peaks[0] + 40.0, "peak {:.1} MB at 2,000 inputs against {:.1} MB at 100", peaks[2], peaks[0]);
 }

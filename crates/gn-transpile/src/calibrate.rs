@@ -62,11 +62,7 @@ impl Calibration {
     pub fn sites(&self, detection: &Detection) -> Result<Vec<Site>, TranspileError> {
         let mut sites = Vec::new();
         for relu in &detection.relu_sites {
-            let refuse = |reason: String| TranspileError::Node {
-                node: relu.name.clone(),
-                op: relu.op.clone(),
-                reason,
-            };
+            let refuse = |reason: String| TranspileError::Node { node: relu.name.clone(), op: relu.op.clone(), reason };
             let t = self.layers.iter().find(|t| t.output == relu.output).ok_or_else(|| {
                 refuse("the calibration has no θ for this activation (was it computed on another model?)".into())
             })?;
@@ -284,7 +280,10 @@ impl ActivationStats {
                 "the activation was {} on the calibration inputs, so no θ can be set from them{}",
                 if self.layer.max() > 0.0 { "almost always 0" } else { "always 0" },
                 if self.layer.max() > 0.0 {
-                    format!(" at percentile {p} (its {:.2} % zeros); try a higher --percentile", self.layer.zero_share() * 100.0)
+                    format!(
+                        " at percentile {p} (its {:.2} % zeros); try a higher --percentile",
+                        self.layer.zero_share() * 100.0
+                    )
                 } else {
                     String::new()
                 }

@@ -298,8 +298,13 @@ pub fn render(a: &Audit) -> String {
                 let channels = match t.channels.is_empty() {
                     true => String::new(),
                     false => {
-                        let (lo, hi) = t.channels.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &c| (a.min(c), b.max(c)));
-                        format!("  channels {}: θ {lo:.4}..{hi:.4} ({} never active)", t.channels.len(), t.dead_channels)
+                        let (lo, hi) =
+                            t.channels.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &c| (a.min(c), b.max(c)));
+                        format!(
+                            "  channels {}: θ {lo:.4}..{hi:.4} ({} never active)",
+                            t.channels.len(),
+                            t.dead_channels
+                        )
                     }
                 };
                 let _ = writeln!(

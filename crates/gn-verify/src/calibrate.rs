@@ -124,7 +124,10 @@ fn calibrate_groups(
         let why = if detection.sites.is_empty() {
             String::new()
         } else {
-            format!(" (its {} QCFS activations carry their trained θ: convert it without --calibrate)", detection.sites.len())
+            format!(
+                " (its {} QCFS activations carry their trained θ: convert it without --calibrate)",
+                detection.sites.len()
+            )
         };
         return Err(VerifyError::Data(format!("the model has no ReLU-family activation to calibrate{why}")));
     }

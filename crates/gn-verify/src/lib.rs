@@ -70,8 +70,13 @@ pub struct Exactness {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Layer {
     pub site: String,
+    /// θ (1 for a site calibrated per channel, whose θ are `channel_thetas`).
     pub theta: f64,
+    /// L (0 for a calibrated ReLU site).
     pub levels: u32,
+    /// θ per channel of a site calibrated with `--per-channel`; empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channel_thetas: Vec<f64>,
     /// (T, MSE) of the IF layer's time-averaged output against the ANN activation.
     pub if_mse: Vec<(usize, f64)>,
     /// (T, MSE) of the GN layer's time-averaged output against the ANN activation.
@@ -146,9 +151,12 @@ pub enum VerifyError {
 /// The static batch N of a model whose first input declares a numeric leading dimension.
 pub fn static_batch(model: &ModelProto) -> Option<usize> {
     use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
-    let input = model.graph.as_ref()?.input.iter().find(|i| {
-        !model.graph.as_ref().is_some_and(|g| g.initializer.iter().any(|t| t.name() == i.name()))
-    })?;
+    let input = model
+        .graph
+        .as_ref()?
+        .input
+        .iter()
+        .find(|i| !model.graph.as_ref().is_some_and(|g| g.initializer.iter().any(|t| t.name() == i.name())))?;
     let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else { return None };
     match t.shape.as_ref()?.dim.first()?.value {
         Some(Value::DimValue(n)) if n > 0 => Some(n as usize),
@@ -417,6 +425,8 @@ pub fn measure(
         ..Default::default()
     };
     let stateful = if let Ok((model, _)) = transpile(ann, &options) {
+        // A static-batch model's states hold its batch: the calls run on that many images.
+        let m = static_batch(ann).map_or(m, |b| b.min(m));
         let xm = x.slice_axis(Axis(0), (0..m).into()).to_owned();
         progress("GN stateful", 0, m);
         let readouts = run_stateful(&model, &vec![xm; calls])?;
@@ -425,7 +435,11 @@ pub fn measure(
         let max_abs_diff = readouts
             .iter()
             .enumerate()
-            .flat_map(|(t, r)| r[0].iter().zip(rows.index_axis(Axis(0), t)).map(|(a, b)| (a - b).abs() as f64))
+            .flat_map(|(t, r)| {
+                let row = rows.index_axis(Axis(0), t);
+                let row = row.slice_axis(Axis(0), (0..m).into());
+                r[0].iter().zip(row).map(|(a, b)| (a - b).abs() as f64).collect::<Vec<_>>()
+            })
             .fold(0.0, f64::max);
         Some(StatefulAgreement { calls, images: m, max_abs_diff })
     } else {
@@ -464,7 +478,8 @@ pub fn measure(
     let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
     // A site whose max-pool moved in front of it writes the pool's output in the SNN: the
     // layer is compared there, against the ANN's pooled activation.
-    let (_, report) = transpile(ann, &Options { timesteps: 1, calibration: calibration.clone(), ..Default::default() })?;
+    let (_, report) =
+        transpile(ann, &Options { timesteps: 1, calibration: calibration.clone(), ..Default::default() })?;
     let site_values: Vec<String> = sites
         .iter()
         .map(|s| {
@@ -537,6 +552,7 @@ pub fn measure(
             site: s.name.clone(),
             theta: s.theta,
             levels: s.levels,
+            channel_thetas: s.per_channel.as_ref().map(|pc| pc.theta.clone()).unwrap_or_default(),
             if_mse: per_neuron[0].0[k].clone(),
             gn_mse: per_neuron[1].0[k].clone(),
             if_rate: per_neuron[0].1[k].last().map_or(0.0, |r| r.1),

@@ -2,10 +2,8 @@
 //! form against the standard form, and the networks built in code.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use gn_onnx::proto::ModelProto;
-use gn_transpile::calibrate::Calibration;
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use std::time::Instant;
 
@@ -29,19 +27,18 @@ pub fn custom_op_checks(
     name: &str,
     xs: &ArrayD<f32>,
     ort: &Ort,
-    tau: u32,
+    base: &Options,
     timesteps: &[usize],
     batch: usize,
-    calibration: Option<&Arc<Calibration>>,
 ) -> anyhow::Result<Vec<CustomOpCheck>> {
+    let tau = base.tau;
     let Ort { rt, venv, out } = *ort;
     let mut checks = Vec::new();
     let mut files = Vec::new();
     for (neuron, tag) in [(NeuronKind::If, "IF"), (NeuronKind::Gn, "GN")] {
         for &t in timesteps {
             eprint!("\r  custom-op {tag} T={t}          ");
-            let options =
-                |emit| Options { neuron, tau, timesteps: t, emit, calibration: calibration.cloned(), ..Default::default() };
+            let options = |emit| Options { neuron, timesteps: t, emit, ..base.clone() };
             let standard = transpile(ann, &options(Emit::Standard))?.0;
             let compact = transpile(ann, &options(Emit::CustomOp))?.0;
             let file = out.join(format!("models/{name}_{}_t{t}_custom_op.onnx", tag.to_lowercase()));
@@ -94,18 +91,17 @@ pub fn stateful_checks(
     name: &str,
     xs: &ArrayD<f32>,
     ort: &Ort,
-    tau: u32,
+    base: &Options,
     calls: usize,
-    calibration: Option<&Arc<Calibration>>,
 ) -> anyhow::Result<Vec<StatefulCheck>> {
+    let tau = base.tau;
     let Ort { rt, venv, out } = *ort;
     use crate::onnxruntime::Runtime;
     let mut checks = Vec::new();
     let mut files = Vec::new();
     for neuron in [NeuronKind::If, NeuronKind::Gn] {
         eprint!("\r  stateful {neuron} × {calls}          ");
-        let calibration = calibration.cloned();
-        let options = Options { neuron, tau, timesteps: calls, anytime: true, calibration, ..Default::default() };
+        let options = Options { neuron, timesteps: calls, anytime: true, ..base.clone() };
         let unrolled = transpile(ann, &options)?.0;
         let stateful = transpile(ann, &Options { emit: Emit::Stateful, anytime: false, ..options })?.0;
         let states = gn_transpile::emit::states(&stateful).ok_or_else(|| anyhow::anyhow!("no state metadata"))?;
@@ -113,6 +109,11 @@ pub fn stateful_checks(
         std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
         gn_onnx::io::save(&stateful, &file, &[])?;
         files.push(file);
+        // A static-batch model's states hold its batch: the calls run on that many images.
+        let xs = &match gn_verify::static_batch(ann) {
+            Some(b) => xs.slice_axis(ndarray::Axis(0), (0..b.min(xs.shape()[0])).into()).to_owned(),
+            None => xs.clone(),
+        };
         let n = xs.shape()[0];
         // ONNX Runtime: the anytime rows, then the calls with the states fed back.
         let rows = rt.run(&gn_onnx::io::encode(&unrolled), xs, n)?.remove(1);

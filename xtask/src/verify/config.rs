@@ -77,4 +77,6 @@ pub struct Gates {
     pub stateful_max_abs_diff: f64,
     pub stateful_max_relative_mse: f64,
     pub stateful_max_top1_flip_share: f64,
+    pub relu_up_to_t: usize,
+    pub relu_max_accuracy_drop: f64,
 }

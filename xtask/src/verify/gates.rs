@@ -28,6 +28,34 @@ pub fn evaluate(
                 ),
             ));
         }
+        for r in results.iter().filter(|r| r.calibration.is_some()) {
+            // A calibrated ReLU network: GN below IF in MSE at every T up to relu_up_to_t,
+            // and GN at that T within relu_max_accuracy_drop of the ANN.
+            let (gn, ifc) = (r.measurement.curve(NeuronKind::Gn), r.measurement.curve(NeuronKind::If));
+            let upto = g.relu_up_to_t;
+            let pairs: Vec<(usize, f64, f64)> = gn
+                .mse
+                .iter()
+                .filter(|p| p.0 <= upto)
+                .filter_map(|&(t, m)| ifc.mse.iter().find(|q| q.0 == t).map(|q| (t, m, q.1)))
+                .collect();
+            let ok = !pairs.is_empty() && pairs.iter().all(|&(_, gn, ifm)| gn < ifm);
+            let detail: Vec<String> = pairs.iter().map(|(t, a, b)| format!("T={t}: {a:.4} vs {b:.4}")).collect();
+            gates.push((format!("{}: GN MSE below IF at T ≤ {upto} (calibrated ReLU)", r.name), ok, detail.join(", ")));
+            if let (Some(ann), Some(acc)) =
+                (r.measurement.ann_accuracy, gn.accuracy.iter().find(|p| p.0 == upto).map(|p| p.1))
+            {
+                let drop = (ann - acc) * 100.0;
+                gates.push((
+                    format!(
+                        "{}: GN at T={upto} within {} point of the ANN (calibrated ReLU)",
+                        r.name, g.relu_max_accuracy_drop
+                    ),
+                    drop <= g.relu_max_accuracy_drop,
+                    format!("ANN {:.2} %, GN {:.2} %: {drop:+.2} points", ann * 100.0, acc * 100.0),
+                ));
+            }
+        }
         for r in results {
             if let Some(e) = &r.measurement.exactness {
                 let ok = e.top1_agreement >= g.exactness_min_top1_agreement

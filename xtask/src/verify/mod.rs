@@ -147,8 +147,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     per_channel: mc.per_channel,
                     batch: spec.batch,
                 };
-                let bar = progress();
-                let c = gn_verify::calibrate::calibrate_file(&ann, data, &cs, &|k, total| bar("calibrate", k, total))
+                let (bar, seen) = (progress(), std::sync::atomic::AtomicUsize::new(0));
+                let step = |done: usize, total: usize| {
+                    let before = seen.swap(done, std::sync::atomic::Ordering::SeqCst);
+                    bar("calibrate", done - before, total)
+                };
+                let c = gn_verify::calibrate::calibrate_file(&ann, data, &cs, &step)
                     .with_context(|| format!("cannot calibrate {} on {}", mc.name, data.display()))?;
                 Some(std::sync::Arc::new(c))
             }
@@ -192,9 +196,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 c.checker = v;
             }
             let ort = Ort { rt, venv, out: &args.out };
-            let cal = calibration.as_ref();
-            custom = custom_op_checks(&ann, &mc.name, &xs, &ort, tau, &config.custom_op.timesteps, spec.batch, cal)?;
-            stateful = stateful_checks(&ann, &mc.name, &xs, &ort, tau, config.stateful.calls, cal)?;
+            let base = gn_transpile::Options { tau, calibration: calibration.clone(), ..Default::default() };
+            custom = custom_op_checks(&ann, &mc.name, &xs, &ort, &base, &config.custom_op.timesteps, spec.batch)?;
+            stateful = stateful_checks(&ann, &mc.name, &xs, &ort, &base, config.stateful.calls)?;
         }
         results.push(ModelResult {
             name: mc.name.clone(),

@@ -66,7 +66,7 @@ pub fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
         std::fs::write(out.join(format!("accuracy_{}.svg", m.name)), line_chart(&axes, &series))?;
     }
     // Fig. 2: firing-rate staircase of one IF and one GN neuron against the ANN, T = 4.
-    if let Some(layer) = r.models.iter().find_map(|m| m.measurement.layers.first().cloned()) {
+    if let Some(layer) = r.models.iter().find_map(|m| m.measurement.layers.iter().find(|l| l.levels > 0).cloned()) {
         let (theta, levels) = (layer.theta as f32, layer.levels);
         let model = single_site(theta, levels);
         let currents: Vec<f32> = (0..=400).map(|i| -0.25 * theta + i as f32 * 1.5 * theta / 400.0).collect();

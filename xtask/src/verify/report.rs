@@ -139,6 +139,19 @@ pub struct Report {
 /// The paper's Table 1 for ResNet-20 on CIFAR-100 (τ = 4), for the report.
 const PAPER_TABLE1: &str = "| paper (ResNet-20, CIFAR-100) | 1 | 2 | 4 | 8 | 16 | 32 |\n| --- | --- | --- | --- | --- | --- | --- |\n| GN | 1.39 | 0.64 | 0.37 | 0.30 | 0.28 | 0.28 |\n| IF | 11.65 | 6.36 | 3.72 | 2.02 | 0.92 | 0.45 |\n| GN/IF | 11.9% | 10.1% | 9.9% | 14.9% | 30.4% | 62.2% |\n";
 
+/// What a model's activations are: `L = [4]`, or how θ was calibrated for a ReLU network.
+fn kind(m: &ModelResult) -> String {
+    match &m.calibration {
+        Some(c) => format!(
+            "ReLU, θ {} = p{} of {} training images",
+            if c.per_channel { "per channel" } else { "per layer" },
+            c.percentile,
+            c.inputs
+        ),
+        None => format!("L = {:?}", m.measurement.levels),
+    }
+}
+
 pub fn render_markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Verification: ANN vs IF vs GN (τ = {}) on {} {}\n", r.tau, r.images, r.data);
@@ -160,7 +173,7 @@ pub fn render_markdown(r: &Report) -> String {
     }
     let _ = writeln!(s, "### Table 1: MSE between the ANN's and the SNN's logits\n");
     for m in &r.models {
-        header(&mut s, &format!("{} (L = {:?})", m.name, m.measurement.levels));
+        header(&mut s, &format!("{} ({})", m.name, kind(m)));
         let (if_, gn) = (m.measurement.curve(NeuronKind::If), m.measurement.curve(NeuronKind::Gn));
         let _ = writeln!(s, "| GN | {} |", cells(&gn.mse, |v| format!("{v:.4}")));
         let _ = writeln!(s, "| IF | {} |", cells(&if_.mse, |v| format!("{v:.4}")));
@@ -214,14 +227,7 @@ pub fn render_markdown(r: &Report) -> String {
         else {
             continue;
         };
-        let _ = writeln!(
-            s,
-            "- {} (L = {:?}, τ = {}): {:+.2} points",
-            m.name,
-            m.measurement.levels,
-            r.tau,
-            (gn2.1 - ann) * 100.0
-        );
+        let _ = writeln!(s, "- {} ({}, τ = {}): {:+.2} points", m.name, kind(m), r.tau, (gn2.1 - ann) * 100.0);
     }
     for (model, points) in &r.tau_sweep {
         let ts: Vec<usize> = points.first().map(|p| p.mse.iter().map(|q| q.0).collect()).unwrap_or_default();
@@ -261,10 +267,19 @@ pub fn render_markdown(r: &Report) -> String {
         for l in &m.measurement.layers {
             let _ = writeln!(
                 s,
-                "| {} | {:.4} | {} | {} | {} | {} | {:.3} | {:.3} |",
+                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} |",
                 l.site,
-                l.theta,
-                l.levels,
+                match l
+                    .channel_thetas
+                    .iter()
+                    .copied()
+                    .reduce(f64::min)
+                    .zip(l.channel_thetas.iter().copied().reduce(f64::max))
+                {
+                    Some((lo, hi)) => format!("{lo:.3}–{hi:.3} per channel"),
+                    None => format!("{:.4}", l.theta),
+                },
+                if l.levels == 0 { "ReLU".to_string() } else { l.levels.to_string() },
                 l.neurons,
                 cells(&l.if_mse, |v| format!("{v:.4}")),
                 cells(&l.gn_mse, |v| format!("{v:.4}")),

@@ -23,11 +23,8 @@ pub fn run(
 ) -> anyhow::Result<(String, Vec<SweepPoint>)> {
     let n = x.shape()[0];
     let ann = gn_onnx::io::load(path)?.model;
-    let calibration = results
-        .iter()
-        .find(|r| r.name == model)
-        .and_then(|r| r.calibration.clone())
-        .map(std::sync::Arc::new);
+    let calibration =
+        results.iter().find(|r| r.name == model).and_then(|r| r.calibration.clone()).map(std::sync::Arc::new);
     let ann_out = run_batched(&ann, x, batch, &|_| {})?.remove(0);
     let sweep_ts = &sweep.timesteps;
     let t_max = sweep_ts.iter().copied().max().unwrap_or(1);
