@@ -231,6 +231,13 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         } else if has(Folded) {
             let role = if has(ShapeOfStatic) {
                 Role::Refused("its shape operand is computed from the batch size of a time-invariant tensor".into())
+            } else if let Some(whole) = slice_of_whole_batch(&consts, n, batch) {
+                // A Slice that keeps all of axis 0 ([0, N) of a static batch N, or [0, ∞)):
+                // its end becomes open, so it keeps all T·N.
+                if !whole {
+                    rebatched.extend(n.output.first().cloned());
+                }
+                Role::Exact
             } else if let Some(why) = acts_on_batch_axis(&consts, n) {
                 Role::Refused(why)
             } else if let Some(leading) = reshape_leading_entry(&consts, n).filter(|&d| d != 0.0 && d != -1.0) {
@@ -310,6 +317,33 @@ fn reshape_leading_entry(consts: &Constants, n: &NodeProto) -> Option<f64> {
     consts.get(n.input.get(1)?)?.ok()?.values.first().copied()
 }
 
+/// For a Slice on axis 0 with constant bounds that keep the whole batch — start 0, step
+/// 1, end i64::MAX (`Some(true)`: nothing to rewrite) or, with a static batch N, an end
+/// ≥ N (`Some(false)`: the end becomes open) — and no other effect on axis 0; `None`
+/// for any other node.
+fn slice_of_whole_batch(consts: &Constants, n: &NodeProto, batch: Option<i64>) -> Option<bool> {
+    if standard_op(n) != "Slice" {
+        return None;
+    }
+    let values = |i: usize| -> Option<Vec<f64>> {
+        let name = n.input.get(i).filter(|s| !s.is_empty())?;
+        Some(consts.get(name)?.ok()?.values.clone())
+    };
+    let (starts, ends) = (values(1)?, values(2)?);
+    let axes = values(3).unwrap_or_else(|| (0..starts.len()).map(|a| a as f64).collect());
+    let steps = values(4).unwrap_or_else(|| vec![1.0; starts.len()]);
+    let k = axes.iter().position(|&a| a == 0.0)?;
+    if starts.get(k) != Some(&0.0) || steps.get(k) != Some(&1.0) {
+        return None;
+    }
+    let end = *ends.get(k)?;
+    if end >= i64::MAX as f64 {
+        Some(true)
+    } else {
+        batch.filter(|&b| end >= b as f64).map(|_| false)
+    }
+}
+
 /// What the lower pass did.
 #[derive(Debug, Clone, Default)]
 pub struct Lowered {
@@ -383,7 +417,19 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             continue;
         }
         let mut node = original.clone();
-        if node.output.first().is_some_and(|o| rebatched.contains(o)) {
+        if node.output.first().is_some_and(|o| rebatched.contains(o)) && standard_op(&node) == "Slice" {
+            // A Slice keeping all of a static batch keeps all of T·N: its end on axis 0 opens.
+            let bound = |i: usize| node.input.get(i).filter(|s| !s.is_empty()).and_then(|b| consts.get(b)?.ok());
+            if let (Some(ends), axes) = (bound(2), bound(3)) {
+                let k = axes.map_or(Some(0), |a| a.values.iter().position(|&v| v == 0.0));
+                if let Some(k) = k {
+                    let mut ends: Vec<i64> = ends.values.iter().map(|&v| v as i64).collect();
+                    ends[k] = i64::MAX;
+                    let name = patch.add_initializer_i64(&format!("{}.folded", node.input[2]), &[ends.len() as i64], &ends);
+                    node.input[2] = name;
+                }
+            }
+        } else if node.output.first().is_some_and(|o| rebatched.contains(o)) {
             // A static-batch target [N, …] on a folded tensor becomes [T·N, …].
             if let Some(Ok(target)) = node.input.get(1).and_then(|t| consts.get(t)) {
                 let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
@@ -628,6 +674,23 @@ mod tests {
         crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
         let target = g.nodes().iter().find(|n| n.op_type() == "Reshape").unwrap().input[1].clone();
         assert_eq!(g.constant(&target).unwrap().unwrap().values, [15.0, -1.0]);
+    }
+
+    #[test]
+    fn a_slice_of_the_whole_static_batch_keeps_all_t_times_n() {
+        // Slice [0, N) on axis 0 opens its end; [0, 2) of 5 would drop samples: refused.
+        for (end, ok) in [(5, true), (7, true), (2, false)] {
+            let mut g = graph(node("Slice", &["c", "starts", "ends", "axes"], "y", vec![]), Some(5));
+            g.proto.initializer.push(gn_onnx::data::tensor_i64("starts", &[2], &[0, 1]));
+            g.proto.initializer.push(gn_onnx::data::tensor_i64("ends", &[2], &[end, 3]));
+            g.proto.initializer.push(gn_onnx::data::tensor_i64("axes", &[2], &[0, 1]));
+            let lowered = crate::pass::run(&mut g, "lower", |g| run(g, &cx(3)));
+            assert_eq!(lowered.is_ok(), ok, "end {end}: {:?}", lowered.err());
+            if ok {
+                let ends = g.nodes().iter().find(|n| n.op_type() == "Slice").unwrap().input[2].clone();
+                assert_eq!(g.constant(&ends).unwrap().unwrap().values, [i64::MAX as f64, 3.0]);
+            }
+        }
     }
 
     #[test]

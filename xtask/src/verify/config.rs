@@ -53,6 +53,9 @@ pub struct ModelConfig {
     pub percentile: Option<f64>,
     #[serde(default)]
     pub per_channel: bool,
+    /// Measured by `--full` only (the README's tables), not by the CI run.
+    #[serde(default)]
+    pub full_only: bool,
 }
 
 #[derive(Deserialize)]

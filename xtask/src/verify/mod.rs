@@ -101,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 calibrate: args.calibrate.clone(),
                 percentile: args.percentile,
                 per_channel: args.per_channel,
+                full_only: false,
             };
             (vec![model], x, labels)
         }
@@ -108,7 +109,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let n = if args.full { usize::MAX } else { config.data.ci_images };
             let x = load_images(&config.data.images, n)?;
             let labels = load_labels(&config.data.labels, x.shape()[0])?;
-            (config.models, x, Some(labels))
+            let models = config.models.into_iter().filter(|m| args.full || !m.full_only).collect();
+            (models, x, Some(labels))
         }
     };
     let n = x.shape()[0];
