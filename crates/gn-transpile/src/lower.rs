@@ -183,6 +183,13 @@ fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
                 _ => msg("reduces over"),
             }
         }
+        "Tile" => {
+            let repeats = n.input.get(1).and_then(|i| consts.get(i)?.ok());
+            match repeats {
+                Some(r) if r.values.first() == Some(&1.0) => None,
+                _ => msg("repeats along"),
+            }
+        }
         "Slice" => {
             let axes = n.input.get(3).filter(|s| !s.is_empty()).and_then(|i| consts.get(i)?.ok());
             match axes {
@@ -425,7 +432,8 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
                 if let Some(k) = k {
                     let mut ends: Vec<i64> = ends.values.iter().map(|&v| v as i64).collect();
                     ends[k] = i64::MAX;
-                    let name = patch.add_initializer_i64(&format!("{}.folded", node.input[2]), &[ends.len() as i64], &ends);
+                    let name =
+                        patch.add_initializer_i64(&format!("{}.folded", node.input[2]), &[ends.len() as i64], &ends);
                     node.input[2] = name;
                 }
             }
@@ -655,6 +663,12 @@ mod tests {
         let concat = node("Concat", &["c", "c"], "y", vec![attr::int("axis", 0)]);
         let err = run(&graph(concat, None), &cx(2)).unwrap_err().to_string();
         assert!(err.contains("axis 0, which holds time × batch"), "{err}");
+        for (first, ok) in [(2, false), (1, true)] {
+            let mut g = graph(node("Tile", &["c", "repeats"], "y", vec![]), None);
+            g.proto.initializer.push(gn_onnx::data::tensor_i64("repeats", &[2], &[first, 3]));
+            let result = run(&g, &cx(2));
+            assert_eq!(result.is_ok(), ok, "repeats [{first}, 3]");
+        }
         let softmax = node("Softmax", &["c"], "y", vec![]);
         let err = run(&graph(softmax.clone(), None), &cx(2)).unwrap_err().to_string();
         assert!(err.contains("--allow-inexact"), "{err}");
