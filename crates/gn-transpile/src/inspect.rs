@@ -374,6 +374,12 @@ pub fn render(a: &Audit) -> String {
         let _ = writeln!(out, "  {} ({}): {}", r.node, r.op, r.reason);
     }
     let _ = writeln!(out, "nodes not exact in time: {}", a.inexact.len() + a.refused.len());
+    if !a.inexact.is_empty() {
+        let _ = writeln!(out, "  (inexact nodes convert with --allow-inexact, with a warning for each)");
+    }
+    if !a.refused.is_empty() {
+        let _ = writeln!(out, "  (no flag converts a refused node: re-export the model as its reason says)");
+    }
     for (kind, list) in [("inexact", &a.inexact), ("refused", &a.refused)] {
         for r in list {
             let _ = writeln!(out, "  {kind}  {} ({}): {}", r.node, r.op, r.reason);
