@@ -6,7 +6,10 @@
 //!   Markdown report, JSON and SVG plots, and fails when a gate of `xtask/verify.yaml`
 //!   is missed. With `--model` it measures a user's own model and data.
 //! * `fuzz`: a bounded mutation-fuzzing campaign over the model reader and the pipeline.
+//! * `bench`: the emitted SNN's run time against T runs of the ANN, on ONNX Runtime and
+//!   tract, and the transpiler's against a file copy.
 
+mod bench;
 mod fuzz;
 mod onnxruntime;
 mod plot;
@@ -34,6 +37,8 @@ enum Task {
     Fuzz(fuzz::Args),
     /// Build the Python package into a venv (as `pip install ./crates/gn-transpile-py` does) and run its tests.
     Python(python::Args),
+    /// Time the emitted SNN against T runs of the ANN (ONNX Runtime, tract), and the transpiler against a file copy.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         Task::Verify(args) => verify::run(args),
         Task::Fuzz(args) => fuzz::run(args),
         Task::Python(args) => python::run(args),
+        Task::Bench(args) => bench::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -56,6 +62,18 @@ fn main() -> ExitCode {
 /// The workspace root (the folder holding `xtask/`).
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Replaces the text between `<!-- {key}:begin -->` and `<!-- {key}:end -->` in a file.
+pub fn replace_section(path: &std::path::Path, key: &str, body: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let (begin, end) = (format!("<!-- {key}:begin -->"), format!("<!-- {key}:end -->"));
+    let (Some(a), Some(b)) = (text.find(&begin), text.find(&end)) else {
+        anyhow::bail!("{} has no {begin} … {end} section", path.display());
+    };
+    let updated = format!("{}{begin}\n{body}\n{}", &text[..a], &text[b..]);
+    std::fs::write(path, updated)?;
+    Ok(())
 }
 
 /// The cargo target folder: `CARGO_TARGET_DIR`, or `target/` in the workspace.

@@ -1,0 +1,263 @@
+//! `cargo xtask bench`: the emitted SNN's cost against the ANN's, and the transpiler's
+//! against a file copy. Every figure is a ratio of two timings taken in this process,
+//! round-robin (one run of each model per round, the median over rounds), so that a
+//! noisy machine moves both sides alike.
+//!
+//! ratio = SNN(T) time / (T × ANN time), same runtime, same batch: below 1 the SNN costs
+//! less than running the ANN T times.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use gn_onnx::proto::ModelProto;
+use gn_transpile::{transpile, NeuronKind, Options};
+use ndarray::{ArrayD, IxDyn};
+use serde::Serialize;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    batches: Vec<usize>,
+    /// Time steps of the emitted models.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    timesteps: Vec<usize>,
+    /// Timed rounds (after one warm-up round); each round runs every model once.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Only these models (fixture names, or resnet18 for the random-weight ResNet-18).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Skip tract (ONNX Runtime only).
+    #[arg(long)]
+    no_tract: bool,
+    /// Write the Markdown table into README.md.
+    #[arg(long)]
+    readme: bool,
+    /// Where to write bench.json and bench.md.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Row {
+    model: String,
+    runtime: &'static str,
+    batch: usize,
+    neuron: String,
+    timesteps: usize,
+    ann_ms: f64,
+    snn_ms: f64,
+    ratio: f64,
+}
+
+#[derive(Serialize)]
+struct Transpile {
+    model: String,
+    megabytes: f64,
+    copy_ms: f64,
+    transpile_ms: f64,
+    ratio: f64,
+}
+
+/// A model to time: its ANN and the input shape per image.
+struct Subject {
+    name: String,
+    ann: ModelProto,
+    image: Vec<usize>,
+}
+
+fn subjects(only: &[String]) -> anyhow::Result<Vec<Subject>> {
+    let mut list = Vec::new();
+    for name in ["cnn_l4", "resnet20_l8", "vgg_l4", "vgg_maxpool_l4"] {
+        let path = crate::workspace().join(format!("fixtures/models/{name}.onnx"));
+        let ann = gn_onnx::io::load(&path).with_context(|| format!("{}", path.display()))?.model;
+        list.push(Subject { name: name.into(), ann, image: vec![1, 28, 28] });
+    }
+    list.push(Subject { name: "resnet18".into(), ann: gn_tests::built::resnet18(64, 64, 18), image: vec![3, 64, 64] });
+    list.retain(|s| only.is_empty() || only.contains(&s.name));
+    Ok(list)
+}
+
+/// Something that runs a model on one input.
+trait Runner {
+    fn run(&mut self, x: &ArrayD<f32>) -> anyhow::Result<()>;
+}
+
+struct Ort(ort::session::Session);
+impl Runner for Ort {
+    fn run(&mut self, x: &ArrayD<f32>) -> anyhow::Result<()> {
+        crate::onnxruntime::Runtime::run_once(&mut self.0, std::slice::from_ref(x)).map(|_| ())
+    }
+}
+
+struct Tract(gn_onnx::tract_bridge::TractModel);
+impl Runner for Tract {
+    fn run(&mut self, x: &ArrayD<f32>) -> anyhow::Result<()> {
+        self.0.run(vec![x.clone()]).map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times every runner round-robin: one warm-up round, then `rounds` timed ones.
+fn round_robin(runners: &mut [Box<dyn Runner>], x: &ArrayD<f32>, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let mut times = vec![Vec::new(); runners.len()];
+    for round in 0..=rounds {
+        for (r, t) in runners.iter_mut().zip(times.iter_mut()) {
+            let t0 = Instant::now();
+            r.run(x)?;
+            if round > 0 {
+                t.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    Ok(times.into_iter().map(median).collect())
+}
+
+pub fn run(args: Args) -> anyhow::Result<bool> {
+    let root = crate::workspace();
+    std::env::set_current_dir(&root)?;
+    std::fs::create_dir_all(&args.out)?;
+    let venv = crate::onnxruntime::venv()?;
+    let rt = crate::onnxruntime::Runtime::new(&crate::onnxruntime::library(&venv)?)?;
+    let subjects = subjects(&args.models)?;
+    let mut rows = Vec::new();
+    for s in &subjects {
+        // The emitted models: GN and IF at each T, standard form.
+        let mut models = vec![("ANN".to_string(), 1, s.ann.clone())];
+        for neuron in [NeuronKind::Gn, NeuronKind::If] {
+            for &t in &args.timesteps {
+                let options = Options { neuron, timesteps: t, ..Default::default() };
+                let snn = transpile(&s.ann, &options).with_context(|| format!("{} {neuron} T={t}", s.name))?.0;
+                models.push((neuron.label(options.tau), t, snn));
+            }
+        }
+        for &batch in &args.batches {
+            let mut shape = vec![batch];
+            shape.extend(&s.image);
+            let count: usize = shape.iter().product();
+            let pixels = (0..count).map(|i| ((i * 7919) % 97) as f32 / 97.0).collect();
+            let x = ArrayD::from_shape_vec(IxDyn(&shape), pixels)?;
+            let mut runtimes: Vec<(&'static str, Vec<Box<dyn Runner>>)> = Vec::new();
+            let ort_runners = models
+                .iter()
+                .map(|(_, _, m)| Ok(Box::new(Ort(rt.session(&gn_onnx::io::encode(m))?)) as Box<dyn Runner>))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            runtimes.push(("ONNX Runtime", ort_runners));
+            if !args.no_tract {
+                let tract_runners = models
+                    .iter()
+                    .map(|(_, _, m)| {
+                        let plan = gn_transpile::tract_ops::load(m, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        Ok(Box::new(Tract(plan)) as Box<dyn Runner>)
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                runtimes.push(("tract", tract_runners));
+            }
+            for (runtime, mut runners) in runtimes {
+                eprintln!("{} batch {batch} on {runtime}: {} models × {} rounds", s.name, runners.len(), args.rounds);
+                let ms = round_robin(&mut runners, &x, args.rounds)?;
+                for ((label, t, _), &snn_ms) in models.iter().zip(&ms).skip(1) {
+                    rows.push(Row {
+                        model: s.name.clone(),
+                        runtime,
+                        batch,
+                        neuron: label.clone(),
+                        timesteps: *t,
+                        ann_ms: ms[0],
+                        snn_ms,
+                        ratio: snn_ms / (*t as f64 * ms[0]),
+                    });
+                }
+            }
+        }
+    }
+
+    // The transpiler against a file copy, on the largest model.
+    let mut transpiles = Vec::new();
+    if let Some(s) = subjects.iter().max_by_key(|s| gn_onnx::io::encode(&s.ann).len()) {
+        let dir = tempfile::tempdir()?;
+        let (src, copy, out) = (dir.path().join("ann.onnx"), dir.path().join("copy.onnx"), dir.path().join("snn.onnx"));
+        std::fs::write(&src, gn_onnx::io::encode(&s.ann))?;
+        let (mut copy_ms, mut transpile_ms) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds.max(1) {
+            let _ = std::fs::remove_file(&copy);
+            let t0 = Instant::now();
+            std::fs::copy(&src, &copy)?;
+            copy_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let _ = std::fs::remove_file(&out);
+            let t0 = Instant::now();
+            let loaded = gn_onnx::io::load(&src)?;
+            let (snn, _) = transpile(&loaded.model, &Options::default())?;
+            gn_onnx::io::save(&snn, &out, &loaded.sources)?;
+            transpile_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (copy_ms, transpile_ms) = (median(copy_ms), median(transpile_ms));
+        transpiles.push(Transpile {
+            model: s.name.clone(),
+            megabytes: std::fs::metadata(&src)?.len() as f64 / 1e6,
+            copy_ms,
+            transpile_ms,
+            ratio: transpile_ms / copy_ms,
+        });
+    }
+
+    let md = render(&rows, &transpiles, &args);
+    std::fs::write(args.out.join("bench.md"), &md)?;
+    std::fs::write(
+        args.out.join("bench.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "rows": rows, "transpile": transpiles }))?,
+    )?;
+    println!("{md}");
+    if args.readme {
+        crate::replace_section(&root.join("README.md"), "bench", &md)?;
+    }
+    Ok(true)
+}
+
+fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "`cargo xtask bench` ({} timed rounds, round-robin, medians; 2 threads for ONNX Runtime, tract single-threaded). Ratio = SNN(T) / (T × ANN), same runtime and batch: below 1 the emitted model costs less than T runs of the ANN.\n",
+        args.rounds
+    );
+    let ts = &args.timesteps;
+    let _ = writeln!(
+        s,
+        "| model | runtime | batch | neuron | ANN ms | {} |",
+        ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- |{}", " --- |".repeat(ts.len()));
+    let mut keys: Vec<(String, &str, usize, String)> = Vec::new();
+    for r in rows {
+        let k = (r.model.clone(), r.runtime, r.batch, r.neuron.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for (model, runtime, batch, neuron) in keys {
+        let of = |t: usize| {
+            rows.iter().find(|r| {
+                r.model == model && r.runtime == runtime && r.batch == batch && r.neuron == neuron && r.timesteps == t
+            })
+        };
+        let ann = of(ts[0]).map_or(0.0, |r| r.ann_ms);
+        let cells: Vec<String> = ts.iter().map(|&t| of(t).map_or("–".into(), |r| format!("{:.2}", r.ratio))).collect();
+        let _ = writeln!(s, "| {model} | {runtime} | {batch} | {neuron} | {ann:.2} | {} |", cells.join(" | "));
+    }
+    for t in transpiles {
+        let _ = writeln!(
+            s,
+            "\nTranspiling {} ({:.0} MB, GN τ = 4, T = 4; load, convert, write): {:.0} ms against {:.0} ms to copy the file: {:.1}×.",
+            t.model, t.megabytes, t.transpile_ms, t.copy_ms, t.ratio
+        );
+    }
+    s
+}
