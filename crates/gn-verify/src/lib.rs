@@ -148,20 +148,11 @@ pub enum VerifyError {
     Data(String),
 }
 
-/// The static batch N of a model whose first input declares a numeric leading dimension.
+/// The static batch N of a model whose inputs all declare the same numeric leading
+/// dimension (the lower pass's definition).
 pub fn static_batch(model: &ModelProto) -> Option<usize> {
-    use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
-    let input = model
-        .graph
-        .as_ref()?
-        .input
-        .iter()
-        .find(|i| !model.graph.as_ref().is_some_and(|g| g.initializer.iter().any(|t| t.name() == i.name())))?;
-    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else { return None };
-    match t.shape.as_ref()?.dim.first()?.value {
-        Some(Value::DimValue(n)) if n > 0 => Some(n as usize),
-        _ => None,
-    }
+    let graph = gn_onnx::Graph::new(model.graph.clone()?);
+    gn_transpile::lower::static_batch(&graph).map(|n| n as usize)
 }
 
 /// The images per run: the model's static batch if it has one, else `requested`.
