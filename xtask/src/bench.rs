@@ -146,7 +146,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let mut runtimes: Vec<(&'static str, Vec<Box<dyn Runner>>)> = Vec::new();
             let ort_runners = models
                 .iter()
-                .map(|(_, _, m)| Ok(Box::new(Ort(rt.session_without_spinning(&gn_onnx::io::encode(m))?)) as Box<dyn Runner>))
+                .map(|(_, _, m)| {
+                    Ok(Box::new(Ort(rt.session_without_spinning(&gn_onnx::io::encode(m))?)) as Box<dyn Runner>)
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             runtimes.push(("ONNX Runtime", ort_runners));
             if !args.no_tract {
