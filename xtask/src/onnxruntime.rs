@@ -70,12 +70,7 @@ impl Runtime {
     /// one); returns each output concatenated (anytime outputs along axis 1).
     pub fn run(&self, model: &[u8], x: &ArrayD<f32>, batch: usize) -> anyhow::Result<Vec<ArrayD<f32>>> {
         let batch = gn_onnx::io::decode(model, "model").map_or(batch, |m| gn_verify::batch_for(&m, batch));
-        let mut session = Session::builder(&self.env)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_intra_threads(2)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .commit_from_memory(model)
-            .map_err(|e| anyhow::anyhow!("ONNX Runtime cannot load the model: {e}"))?;
+        let mut session = self.session(model)?;
         let input = session.inputs()[0].name().to_string();
         let names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
         let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); names.len()];
@@ -100,22 +95,21 @@ impl Runtime {
 
     /// A session for `model` on 2 threads.
     pub fn session(&self, model: &[u8]) -> anyhow::Result<Session> {
-        Session::builder(&self.env)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_intra_threads(2)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .commit_from_memory(model)
-            .map_err(|e| anyhow::anyhow!("ONNX Runtime cannot load the model: {e}"))
+        self.build(model, true)
     }
 
     /// A session on 2 threads that do not spin between runs: several sessions timed in
     /// turn in one process would otherwise keep each other's cores busy.
     pub fn session_without_spinning(&self, model: &[u8]) -> anyhow::Result<Session> {
+        self.build(model, false)
+    }
+
+    fn build(&self, model: &[u8], spinning: bool) -> anyhow::Result<Session> {
         Session::builder(&self.env)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_intra_threads(2)
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_intra_op_spinning(false)
+            .with_intra_op_spinning(spinning)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .commit_from_memory(model)
             .map_err(|e| anyhow::anyhow!("ONNX Runtime cannot load the model: {e}"))
