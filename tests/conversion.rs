@@ -314,6 +314,68 @@ fn a_static_batch_model_converts_and_keeps_its_shapes() {
     assert!(err.to_string().contains("the model's static batch 5"), "{err}");
 }
 
+/// A static-batch MLP (batch `n`) whose constants carry the batch, as constant folding
+/// leaves them in legacy exports: an Expand of the spikes to `[n, 12]`, a Concat along
+/// features with `ConstantOfShape([n, 4])`, and a per-sample bias initializer `[n, 16]`.
+fn batch_constants_mlp(n: i64) -> ModelProto {
+    let mut b = ModelBuilder::new(&[6]);
+    let h = b.gemm("input", &matrix(12, 6, 3, 0.8), &[0.1; 12]);
+    let h = b.qcfs(&h, 1.1, 4);
+    let shape = b.constant_i64(&[2], &[n, 12]);
+    let e = b.node("Expand", &[&h, &shape], vec![]);
+    let zeros_shape = b.constant_i64(&[2], &[n, 4]);
+    let fill = gn_onnx::proto::AttributeProto {
+        name: Some("value".into()),
+        r#type: Some(gn_onnx::proto::attribute_proto::AttributeType::Tensor as i32),
+        t: Some(gn_onnx::data::tensor_f32("", &[1], &[0.25])),
+        ..Default::default()
+    };
+    let z = b.node("ConstantOfShape", &[&zeros_shape], vec![fill]);
+    let cat = b.node("Concat", &[&e, &z], vec![gn_onnx::graph::attr::int("axis", 1)]);
+    let bias: Vec<f32> = (0..n * 16).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.05).collect();
+    let bias = b.constant(&[n, 16], &bias);
+    let sum = b.node("Add", &[&cat, &bias], vec![]);
+    let h = b.qcfs(&sum, 1.3, 4);
+    let y = b.gemm(&h, &matrix(4, 16, 5, 0.8), &[0.0; 4]);
+    let mut m = b.finish(&y, &[4]);
+    let g = m.graph.as_mut().unwrap();
+    g.input[0] = gn_onnx::data::float_value_info("input", &[Some(n), Some(6)]);
+    g.output[0] = gn_onnx::data::float_value_info("output", &[Some(n), Some(4)]);
+    m
+}
+
+/// Constants that hold the static batch where it lines up with the batch axis are
+/// rewritten (Expand's [N, …] becomes [1, …]) or tiled T times (ConstantOfShape, a
+/// per-sample initializer): the SNN keeps the ANN's shapes, is the ANN at τ = L, T = 1,
+/// and keeps every sample to itself at every T.
+#[test]
+fn constants_that_carry_a_static_batch_are_rebatched() {
+    let x = matrix(3, 6, 11, 2.0);
+    let ann = batch_constants_mlp(3);
+    let want = run_tract_2d(&ann, &x).remove(0);
+    for t in [1, 2, 4] {
+        for emit in [gn_transpile::Emit::Standard, gn_transpile::Emit::CustomOp] {
+            let o = Options { emit, ..options(NeuronKind::Gn, 4, t, true) };
+            let snn = convert(&ann, &o);
+            let outs = run_tract_2d(&snn, &x);
+            assert_eq!(outs[0].shape(), &[3, 4]);
+            assert_eq!(outs[1].shape(), &[t, 3, 4]);
+            if t == 1 {
+                let d = gn_tests::max_abs_diff(&outs[0], &want);
+                assert!(d <= 1e-5, "{emit:?}: τ = L at T = 1 is the ANN: {d}");
+            }
+            // Changing sample 0 leaves samples 1 and 2 alone: the tiled constants pair
+            // each step's sample with its own row.
+            let mut x2 = x.clone();
+            x2.row_mut(0).fill(-3.0);
+            let other = run_tract_2d(&snn, &x2).remove(0);
+            let rows = |a: &ndarray::ArrayD<f32>| a.slice_axis(ndarray::Axis(0), (1..3).into()).to_owned();
+            assert_eq!(rows(&outs[0]), rows(&other), "{emit:?} T={t}");
+            assert_ne!(outs[0].index_axis(ndarray::Axis(0), 0), other.index_axis(ndarray::Axis(0), 0));
+        }
+    }
+}
+
 /// [`static_batch_mlp`] with a dynamic batch (target `[0, 3, 4]`).
 fn reshape_like_dynamic() -> ModelProto {
     let mut m = static_batch_mlp(5, 0);

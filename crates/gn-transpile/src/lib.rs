@@ -22,6 +22,7 @@ pub mod lower;
 pub mod neuron;
 pub mod pass;
 pub mod pipeline;
+pub mod rank;
 #[cfg(feature = "tract")]
 pub mod tract_ops;
 

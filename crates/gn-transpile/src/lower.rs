@@ -30,6 +30,7 @@ use gn_onnx::{Graph, Patch};
 use crate::error::TranspileError;
 use crate::neuron::{NeuronNode, Opset};
 use crate::pass::{Context, Planned};
+use crate::rank::Shapes;
 
 /// When a value is computed, relative to the time steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +82,14 @@ pub struct Analysis {
     pub verdicts: Vec<Verdict>,
     /// The static batch N of the graph's inputs (`[N, …]` with N a number), if any.
     pub static_batch: Option<i64>,
-    /// Outputs of the Reshape nodes on folded tensors whose constant target starts with
-    /// the static batch N: lowered to a target starting with T·N.
+    /// Outputs of the nodes on folded tensors whose constant shape operand holds the static
+    /// batch N where it lines up with the batch axis: a Reshape target [N, …] becomes
+    /// [T·N, …], an Expand shape [N, …] becomes [1, …], a Slice end N becomes open.
     pub rebatched: HashSet<String>,
+    /// Constants that hold a batch of N on the axis that lines up with the batch axis of a
+    /// folded operand (ConstantOfShape [N, …], an initializer [N, …]), by the index of the
+    /// node that reads them: tiled T times for that node, like time-invariant operands.
+    pub batch_constants: HashSet<(usize, String)>,
     /// The node indices in the topological order the verdicts follow.
     pub order: Vec<usize>,
 }
@@ -207,7 +213,9 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
     let order = graph.topo_order()?;
     let consts = graph.constants();
     let batch = static_batch(graph);
+    let shapes = Shapes::infer(graph, &consts, &order);
     let mut rebatched = HashSet::new();
+    let mut batch_constants = HashSet::new();
     let mut classes: HashMap<String, TimeClass> = HashMap::new();
     for v in &graph.proto.input {
         classes.insert(v.name().to_string(), Static);
@@ -246,6 +254,18 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 }
                 Role::Exact
             } else if let Some(why) = acts_on_batch_axis(&consts, n) {
+                Role::Refused(why)
+            } else if let Some(verdict) = expand_of_folded(&shapes, &consts, &classes, n, batch) {
+                match verdict {
+                    Ok(()) => {
+                        rebatched.extend(n.output.first().cloned());
+                        Role::Exact
+                    }
+                    Err(why) => Role::Refused(why),
+                }
+            } else if let Err(why) = constants_on_the_batch_axis(&shapes, &classes, n, batch).map(|tiled| {
+                batch_constants.extend(tiled.into_iter().map(|c| (idx, c)));
+            }) {
                 Role::Refused(why)
             } else if let Some(leading) = reshape_leading_entry(&consts, n).filter(|&d| d != 0.0 && d != -1.0) {
                 // A leading 0 or -1 follows the input's batch; the static batch N is
@@ -312,7 +332,82 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             classes.insert(o.clone(), out);
         }
     }
-    Ok(Analysis { classes, verdicts, static_batch: batch, rebatched, order })
+    Ok(Analysis { classes, verdicts, static_batch: batch, rebatched, batch_constants, order })
+}
+
+/// For an Expand of a folded tensor to a constant shape: `Some(Ok(()))` where the shape's
+/// entry on the batch axis is the static batch N (it becomes 1, which keeps all T·N
+/// rows), `Some(Err(why))` where the Expand would move or repeat the batch axis, and
+/// `None` where it leaves the batch axis alone (or is not such an Expand).
+fn expand_of_folded(
+    shapes: &Shapes,
+    consts: &Constants,
+    classes: &HashMap<String, TimeClass>,
+    n: &NodeProto,
+    batch: Option<i64>,
+) -> Option<Result<(), String>> {
+    if standard_op(n) != "Expand" || classes.get(n.input.first()?) != Some(&TimeClass::Folded) {
+        return None;
+    }
+    let shape: Vec<i64> = consts.get(n.input.get(1)?)?.ok()?.values.iter().map(|&v| v as i64).collect();
+    let lead = *shape.first()?;
+    match shapes.rank(&n.input[0]) {
+        Some(r) if shape.len() > r => Some(Err(format!(
+            "expands a tensor of rank {r} to rank {}, which moves axis 0 (time × batch after folding) off axis 0",
+            shape.len()
+        ))),
+        Some(r) if shape.len() < r || lead == 1 => None,
+        Some(_) if Some(lead) == batch => Some(Ok(())),
+        Some(_) => Some(Err(format!(
+            "its target shape's first entry {lead} hard-codes the batch size; use 1 to keep the input's batch"
+        ))),
+        None if lead > 1 && Some(lead) == batch => Some(Err(format!(
+            "its target shape starts with the model's static batch {lead}, and the rank of its input is not known, so whether that entry is the batch axis cannot be told"
+        ))),
+        None => None,
+    }
+}
+
+/// The constant operands of a broadcasting op or a Concat on folded tensors that hold
+/// the static batch N on the axis lining up with the batch axis: they must be tiled T
+/// times, as the ANN pairs them with N samples and the SNN with T·N. Refuses a
+/// constant that would broadcast a folded tensor to a higher rank (moving its batch
+/// axis), or one whose alignment cannot be told.
+fn constants_on_the_batch_axis(
+    shapes: &Shapes,
+    classes: &HashMap<String, TimeClass>,
+    n: &NodeProto,
+    batch: Option<i64>,
+) -> Result<Vec<String>, String> {
+    const BROADCASTING: &[&str] = &["Add", "Sub", "Mul", "Div", "Sum", "Mean", "Max", "Min", "Where"];
+    let concat = standard_op(n) == "Concat";
+    if !concat && !BROADCASTING.contains(&standard_op(n)) {
+        return Ok(vec![]);
+    }
+    let is = |i: &String, c: TimeClass| classes.get(i) == Some(&c);
+    let folded_rank = n.input.iter().filter(|i| is(i, TimeClass::Folded)).filter_map(|i| shapes.rank(i)).max();
+    let mut tiled = Vec::new();
+    for c in n.input.iter().filter(|i| is(i, TimeClass::Const)) {
+        let Some(dims) = shapes.dims(c) else { continue };
+        if let Some(r) = folded_rank.filter(|&r| !concat && dims.len() > r) {
+            return Err(format!(
+                "broadcasts a tensor of rank {r} against the constant '{c}' of shape {dims:?}, which moves axis 0 (time × batch after folding) off axis 0"
+            ));
+        }
+        let Some(b) = batch.filter(|&b| dims.first() == Some(&b) && (b > 1 || concat)) else { continue };
+        match folded_rank {
+            _ if concat => tiled.push(c.clone()),
+            Some(r) if dims.len() == r => tiled.push(c.clone()),
+            Some(_) => {}
+            None if dims.len() >= 2 => {
+                return Err(format!(
+                    "its constant operand '{c}' of shape {dims:?} starts with the model's static batch {b}, and the rank of the other operands is not known, so whether that axis is the batch axis cannot be told"
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(tiled)
 }
 
 /// The first entry of a Reshape's constant target (`None` for other ops, and for a
@@ -398,7 +493,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             _ => {}
         }
     }
-    let Analysis { classes, rebatched, order, .. } = analysis;
+    let Analysis { classes, rebatched, batch_constants, order, .. } = analysis;
     let t = cx.options.timesteps;
     let consts = graph.constants();
     let mut patch = Patch::new(graph);
@@ -438,10 +533,11 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
                 }
             }
         } else if node.output.first().is_some_and(|o| rebatched.contains(o)) {
-            // A static-batch target [N, …] on a folded tensor becomes [T·N, …].
+            // A static-batch target [N, …] on a folded tensor becomes [T·N, …] (Reshape),
+            // or [1, …] (Expand: the input's T·N rows stay as they are).
             if let Some(Ok(target)) = node.input.get(1).and_then(|t| consts.get(t)) {
                 let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
-                dims[0] *= t as i64;
+                dims[0] = if standard_op(&node) == "Expand" { 1 } else { dims[0] * t as i64 };
                 let name = patch.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);
                 node.input[1] = name;
             }
@@ -452,7 +548,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             continue;
         }
         for input in node.input.iter_mut() {
-            if classes.get(input) == Some(&TimeClass::Static) {
+            if classes.get(input) == Some(&TimeClass::Static) || batch_constants.contains(&(idx, input.clone())) {
                 *input = tile(&mut patch, &mut lowered.tiles, input, t);
             }
         }
@@ -705,6 +801,54 @@ mod tests {
                 assert_eq!(g.constant(&ends).unwrap().unwrap().values, [i64::MAX as f64, 3.0]);
             }
         }
+    }
+
+    #[test]
+    fn an_expand_to_the_static_batch_keeps_all_t_times_n_and_one_to_a_higher_rank_is_refused() {
+        // x is [5, 4]: Expand(c, [5, 4]) lines its 5 up with the batch axis → [1, 4].
+        for (shape, ok) in [(vec![5, 4], true), (vec![1, 4], true), (vec![4], true), (vec![2, 5, 4], false)] {
+            let mut g = graph(node("Expand", &["c", "shape"], "y", vec![]), Some(5));
+            g.proto.initializer.push(gn_onnx::data::tensor_i64("shape", &[shape.len() as i64], &shape));
+            let lowered = crate::pass::run(&mut g, "lower", |g| run(g, &cx(3)));
+            assert_eq!(lowered.is_ok(), ok, "{shape:?}: {:?}", lowered.err());
+            if ok {
+                let s = g.nodes().iter().find(|n| n.op_type() == "Expand").unwrap().input[1].clone();
+                let want: Vec<f64> = shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| if i == 0 && shape.len() == 2 { 1.0 } else { d as f64 })
+                    .collect();
+                assert_eq!(g.constant(&s).unwrap().unwrap().values, want, "{shape:?}");
+            } else {
+                let err = lowered.unwrap_err().to_string();
+                assert!(err.contains("'y'") && err.contains("rank 2 to rank 3"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn constants_holding_the_static_batch_on_the_batch_axis_are_tiled() {
+        // [5, 4] lines up with c's batch axis; [1, 4] broadcasts; [4] lines up with features.
+        for (dims, tiled) in [(vec![5i64, 4], true), (vec![1, 4], false), (vec![4], false)] {
+            let count = dims.iter().product::<i64>() as usize;
+            let mut g = graph(node("Add", &["c", "k"], "y", vec![]), Some(5));
+            g.proto.initializer.push(tensor_f32("k", &dims, &vec![0.5; count]));
+            let a = analyze(&g).unwrap();
+            assert_eq!(a.batch_constants.iter().any(|(_, c)| c == "k"), tiled, "{dims:?}");
+            crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
+            assert_eq!(g.render().contains("y: Add(c, k.tiled) -> y"), tiled, "{dims:?}: {}", g.render());
+        }
+        // A ConstantOfShape [5, 2] concatenated along features, and one of a higher rank
+        // broadcast against c: tiled; refused.
+        let mut g = graph(node("Concat", &["c", "z"], "y", vec![attr::int("axis", 1)]), Some(5));
+        g.proto.initializer.push(gn_onnx::data::tensor_i64("zshape", &[2], &[5, 2]));
+        g.proto.node.insert(0, node("ConstantOfShape", &["zshape"], "z", vec![]));
+        crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
+        assert!(g.render().contains("y: Concat(c, z.tiled) -> y"), "{}", g.render());
+        let mut g = graph(node("Mul", &["c", "k"], "y", vec![]), Some(5));
+        g.proto.initializer.push(tensor_f32("k", &[2, 5, 4], &[0.5; 40]));
+        let err = run(&g, &cx(3)).unwrap_err().to_string();
+        assert!(err.contains("moves axis 0"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub struct Ort<'a> {
 }
 
 /// The custom-op form of `ann` (IF and GN at each T) against the standard form: ONNX
-/// Runtime on both, tract on the custom-op model, onnx.checker on every custom-op file.
+/// Runtime on both and tract on both (each form against the standard form on the same
+/// runtime), tract's custom-op kernels against ONNX Runtime, onnx.checker on every
+/// custom-op file.
 pub fn custom_op_checks(
     ann: &ModelProto,
     name: &str,
@@ -54,7 +56,8 @@ pub fn custom_op_checks(
             let (standard_bytes, compact_bytes) = (gn_onnx::io::encode(&standard), gn_onnx::io::encode(&compact));
             let (reference, ort_standard_s) = timed(&mut || Ok(rt.run(&standard_bytes, xs, batch)?.remove(0)))?;
             let (ort, ort_compact_s) = timed(&mut || Ok(rt.run(&compact_bytes, xs, batch)?.remove(0)))?;
-            let (_, tract_standard_s) = timed(&mut || Ok(run_batched(&standard, xs, batch, &|_| {})?.remove(0)))?;
+            let (tract_standard, tract_standard_s) =
+                timed(&mut || Ok(run_batched(&standard, xs, batch, &|_| {})?.remove(0)))?;
             let (tract, tract_compact_s) = timed(&mut || Ok(run_batched(&compact, xs, batch, &|_| {})?.remove(0)))?;
             let on_tract = agreement(&tract, &reference, 1e-5);
             let nodes = |m: &ModelProto| m.graph.as_ref().map_or(0, |g| g.node.len());
@@ -64,6 +67,7 @@ pub fn custom_op_checks(
                 nodes_standard: nodes(&standard),
                 nodes_compact: nodes(&compact),
                 ort_max_abs_diff: agreement(&ort, &reference, 1e-5).max_abs_diff,
+                tract_kernel_max_abs_diff: agreement(&tract, &tract_standard, 1e-5).max_abs_diff,
                 tract_max_abs_diff: on_tract.max_abs_diff,
                 tract_share_beyond_1e5: on_tract.share_beyond,
                 tract_relative_mse: on_tract.relative_mse,

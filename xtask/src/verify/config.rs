@@ -75,7 +75,7 @@ pub struct Gates {
     pub ort_max_share_beyond_1e4_t1: f64,
     pub ort_max_relative_mse: f64,
     pub ort_max_top1_flip_share: f64,
-    pub custom_op_max_abs_diff_ort: f64,
+    pub custom_op_max_abs_diff: f64,
     pub built_max_abs_diff: f64,
     pub stateful_max_abs_diff: f64,
     pub stateful_max_relative_mse: f64,

@@ -1,0 +1,223 @@
+//! The ranks of values, and the dims of constants computed by nodes, as far as they
+//! follow from the graph without running it. The lower pass uses them to tell whether a
+//! constant's first axis lines up with the batch axis of a folded tensor (broadcasting
+//! aligns shapes from the right), and whether an Expand keeps the batch on axis 0.
+
+use std::collections::HashMap;
+
+use gn_onnx::graph::{attr, standard_op, Constants};
+use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto, NodeProto};
+use gn_onnx::Graph;
+
+use crate::neuron::NeuronNode;
+
+/// Ops whose output has the rank of their first input.
+const SAME_RANK: &[&str] = &[
+    "Abs",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Conv",
+    "ConvTranspose",
+    "DepthToSpace",
+    "Dropout",
+    "Elu",
+    "Exp",
+    "Floor",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "InstanceNormalization",
+    "LRN",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "MaxPool",
+    "Neg",
+    "Pad",
+    "Relu",
+    "Resize",
+    "Round",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "SpaceToDepth",
+    "Split",
+    "Sqrt",
+    "Tanh",
+    "Tile",
+    "Transpose",
+    "Upsample",
+];
+
+/// Ops that broadcast their inputs against each other (numpy style).
+const BROADCAST: &[&str] =
+    &["Add", "Sub", "Mul", "Div", "Sum", "Mean", "Max", "Min", "Pow", "Where", "PRelu", "Equal", "Less", "Greater"];
+
+/// Ranks of values and dims of constant values.
+#[derive(Debug, Default)]
+pub struct Shapes {
+    ranks: HashMap<String, usize>,
+    dims: HashMap<String, Vec<i64>>,
+}
+
+impl Shapes {
+    /// Infers what it can, visiting the nodes in `order` (a topological order).
+    pub fn infer(graph: &Graph, consts: &Constants, order: &[usize]) -> Shapes {
+        let mut s = Shapes::default();
+        for v in graph.proto.input.iter().chain(&graph.proto.value_info).chain(&graph.proto.output) {
+            if let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                if let Some(shape) = &t.shape {
+                    s.ranks.insert(v.name().to_string(), shape.dim.len());
+                    let fixed: Option<Vec<i64>> = shape
+                        .dim
+                        .iter()
+                        .map(|d| match d.value {
+                            Some(Value::DimValue(n)) => Some(n),
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some(fixed) = fixed.filter(|_| consts.is_constant(v.name())) {
+                        s.dims.insert(v.name().to_string(), fixed);
+                    }
+                }
+            }
+        }
+        for t in &graph.proto.initializer {
+            s.set_dims(t.name(), t.dims.clone());
+        }
+        for &idx in order {
+            s.visit(&graph.proto.node[idx], consts);
+        }
+        s
+    }
+
+    fn set_dims(&mut self, name: &str, dims: Vec<i64>) {
+        self.ranks.insert(name.to_string(), dims.len());
+        self.dims.insert(name.to_string(), dims);
+    }
+
+    /// The rank of a value, if known.
+    pub fn rank(&self, name: &str) -> Option<usize> {
+        self.ranks.get(name).copied()
+    }
+
+    /// The dims of a constant value (an initializer, a Constant node, or a node computing
+    /// a constant of known shape: ConstantOfShape, Expand, Tile), if known.
+    pub fn dims(&self, name: &str) -> Option<&[i64]> {
+        self.dims.get(name).map(Vec::as_slice)
+    }
+
+    /// The rank of a node's first output (of every output for Split), if it follows from
+    /// its inputs' ranks and constant operands.
+    fn output_rank(&self, n: &NodeProto, consts: &Constants) -> Option<usize> {
+        let values = |i: usize| const_ints(consts, n, i);
+        let rank = |i: usize| n.input.get(i).filter(|s| !s.is_empty()).and_then(|v| self.rank(v));
+        let axes_len = || -> Option<usize> {
+            n.attribute.iter().find(|a| a.name() == "axes").map(|a| a.ints.len()).or_else(|| values(1).map(|v| v.len()))
+        };
+        if NeuronNode::from_node(n).is_some() || SAME_RANK.contains(&standard_op(n)) {
+            rank(0)
+        } else if BROADCAST.contains(&standard_op(n)) {
+            let ranks: Option<Vec<usize>> = (0..n.input.len()).filter(|&i| !n.input[i].is_empty()).map(rank).collect();
+            ranks.and_then(|r| r.into_iter().max())
+        } else {
+            match standard_op(n) {
+                "Reshape" => values(1).map(|v| v.len()),
+                "Flatten" | "Gemm" => Some(2),
+                "Shape" => Some(1),
+                "Size" => Some(0),
+                "MatMul" => match (rank(0), rank(1)) {
+                    (Some(a), Some(b)) if a >= 2 && b >= 2 => Some(a.max(b)),
+                    _ => None,
+                },
+                "Gather" => match (rank(0), rank(1)) {
+                    (Some(a), Some(b)) if a >= 1 => Some(a - 1 + b),
+                    _ => None,
+                },
+                "Unsqueeze" => Some(rank(0)? + axes_len()?),
+                "Squeeze" => rank(0)?.checked_sub(axes_len()?),
+                "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2" => {
+                    if attr::get_int(n, "keepdims").unwrap_or(1) != 0 {
+                        rank(0)
+                    } else {
+                        rank(0)?.checked_sub(axes_len()?)
+                    }
+                }
+                "Expand" => match (rank(0), values(1)) {
+                    (Some(a), Some(s)) => Some(a.max(s.len())),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+    }
+
+    fn visit(&mut self, n: &NodeProto, consts: &Constants) {
+        let Some(out) = n.output.first().filter(|o| !o.is_empty()).cloned() else { return };
+        let values = |i: usize| const_ints(consts, n, i);
+        let input_dims = |s: &Shapes, i: usize| n.input.get(i).and_then(|v| s.dims(v)).map(<[i64]>::to_vec);
+        // Dims of constants computed by nodes.
+        let dims = match standard_op(n) {
+            "Constant" => consts.dims(&out),
+            "ConstantOfShape" => values(0),
+            "Identity" | "Cast" => input_dims(self, 0),
+            "Expand" => match (input_dims(self, 0), values(1)) {
+                (Some(a), Some(b)) => broadcast(&a, &b),
+                _ => None,
+            },
+            "Tile" => match (input_dims(self, 0), values(1)) {
+                (Some(a), Some(r)) if a.len() == r.len() => Some(a.iter().zip(&r).map(|(d, r)| d * r).collect()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(d) = dims {
+            self.set_dims(&out, d);
+            return;
+        }
+        let r = self.output_rank(n, consts);
+        if let Some(r) = r {
+            let outputs = if standard_op(n) == "Split" { n.output.len() } else { 1 };
+            for o in n.output.iter().take(outputs).filter(|o| !o.is_empty()) {
+                self.ranks.insert(o.clone(), r);
+            }
+        }
+    }
+}
+
+/// The values of a node's constant operand `i`, as integers.
+fn const_ints(consts: &Constants, n: &NodeProto, i: usize) -> Option<Vec<i64>> {
+    let name = n.input.get(i).filter(|s| !s.is_empty())?;
+    Some(consts.get(name)?.ok()?.values.iter().map(|&v| v as i64).collect())
+}
+
+/// The numpy broadcast of two shapes, if they broadcast.
+fn broadcast(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[i64], i: usize| if i + s.len() >= rank { s[i + s.len() - rank] } else { 1 };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Some(x),
+            (1, y) => Some(y),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_broadcast_from_the_right() {
+        assert_eq!(broadcast(&[2, 1, 4], &[3, 1]), Some(vec![2, 3, 4]));
+        assert_eq!(broadcast(&[1, 8, 1, 1], &[2, 8, 5, 5]), Some(vec![2, 8, 5, 5]));
+        assert_eq!(broadcast(&[2, 3], &[4, 3]), None);
+    }
+}
