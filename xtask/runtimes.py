@@ -2,7 +2,7 @@
 onnx.reference and OpenVINO (its default precision, and float32 forced), against ONNX
 Runtime. A runtime that refuses a model is a result, not an error.
 
-    python runtimes.py JOBS.json RESULTS.json
+    python runtimes.py JOBS.json RESULTS.json LIBGN_ORT_OPS.so
 
 JOBS.json: [{"model", "form", "file", "reference", "inputs", "calls"}]. The standard and
 custom-op forms are compared with ONNX Runtime on `reference` (the standard model); the
@@ -23,6 +23,24 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    def __call__(self, feed):
+        return self.session.run(None, feed)
+
+
+class OnnxRuntimeWithOps:
+    """ONNX Runtime with the gn-ort-ops library registered: the custom-op form's nodes
+    run as fused kernels (the other forms have no such nodes and run as before)."""
+
+    name = "ONNX Runtime + gn-ort-ops"
+    library = None
+
+    def __init__(self, path):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.register_custom_ops_library(self.library)
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, feed):
         return self.session.run(None, feed)
@@ -59,7 +77,7 @@ def openvino(hint):
     return OpenVino
 
 
-RUNTIMES = [OnnxRuntime, Reference, openvino(None), openvino("f32")]
+RUNTIMES = [OnnxRuntime, OnnxRuntimeWithOps, Reference, openvino(None), openvino("f32")]
 
 
 def states_of(path):
@@ -107,6 +125,7 @@ def outputs_of(run, path, x, calls):
 
 def main():
     jobs = json.load(open(sys.argv[1]))
+    OnnxRuntimeWithOps.library = sys.argv[3]
     results = []
     for job in jobs:
         x = np.load(job["inputs"])

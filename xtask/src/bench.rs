@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gn_onnx::proto::ModelProto;
-use gn_transpile::{transpile, NeuronKind, Options};
+use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
@@ -39,6 +39,9 @@ pub struct Args {
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
 }
+
+/// The runtime label of the custom-op form on ONNX Runtime with the fused kernels.
+const FUSED: &str = "ONNX Runtime, custom-op + gn-ort-ops";
 
 #[derive(Serialize)]
 struct Row {
@@ -79,6 +82,9 @@ fn subjects(only: &[String]) -> anyhow::Result<Vec<Subject>> {
     list.retain(|s| only.is_empty() || only.contains(&s.name));
     Ok(list)
 }
+
+/// The runners of one runtime, in the order of the models they run.
+type Runners = Vec<Box<dyn Runner>>;
 
 /// Something that runs a model on one input.
 trait Runner {
@@ -125,16 +131,21 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&args.out)?;
     let venv = crate::onnxruntime::venv()?;
     let rt = crate::onnxruntime::Runtime::new(&crate::onnxruntime::library(&venv)?)?;
+    let ops = crate::onnxruntime::ops_library()?;
     let subjects = subjects(&args.models)?;
     let mut rows = Vec::new();
     for s in &subjects {
-        // The emitted models: GN and IF at each T, standard form.
-        let mut models = vec![("ANN".to_string(), 1, s.ann.clone())];
-        for neuron in [NeuronKind::Gn, NeuronKind::If] {
-            for &t in &args.timesteps {
-                let options = Options { neuron, timesteps: t, ..Default::default() };
-                let snn = transpile(&s.ann, &options).with_context(|| format!("{} {neuron} T={t}", s.name))?.0;
-                models.push((neuron.label(options.tau), t, snn));
+        // The emitted models: GN and IF at each T, standard form; and the custom-op form,
+        // which ONNX Runtime runs with the fused kernels of gn-ort-ops.
+        let mut models = vec![("ANN".to_string(), 1, s.ann.clone(), false)];
+        for fused in [false, true] {
+            for neuron in [NeuronKind::Gn, NeuronKind::If] {
+                for &t in &args.timesteps {
+                    let emit = if fused { Emit::CustomOp } else { Emit::Standard };
+                    let options = Options { neuron, timesteps: t, emit, ..Default::default() };
+                    let snn = transpile(&s.ann, &options).with_context(|| format!("{} {neuron} T={t}", s.name))?.0;
+                    models.push((neuron.label(options.tau), t, snn, fused));
+                }
             }
         }
         for &batch in &args.batches {
@@ -143,31 +154,37 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let count: usize = shape.iter().product();
             let pixels = (0..count).map(|i| ((i * 7919) % 97) as f32 / 97.0).collect();
             let x = ArrayD::from_shape_vec(IxDyn(&shape), pixels)?;
-            let mut runtimes: Vec<(&'static str, Vec<Box<dyn Runner>>)> = Vec::new();
+            let mut runtimes: Vec<(&'static str, Vec<usize>, Runners)> = Vec::new();
+            let all: Vec<usize> = (0..models.len()).collect();
             let ort_runners = models
                 .iter()
-                .map(|(_, _, m)| {
-                    Ok(Box::new(Ort(rt.session_without_spinning(&gn_onnx::io::encode(m))?)) as Box<dyn Runner>)
+                .map(|(_, _, m, fused)| {
+                    let session =
+                        rt.session_without_spinning(&gn_onnx::io::encode(m), fused.then_some(ops.as_path()))?;
+                    Ok(Box::new(Ort(session)) as Box<dyn Runner>)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            runtimes.push(("ONNX Runtime", ort_runners));
+            runtimes.push(("ONNX Runtime", all, ort_runners));
             if !args.no_tract {
-                let tract_runners = models
+                let standard: Vec<usize> = (0..models.len()).filter(|&i| !models[i].3).collect();
+                let tract_runners = standard
                     .iter()
-                    .map(|(_, _, m)| {
-                        let plan = gn_transpile::tract_ops::load(m, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    .map(|&i| {
+                        let plan =
+                            gn_transpile::tract_ops::load(&models[i].2, true).map_err(|e| anyhow::anyhow!("{e}"))?;
                         Ok(Box::new(Tract(plan)) as Box<dyn Runner>)
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                runtimes.push(("tract", tract_runners));
+                runtimes.push(("tract", standard, tract_runners));
             }
-            for (runtime, mut runners) in runtimes {
+            for (runtime, which, mut runners) in runtimes {
                 eprintln!("{} batch {batch} on {runtime}: {} models × {} rounds", s.name, runners.len(), args.rounds);
                 let ms = round_robin(&mut runners, &x, args.rounds)?;
-                for ((label, t, _), &snn_ms) in models.iter().zip(&ms).skip(1) {
+                for (&i, &snn_ms) in which.iter().zip(&ms).skip(1) {
+                    let (label, t, _, fused) = &models[i];
                     rows.push(Row {
                         model: s.name.clone(),
-                        runtime,
+                        runtime: if *fused { FUSED } else { runtime },
                         batch,
                         neuron: label.clone(),
                         timesteps: *t,
@@ -253,6 +270,52 @@ fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {
         let ann = of(ts[0]).map_or(0.0, |r| r.ann_ms);
         let cells: Vec<String> = ts.iter().map(|&t| of(t).map_or("–".into(), |r| format!("{:.2}", r.ratio))).collect();
         let _ = writeln!(s, "| {model} | {runtime} | {batch} | {neuron} | {ann:.2} | {} |", cells.join(" | "));
+    }
+    // The fused kernels against the standard form, same runtime, batch and T.
+    let fused: Vec<(&Row, &Row)> = rows
+        .iter()
+        .filter(|r| r.runtime == FUSED)
+        .filter_map(|f| {
+            let standard = rows.iter().find(|r| {
+                r.runtime == "ONNX Runtime"
+                    && r.model == f.model
+                    && r.batch == f.batch
+                    && r.neuron == f.neuron
+                    && r.timesteps == f.timesteps
+            })?;
+            Some((standard, f))
+        })
+        .collect();
+    if !fused.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nThe custom-op form with the fused kernels of `gn-ort-ops` against the standard form on ONNX Runtime: speed-up = standard time / fused time.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| model | batch | neuron | {} |",
+            ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | ")
+        );
+        let _ = writeln!(s, "| --- | --- | --- |{}", " --- |".repeat(ts.len()));
+        let mut keys: Vec<(&str, usize, &str)> = Vec::new();
+        for (_, f) in &fused {
+            let k = (f.model.as_str(), f.batch, f.neuron.as_str());
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        for (model, batch, neuron) in keys {
+            let cells: Vec<String> = ts
+                .iter()
+                .map(|&t| {
+                    fused
+                        .iter()
+                        .find(|(_, f)| f.model == model && f.batch == batch && f.neuron == neuron && f.timesteps == t)
+                        .map_or("–".into(), |(st, f)| format!("{:.2}", st.snn_ms / f.snn_ms))
+                })
+                .collect();
+            let _ = writeln!(s, "| {model} | {batch} | {neuron} | {} |", cells.join(" | "));
+        }
     }
     for t in transpiles {
         let _ = writeln!(

@@ -34,6 +34,30 @@ pub fn library(venv: &Path) -> anyhow::Result<PathBuf> {
     bail!("libonnxruntime.so not found under {}", lib.display())
 }
 
+/// Builds the custom-op library (`gn-ort-ops`, release) and returns the path of the
+/// shared library, for sessions that run the custom-op form's nodes as fused kernels.
+pub fn ops_library() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--package", "gn-ort-ops", "--message-format=json"])
+        .current_dir(crate::workspace())
+        .output()?;
+    if !out.status.success() {
+        bail!("cannot build gn-ort-ops: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if message["reason"] != "compiler-artifact" || message["target"]["name"] != "gn_ort_ops" {
+            continue;
+        }
+        let files = message["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str());
+        if let Some(lib) = files.map(PathBuf::from).find(|f| f.extension().is_some_and(|e| e == "so" || e == "dylib")) {
+            return Ok(lib);
+        }
+    }
+    bail!("cargo built gn-ort-ops but named no shared library")
+}
+
 /// Runs `onnx.checker.check_model(full_check=True)` on each file; returns one verdict
 /// per file, in order: `ok`, or the file and the checker's first line.
 pub fn check_models(venv: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
@@ -69,8 +93,19 @@ impl Runtime {
     /// Runs `model` on `x` in chunks of `batch` (of the model's static batch, if it has
     /// one); returns each output concatenated (anytime outputs along axis 1).
     pub fn run(&self, model: &[u8], x: &ArrayD<f32>, batch: usize) -> anyhow::Result<Vec<ArrayD<f32>>> {
+        self.run_with(model, x, batch, None)
+    }
+
+    /// [`Runtime::run`] with the custom-op library `ops` registered, if given.
+    pub fn run_with(
+        &self,
+        model: &[u8],
+        x: &ArrayD<f32>,
+        batch: usize,
+        ops: Option<&Path>,
+    ) -> anyhow::Result<Vec<ArrayD<f32>>> {
         let batch = gn_onnx::io::decode(model, "model").map_or(batch, |m| gn_verify::batch_for(&m, batch));
-        let mut session = self.session(model)?;
+        let mut session = self.build(model, true, ops)?;
         let input = session.inputs()[0].name().to_string();
         let names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
         let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); names.len()];
@@ -95,24 +130,28 @@ impl Runtime {
 
     /// A session for `model` on 2 threads.
     pub fn session(&self, model: &[u8]) -> anyhow::Result<Session> {
-        self.build(model, true)
+        self.build(model, true, None)
     }
 
     /// A session on 2 threads that do not spin between runs: several sessions timed in
     /// turn in one process would otherwise keep each other's cores busy.
-    pub fn session_without_spinning(&self, model: &[u8]) -> anyhow::Result<Session> {
-        self.build(model, false)
+    pub fn session_without_spinning(&self, model: &[u8], ops: Option<&Path>) -> anyhow::Result<Session> {
+        self.build(model, false, ops)
     }
 
-    fn build(&self, model: &[u8], spinning: bool) -> anyhow::Result<Session> {
-        Session::builder(&self.env)
+    fn build(&self, model: &[u8], spinning: bool, ops: Option<&Path>) -> anyhow::Result<Session> {
+        let mut builder = Session::builder(&self.env)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_intra_threads(2)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_intra_op_spinning(spinning)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .commit_from_memory(model)
-            .map_err(|e| anyhow::anyhow!("ONNX Runtime cannot load the model: {e}"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(ops) = ops {
+            builder = builder
+                .with_operator_library(ops)
+                .map_err(|e| anyhow::anyhow!("cannot register {}: {e}", ops.display()))?;
+        }
+        builder.commit_from_memory(model).map_err(|e| anyhow::anyhow!("ONNX Runtime cannot load the model: {e}"))
     }
 
     /// Runs a session once on `inputs` (in the model's input order); returns every output.

@@ -13,11 +13,12 @@ use ndarray::{ArrayD, IxDyn};
 use super::report::{BuiltCheck, CustomOpCheck, RuntimeRow, StatefulCheck};
 
 /// Where the checks run and write: ONNX Runtime, the venv with the onnx checker, the
-/// report folder.
+/// report folder, and the custom-op library (gn-ort-ops) for the fused kernels.
 pub struct Ort<'a> {
     pub rt: &'a crate::onnxruntime::Runtime,
     pub venv: &'a Path,
     pub out: &'a Path,
+    pub ops: &'a Path,
 }
 
 /// The custom-op form of `ann` (IF and GN at each T) against the standard form: ONNX
@@ -34,7 +35,7 @@ pub fn custom_op_checks(
     batch: usize,
 ) -> anyhow::Result<Vec<CustomOpCheck>> {
     let tau = base.tau;
-    let Ort { rt, venv, out } = *ort;
+    let Ort { rt, venv, out, ops } = *ort;
     let mut checks = Vec::new();
     let mut files = Vec::new();
     for (neuron, tag) in [(NeuronKind::If, "IF"), (NeuronKind::Gn, "GN")] {
@@ -56,6 +57,7 @@ pub fn custom_op_checks(
             let (standard_bytes, compact_bytes) = (gn_onnx::io::encode(&standard), gn_onnx::io::encode(&compact));
             let (reference, ort_standard_s) = timed(&mut || Ok(rt.run(&standard_bytes, xs, batch)?.remove(0)))?;
             let (ort, ort_compact_s) = timed(&mut || Ok(rt.run(&compact_bytes, xs, batch)?.remove(0)))?;
+            let (fused, ort_fused_s) = timed(&mut || Ok(rt.run_with(&compact_bytes, xs, batch, Some(ops))?.remove(0)))?;
             let (tract_standard, tract_standard_s) =
                 timed(&mut || Ok(run_batched(&standard, xs, batch, &|_| {})?.remove(0)))?;
             let (tract, tract_compact_s) = timed(&mut || Ok(run_batched(&compact, xs, batch, &|_| {})?.remove(0)))?;
@@ -67,6 +69,8 @@ pub fn custom_op_checks(
                 nodes_standard: nodes(&standard),
                 nodes_compact: nodes(&compact),
                 ort_max_abs_diff: agreement(&ort, &reference, 1e-5).max_abs_diff,
+                fused_max_abs_diff: agreement(&fused, &reference, 1e-5).max_abs_diff,
+                fused_time_ratio: ort_fused_s / ort_standard_s.max(1e-9),
                 tract_kernel_max_abs_diff: agreement(&tract, &tract_standard, 1e-5).max_abs_diff,
                 tract_max_abs_diff: on_tract.max_abs_diff,
                 tract_share_beyond_1e5: on_tract.share_beyond,
@@ -99,7 +103,7 @@ pub fn stateful_checks(
     calls: usize,
 ) -> anyhow::Result<Vec<StatefulCheck>> {
     let tau = base.tau;
-    let Ort { rt, venv, out } = *ort;
+    let Ort { rt, venv, out, .. } = *ort;
     use crate::onnxruntime::Runtime;
     let mut checks = Vec::new();
     let mut files = Vec::new();
@@ -274,7 +278,7 @@ pub fn runtime_matrix(
     unrolled: usize,
     calls: usize,
 ) -> anyhow::Result<Vec<RuntimeRow>> {
-    let Ort { venv, out, .. } = *ort;
+    let Ort { venv, out, ops, .. } = *ort;
     let inputs = out.join("models/runtime_inputs.npy");
     ndarray_npy::write_npy(&inputs, xs)?;
     let mut jobs = Vec::new();
@@ -299,6 +303,7 @@ pub fn runtime_matrix(
         .arg(script)
         .arg(&jobs_file)
         .arg(&results_file)
+        .arg(ops)
         .status()?;
     if !ok.success() {
         anyhow::bail!("xtask/runtimes.py failed");

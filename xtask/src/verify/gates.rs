@@ -94,14 +94,15 @@ pub fn evaluate(
                 let flip_share = c.tract_top1_flips as f64 / c.images.max(1) as f64;
                 let ok = c.checker == "ok"
                     && c.ort_max_abs_diff <= g.custom_op_max_abs_diff
+                    && c.fused_max_abs_diff <= g.custom_op_max_abs_diff
                     && c.tract_kernel_max_abs_diff <= g.custom_op_max_abs_diff
                     && flip_share <= g.ort_max_top1_flip_share;
                 gates.push((
                     format!("{} {} T={}: custom-op model", r.name, c.neuron, c.timesteps),
                     ok,
                     format!(
-                        "custom-op vs standard on the same runtime: max |diff| ONNX Runtime {:.1e}, tract {:.1e} (≤ {:.0e}); tract custom-op vs ONNX Runtime standard: top-1 flips {}/{} (≤ {:.1}%), relative MSE {:.1e}; onnx.checker: {}",
-                        c.ort_max_abs_diff, c.tract_kernel_max_abs_diff, g.custom_op_max_abs_diff,
+                        "custom-op vs standard on the same runtime: max |diff| ONNX Runtime {:.1e}, ONNX Runtime + gn-ort-ops {:.1e}, tract {:.1e} (≤ {:.0e}); tract custom-op vs ONNX Runtime standard: top-1 flips {}/{} (≤ {:.1}%), relative MSE {:.1e}; onnx.checker: {}",
+                        c.ort_max_abs_diff, c.fused_max_abs_diff, c.tract_kernel_max_abs_diff, g.custom_op_max_abs_diff,
                         c.tract_top1_flips, c.images, g.ort_max_top1_flip_share * 100.0, c.tract_relative_mse, c.checker
                     ),
                 ));
@@ -144,10 +145,11 @@ pub fn evaluate(
         }
     }
     // The runtimes the README names as running a form must run it and agree.
-    for row in runtimes
-        .iter()
-        .filter(|r| r.runtime == "onnx.reference" || (r.runtime == "OpenVINO (f32 hint)" && r.form == "standard"))
-    {
+    for row in runtimes.iter().filter(|r| {
+        r.runtime == "onnx.reference"
+            || r.runtime == "ONNX Runtime + gn-ort-ops"
+            || (r.runtime == "OpenVINO (f32 hint)" && r.form == "standard")
+    }) {
         let ok = row.runs && row.relative_mse <= g.ort_max_relative_mse && row.top1_flips == 0;
         let detail = if row.runs {
             format!(

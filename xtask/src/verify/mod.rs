@@ -134,7 +134,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     } else {
         let venv = crate::onnxruntime::venv()?;
         let lib = crate::onnxruntime::library(&venv)?;
-        Some((venv, crate::onnxruntime::Runtime::new(&lib)?))
+        let ops = crate::onnxruntime::ops_library()?;
+        Some((venv, crate::onnxruntime::Runtime::new(&lib)?, ops))
     };
 
     let mut results = Vec::new();
@@ -166,7 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         let mut checks = Vec::new();
         let mut custom = Vec::new();
         let mut stateful = Vec::new();
-        if let Some((venv, rt)) = &runtime {
+        if let Some((venv, rt, ops)) = &runtime {
             let prefix = spec.layer_images.min(n).min(spec.long_images.min(n).max(1));
             let xs = x.slice_axis(Axis(0), (0..prefix).into()).to_owned();
             let mut files = Vec::new();
@@ -197,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             for (c, v) in checks.iter_mut().zip(verdicts) {
                 c.checker = v;
             }
-            let ort = Ort { rt, venv, out: &args.out };
+            let ort = Ort { rt, venv, out: &args.out, ops };
             let base = gn_transpile::Options { tau, calibration: calibration.clone(), ..Default::default() };
             custom = custom_op_checks(&ann, &mc.name, &xs, &ort, &base, &config.custom_op.timesteps, spec.batch)?;
             stateful = stateful_checks(&ann, &mc.name, &xs, &ort, &base, config.stateful.calls)?;
@@ -222,17 +223,17 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     let built = match &runtime {
-        Some((venv, rt)) if args.model.is_none() => built_checks(rt, venv, &args.out)?,
+        Some((venv, rt, _)) if args.model.is_none() => built_checks(rt, venv, &args.out)?,
         _ => Vec::new(),
     };
     let runtimes = match (&runtime, config.custom_op.timesteps.iter().max()) {
-        (Some((venv, rt)), Some(&t)) => {
+        (Some((venv, rt, ops)), Some(&t)) => {
             eprintln!("runtime matrix: ONNX Runtime, onnx.reference, OpenVINO");
             let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
             let few = x.slice_axis(Axis(0), (0..config.runtime_images.min(n)).into()).to_owned();
             let unrolled = spec.timesteps.iter().copied().max().unwrap_or(1);
             let calls = config.stateful.calls.min(unrolled);
-            runtime_matrix(&Ort { rt, venv, out: &args.out }, &names, &few, t, unrolled, calls)?
+            runtime_matrix(&Ort { rt, venv, out: &args.out, ops }, &names, &few, t, unrolled, calls)?
         }
         _ => Vec::new(),
     };

@@ -33,6 +33,11 @@ pub struct CustomOpCheck {
     pub nodes_compact: usize,
     /// ONNX Runtime on the custom-op model against ONNX Runtime on the standard model.
     pub ort_max_abs_diff: f64,
+    /// ONNX Runtime on the custom-op model with the gn-ort-ops library (fused kernels)
+    /// against ONNX Runtime on the standard model.
+    pub fused_max_abs_diff: f64,
+    /// Wall time of the custom-op model with the library over the standard one.
+    pub fused_time_ratio: f64,
     /// tract on the custom-op model (registered kernels) against tract on the standard model.
     pub tract_kernel_max_abs_diff: f64,
     /// tract on the custom-op model against ONNX Runtime on the standard model.
@@ -400,19 +405,20 @@ pub fn render_markdown(r: &Report) -> String {
     }
     if r.models.iter().any(|m| !m.custom_op.is_empty()) {
         let _ = writeln!(s, "\n### Custom-op emission (`--emit custom-op`) against the standard emission\n");
-        let _ = writeln!(s, "One `gn.transpile` node per spiking layer, defined by a model-local function whose body is the standard expansion. ONNX Runtime inlines the function; tract runs the registered kernel. Each runtime's custom-op output is compared with the same runtime's standard output (the form must not change a value), and tract's custom-op output with ONNX Runtime's standard output (where the convolutions' summation order can move a spike at a threshold), first images. The time ratios (load and run of the custom-op model over the standard one, same process, same images) are single runs on a shared machine: read them as rough.\n");
-        let _ = writeln!(s, "| model | neuron | T | nodes standard → custom-op | max abs diff against the standard form: ORT, tract | tract custom-op vs ORT standard: max abs diff | images beyond 1e-5 | top-1 flips | onnx.checker | time custom-op / standard: ORT, tract |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(s, "One `gn.transpile` node per spiking layer, defined by a model-local function whose body is the standard expansion. ONNX Runtime inlines the function, or, with the `gn-ort-ops` library registered, runs its fused kernel; tract runs the registered kernel. Each runtime's custom-op output is compared with the same runtime's standard output (the form must not change a value), and tract's custom-op output with ONNX Runtime's standard output (where the convolutions' summation order can move a spike at a threshold), first images. The time ratios (load and run of the custom-op model over the standard one, same process, same images) are single runs on a shared machine: read them as rough.\n");
+        let _ = writeln!(s, "| model | neuron | T | nodes standard → custom-op | max abs diff against the standard form: ORT, ORT + gn-ort-ops, tract | tract custom-op vs ORT standard: max abs diff | images beyond 1e-5 | top-1 flips | onnx.checker | time custom-op / standard: ORT, ORT + gn-ort-ops, tract |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for m in &r.models {
             for c in &m.custom_op {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} → {} | {:.1e}, {:.1e} | {:.1e} | {:.1}% | {}/{} | {} | {:.2}, {:.2} |",
+                    "| {} | {} | {} | {} → {} | {:.1e}, {:.1e}, {:.1e} | {:.1e} | {:.1}% | {}/{} | {} | {:.2}, {:.2}, {:.2} |",
                     m.name,
                     c.neuron,
                     c.timesteps,
                     c.nodes_standard,
                     c.nodes_compact,
                     c.ort_max_abs_diff,
+                    c.fused_max_abs_diff,
                     c.tract_kernel_max_abs_diff,
                     c.tract_max_abs_diff,
                     c.tract_share_beyond_1e5 * 100.0,
@@ -420,6 +426,7 @@ pub fn render_markdown(r: &Report) -> String {
                     c.images,
                     c.checker,
                     c.ort_time_ratio,
+                    c.fused_time_ratio,
                     c.tract_time_ratio
                 );
             }

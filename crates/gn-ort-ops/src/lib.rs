@@ -1,0 +1,373 @@
+//! The `gn.transpile` ops of a custom-op model (`gn-transpile --emit custom-op`) as an
+//! ONNX Runtime custom-op library: one fused kernel per spiking layer instead of the
+//! model-local function's expansion (Div, Reshape, Split, T × (Add, Floor, Clip, Sub),
+//! Concat, Reshape, Mul).
+//!
+//! ```python
+//! so = onnxruntime.SessionOptions()
+//! so.register_custom_ops_library("libgn_ort_ops.so")
+//! session = onnxruntime.InferenceSession("snn.onnx", so)
+//! ```
+//!
+//! Without the library the model still runs: ONNX Runtime inlines the functions. With it,
+//! each `GroupNeuron` / `IFNeuron` node runs [`Kernel::run`], which performs element for
+//! element, in f32, the operations of the function body: `q = x / θ_GN`,
+//! `u(0) = v(0) / θ_GN`, per step `p = u + q_t`, `c = min(max(⌊p⌋, 0), τ)`, `u = p − c`,
+//! output `c · θ_GN`. The results are the function's, bit for bit.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::ptr;
+
+use ort_sys::{
+    ONNXTensorElementDataType, OrtApi, OrtApiBase, OrtCustomOp, OrtCustomOpInputOutputCharacteristic, OrtErrorCode,
+    OrtKernelContext, OrtKernelInfo, OrtMemType, OrtSessionOptions, OrtStatus, OrtStatusPtr, OrtValue,
+};
+
+/// The domain of the ops, as the converter writes it.
+pub const DOMAIN: &CStr = c"gn.transpile";
+/// The C API version the library asks for (ONNX Runtime 1.17 and later provide it).
+const API_VERSION: u32 = 17;
+
+/// One spiking layer's constants, read from the node's attributes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Kernel {
+    pub theta_gn: f32,
+    pub tau: f32,
+    pub u_init: f32,
+    pub timesteps: usize,
+}
+
+/// Elements per block: the membranes of a block stay in L1 while the T steps run.
+const BLOCK: usize = 1024;
+
+impl Kernel {
+    /// The neuron's T steps on `x`, `[T·N, …]` flattened (step-major), into `out`.
+    pub fn run(&self, x: &[f32], out: &mut [f32]) {
+        assert_eq!(x.len(), out.len());
+        let per_step = x.len() / self.timesteps.max(1);
+        for block in 0..self.blocks(per_step) {
+            // SAFETY: `out` has the length of `x`, which is T × `per_step` or more.
+            unsafe { self.run_block(x, out.as_mut_ptr(), per_step, block) }
+        }
+    }
+
+    /// How many blocks of [`BLOCK`] elements a step of `per_step` elements has.
+    pub fn blocks(&self, per_step: usize) -> usize {
+        per_step.div_ceil(BLOCK)
+    }
+
+    /// The T steps of one block of elements. Blocks write disjoint elements of `out`, so
+    /// they can run on several threads at once.
+    ///
+    /// # Safety
+    /// `out` must point to `x.len()` writable elements, `x.len()` ≥ T × `per_step`, and
+    /// no other thread may touch this block's elements of `out`.
+    unsafe fn run_block(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize) {
+        let start = block * BLOCK;
+        let len = BLOCK.min(per_step - start);
+        let mut u = [self.u_init; BLOCK];
+        let u = &mut u[..len];
+        // ⌊p⌋ clipped to [0, τ] is ⌊p clamped to [0, τ + 1]⌋ clipped to τ, and on that range
+        // truncation to i32 is exact: no libm call, and the loop vectorizes.
+        let high = self.tau + 1.0;
+        for t in 0..self.timesteps {
+            let at = t * per_step + start;
+            let xs = &x[at..at + len];
+            let os = std::slice::from_raw_parts_mut(out.add(at), len);
+            for ((u, &x), o) in u.iter_mut().zip(xs).zip(os.iter_mut()) {
+                let p = *u + x / self.theta_gn;
+                // `max` and `min` return the number when p is NaN: never NaN, in range.
+                let clamped = p.max(0.0).min(high);
+                // SAFETY: 0 ≤ clamped ≤ τ + 1, well inside i32.
+                let floor = clamped.to_int_unchecked::<i32>() as f32;
+                let c = floor.min(self.tau);
+                *u = p - c;
+                *o = c * self.theta_gn;
+            }
+        }
+    }
+}
+
+/// The ops of the library: the op's C table first, so that ONNX Runtime's pointer to the
+/// table is a pointer to the op.
+#[repr(C)]
+struct Op {
+    table: OrtCustomOp,
+    name: &'static CStr,
+    group: bool,
+}
+
+// SAFETY: the tables hold function pointers and plain numbers only, and are never written.
+unsafe impl Sync for Op {}
+
+const fn op(name: &'static CStr, group: bool) -> Op {
+    // SAFETY: every field of the table is an integer or an optional function pointer, for
+    // which all-zero bytes are 0 and None (fields newer than `API_VERSION` stay so).
+    let zeroed: OrtCustomOp = unsafe { std::mem::zeroed() };
+    Op {
+        table: OrtCustomOp {
+            version: API_VERSION,
+            GetName: Some(get_name),
+            GetExecutionProviderType: Some(get_provider),
+            GetInputType: Some(get_type),
+            GetInputTypeCount: Some(get_one),
+            GetOutputType: Some(get_type),
+            GetOutputTypeCount: Some(get_one),
+            GetInputCharacteristic: Some(get_required),
+            GetOutputCharacteristic: Some(get_required),
+            GetInputMemoryType: Some(get_memory_type),
+            GetVariadicInputMinArity: Some(get_min_arity),
+            GetVariadicInputHomogeneity: Some(get_homogeneity),
+            GetVariadicOutputMinArity: Some(get_min_arity),
+            GetVariadicOutputHomogeneity: Some(get_homogeneity),
+            CreateKernelV2: Some(create_kernel),
+            KernelComputeV2: Some(compute),
+            KernelDestroy: Some(destroy_kernel),
+            GetStartVersion: Some(get_start_version),
+            GetEndVersion: Some(get_end_version),
+            ..zeroed
+        },
+        name,
+        group,
+    }
+}
+
+static OPS: [Op; 2] = [op(c"GroupNeuron", true), op(c"IFNeuron", false)];
+
+/// The entry point ONNX Runtime calls when the library is registered with a session.
+///
+/// # Safety
+/// Called by ONNX Runtime with valid session options and its API base.
+#[no_mangle]
+pub unsafe extern "C" fn RegisterCustomOps(options: *mut OrtSessionOptions, base: *const OrtApiBase) -> *mut OrtStatus {
+    let api = ((*base).GetApi)(API_VERSION);
+    if api.is_null() {
+        // An ONNX Runtime older than 1.17: register nothing, and the model's functions run.
+        return ptr::null_mut();
+    }
+    let api = &*api;
+    let mut domain = ptr::null_mut();
+    if let Some(status) = check((api.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain)) {
+        return status;
+    }
+    for op in &OPS {
+        if let Some(status) = check((api.CustomOpDomain_Add)(domain, &op.table)) {
+            return status;
+        }
+    }
+    // The domain must outlive every session made with these options: it is never freed.
+    check((api.AddCustomOpDomain)(options, domain)).unwrap_or(ptr::null_mut())
+}
+
+fn check(status: OrtStatusPtr) -> Option<*mut OrtStatus> {
+    (!status.0.is_null()).then_some(status.0)
+}
+
+fn error(api: &OrtApi, message: &str) -> OrtStatusPtr {
+    let text: Vec<u8> = message.bytes().filter(|&b| b != 0).chain([0]).collect();
+    // SAFETY: a NUL-terminated message; ONNX Runtime copies it.
+    unsafe { (api.CreateStatus)(OrtErrorCode::ORT_FAIL, text.as_ptr().cast()) }
+}
+
+unsafe fn this(op: *const OrtCustomOp) -> &'static Op {
+    &*op.cast::<Op>()
+}
+
+unsafe extern "system" fn get_name(op: *const OrtCustomOp) -> *const c_char {
+    this(op).name.as_ptr()
+}
+
+unsafe extern "system" fn get_provider(_: *const OrtCustomOp) -> *const c_char {
+    c"CPUExecutionProvider".as_ptr()
+}
+
+unsafe extern "system" fn get_type(_: *const OrtCustomOp, _: usize) -> ONNXTensorElementDataType {
+    ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
+}
+
+unsafe extern "system" fn get_one(_: *const OrtCustomOp) -> usize {
+    1
+}
+
+unsafe extern "system" fn get_required(_: *const OrtCustomOp, _: usize) -> OrtCustomOpInputOutputCharacteristic {
+    OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED
+}
+
+unsafe extern "system" fn get_memory_type(_: *const OrtCustomOp, _: usize) -> OrtMemType {
+    OrtMemType::OrtMemTypeDefault
+}
+
+unsafe extern "system" fn get_min_arity(_: *const OrtCustomOp) -> i32 {
+    1
+}
+
+unsafe extern "system" fn get_homogeneity(_: *const OrtCustomOp) -> i32 {
+    0
+}
+
+unsafe extern "system" fn get_start_version(_: *const OrtCustomOp) -> i32 {
+    1
+}
+
+unsafe extern "system" fn get_end_version(_: *const OrtCustomOp) -> i32 {
+    i32::MAX
+}
+
+/// A kernel and the API it calls back into.
+struct Instance {
+    kernel: Kernel,
+    api: &'static OrtApi,
+}
+
+unsafe extern "system" fn create_kernel(
+    op: *const OrtCustomOp,
+    api: *const OrtApi,
+    info: *const OrtKernelInfo,
+    out: *mut *mut c_void,
+) -> OrtStatusPtr {
+    let (op, api) = (this(op), &*api);
+    let float = |name: &CStr| -> Result<f32, OrtStatusPtr> {
+        let mut v = 0f32;
+        match check((api.KernelInfoGetAttribute_float)(info, name.as_ptr(), &mut v)) {
+            None => Ok(v),
+            Some(s) => Err(OrtStatusPtr(s)),
+        }
+    };
+    let int = |name: &CStr| -> Result<i64, OrtStatusPtr> {
+        let mut v = 0i64;
+        match check((api.KernelInfoGetAttribute_int64)(info, name.as_ptr(), &mut v)) {
+            None => Ok(v),
+            Some(s) => Err(OrtStatusPtr(s)),
+        }
+    };
+    let read = || -> Result<Kernel, OrtStatusPtr> {
+        let theta_gn = if op.group { float(c"theta_gn")? } else { float(c"theta")? };
+        let tau = if op.group { int(c"tau")? } else { 1 };
+        let timesteps = int(c"timesteps")?;
+        let v_init = float(c"v_init")?;
+        let valid = theta_gn.is_finite()
+            && theta_gn > 0.0
+            && v_init.is_finite()
+            && (1..=1 << 20).contains(&tau)
+            && (1..=1 << 20).contains(&timesteps);
+        if !valid {
+            return Err(error(
+                api,
+                &format!(
+                    "{}: θ = {theta_gn}, τ = {tau}, T = {timesteps}, v(0) = {v_init}: out of range",
+                    op.name.to_string_lossy()
+                ),
+            ));
+        }
+        Ok(Kernel { theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps: timesteps as usize })
+    };
+    match read() {
+        Ok(kernel) => {
+            *out = Box::into_raw(Box::new(Instance { kernel, api })).cast();
+            OrtStatusPtr::default()
+        }
+        Err(status) => status,
+    }
+}
+
+unsafe extern "system" fn destroy_kernel(kernel: *mut c_void) {
+    if !kernel.is_null() {
+        drop(Box::from_raw(kernel.cast::<Instance>()));
+    }
+}
+
+unsafe extern "system" fn compute(kernel: *mut c_void, context: *mut OrtKernelContext) -> OrtStatusPtr {
+    let Instance { kernel, api } = &*kernel.cast::<Instance>();
+    match run(kernel, api, context) {
+        Ok(()) => OrtStatusPtr::default(),
+        Err(status) => status,
+    }
+}
+
+unsafe fn run(kernel: &Kernel, api: &OrtApi, context: *mut OrtKernelContext) -> Result<(), OrtStatusPtr> {
+    let ok = |s: OrtStatusPtr| check(s).map_or(Ok(()), |s| Err(OrtStatusPtr(s)));
+    let mut input: *const OrtValue = ptr::null();
+    ok((api.KernelContext_GetInput)(context, 0, &mut input))?;
+    let mut info = ptr::null_mut();
+    ok((api.GetTensorTypeAndShape)(input, &mut info))?;
+    let mut rank = 0usize;
+    let mut dims = Vec::new();
+    let shape = ok((api.GetDimensionsCount)(info, &mut rank)).and_then(|()| {
+        dims = vec![0i64; rank];
+        ok((api.GetDimensions)(info, dims.as_mut_ptr(), rank))
+    });
+    (api.ReleaseTensorTypeAndShapeInfo)(info);
+    shape?;
+    let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
+    let Some(count) = count else { return Err(error(api, "the input's shape is not a tensor shape")) };
+    let rows = dims.first().copied().unwrap_or(1) as usize;
+    if rows % kernel.timesteps != 0 {
+        return Err(error(
+            api,
+            &format!("axis 0 has {rows} rows, not a multiple of T = {} (the input must be [T·N, …])", kernel.timesteps),
+        ));
+    }
+    let mut output = ptr::null_mut();
+    ok((api.KernelContext_GetOutput)(context, 0, dims.as_ptr(), rank, &mut output))?;
+    if count == 0 {
+        return Ok(());
+    }
+    let (mut x, mut y) = (ptr::null_mut(), ptr::null_mut());
+    ok((api.GetTensorMutableData)(input.cast_mut(), &mut x))?;
+    ok((api.GetTensorMutableData)(output, &mut y))?;
+    let x = std::slice::from_raw_parts(x.cast::<f32>(), count);
+    let per_step = count / kernel.timesteps;
+    let job = Job { kernel, x, out: y.cast::<f32>(), per_step };
+    let job_ptr = ptr::from_ref(&job).cast_mut().cast::<c_void>();
+    let blocks = kernel.blocks(per_step);
+    if blocks < 2 {
+        for index in 0..blocks {
+            block(job_ptr, index);
+        }
+        return Ok(());
+    }
+    // On the session's intra-op threads, a block per call.
+    ok((api.KernelContext_ParallelFor)(context, block, blocks, 0, job_ptr))
+}
+
+/// One layer's run, shared by the threads that run its blocks.
+struct Job<'a> {
+    kernel: &'a Kernel,
+    x: &'a [f32],
+    out: *mut f32,
+    per_step: usize,
+}
+
+unsafe extern "C" fn block(job: *mut c_void, index: usize) {
+    let job = &*job.cast::<Job>();
+    // SAFETY: `out` is the output tensor, of x's length; each index is one block, run once.
+    job.kernel.run_block(job.x, job.out, job.per_step, index);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel against the function body's steps written out plainly, one element at a
+    /// time, on blocks that do not divide the layer.
+    #[test]
+    fn the_kernel_runs_the_function_body() {
+        let kernel = Kernel { theta_gn: 0.7, tau: 4.0, u_init: 0.5, timesteps: 3 };
+        let per_step = 2 * BLOCK + 37;
+        let mut x: Vec<f32> = (0..3 * per_step).map(|i| ((i * 7919 % 1013) as f32 - 300.0) / 97.0).collect();
+        // Far beyond the clamp, and exactly on thresholds.
+        x[..6].copy_from_slice(&[1e30, -1e30, 3.0e9, 0.35, 0.7, -0.35]);
+        let mut got = vec![0f32; x.len()];
+        kernel.run(&x, &mut got);
+        for j in 0..per_step {
+            let mut u = kernel.u_init;
+            for t in 0..3 {
+                let k = t * per_step + j;
+                let p = u + x[k] / kernel.theta_gn;
+                let c = p.floor().max(0.0).min(kernel.tau);
+                u = p - c;
+                assert_eq!(got[k], c * kernel.theta_gn, "element {j}, step {t}");
+            }
+        }
+    }
+}
