@@ -98,6 +98,157 @@ pub fn encode(model: &ModelProto) -> Vec<u8> {
     model.encode_to_vec()
 }
 
+/// Tensor data at least this large is written straight from the tensor, not copied into
+/// an encoding buffer first.
+const DIRECT_BYTES: usize = 64 << 10;
+
+/// Writes the bytes [`encode`] returns, without holding them in memory: the graph's nodes
+/// and initializers are encoded one at a time, and large `raw_data` is written straight
+/// from the tensor. Fields go out in tag order, as prost encodes them.
+pub fn write_model(model: &ModelProto, w: &mut impl Write) -> std::io::Result<()> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let Some(graph) = &model.graph else { return w.write_all(&encode(model)) };
+    let ModelProto {
+        ir_version,
+        opset_import,
+        producer_name,
+        producer_version,
+        domain,
+        model_version,
+        doc_string,
+        graph: _,
+        metadata_props,
+        training_info,
+        functions,
+        configuration,
+    } = model;
+    let mut buf = Vec::new();
+    let head = ModelProto {
+        ir_version: *ir_version,
+        producer_name: producer_name.clone(),
+        producer_version: producer_version.clone(),
+        domain: domain.clone(),
+        model_version: *model_version,
+        doc_string: doc_string.clone(),
+        ..Default::default()
+    };
+    head.encode(&mut buf)?;
+    encode_key(7, WireType::LengthDelimited, &mut buf);
+    encode_varint(graph.encoded_len() as u64, &mut buf);
+    w.write_all(&buf)?;
+    write_graph(graph, w, &mut buf)?;
+    let tail = ModelProto {
+        opset_import: opset_import.clone(),
+        metadata_props: metadata_props.clone(),
+        training_info: training_info.clone(),
+        functions: functions.clone(),
+        configuration: configuration.clone(),
+        ..Default::default()
+    };
+    buf.clear();
+    tail.encode(&mut buf)?;
+    w.write_all(&buf)
+}
+
+/// A graph's fields (without its key and length), nodes and initializers one at a time.
+fn write_graph(graph: &GraphProto, w: &mut impl Write, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let GraphProto {
+        node,
+        name,
+        initializer,
+        sparse_initializer,
+        doc_string,
+        input,
+        output,
+        value_info,
+        quantization_annotation,
+        metadata_props,
+    } = graph;
+    for n in node {
+        buf.clear();
+        encode_key(1, WireType::LengthDelimited, buf);
+        encode_varint(n.encoded_len() as u64, buf);
+        n.encode(buf)?;
+        w.write_all(buf)?;
+    }
+    buf.clear();
+    GraphProto { name: name.clone(), ..Default::default() }.encode(buf)?;
+    w.write_all(buf)?;
+    for t in initializer {
+        buf.clear();
+        encode_key(5, WireType::LengthDelimited, buf);
+        encode_varint(t.encoded_len() as u64, buf);
+        match &t.raw_data {
+            Some(raw) if raw.len() >= DIRECT_BYTES => {
+                // The fields before raw_data (tag 9), raw_data itself, the fields after it.
+                let TensorProto {
+                    dims,
+                    data_type,
+                    segment,
+                    float_data,
+                    int32_data,
+                    string_data,
+                    int64_data,
+                    name,
+                    doc_string,
+                    raw_data: _,
+                    external_data,
+                    data_location,
+                    double_data,
+                    uint64_data,
+                    metadata_props,
+                } = t;
+                let before = TensorProto {
+                    dims: dims.clone(),
+                    data_type: *data_type,
+                    segment: segment.clone(),
+                    float_data: float_data.clone(),
+                    int32_data: int32_data.clone(),
+                    string_data: string_data.clone(),
+                    int64_data: int64_data.clone(),
+                    name: name.clone(),
+                    ..Default::default()
+                };
+                before.encode(buf)?;
+                encode_key(9, WireType::LengthDelimited, buf);
+                encode_varint(raw.len() as u64, buf);
+                w.write_all(buf)?;
+                w.write_all(raw)?;
+                buf.clear();
+                let after = TensorProto {
+                    doc_string: doc_string.clone(),
+                    external_data: external_data.clone(),
+                    data_location: *data_location,
+                    double_data: double_data.clone(),
+                    uint64_data: uint64_data.clone(),
+                    metadata_props: metadata_props.clone(),
+                    ..Default::default()
+                };
+                after.encode(buf)?;
+                w.write_all(buf)?;
+            }
+            _ => {
+                t.encode(buf)?;
+                w.write_all(buf)?;
+            }
+        }
+    }
+    let tail = GraphProto {
+        sparse_initializer: sparse_initializer.clone(),
+        doc_string: doc_string.clone(),
+        input: input.clone(),
+        output: output.clone(),
+        value_info: value_info.clone(),
+        quantization_annotation: quantization_annotation.clone(),
+        metadata_props: metadata_props.clone(),
+        ..Default::default()
+    };
+    buf.clear();
+    tail.encode(buf)?;
+    w.write_all(buf)
+}
+
 fn kind_of(meta: &fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
@@ -446,11 +597,24 @@ pub fn save(model: &ModelProto, path: &Path, protected: &[PathBuf]) -> Result<()
     if size > MAX_MODEL_BYTES {
         return Err(IoError::TooLarge { what: format!("the model for {}", path.display()), size });
     }
-    save_bytes(&encode(model), path, protected)
+    save_with(path, protected, &mut |f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        write_model(model, &mut w)?;
+        w.flush()
+    })
 }
 
 /// Writes bytes atomically; see [`save`].
 pub fn save_bytes(bytes: &[u8], path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
+    save_with(path, protected, &mut |mut f| f.write_all(bytes))
+}
+
+/// Writes a file atomically with `write`; see [`save`].
+fn save_with(
+    path: &Path,
+    protected: &[PathBuf],
+    write: &mut dyn FnMut(&fs::File) -> std::io::Result<()>,
+) -> Result<(), IoError> {
     check_output(path, protected)?;
     let werr = |cause| IoError::Write { path: path.into(), cause };
     let file_name = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
@@ -470,11 +634,7 @@ pub fn save_bytes(bytes: &[u8], path: &Path, protected: &[PathBuf]) -> Result<()
             return Err(werr(e));
         }
     };
-    let result = (|| {
-        let mut f = tmp.as_file();
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
+    let result = write(tmp.as_file()).and_then(|()| tmp.as_file().sync_all());
     let mut registered = pending();
     let outcome = match result {
         Err(e) => Err(werr(e)),
