@@ -202,7 +202,7 @@ fn write_graph(graph: &GraphProto, w: &mut impl Write, buf: &mut Vec<u8>) -> std
                 let before = TensorProto {
                     dims: dims.clone(),
                     data_type: *data_type,
-                    segment: segment.clone(),
+                    segment: *segment,
                     float_data: float_data.clone(),
                     int32_data: int32_data.clone(),
                     string_data: string_data.clone(),
