@@ -39,6 +39,10 @@ enum Task {
     Python(python::Args),
     /// Time the emitted SNN against T runs of the ANN (ONNX Runtime, tract), and the transpiler against a file copy.
     Bench(bench::Args),
+    /// One load, convert (GN, τ = 4, T = 4) and save, in a process of its own: prints the
+    /// milliseconds it took and the process's peak resident memory (for the bench).
+    #[command(hide = true)]
+    TranspileOnce { input: PathBuf, output: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Task::Fuzz(args) => fuzz::run(args),
         Task::Python(args) => python::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::TranspileOnce { input, output } => bench::transpile_once(&input, &output),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
