@@ -35,6 +35,10 @@ pub struct Args {
     /// Skip the transpiler's time and memory against a file copy.
     #[arg(long)]
     no_transpile: bool,
+    /// A Python with torch and onnx2torch (not needed otherwise): also time PyTorch eager
+    /// GN against the emitted model (fixtures/bench_pytorch.py).
+    #[arg(long, value_name = "PYTHON")]
+    torch_python: Option<PathBuf>,
     /// Write the Markdown table into README.md.
     #[arg(long)]
     readme: bool,
@@ -268,7 +272,28 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         });
     }
 
-    let md = render(&rows, &transpiles, &args);
+    let mut md = render(&rows, &transpiles, &args);
+    if let Some(python) = &args.torch_python {
+        let cli = crate::cargo_artifact(&["--release", "--package", "gn-transpile-cli"], "gn-transpile", |f| {
+            f.file_name().is_some_and(|n| n == "gn-transpile")
+        })?;
+        eprintln!("PyTorch eager GN against the emitted model (fixtures/bench_pytorch.py)");
+        let out = std::process::Command::new(python)
+            .arg(root.join("fixtures/bench_pytorch.py"))
+            .arg("--bin")
+            .arg(&cli)
+            .arg("--ops")
+            .arg(&ops)
+            .arg("--rounds")
+            .arg(args.rounds.to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            anyhow::bail!("fixtures/bench_pytorch.py failed");
+        }
+        md.push('\n');
+        md.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
     std::fs::write(args.out.join("bench.md"), &md)?;
     std::fs::write(
         args.out.join("bench.json"),

@@ -64,6 +64,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `cargo build` with `args` and returns the file of target `target` that `pick`
+/// accepts (the binary, the shared library, …), as cargo reports it.
+pub fn cargo_artifact(args: &[&str], target: &str, pick: impl Fn(&std::path::Path) -> bool) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--message-format=json"])
+        .args(args)
+        .current_dir(workspace())
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("cargo build {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if message["reason"] != "compiler-artifact" || message["target"]["name"] != target {
+            continue;
+        }
+        if let Some(file) = message["executable"].as_str().map(PathBuf::from).filter(|f| pick(f)) {
+            return Ok(file);
+        }
+        let files = message["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str());
+        if let Some(file) = files.map(PathBuf::from).find(|f| pick(f)) {
+            return Ok(file);
+        }
+    }
+    anyhow::bail!("cargo build {} named no file of {target}", args.join(" "))
+}
+
 /// The workspace root (the folder holding `xtask/`).
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()

@@ -37,25 +37,9 @@ pub fn library(venv: &Path) -> anyhow::Result<PathBuf> {
 /// Builds the custom-op library (`gn-ort-ops`, release) and returns the path of the
 /// shared library, for sessions that run the custom-op form's nodes as fused kernels.
 pub fn ops_library() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--quiet", "--release", "--package", "gn-ort-ops", "--message-format=json"])
-        .current_dir(crate::workspace())
-        .output()?;
-    if !out.status.success() {
-        bail!("cannot build gn-ort-ops: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if message["reason"] != "compiler-artifact" || message["target"]["name"] != "gn_ort_ops" {
-            continue;
-        }
-        let files = message["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str());
-        if let Some(lib) = files.map(PathBuf::from).find(|f| f.extension().is_some_and(|e| e == "so" || e == "dylib")) {
-            return Ok(lib);
-        }
-    }
-    bail!("cargo built gn-ort-ops but named no shared library")
+    crate::cargo_artifact(&["--release", "--package", "gn-ort-ops"], "gn_ort_ops", |f| {
+        f.extension().is_some_and(|e| e == "so" || e == "dylib")
+    })
 }
 
 /// Runs `onnx.checker.check_model(full_check=True)` on each file; returns one verdict
