@@ -601,6 +601,9 @@ pub fn expand_max_pool(graph: &mut Graph, opset: Opset, node: NodeProto, timeste
     let name = if node.name().is_empty() { format!("{}.maxpool", node.output[0]) } else { node.name().to_string() };
     let x = node.input[0].clone();
     let folded = timesteps > 1;
+    if folded && state.is_none() && opset.0 >= 11 {
+        return running_max_pool(graph, &name, node, timesteps);
+    }
     let rows = folded.then(|| graph.add_initializer_i64(&format!("{name}.rows"), &[2], &[timesteps as i64, -1]));
     let parts = match &rows {
         Some(rows) => {
@@ -666,6 +669,38 @@ pub fn expand_max_pool(graph: &mut Graph, opset: Opset, node: NodeProto, timeste
         graph.add_node(&name, "out", "Reshape", &[&joined, &p_shape], vec![]);
     }
     // The last node written (the output reshape, the difference, or the pool) writes y.
+    rename_last_output(graph, &node.output[0]);
+}
+
+/// [`expand_max_pool`] on a folded input without state, in four passes over the data: the
+/// running sums by one `CumSum` along the steps, the pool, and the difference as `P`
+/// minus `P` shifted by one step (`Slice`, then `Pad` with a zero step in front). The
+/// sums are taken in step order, as the chain of `Add`s of the general form does.
+fn running_max_pool(graph: &mut Graph, name: &str, node: NodeProto, timesteps: usize) {
+    let t = timesteps as i64;
+    let x = node.input[0].clone();
+    let rows = graph.add_initializer_i64(&format!("{name}.rows"), &[2], &[t, -1]);
+    let axis = graph.add_initializer_i64(&format!("{name}.step_axis"), &[], &[0]);
+    let xs = graph.add_node(name, "cum.steps", "Reshape", &[&x, &rows], vec![]);
+    let cum = graph.add_node(name, "cum.sum", "CumSum", &[&xs, &axis], vec![]);
+    let x_shape = graph.add_node(name, "cum.shape", "Shape", &[&x], vec![]);
+    let counts = graph.add_node(name, "cum", "Reshape", &[&cum, &x_shape], vec![]);
+    let pooled = graph.unique_name(&format!("{name}.pooled"));
+    let mut pool = node.clone();
+    pool.name = Some(pooled.clone());
+    pool.input[0] = counts;
+    pool.output = vec![pooled.clone()];
+    graph.proto.node.push(pool);
+    let ps = graph.add_node(name, "diff.steps", "Reshape", &[&pooled, &rows], vec![]);
+    let starts = graph.add_initializer_i64(&format!("{name}.diff.starts"), &[1], &[0]);
+    let ends = graph.add_initializer_i64(&format!("{name}.diff.ends"), &[1], &[t - 1]);
+    let axes = graph.add_initializer_i64(&format!("{name}.diff.axes"), &[1], &[0]);
+    let earlier = graph.add_node(name, "diff.earlier", "Slice", &[&ps, &starts, &ends, &axes], vec![]);
+    let pads = graph.add_initializer_i64(&format!("{name}.diff.pads"), &[4], &[1, 0, 0, 0]);
+    let previous = graph.add_node(name, "diff.previous", "Pad", &[&earlier, &pads], vec![]);
+    let steps = graph.add_node(name, "diff", "Sub", &[&ps, &previous], vec![]);
+    let p_shape = graph.add_node(name, "diff.shape", "Shape", &[&pooled], vec![]);
+    graph.add_node(name, "out", "Reshape", &[&steps, &p_shape], vec![]);
     rename_last_output(graph, &node.output[0]);
 }
 
@@ -856,12 +891,19 @@ mod tests {
         let pool = node("ReduceMax", &["c"], "y", vec![attr::ints("axes", &[1])]);
         let mut g = graph(pool, None);
         assert_eq!(analyze(&g).unwrap().verdicts[3].role, Role::Rate);
-        crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
-        g.sort().unwrap();
-        let ops: Vec<&str> = g.nodes().iter().map(|n| n.op_type()).collect();
-        assert_eq!(ops.iter().filter(|&&o| o == "ReduceMax").count(), 1);
-        assert_eq!(ops.iter().filter(|&&o| o == "Sub").count(), 2, "{ops:?}");
-        // The pooled value keeps its name, written by the last difference's reshape.
-        assert_eq!(g.nodes().iter().filter(|n| n.output[0] == "y").count(), 1);
+        // From opset 11 the running sums are one CumSum and the difference one Sub;
+        // before, a chain of T − 1 Adds and T − 1 Subs.
+        for (opset, cumsum, subs) in [(17, 1, 1), (10, 0, 2)] {
+            let mut g = g.clone();
+            let cx = Context { opset: Opset(opset), ..cx(3) };
+            crate::pass::run(&mut g, "lower", |g| run(g, &cx)).unwrap();
+            g.sort().unwrap();
+            let ops: Vec<&str> = g.nodes().iter().map(|n| n.op_type()).collect();
+            assert_eq!(ops.iter().filter(|&&o| o == "ReduceMax").count(), 1);
+            assert_eq!(ops.iter().filter(|&&o| o == "CumSum").count(), cumsum, "{ops:?}");
+            assert_eq!(ops.iter().filter(|&&o| o == "Sub").count(), subs, "{ops:?}");
+            // The pooled value keeps its name, written by the last difference's reshape.
+            assert_eq!(g.nodes().iter().filter(|n| n.output[0] == "y").count(), 1);
+        }
     }
 }
