@@ -889,7 +889,7 @@ mod tests {
     #[test]
     fn a_max_pool_on_spikes_gets_the_running_count_form() {
         let pool = node("ReduceMax", &["c"], "y", vec![attr::ints("axes", &[1])]);
-        let mut g = graph(pool, None);
+        let g = graph(pool, None);
         assert_eq!(analyze(&g).unwrap().verdicts[3].role, Role::Rate);
         // From opset 11 the running sums are one CumSum and the difference one Sub;
         // before, a chain of T − 1 Adds and T − 1 Subs.
