@@ -426,6 +426,9 @@ pub fn topo_order_of(nodes: &[NodeProto]) -> Result<Vec<usize>, GraphError> {
     Ok(order)
 }
 
+/// The most elements a constant read by [`Constants::small`] may have.
+pub const SMALL_ELEMENTS: usize = 64;
+
 /// The constants of a graph, indexed by value name: initializers (unless a graph input
 /// of the same name overrides them) and `Constant` node outputs. Lookups are O(1), and
 /// deciding whether a value is constant never converts its data.
@@ -475,6 +478,31 @@ impl<'a> Constants<'a> {
             return Some(tensor_to_f64(t).map(|values| ConstTensor { dims: t.dims.clone(), values }));
         }
         constant_node_value(self.nodes.get(name)?)
+    }
+
+    /// The value of a small constant (a shape, axes, bounds, repeats): `None` for one of more
+    /// than [`SMALL_ELEMENTS`] elements, which is refused before its data is read, so that a
+    /// shape operand cannot make the converter expand a large tensor.
+    pub fn small(&self, name: &str) -> Option<Result<ConstTensor, TensorError>> {
+        if self.inputs.contains(name) {
+            return None;
+        }
+        let count = match self.initializers.get(name) {
+            Some(t) => crate::data::element_count(&t.dims),
+            None => {
+                let a = self.nodes.get(name)?.attribute.first()?;
+                match a.name() {
+                    "value" => crate::data::element_count(&a.t.as_ref()?.dims),
+                    "value_floats" => Some(a.floats.len()),
+                    "value_ints" => Some(a.ints.len()),
+                    _ => Some(1),
+                }
+            }
+        };
+        if count.is_none_or(|c| c > SMALL_ELEMENTS) {
+            return None;
+        }
+        self.get(name)
     }
 
     /// The value of a scalar constant (one element, any rank, float or integer). Tensors
@@ -569,5 +597,32 @@ pub mod attr {
     /// The value of a float attribute of `node`, if present.
     pub fn get_float(node: &NodeProto, name: &str) -> Option<f32> {
         node.attribute.iter().find(|a| a.name() == name).map(|a| a.f())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_reads_only_constants_of_a_few_elements() {
+        let g = GraphProto {
+            initializer: vec![
+                crate::data::tensor_i64("shape", &[SMALL_ELEMENTS as i64], &[1; SMALL_ELEMENTS]),
+                crate::data::tensor_f32("weights", &[SMALL_ELEMENTS as i64 + 1], &[0.5; SMALL_ELEMENTS + 1]),
+            ],
+            node: vec![NodeProto {
+                op_type: Some("Constant".into()),
+                output: vec!["axes".into()],
+                attribute: vec![attr::ints("value_ints", &[0, 1])],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let c = Constants::new(&g);
+        assert_eq!(c.small("shape").unwrap().unwrap().values.len(), SMALL_ELEMENTS);
+        assert!(c.small("weights").is_none());
+        assert!(c.get("weights").is_some());
+        assert_eq!(c.small("axes").unwrap().unwrap().values, [0.0, 1.0]);
     }
 }

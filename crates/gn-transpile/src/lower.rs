@@ -182,7 +182,7 @@ fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
         }
         "ReduceMean" | "ReduceSum" | "ReduceMax" => {
             let axes = n.attribute.iter().find(|a| a.name() == "axes").map(|a| a.ints.clone()).or_else(|| {
-                n.input.get(1).and_then(|i| consts.get(i)?.ok()).map(|c| c.values.iter().map(|&v| v as i64).collect())
+                n.input.get(1).and_then(|i| consts.small(i)?.ok()).map(|c| c.values.iter().map(|&v| v as i64).collect())
             });
             match axes {
                 Some(a) if !a.is_empty() && !a.contains(&0) => None,
@@ -190,14 +190,14 @@ fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
             }
         }
         "Tile" => {
-            let repeats = n.input.get(1).and_then(|i| consts.get(i)?.ok());
+            let repeats = n.input.get(1).and_then(|i| consts.small(i)?.ok());
             match repeats {
                 Some(r) if r.values.first() == Some(&1.0) => None,
                 _ => msg("repeats along"),
             }
         }
         "Slice" => {
-            let axes = n.input.get(3).filter(|s| !s.is_empty()).and_then(|i| consts.get(i)?.ok());
+            let axes = n.input.get(3).filter(|s| !s.is_empty()).and_then(|i| consts.small(i)?.ok());
             match axes {
                 Some(a) if !a.values.contains(&0.0) => None,
                 _ => msg("slices"),
@@ -349,7 +349,7 @@ fn expand_of_folded(
     if standard_op(n) != "Expand" || classes.get(n.input.first()?) != Some(&TimeClass::Folded) {
         return None;
     }
-    let shape: Vec<i64> = consts.get(n.input.get(1)?)?.ok()?.values.iter().map(|&v| v as i64).collect();
+    let shape: Vec<i64> = consts.small(n.input.get(1)?)?.ok()?.values.iter().map(|&v| v as i64).collect();
     let lead = *shape.first()?;
     match shapes.rank(&n.input[0]) {
         Some(r) if shape.len() > r => Some(Err(format!(
@@ -416,7 +416,7 @@ fn reshape_leading_entry(consts: &Constants, n: &NodeProto) -> Option<f64> {
     if standard_op(n) != "Reshape" {
         return None;
     }
-    consts.get(n.input.get(1)?)?.ok()?.values.first().copied()
+    consts.small(n.input.get(1)?)?.ok()?.values.first().copied()
 }
 
 /// For a Slice on axis 0 with constant bounds that keep the whole batch — start 0, step
@@ -429,7 +429,7 @@ fn slice_of_whole_batch(consts: &Constants, n: &NodeProto, batch: Option<i64>) -
     }
     let values = |i: usize| -> Option<Vec<f64>> {
         let name = n.input.get(i).filter(|s| !s.is_empty())?;
-        Some(consts.get(name)?.ok()?.values.clone())
+        Some(consts.small(name)?.ok()?.values.clone())
     };
     let (starts, ends) = (values(1)?, values(2)?);
     let axes = values(3).unwrap_or_else(|| (0..starts.len()).map(|a| a as f64).collect());
@@ -521,7 +521,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         let mut node = original.clone();
         if node.output.first().is_some_and(|o| rebatched.contains(o)) && standard_op(&node) == "Slice" {
             // A Slice keeping all of a static batch keeps all of T·N: its end on axis 0 opens.
-            let bound = |i: usize| node.input.get(i).filter(|s| !s.is_empty()).and_then(|b| consts.get(b)?.ok());
+            let bound = |i: usize| node.input.get(i).filter(|s| !s.is_empty()).and_then(|b| consts.small(b)?.ok());
             if let (Some(ends), axes) = (bound(2), bound(3)) {
                 let k = axes.map_or(Some(0), |a| a.values.iter().position(|&v| v == 0.0));
                 if let Some(k) = k {
@@ -535,7 +535,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         } else if node.output.first().is_some_and(|o| rebatched.contains(o)) {
             // A static-batch target [N, …] on a folded tensor becomes [T·N, …] (Reshape),
             // or [1, …] (Expand: the input's T·N rows stay as they are).
-            if let Some(Ok(target)) = node.input.get(1).and_then(|t| consts.get(t)) {
+            if let Some(Ok(target)) = node.input.get(1).and_then(|t| consts.small(t)) {
                 let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
                 dims[0] = if standard_op(&node) == "Expand" { 1 } else { dims[0] * t as i64 };
                 let name = patch.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);

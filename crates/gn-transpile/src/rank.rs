@@ -194,7 +194,7 @@ impl Shapes {
 /// The values of a node's constant operand `i`, as integers.
 fn const_ints(consts: &Constants, n: &NodeProto, i: usize) -> Option<Vec<i64>> {
     let name = n.input.get(i).filter(|s| !s.is_empty())?;
-    Some(consts.get(name)?.ok()?.values.iter().map(|&v| v as i64).collect())
+    Some(consts.small(name)?.ok()?.values.iter().map(|&v| v as i64).collect())
 }
 
 /// The numpy broadcast of two shapes, if they broadcast.
