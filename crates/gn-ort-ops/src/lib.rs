@@ -63,6 +63,23 @@ impl Kernel {
     /// `out` must point to `x.len()` writable elements, `x.len()` ≥ T × `per_step`, and
     /// no other thread may touch this block's elements of `out`.
     unsafe fn run_block(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return self.run_block_avx2(x, out, per_step, block);
+        }
+        self.steps(x, out, per_step, block)
+    }
+
+    /// [`Kernel::steps`] compiled for AVX2: eight lanes instead of four. The operations and
+    /// their order are the same (no fused multiply-add), so the results are too.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_block_avx2(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize) {
+        self.steps(x, out, per_step, block)
+    }
+
+    #[inline(always)]
+    unsafe fn steps(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize) {
         let start = block * BLOCK;
         let len = BLOCK.min(per_step - start);
         let mut u = [self.u_init; BLOCK];
@@ -359,6 +376,13 @@ mod tests {
         x[..6].copy_from_slice(&[1e30, -1e30, 3.0e9, 0.35, 0.7, -0.35]);
         let mut got = vec![0f32; x.len()];
         kernel.run(&x, &mut got);
+        // The portable loop (what runs without AVX2) gives the same values.
+        let mut portable = vec![0f32; x.len()];
+        for block in 0..kernel.blocks(per_step) {
+            // SAFETY: `portable` has x's length, T × per_step.
+            unsafe { kernel.steps(&x, portable.as_mut_ptr(), per_step, block) }
+        }
+        assert_eq!(got, portable);
         for j in 0..per_step {
             let mut u = kernel.u_init;
             for t in 0..3 {
