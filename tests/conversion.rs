@@ -309,6 +309,10 @@ fn a_static_batch_model_converts_and_keeps_its_shapes() {
         let d = run_tract_2d(&dynamic, &x).remove(0);
         assert!(gn_tests::max_abs_diff(&outs[0], &d) <= 1e-6, "T={t}");
     }
+    // A static batch so large that T times it overflows is refused, not wrapped.
+    let huge = i64::MAX / 2;
+    let err = transpile(&static_batch_mlp(huge, huge), &options(NeuronKind::Gn, 4, 4, false)).expect_err("refused");
+    assert!(err.to_string().contains("overflows"), "{err}");
     // A leading entry that is neither 0, -1 nor the static batch is still refused, named.
     let err = transpile(&static_batch_mlp(5, 2), &options(NeuronKind::Gn, 4, 4, false)).expect_err("refused");
     assert!(err.to_string().contains("the model's static batch 5"), "{err}");

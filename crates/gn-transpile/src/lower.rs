@@ -537,7 +537,15 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             // or [1, …] (Expand: the input's T·N rows stay as they are).
             if let Some(Ok(target)) = node.input.get(1).and_then(|t| consts.small(t)) {
                 let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
-                dims[0] = if standard_op(&node) == "Expand" { 1 } else { dims[0] * t as i64 };
+                dims[0] = if standard_op(&node) == "Expand" {
+                    1
+                } else {
+                    dims[0].checked_mul(t as i64).ok_or_else(|| TranspileError::Pass {
+                        pass: "lower",
+                        node: original.name().to_string(),
+                        reason: format!("{} its batch {} times T = {t} overflows", original.op_type(), dims[0]),
+                    })?
+                };
                 let name = patch.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);
                 node.input[1] = name;
             }

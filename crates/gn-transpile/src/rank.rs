@@ -172,7 +172,7 @@ impl Shapes {
                 _ => None,
             },
             "Tile" => match (input_dims(self, 0), values(1)) {
-                (Some(a), Some(r)) if a.len() == r.len() => Some(a.iter().zip(&r).map(|(d, r)| d * r).collect()),
+                (Some(a), Some(r)) if a.len() == r.len() => a.iter().zip(&r).map(|(d, r)| d.checked_mul(*r)).collect(),
                 _ => None,
             },
             _ => None,
