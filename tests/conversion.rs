@@ -267,6 +267,14 @@ fn shapes_computed_from_the_batch_follow_their_provenance() {
     assert!(text.contains("'reshape") && text.contains("time-invariant"), "names the Reshape node: {text}");
 }
 
+/// Declares the batch of an MLP's input `[·, 6]` and output `[·, 4]`: a number (static
+/// batch) or `None` (symbolic).
+fn set_batch(m: &mut ModelProto, n: Option<i64>) {
+    let g = m.graph.as_mut().unwrap();
+    g.input[0] = gn_onnx::data::float_value_info("input", &[n, Some(6)]);
+    g.output[0] = gn_onnx::data::float_value_info("output", &[n, Some(4)]);
+}
+
 /// The MLP of [`reshape_chain`] with a static batch `n`, as the legacy exporter writes it
 /// without `dynamic_axes`: input `[n, 6]`, output `[n, 4]`, and the reshape target
 /// folded into the constant `[n, 3, 4]`.
@@ -279,9 +287,7 @@ fn static_batch_mlp(n: i64, target_batch: i64) -> ModelProto {
     let f = b.node("Flatten", &[&r], vec![gn_onnx::graph::attr::int("axis", 1)]);
     let y = b.gemm(&f, &matrix(4, 12, 5, 0.8), &[0.0; 4]);
     let mut m = b.finish(&y, &[4]);
-    let g = m.graph.as_mut().unwrap();
-    g.input[0] = gn_onnx::data::float_value_info("input", &[Some(n), Some(6)]);
-    g.output[0] = gn_onnx::data::float_value_info("output", &[Some(n), Some(4)]);
+    set_batch(&mut m, Some(n));
     m
 }
 
@@ -342,9 +348,7 @@ fn batch_constants_mlp(n: i64) -> ModelProto {
     let h = b.qcfs(&sum, 1.3, 4);
     let y = b.gemm(&h, &matrix(4, 16, 5, 0.8), &[0.0; 4]);
     let mut m = b.finish(&y, &[4]);
-    let g = m.graph.as_mut().unwrap();
-    g.input[0] = gn_onnx::data::float_value_info("input", &[Some(n), Some(6)]);
-    g.output[0] = gn_onnx::data::float_value_info("output", &[Some(n), Some(4)]);
+    set_batch(&mut m, Some(n));
     m
 }
 
@@ -383,8 +387,6 @@ fn constants_that_carry_a_static_batch_are_rebatched() {
 /// [`static_batch_mlp`] with a dynamic batch (target `[0, 3, 4]`).
 fn reshape_like_dynamic() -> ModelProto {
     let mut m = static_batch_mlp(5, 0);
-    let g = m.graph.as_mut().unwrap();
-    g.input[0] = gn_onnx::data::float_value_info("input", &[None, Some(6)]);
-    g.output[0] = gn_onnx::data::float_value_info("output", &[None, Some(4)]);
+    set_batch(&mut m, None);
     m
 }
