@@ -30,7 +30,7 @@ use gn_onnx::{Graph, Patch};
 use crate::error::TranspileError;
 use crate::neuron::{NeuronNode, Opset};
 use crate::pass::{Context, Planned};
-use crate::rank::Shapes;
+use crate::rank::{const_ints, Shapes};
 
 /// When a value is computed, relative to the time steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,9 +181,12 @@ fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
             }
         }
         "ReduceMean" | "ReduceSum" | "ReduceMax" => {
-            let axes = n.attribute.iter().find(|a| a.name() == "axes").map(|a| a.ints.clone()).or_else(|| {
-                n.input.get(1).and_then(|i| consts.small(i)?.ok()).map(|c| c.values.iter().map(|&v| v as i64).collect())
-            });
+            let axes = n
+                .attribute
+                .iter()
+                .find(|a| a.name() == "axes")
+                .map(|a| a.ints.clone())
+                .or_else(|| const_ints(consts, n, 1));
             match axes {
                 Some(a) if !a.is_empty() && !a.contains(&0) => None,
                 _ => msg("reduces over"),
@@ -349,7 +352,7 @@ fn expand_of_folded(
     if standard_op(n) != "Expand" || classes.get(n.input.first()?) != Some(&TimeClass::Folded) {
         return None;
     }
-    let shape: Vec<i64> = consts.small(n.input.get(1)?)?.ok()?.values.iter().map(|&v| v as i64).collect();
+    let shape = const_ints(consts, n, 1)?;
     let lead = *shape.first()?;
     match shapes.rank(&n.input[0]) {
         Some(r) if shape.len() > r => Some(Err(format!(

@@ -191,8 +191,8 @@ impl Shapes {
     }
 }
 
-/// The values of a node's constant operand `i`, as integers.
-fn const_ints(consts: &Constants, n: &NodeProto, i: usize) -> Option<Vec<i64>> {
+/// The values of a node's small constant operand `i` (see [`Constants::small`]), as integers.
+pub(crate) fn const_ints(consts: &Constants, n: &NodeProto, i: usize) -> Option<Vec<i64>> {
     let name = n.input.get(i).filter(|s| !s.is_empty())?;
     Some(consts.small(name)?.ok()?.values.iter().map(|&v| v as i64).collect())
 }
