@@ -61,6 +61,9 @@ pub struct ModelConfig {
 #[derive(Deserialize)]
 pub struct TauSweep {
     pub models: Vec<String>,
+    /// Models swept only with `--full`.
+    #[serde(default)]
+    pub models_full: Vec<String>,
     pub taus: Vec<u32>,
     pub timesteps: Vec<usize>,
 }

@@ -164,6 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         let spec = Spec { calibration: calibration.clone(), ..spec.clone() };
         let m = measure(&ann, &x, labels.as_deref(), &spec, &progress())
             .with_context(|| format!("{}", mc.path.display()))?;
+        eprintln!("{}: measured on tract in {:.0} s", mc.name, t0.elapsed().as_secs_f64());
         let mut checks = Vec::new();
         let mut custom = Vec::new();
         let mut stateful = Vec::new();
@@ -203,6 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             custom = custom_op_checks(&ann, &mc.name, &xs, &ort, &base, &config.custom_op.timesteps, spec.batch)?;
             stateful = stateful_checks(&ann, &mc.name, &xs, &ort, &base, config.stateful.calls)?;
         }
+        eprintln!("{}: done in {:.0} s", mc.name, t0.elapsed().as_secs_f64());
         results.push(ModelResult {
             name: mc.name.clone(),
             measurement: m,
@@ -214,18 +216,28 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         });
     }
 
+    let t0 = Instant::now();
     let mut tau_sweep = Vec::new();
-    for name in config.tau_sweep.models.iter().filter(|_| args.model.is_none()) {
+    let swept = config.tau_sweep.models.iter().chain(config.tau_sweep.models_full.iter().filter(|_| args.full));
+    for name in swept.filter(|_| args.model.is_none()) {
         let Some(path) = models.iter().find(|m| &m.name == name).map(|m| m.path.clone()) else { continue };
         if results.iter().any(|r| &r.name == name) {
             tau_sweep.push(sweep::run(&config.tau_sweep, name, &results, &path, &x, labels.as_deref(), spec.batch)?);
         }
     }
+    if !tau_sweep.is_empty() {
+        eprintln!("τ sweep: done in {:.0} s", t0.elapsed().as_secs_f64());
+    }
 
+    let t0 = Instant::now();
     let built = match &runtime {
         Some((venv, rt, _)) if args.model.is_none() => built_checks(rt, venv, &args.out)?,
         _ => Vec::new(),
     };
+    if !built.is_empty() {
+        eprintln!("networks built in code: done in {:.0} s", t0.elapsed().as_secs_f64());
+    }
+    let t0 = Instant::now();
     let runtimes = match (&runtime, config.custom_op.timesteps.iter().max()) {
         (Some((venv, rt, ops)), Some(&t)) => {
             eprintln!("runtime matrix: ONNX Runtime, onnx.reference, OpenVINO");
@@ -233,7 +245,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let few = x.slice_axis(Axis(0), (0..config.runtime_images.min(n)).into()).to_owned();
             let unrolled = spec.timesteps.iter().copied().max().unwrap_or(1);
             let calls = config.stateful.calls.min(unrolled);
-            runtime_matrix(&Ort { rt, venv, out: &args.out, ops }, &names, &few, t, unrolled, calls)?
+            let rows = runtime_matrix(&Ort { rt, venv, out: &args.out, ops }, &names, &few, t, unrolled, calls)?;
+            eprintln!("runtime matrix: done in {:.0} s", t0.elapsed().as_secs_f64());
+            rows
         }
         _ => Vec::new(),
     };
