@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
+// Linked for its exported `RegisterCustomOps`: this module is also the fused-kernel
+// library that `gn_transpile.ort_ops_library()` hands to ONNX Runtime.
+use gn_ort_ops as _;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;

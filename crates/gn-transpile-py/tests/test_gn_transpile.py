@@ -2,6 +2,7 @@
 run the result on ONNX Runtime, inspect, errors as ValueError, and the command."""
 
 import gzip
+import json
 import pathlib
 import subprocess
 import sys
@@ -56,6 +57,25 @@ def test_every_form_runs_on_onnx_runtime():
     # The stateful form infers its state shapes with tract, which the wheel leaves out.
     with pytest.raises(ValueError, match="feature `tract`"):
         gn_transpile.convert(FIXTURE, emit="stateful")
+
+
+def test_the_fused_kernels_run_the_custom_op_form_with_the_same_results(tmp_path):
+    x = images(16)
+    model = gn_transpile.convert(FIXTURE, timesteps=4, emit="custom-op")
+    inlined = run(model, x)[0]
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(gn_transpile.ort_ops_library())
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    session = ort.InferenceSession(model, options)
+    fused = session.run(None, {session.get_inputs()[0].name: x})[0]
+    ops = {e["args"].get("op_name") for e in json.load(open(session.end_profiling())) if "args" in e}
+    # The kernels ran, not the functions' expansion.
+    assert "GroupNeuron" in ops
+    assert not {"Floor", "Clip"} & ops
+    assert np.abs(fused - inlined).max() <= 1e-5
+    # Without the library the same model runs its model-local functions.
+    assert np.abs(inlined - run(gn_transpile.convert(FIXTURE, timesteps=4), x)[0]).max() <= 1e-5
 
 
 def test_inspect_returns_the_audit_as_a_dict():

@@ -4,6 +4,10 @@
     snn_bytes = gn_transpile.convert("ann.onnx", tau=4, timesteps=4)
     audit = gn_transpile.inspect("ann.onnx")
 
+    # The custom-op form on ONNX Runtime with the fused kernels (gn-ort-ops):
+    options = onnxruntime.SessionOptions()
+    options.register_custom_ops_library(gn_transpile.ort_ops_library())
+
 ``model`` is a path (external data is read beside it), the model's bytes, or an
 ``onnx.ModelProto``. Errors raise ``ValueError`` with the command's one-line message.
 """
@@ -13,7 +17,7 @@ import os
 
 from . import _native
 
-__all__ = ["convert", "inspect", "__version__"]
+__all__ = ["convert", "inspect", "ort_ops_library", "__version__"]
 __version__ = _native.__version__
 
 
@@ -54,3 +58,15 @@ def inspect(model):
     """
     path, data = _source(model)
     return json.loads(_native.inspect(path, data))
+
+
+def ort_ops_library():
+    """The path of the fused-kernel library for ONNX Runtime (gn-ort-ops).
+
+    Register it with ``SessionOptions.register_custom_ops_library`` before creating a
+    session for a model converted with ``emit="custom-op"``: each ``gn.transpile`` node then
+    runs as one fused kernel (ONNX Runtime 1.17 or later) instead of its model-local
+    function. The results are the same. The library is this package's native module,
+    which exports ONNX Runtime's ``RegisterCustomOps`` entry point.
+    """
+    return os.path.abspath(_native.__file__)
