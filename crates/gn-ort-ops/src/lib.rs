@@ -1,7 +1,9 @@
 //! The `gn.transpile` ops of a custom-op model (`gn-transpile --emit custom-op`) as an
 //! ONNX Runtime custom-op library: one fused kernel per spiking layer instead of the
 //! model-local function's expansion (Div, Reshape, Split, T × (Add, Floor, Clip, Sub),
-//! Concat, Reshape, Mul).
+//! Concat, Reshape, Mul). `GroupNeuron` / `IFNeuron` read a folded `[T·N, …]` current;
+//! `GroupNeuronDirect` / `IFNeuronDirect` read an `[N, …]` current that is the same at
+//! every step, and write `[T·N, …]`.
 //!
 //! ```python
 //! so = onnxruntime.SessionOptions()
@@ -35,16 +37,19 @@ pub struct Kernel {
     pub tau: f32,
     pub u_init: f32,
     pub timesteps: usize,
+    /// The current is `[N, …]`, the same at every step (the `…Direct` ops).
+    pub direct: bool,
 }
 
 /// Elements per block: the membranes of a block stay in L1 while the T steps run.
 const BLOCK: usize = 1024;
 
 impl Kernel {
-    /// The neuron's T steps on `x`, `[T·N, …]` flattened (step-major), into `out`.
+    /// The neuron's T steps on `x`, `[T·N, …]` flattened (step-major), or `[N, …]` for a
+    /// direct current, into `out`, `[T·N, …]`.
     pub fn run(&self, x: &[f32], out: &mut [f32]) {
-        assert_eq!(x.len(), out.len());
-        let per_step = x.len() / self.timesteps.max(1);
+        let per_step = out.len() / self.timesteps.max(1);
+        assert_eq!(x.len(), if self.direct { per_step } else { out.len() });
         for block in 0..self.blocks(per_step) {
             // SAFETY: `out` has the length of `x`, which is T × `per_step` or more.
             unsafe { self.run_block(x, out.as_mut_ptr(), per_step, block) }
@@ -60,8 +65,9 @@ impl Kernel {
     /// they can run on several threads at once.
     ///
     /// # Safety
-    /// `out` must point to `x.len()` writable elements, `x.len()` ≥ T × `per_step`, and
-    /// no other thread may touch this block's elements of `out`.
+    /// `out` must point to T × `per_step` writable elements, `x.len()` must be at least
+    /// `per_step` (direct) or T × `per_step`, and no other thread may touch this block's
+    /// elements of `out`.
     unsafe fn run_block(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -84,23 +90,42 @@ impl Kernel {
         let len = BLOCK.min(per_step - start);
         let mut u = [self.u_init; BLOCK];
         let u = &mut u[..len];
+        if self.direct {
+            // The body divides a direct current once (q = x / θ_GN) and adds q at every step.
+            let mut q = [0f32; BLOCK];
+            let q = &mut q[..len];
+            for (q, &x) in q.iter_mut().zip(&x[start..start + len]) {
+                *q = x / self.theta_gn;
+            }
+            for t in 0..self.timesteps {
+                let os = std::slice::from_raw_parts_mut(out.add(t * per_step + start), len);
+                self.step::<false>(u, q, os);
+            }
+        } else {
+            for t in 0..self.timesteps {
+                let at = t * per_step + start;
+                let os = std::slice::from_raw_parts_mut(out.add(at), len);
+                self.step::<true>(u, &x[at..at + len], os);
+            }
+        }
+    }
+
+    /// One step on a block: `p = u + q` (with `q = x / θ_GN` when `DIVIDE`), then the
+    /// spike count and the reset.
+    #[inline(always)]
+    fn step<const DIVIDE: bool>(&self, u: &mut [f32], xs: &[f32], os: &mut [f32]) {
         // ⌊p⌋ clipped to [0, τ] is ⌊p clamped to [0, τ + 1]⌋ clipped to τ, and on that range
         // truncation to i32 is exact: no libm call, and the loop vectorizes.
         let high = self.tau + 1.0;
-        for t in 0..self.timesteps {
-            let at = t * per_step + start;
-            let xs = &x[at..at + len];
-            let os = std::slice::from_raw_parts_mut(out.add(at), len);
-            for ((u, &x), o) in u.iter_mut().zip(xs).zip(os.iter_mut()) {
-                let p = *u + x / self.theta_gn;
-                // `max` and `min` return the number when p is NaN: never NaN, in range.
-                let clamped = p.max(0.0).min(high);
-                // SAFETY: 0 ≤ clamped ≤ τ + 1, well inside i32.
-                let floor = clamped.to_int_unchecked::<i32>() as f32;
-                let c = floor.min(self.tau);
-                *u = p - c;
-                *o = c * self.theta_gn;
-            }
+        for ((u, &x), o) in u.iter_mut().zip(xs).zip(os.iter_mut()) {
+            let p = *u + if DIVIDE { x / self.theta_gn } else { x };
+            // `max` and `min` return the number when p is NaN: never NaN, in range.
+            let clamped = p.max(0.0).min(high);
+            // SAFETY: 0 ≤ clamped ≤ τ + 1, well inside i32.
+            let floor = unsafe { clamped.to_int_unchecked::<i32>() } as f32;
+            let c = floor.min(self.tau);
+            *u = p - c;
+            *o = c * self.theta_gn;
         }
     }
 }
@@ -112,12 +137,13 @@ struct Op {
     table: OrtCustomOp,
     name: &'static CStr,
     group: bool,
+    direct: bool,
 }
 
 // SAFETY: the tables hold function pointers and plain numbers only, and are never written.
 unsafe impl Sync for Op {}
 
-const fn op(name: &'static CStr, group: bool) -> Op {
+const fn op(name: &'static CStr, group: bool, direct: bool) -> Op {
     // SAFETY: every field of the table is an integer or an optional function pointer, for
     // which all-zero bytes are 0 and None (fields newer than `API_VERSION` stay so).
     let zeroed: OrtCustomOp = unsafe { std::mem::zeroed() };
@@ -146,10 +172,16 @@ const fn op(name: &'static CStr, group: bool) -> Op {
         },
         name,
         group,
+        direct,
     }
 }
 
-static OPS: [Op; 2] = [op(c"GroupNeuron", true), op(c"IFNeuron", false)];
+static OPS: [Op; 4] = [
+    op(c"GroupNeuron", true, false),
+    op(c"IFNeuron", false, false),
+    op(c"GroupNeuronDirect", true, true),
+    op(c"IFNeuronDirect", false, true),
+];
 
 /// The entry point ONNX Runtime calls when the library is registered with a session.
 ///
@@ -276,7 +308,8 @@ unsafe extern "system" fn create_kernel(
                 ),
             ));
         }
-        Ok(Kernel { theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps: timesteps as usize })
+        let timesteps = timesteps as usize;
+        Ok(Kernel { theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps, direct: op.direct })
     };
     match read() {
         Ok(kernel) => {
@@ -318,7 +351,21 @@ unsafe fn run(kernel: &Kernel, api: &OrtApi, context: *mut OrtKernelContext) -> 
     let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
     let Some(count) = count else { return Err(error(api, "the input's shape is not a tensor shape")) };
     let rows = dims.first().copied().unwrap_or(1) as usize;
-    if rows % kernel.timesteps != 0 {
+    let (out_count, per_step) = if kernel.direct {
+        // [N, …] in, [T·N, …] out.
+        let sizes = (count.checked_mul(kernel.timesteps), rows.checked_mul(kernel.timesteps));
+        let (Some(out_count), Some(out_rows)) = sizes else {
+            return Err(error(api, "the output's size overflows"));
+        };
+        match dims.first_mut() {
+            Some(d) => *d = out_rows as i64,
+            None => return Err(error(api, "the current has no axis 0 (it must be [N, …])")),
+        }
+        (out_count, count)
+    } else {
+        (count, count / kernel.timesteps)
+    };
+    if !kernel.direct && rows % kernel.timesteps != 0 {
         return Err(error(
             api,
             &format!("axis 0 has {rows} rows, not a multiple of T = {} (the input must be [T·N, …])", kernel.timesteps),
@@ -326,14 +373,13 @@ unsafe fn run(kernel: &Kernel, api: &OrtApi, context: *mut OrtKernelContext) -> 
     }
     let mut output = ptr::null_mut();
     ok((api.KernelContext_GetOutput)(context, 0, dims.as_ptr(), rank, &mut output))?;
-    if count == 0 {
+    if out_count == 0 {
         return Ok(());
     }
     let (mut x, mut y) = (ptr::null_mut(), ptr::null_mut());
     ok((api.GetTensorMutableData)(input.cast_mut(), &mut x))?;
     ok((api.GetTensorMutableData)(output, &mut y))?;
     let x = std::slice::from_raw_parts(x.cast::<f32>(), count);
-    let per_step = count / kernel.timesteps;
     let job = Job { kernel, x, out: y.cast::<f32>(), per_step };
     let job_ptr = ptr::from_ref(&job).cast_mut().cast::<c_void>();
     let blocks = kernel.blocks(per_step);
@@ -369,7 +415,7 @@ mod tests {
     /// time, on blocks that do not divide the layer.
     #[test]
     fn the_kernel_runs_the_function_body() {
-        let kernel = Kernel { theta_gn: 0.7, tau: 4.0, u_init: 0.5, timesteps: 3 };
+        let kernel = Kernel { theta_gn: 0.7, tau: 4.0, u_init: 0.5, timesteps: 3, direct: false };
         let per_step = 2 * BLOCK + 37;
         let mut x: Vec<f32> = (0..3 * per_step).map(|i| ((i * 7919 % 1013) as f32 - 300.0) / 97.0).collect();
         // Far beyond the clamp, and exactly on thresholds.
@@ -393,5 +439,21 @@ mod tests {
                 assert_eq!(got[k], c * kernel.theta_gn, "element {j}, step {t}");
             }
         }
+    }
+
+    /// The direct op on an `[N, …]` current equals the folded op on that current tiled T
+    /// times.
+    #[test]
+    fn the_direct_kernel_equals_the_folded_one_on_the_tiled_current() {
+        let per_step = BLOCK + 5;
+        let x: Vec<f32> = (0..per_step).map(|i| ((i * 7919 % 1013) as f32 - 300.0) / 97.0).collect();
+        let tiled: Vec<f32> = x.iter().cycle().take(4 * per_step).copied().collect();
+        let folded = Kernel { theta_gn: 0.3, tau: 8.0, u_init: 0.5, timesteps: 4, direct: false };
+        let direct = Kernel { direct: true, ..folded };
+        let (mut a, mut b) = (vec![0f32; 4 * per_step], vec![0f32; 4 * per_step]);
+        folded.run(&tiled, &mut a);
+        direct.run(&x, &mut b);
+        assert_eq!(a, b);
+        assert!(a.iter().any(|&v| v > 0.0) && a[..per_step] != a[per_step..2 * per_step]);
     }
 }

@@ -29,7 +29,11 @@ pub fn run(graph: &Graph, sites: &[Site]) -> Planned {
         let neuron = Neuron { kind: NeuronKind::If, theta: site.theta, tau: 1, levels: site.levels };
         let name = patch.unique_name(&format!("{}.if", site.name));
         match &site.per_channel {
-            None => patch.push(NeuronNode { neuron, timesteps: None }.to_node(&name, &site.input, &site.output)),
+            None => patch.push(NeuronNode { neuron, timesteps: None, direct: false }.to_node(
+                &name,
+                &site.input,
+                &site.output,
+            )),
             Some(pc) => {
                 // θ per channel: the layer runs at θ = 1 on the current divided by θ_c,
                 // and its output is multiplied back (exact in time: both are constants).
@@ -41,7 +45,7 @@ pub fn run(graph: &Graph, sites: &[Site]) -> Planned {
                 let theta = patch.add_initializer_f32(&format!("{}.theta", site.name), &dims, &theta);
                 let scaled = patch.add_node(&site.name, "normalized", "Mul", &[&site.input, &inv], vec![]);
                 let unit = patch.unique_name(&format!("{}.unit_spikes", site.name));
-                patch.push(NeuronNode { neuron, timesteps: None }.to_node(&name, &scaled, &unit));
+                patch.push(NeuronNode { neuron, timesteps: None, direct: false }.to_node(&name, &scaled, &unit));
                 let mul = patch.unique_name(&format!("{}.rescale", site.name));
                 patch.push(gn_onnx::proto::NodeProto {
                     input: vec![unit, theta],

@@ -2,9 +2,9 @@
 //!
 //! 1. [`readout`]: the time-averaged readout of each folded output (and `{y}_anytime`).
 //! 2. [`neurons`]: the spiking-layer nodes, per form: `Emit::Standard` replaces each by
-//!    its T steps of standard ops ([`expand_layer`]); `Emit::CustomOp` keeps them, tiling a
-//!    time-invariant current for them, and [`model`] adds their model-local functions
-//!    (the same [`expand_layer`], reading the node's attributes).
+//!    its T steps of standard ops ([`expand_layer`]); `Emit::CustomOp` keeps them (the
+//!    direct-current op where the current is time-invariant), and [`model`] adds their
+//!    model-local functions (the same [`expand_layer`], reading the node's attributes).
 //! 3. [`model`]: the model around the graph: functions, `opset_import`, IR version, and
 //!    the metadata that records the conversion.
 //!
@@ -27,7 +27,7 @@ use gn_onnx::proto::{
 use gn_onnx::{Graph, Patch};
 
 use crate::detect::Site;
-use crate::lower::{expand_max_pool, tile, Lowered, PoolState};
+use crate::lower::{expand_max_pool, Lowered, PoolState};
 use crate::neuron::{attribute_names, expand_layer, Current, Expansion, NeuronKind, NeuronNode, Opset, Params};
 use crate::pass::{Context, Planned};
 use crate::pipeline::Emit;
@@ -125,11 +125,11 @@ fn divert(graph: &Graph, patch: &mut Patch, outputs: &[String], suffix: &str) ->
 
 /// Plans the spiking-layer nodes of the emitted form. Standard: each node is replaced by
 /// its T steps of standard ops, reading a time-invariant current directly. Custom-op: the
-/// nodes stay, and a node whose current is time-invariant reads it tiled T times (the
-/// op's function runs on `[T·N, …]`).
+/// nodes stay, and a node whose current is time-invariant becomes the direct-current op
+/// (`GroupNeuronDirect` / `IFNeuronDirect`), which reads its `[N, …]` current once
+/// instead of a copy tiled T times.
 pub fn neurons(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
     let mut patch = Patch::new(graph);
-    let mut tiles = lowered.tiles.clone();
     for (i, node) in graph.nodes().iter().enumerate() {
         let Some(layer) = NeuronNode::from_node(node) else { continue };
         let t = layer.timesteps.unwrap_or(1);
@@ -150,9 +150,8 @@ pub fn neurons(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
                 expand_layer(patch.builder(), cx.opset, &layer);
             }
             Emit::CustomOp if invariant && t > 1 => {
-                let mut node = node.clone();
-                node.input[0] = tile(&mut patch, &mut tiles, &node.input[0], t);
-                patch.replace(i, node);
+                let direct = NeuronNode { direct: true, ..layer };
+                patch.replace(i, direct.to_node(node.name(), &node.input[0], &node.output[0]));
             }
             // The stateful form is planned by `stateful` instead.
             Emit::CustomOp | Emit::Stateful => {}
@@ -340,7 +339,12 @@ pub fn model(
 ) -> Result<usize, crate::TranspileError> {
     if cx.options.emit == Emit::CustomOp {
         model.functions.retain(|f| f.domain() != DOMAIN);
-        model.functions.push(function(cx.options.neuron, cx.opset, cx.options.timesteps));
+        // One function per op type the graph uses.
+        let direct = graph.nodes().iter().any(|n| NeuronNode::from_node(n).is_some_and(|l| l.direct));
+        model.functions.push(function(cx.options.neuron, cx.opset, cx.options.timesteps, false));
+        if direct {
+            model.functions.push(function(cx.options.neuron, cx.opset, cx.options.timesteps, true));
+        }
         model.opset_import.retain(|o| o.domain() != DOMAIN);
         model
             .opset_import
@@ -412,16 +416,17 @@ pub fn set_metadata(props: &mut Vec<StringStringEntryProto>, key: &str, value: S
 }
 
 /// The model-local function that defines a custom spiking-layer op: its body is
-/// [`expand_layer`] on a folded `[T·N, …]` input `X`, reading θ, τ and v(0) from the
-/// calling node's attributes. T is fixed by the body, so a model holds one function per
-/// op type and every node of that type runs T steps.
-pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize) -> FunctionProto {
+/// [`expand_layer`] on a folded `[T·N, …]` input `X` (or, for the `direct` op, an `[N, …]`
+/// current read at every step), reading θ, τ and v(0) from the calling node's
+/// attributes. T is fixed by the body, so a model holds one function per op type and
+/// every node of that type runs T steps.
+pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize, direct: bool) -> FunctionProto {
     let mut g = Graph::new(Default::default());
     let body = Expansion {
         name: "neuron",
         params: Params::Attributes(kind),
         x: "X",
-        current: Current::Folded,
+        current: if direct { Current::Constant } else { Current::Folded },
         timesteps,
         output: "Y",
         state: None,
@@ -432,15 +437,20 @@ pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize) -> FunctionPro
         NeuronKind::If => "Integrate-and-fire neurons over T time steps folded into axis 0 ([T·N, …], step-major): threshold θ, v(0) = θ/2, soft reset.",
         NeuronKind::Gn => "Group Neurons of τ members over T time steps folded into axis 0 ([T·N, …], step-major): member thresholds i·θ/τ, θ_GN = θ/τ, v(0) = θ_GN/2, lateral soft reset (Lyu et al., arXiv 2402.19061, Algorithm 1).",
     };
+    let (name, input) = if direct {
+        (kind.direct_op_type(), " The current X ([N, …]) is the same at every step; Y is [T·N, …].")
+    } else {
+        (kind.op_type(), "")
+    };
     FunctionProto {
-        name: Some(kind.op_type().into()),
+        name: Some(name.into()),
         domain: Some(DOMAIN.into()),
         input: vec!["X".into()],
         output: vec!["Y".into()],
         attribute: attribute_names(kind).iter().map(|a| a.to_string()).collect(),
         node: g.proto.node,
         opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset.0) }],
-        doc_string: Some(format!("{doc} Runs {timesteps} steps.")),
+        doc_string: Some(format!("{doc}{input} Runs {timesteps} steps.")),
         ..Default::default()
     }
 }
@@ -460,7 +470,7 @@ mod tests {
         let layer = |input: &str, output: &str| {
             let tau = if options.neuron == NeuronKind::If { 1 } else { options.tau };
             let neuron = Neuron { kind: options.neuron, theta: 2.0, tau, levels: 4 };
-            NeuronNode { neuron, timesteps: None }.to_node(output, input, output)
+            NeuronNode { neuron, timesteps: None, direct: false }.to_node(output, input, output)
         };
         let neg = NodeProto {
             input: vec!["a".into()],
@@ -505,13 +515,19 @@ mod tests {
     }
 
     #[test]
-    fn custom_op_nodes_read_an_invariant_current_tiled_and_a_folded_one_as_is() {
+    fn custom_op_nodes_read_an_invariant_current_directly_and_a_folded_one_as_is() {
         let g = emitted(&Options { timesteps: 3, emit: Emit::CustomOp, ..Default::default() });
         let layers: Vec<&NodeProto> = g.nodes().iter().filter(|n| NeuronNode::from_node(n).is_some()).collect();
         assert_eq!(layers.len(), 2);
-        assert_eq!(layers[0].input[0], "x.tiled");
-        assert_eq!(writer(&g, "x.tiled").input, ["x", "x", "x"]);
-        assert_eq!(layers[1].input[0], "b");
+        assert_eq!((layers[0].op_type(), layers[0].input[0].as_str()), ("GroupNeuronDirect", "x"));
+        assert_eq!((layers[1].op_type(), layers[1].input[0].as_str()), ("GroupNeuron", "b"));
+        assert!(
+            g.nodes().iter().all(|n| n.op_type() != "Concat" || n.input.iter().all(|i| i != "x")),
+            "x is not tiled"
+        );
+        // At T = 1 a current is one step: the folded op reads it as is.
+        let g = emitted(&Options { timesteps: 1, emit: Emit::CustomOp, ..Default::default() });
+        assert!(g.nodes().iter().filter_map(NeuronNode::from_node).all(|l| !l.direct));
     }
 
     #[test]
@@ -528,7 +544,7 @@ mod tests {
 
     #[test]
     fn the_function_body_reads_the_node_attributes() {
-        let f = function(NeuronKind::Gn, Opset(17), 2);
+        let f = function(NeuronKind::Gn, Opset(17), 2, false);
         assert_eq!((f.name(), f.domain()), ("GroupNeuron", DOMAIN));
         let referenced: Vec<&str> =
             f.node.iter().flat_map(|n| n.attribute.iter().filter_map(|a| a.ref_attr_name.as_deref())).collect();

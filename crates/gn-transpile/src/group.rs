@@ -35,8 +35,11 @@ mod tests {
 
     #[test]
     fn an_if_layer_becomes_a_group_of_tau_members_with_the_same_theta() {
-        let layer =
-            NeuronNode { neuron: Neuron { kind: NeuronKind::If, theta: 3.0, tau: 1, levels: 8 }, timesteps: None };
+        let layer = NeuronNode {
+            neuron: Neuron { kind: NeuronKind::If, theta: 3.0, tau: 1, levels: 8 },
+            timesteps: None,
+            direct: false,
+        };
         let mut g = Graph::new(gn_onnx::proto::GraphProto {
             node: vec![layer.to_node("site.if", "x", "a")],
             input: vec![gn_onnx::data::float_value_info("x", &[None])],

@@ -142,13 +142,14 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
             .nodes()
             .iter()
             .filter_map(|node| {
-                let NeuronNode { neuron: n, timesteps } = NeuronNode::from_node(node)?;
+                let layer = NeuronNode::from_node(node)?;
+                let (n, timesteps) = (layer.neuron, layer.timesteps);
                 Some(LayerInfo {
                     name: node.name().to_string(),
                     theta: n.theta,
                     theta_gn: n.theta_gn(),
                     levels: n.levels,
-                    op: Some(n.op_type().to_string()),
+                    op: Some(layer.op_type().to_string()),
                     tau: Some(n.tau),
                     v_init: attr::get_float(node, attr_name::V_INIT).map(f64::from),
                     timesteps,

@@ -744,7 +744,7 @@ mod tests {
 
     fn layer(input: &str, output: &str) -> NodeProto {
         let neuron = Neuron { kind: NeuronKind::Gn, theta: 1.0, tau: 2, levels: 4 };
-        NeuronNode { neuron, timesteps: None }.to_node(output, input, output)
+        NeuronNode { neuron, timesteps: None, direct: false }.to_node(output, input, output)
     }
 
     /// x ─► layer ─► a ─► Add(a, x) ─► b ─► layer ─► c ─► extra

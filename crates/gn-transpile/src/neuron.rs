@@ -48,9 +48,20 @@ impl NeuronKind {
         }
     }
 
-    /// The kind whose op type is `op`, if any.
-    pub fn from_op_type(op: &str) -> Option<NeuronKind> {
-        NeuronKind::ALL.into_iter().find(|k| k.op_type() == op)
+    /// The op type of a custom-op node whose current is the same at every step
+    /// (a time-invariant current): it reads `[N, …]` once and writes `[T·N, …]`.
+    pub fn direct_op_type(self) -> &'static str {
+        match self {
+            NeuronKind::If => "IFNeuronDirect",
+            NeuronKind::Gn => "GroupNeuronDirect",
+        }
+    }
+
+    /// The kind whose op type is `op`, if any, and whether it is the direct-current op.
+    pub fn from_op_type(op: &str) -> Option<(NeuronKind, bool)> {
+        NeuronKind::ALL
+            .into_iter()
+            .find_map(|k| (k.op_type() == op).then_some((k, false)).or((k.direct_op_type() == op).then_some((k, true))))
     }
 
     /// The value written for it in metadata and accepted by `--neuron`: `gn` or `if`.
@@ -142,6 +153,9 @@ pub struct NeuronNode {
     pub neuron: Neuron,
     /// T, set by the lower pass.
     pub timesteps: Option<usize>,
+    /// The current is the same at every step: the node reads `[N, …]` and writes
+    /// `[T·N, …]` (op type [`NeuronKind::direct_op_type`]; custom-op form only).
+    pub direct: bool,
 }
 
 impl NeuronNode {
@@ -164,10 +178,19 @@ impl NeuronNode {
             input: vec![input.into()],
             output: vec![output.into()],
             name: Some(name.into()),
-            op_type: Some(n.op_type().into()),
+            op_type: Some(self.op_type().into()),
             domain: Some(DOMAIN.into()),
             attribute: attributes,
             ..Default::default()
+        }
+    }
+
+    /// The node's op type: the neuron's, or its direct-current variant.
+    pub fn op_type(&self) -> &'static str {
+        if self.direct {
+            self.neuron.kind.direct_op_type()
+        } else {
+            self.neuron.kind.op_type()
         }
     }
 
@@ -189,7 +212,7 @@ impl NeuronNode {
         if node.domain() != DOMAIN {
             return Ok(None);
         }
-        let Some(kind) = NeuronKind::from_op_type(node.op_type()) else {
+        let Some((kind, direct)) = NeuronKind::from_op_type(node.op_type()) else {
             return Err(format!("{DOMAIN} has no op '{}'", node.op_type()));
         };
         if node.input.len() != 1 || node.input[0].is_empty() || node.output.len() != 1 || node.output[0].is_empty() {
@@ -199,7 +222,11 @@ impl NeuronNode {
                 node.output.len()
             ));
         }
-        NeuronNode::from_attributes(kind, |a| attr::get_float(node, a), |a| attr::get_int(node, a)).map(Some)
+        let layer = NeuronNode::from_attributes(kind, |a| attr::get_float(node, a), |a| attr::get_int(node, a))?;
+        if direct && layer.timesteps.is_none() {
+            return Err(format!("{} has no 'timesteps' attribute", node.op_type()));
+        }
+        Ok(Some(NeuronNode { direct, ..layer }))
     }
 
     /// Reads the node's attributes through `float` and `int` (which return `None` for a
@@ -254,7 +281,7 @@ impl NeuronNode {
                 _ => {}
             }
         }
-        Ok(NeuronNode { neuron, timesteps })
+        Ok(NeuronNode { neuron, timesteps, direct: false })
     }
 }
 
@@ -454,10 +481,12 @@ mod tests {
     #[test]
     fn the_node_format_round_trips_for_awkward_thresholds() {
         for theta in [0.1, 1.0 / 3.0, 2.6457513, 1e-3, 123.456] {
-            for (kind, tau) in [(NeuronKind::If, 1), (NeuronKind::Gn, 3), (NeuronKind::Gn, 7)] {
-                let layer = NeuronNode { neuron: Neuron { kind, theta, tau, levels: 8 }, timesteps: Some(5) };
+            for (kind, tau, direct) in
+                [(NeuronKind::If, 1, false), (NeuronKind::Gn, 3, true), (NeuronKind::Gn, 7, false)]
+            {
+                let layer = NeuronNode { neuron: Neuron { kind, theta, tau, levels: 8 }, timesteps: Some(5), direct };
                 let read = NeuronNode::parse(&layer.to_node("n", "x", "y")).unwrap().unwrap();
-                assert_eq!(read.neuron.kind, kind);
+                assert_eq!((read.neuron.kind, read.direct), (kind, direct));
                 assert_eq!(read.neuron.tau, tau);
                 assert_eq!(read.neuron.theta, theta as f32 as f64);
                 assert_eq!(read.timesteps, Some(5));
@@ -466,9 +495,21 @@ mod tests {
     }
 
     #[test]
+    fn a_direct_node_without_timesteps_is_refused() {
+        let neuron = Neuron { kind: NeuronKind::Gn, theta: 2.0, tau: 4, levels: 8 };
+        let node = NeuronNode { neuron, timesteps: None, direct: true }.to_node("n", "x", "y");
+        assert_eq!(node.op_type(), "GroupNeuronDirect");
+        let err = NeuronNode::parse(&node).unwrap_err();
+        assert!(err.contains("GroupNeuronDirect has no 'timesteps'"), "{err}");
+    }
+
+    #[test]
     fn attributes_that_contradict_theta_and_tau_are_refused() {
-        let layer =
-            NeuronNode { neuron: Neuron { kind: NeuronKind::Gn, theta: 2.0, tau: 4, levels: 8 }, timesteps: None };
+        let layer = NeuronNode {
+            neuron: Neuron { kind: NeuronKind::Gn, theta: 2.0, tau: 4, levels: 8 },
+            timesteps: None,
+            direct: false,
+        };
         let mut node = layer.to_node("n", "x", "y");
         for a in &mut node.attribute {
             if a.name() == attr_name::V_INIT {
@@ -483,8 +524,11 @@ mod tests {
 
     #[test]
     fn set_timesteps_replaces_the_attribute() {
-        let layer =
-            NeuronNode { neuron: Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 2 }, timesteps: Some(2) };
+        let layer = NeuronNode {
+            neuron: Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 2 },
+            timesteps: Some(2),
+            direct: false,
+        };
         let mut node = layer.to_node("n", "x", "y");
         NeuronNode::set_timesteps(&mut node, 7);
         assert_eq!(node.attribute.iter().filter(|a| a.name() == attr_name::TIMESTEPS).count(), 1);

@@ -1,5 +1,6 @@
 //! The `gn.transpile` ops for tract: `GroupNeuron` and `IFNeuron` nodes of a custom-op
-//! model (`--emit custom-op`) run as one kernel each.
+//! model (`--emit custom-op`), and their direct-current variants `GroupNeuronDirect` and
+//! `IFNeuronDirect` (an `[N, …]` current, the same at every step), run as one kernel each.
 //!
 //! The kernel performs, element for element and in f32, the operations of the function
 //! body that [`crate::neuron::expand_layer`] writes: `q = x / θ_GN`, `u(0) = v(0)/θ_GN`,
@@ -14,10 +15,11 @@ use tract_onnx::tract_hir::internal::*;
 use crate::neuron::{attr_name, NeuronKind, NeuronNode};
 use crate::DOMAIN;
 
-/// Registers `GroupNeuron` and `IFNeuron` with tract-onnx.
+/// Registers the `gn.transpile` ops with tract-onnx.
 pub fn register(ops: &mut OnnxOpRegister) {
     for kind in NeuronKind::ALL {
         ops.insert(kind.op_type(), build);
+        ops.insert(kind.direct_op_type(), build);
     }
 }
 
@@ -61,7 +63,7 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
             node.op_type
         );
     }
-    let Some(kind) = NeuronKind::from_op_type(&node.op_type) else {
+    let Some((kind, direct)) = NeuronKind::from_op_type(&node.op_type) else {
         bail!("{} is not a gn.transpile op", node.op_type)
     };
     if node.input.len() != 1 || node.output.len() != 1 {
@@ -78,11 +80,13 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
     let theta_gn = if kind == NeuronKind::Gn { float(attr_name::THETA_GN).unwrap_or_default() } else { theta };
     let tau = layer.neuron.tau as i64;
     let v_init = float(attr_name::V_INIT).unwrap_or_default();
-    let kernel = NeuronKernel { op: kind.op_type(), theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps };
+    let op = if direct { kind.direct_op_type() } else { kind.op_type() };
+    let kernel = NeuronKernel { op, theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps, direct };
     Ok((expand(NeuronLayer(kernel)), vec![]))
 }
 
-/// The inference-model face of the op: output of the input's type and shape.
+/// The inference-model face of the op: output of the input's type and shape (axis 0
+/// T times longer for the direct-current op).
 #[derive(Debug, Clone)]
 struct NeuronLayer(NeuronKernel);
 
@@ -101,8 +105,18 @@ impl Expansion for NeuronLayer {
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&inputs[0].shape, &outputs[0].shape)?;
-        Ok(())
+        if !self.0.direct {
+            return s.equals(&inputs[0].shape, &outputs[0].shape);
+        }
+        s.equals(&inputs[0].rank, &outputs[0].rank)?;
+        let t = self.0.timesteps as i64;
+        s.given(&inputs[0].shape, move |s, shape| {
+            let mut out = shape.clone();
+            if let Some(rows) = out.first_mut() {
+                *rows = rows.clone() * t;
+            }
+            s.equals(&outputs[0].shape, out)
+        })
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
@@ -110,7 +124,8 @@ impl Expansion for NeuronLayer {
     }
 }
 
-/// T steps of a layer of neurons on a folded `[T·N, …]` input.
+/// T steps of a layer of neurons on a folded `[T·N, …]` input, or on an `[N, …]` current
+/// read at every step (`direct`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronKernel {
     op: &'static str,
@@ -118,18 +133,19 @@ pub struct NeuronKernel {
     tau: f32,
     u_init: f32,
     timesteps: usize,
+    direct: bool,
 }
 
 impl Eq for NeuronKernel {}
 
 impl NeuronKernel {
     fn run(&self, x: &[f32], out: &mut [f32]) {
-        let per_step = x.len() / self.timesteps;
+        let per_step = out.len() / self.timesteps;
         for j in 0..per_step {
             let mut u = self.u_init;
             for t in 0..self.timesteps {
                 let k = t * per_step + j;
-                let p = u + x[k] / self.theta_gn;
+                let p = u + x[if self.direct { j } else { k }] / self.theta_gn;
                 let c = p.floor().max(0.0).min(self.tau);
                 u = p - c;
                 out[k] = c * self.theta_gn;
@@ -155,17 +171,27 @@ impl EvalOp for NeuronKernel {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let shape = input.shape().to_vec();
+        let mut shape = input.shape().to_vec();
         let rows = shape.first().copied().unwrap_or(1);
+        if self.direct {
+            if let Some(rows) = shape.first_mut() {
+                *rows = rows.checked_mul(self.timesteps).context("the output's size overflows")?;
+            }
+        }
         ensure!(
-            rows % self.timesteps == 0,
+            self.direct || rows % self.timesteps == 0,
             "{}: axis 0 has {rows} rows, not a multiple of T = {} (the input must be [T·N, …])",
             self.op,
             self.timesteps
         );
         let x = input.to_plain_array_view::<f32>()?;
         let x = x.as_standard_layout();
-        let mut out = vec![0f32; x.len()];
+        let len = if self.direct {
+            x.len().checked_mul(self.timesteps).context("the output's size overflows")?
+        } else {
+            x.len()
+        };
+        let mut out = vec![0f32; len];
         self.run(x.as_slice().unwrap_or_default(), &mut out);
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(shape, out)?.into_tvalue()))
     }
@@ -173,7 +199,11 @@ impl EvalOp for NeuronKernel {
 
 impl TypedOp for NeuronKernel {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+        let mut shape = inputs[0].shape.to_tvec();
+        if let (true, Some(rows)) = (self.direct, shape.first_mut()) {
+            *rows = rows.clone() * self.timesteps as i64;
+        }
+        Ok(tvec!(f32::fact(shape)))
     }
 
     as_op!();
