@@ -21,6 +21,8 @@ pub struct Config {
     pub stateful: StatefulConfig,
     /// Images for the runtime matrix (onnx.reference is slow).
     pub runtime_images: usize,
+    /// The same with `--full`.
+    pub runtime_images_full: usize,
     pub gates: Gates,
 }
 

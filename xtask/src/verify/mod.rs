@@ -242,7 +242,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         (Some((venv, rt, ops)), Some(&t)) => {
             eprintln!("runtime matrix: ONNX Runtime, onnx.reference, OpenVINO");
             let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
-            let few = x.slice_axis(Axis(0), (0..config.runtime_images.min(n)).into()).to_owned();
+            let images = if args.full { config.runtime_images_full } else { config.runtime_images };
+            let few = x.slice_axis(Axis(0), (0..images.min(n)).into()).to_owned();
             let unrolled = spec.timesteps.iter().copied().max().unwrap_or(1);
             let calls = config.stateful.calls.min(unrolled);
             let rows = runtime_matrix(&Ort { rt, venv, out: &args.out, ops }, &names, &few, t, unrolled, calls)?;
