@@ -61,8 +61,9 @@ struct ConvertArgs {
     allow_inexact: bool,
     /// Model form: standard (every step unrolled into standard ops), custom-op (one
     /// gn.transpile GroupNeuron/IFNeuron node per spiking layer, defined by a model-local
-    /// function that ONNX Runtime inlines) or stateful (one step per call: membranes and
-    /// readout as extra inputs and outputs, listed in metadata gn_transpile.state).
+    /// function that ONNX Runtime inlines, or runs as one fused kernel with the gn-ort-ops
+    /// library registered) or stateful (one step per call: membranes and readout as extra
+    /// inputs and outputs, listed in metadata gn_transpile.state).
     #[arg(long, value_enum, default_value_t = Emit::Standard, value_name = "FORM")]
     emit: Emit,
     #[command(flatten)]

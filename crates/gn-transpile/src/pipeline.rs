@@ -28,8 +28,9 @@ use crate::pass::{self, Context};
 pub enum Emit {
     /// Every step of every spiking layer unrolled into standard ONNX ops (the default).
     Standard,
-    /// One `GroupNeuron` / `IFNeuron` node per spiking layer in the `gn.transpile` domain,
-    /// defined by a model-local function holding the standard-op expansion.
+    /// One `GroupNeuron` / `IFNeuron` node per spiking layer in the `gn.transpile` domain
+    /// (`…Direct` where the current is time-invariant), defined by a model-local function
+    /// holding the standard-op expansion; gn-ort-ops runs each as one fused kernel.
     CustomOp,
     /// One time step per call: the membranes and the readout's sums are inputs and
     /// outputs (metadata `gn_transpile.state`), so the caller chooses T at run time.
