@@ -51,7 +51,8 @@ impl Kernel {
         let per_step = out.len() / self.timesteps.max(1);
         assert_eq!(x.len(), if self.direct { per_step } else { out.len() });
         for block in 0..self.blocks(per_step) {
-            // SAFETY: `out` has the length of `x`, which is T × `per_step` or more.
+            // SAFETY: `out` holds T × `per_step` elements, and `x` the `per_step` (direct)
+            // or T × `per_step` elements the assertion above checked.
             unsafe { self.run_block(x, out.as_mut_ptr(), per_step, block) }
         }
     }

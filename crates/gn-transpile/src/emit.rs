@@ -339,7 +339,7 @@ pub fn model(
 ) -> Result<usize, crate::TranspileError> {
     if cx.options.emit == Emit::CustomOp {
         model.functions.retain(|f| f.domain() != DOMAIN);
-        // One function per op type the graph uses.
+        // The folded op's function, and the direct op's when a node uses it.
         let direct = graph.nodes().iter().any(|n| NeuronNode::from_node(n).is_some_and(|l| l.direct));
         model.functions.push(function(cx.options.neuron, cx.opset, cx.options.timesteps, false));
         if direct {

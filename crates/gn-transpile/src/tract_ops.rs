@@ -80,7 +80,7 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
     let theta_gn = if kind == NeuronKind::Gn { float(attr_name::THETA_GN).unwrap_or_default() } else { theta };
     let tau = layer.neuron.tau as i64;
     let v_init = float(attr_name::V_INIT).unwrap_or_default();
-    let op = if direct { kind.direct_op_type() } else { kind.op_type() };
+    let op = NeuronNode { direct, ..layer }.op_type();
     let kernel = NeuronKernel { op, theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps, direct };
     Ok((expand(NeuronLayer(kernel)), vec![]))
 }
@@ -186,11 +186,8 @@ impl EvalOp for NeuronKernel {
         );
         let x = input.to_plain_array_view::<f32>()?;
         let x = x.as_standard_layout();
-        let len = if self.direct {
-            x.len().checked_mul(self.timesteps).context("the output's size overflows")?
-        } else {
-            x.len()
-        };
+        let repeats = if self.direct { self.timesteps } else { 1 };
+        let len = x.len().checked_mul(repeats).context("the output's size overflows")?;
         let mut out = vec![0f32; len];
         self.run(x.as_slice().unwrap_or_default(), &mut out);
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(shape, out)?.into_tvalue()))
