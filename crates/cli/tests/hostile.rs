@@ -202,6 +202,26 @@ fn nodes_missing_inputs_or_outputs_are_refused_before_any_pass() {
         });
         convert_refused(dir.path(), name, &m, needle);
     }
+    // A crafted direct-current node whose attributes are complete but for its T.
+    let mut m = cnn();
+    let x = graph(&mut m).input[0].name().to_string();
+    let attributes = vec![
+        attr::float("theta", 2.0),
+        attr::int("tau", 4),
+        attr::int("levels", 4),
+        attr::float("v_init", 0.25),
+        attr::float("theta_gn", 0.5),
+    ];
+    graph(&mut m).node.push(NodeProto {
+        input: vec![x],
+        output: vec!["crafted".into()],
+        name: Some("crafted".into()),
+        op_type: Some("GroupNeuronDirect".into()),
+        domain: Some("gn.transpile".into()),
+        attribute: attributes,
+        ..Default::default()
+    });
+    convert_refused(dir.path(), "direct.onnx", &m, "GroupNeuronDirect has no 'timesteps' attribute");
 }
 
 #[test]
