@@ -67,22 +67,27 @@ struct Transpile {
     model: String,
     megabytes: f64,
     copy_ms: f64,
-    /// The copy followed by an fsync of it: the durability the converter's output has.
+    /// The copy followed by an fsync of it: the durability of `--fsync`.
     copy_sync_ms: f64,
     transpile_ms: f64,
     ratio: f64,
+    /// With `--fsync`, against the fsynced copy.
+    transpile_sync_ms: f64,
+    sync_ratio: f64,
     /// The converting process's peak resident memory (VmHWM).
     peak_megabytes: f64,
     peak_ratio: f64,
 }
 
-/// One conversion for the bench, run as `cargo xtask transpile-once IN OUT`: prints the
-/// milliseconds from load to saved file, and the process's peak resident memory in kB.
-pub fn transpile_once(input: &std::path::Path, output: &std::path::Path) -> anyhow::Result<bool> {
+/// One conversion for the bench, run as `cargo xtask transpile-once IN OUT [--fsync]`:
+/// prints the milliseconds from load to saved file, and the process's peak resident
+/// memory in kB.
+pub fn transpile_once(input: &std::path::Path, output: &std::path::Path, fsync: bool) -> anyhow::Result<bool> {
     let t0 = Instant::now();
     let loaded = gn_onnx::io::load(input)?;
     let (snn, _) = transpile(&loaded.model, &Options::default())?;
-    gn_onnx::io::save(&snn, output, &loaded.sources)?;
+    let durability = if fsync { gn_onnx::io::Durability::Fsync } else { gn_onnx::io::Durability::Atomic };
+    gn_onnx::io::save_as(&snn, output, &loaded.sources, durability)?;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     let status = std::fs::read_to_string("/proc/self/status")?;
     let peak = status
@@ -240,7 +245,28 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         // converter for the copy's.
         let flush = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
         flush(&src)?;
-        let (mut copy_ms, mut copy_sync_ms, mut transpile_ms, mut peak_kb) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
+        let (mut copy_ms, mut copy_sync_ms, mut peak_kb) = (Vec::new(), Vec::new(), 0u64);
+        let (mut transpile_ms, mut transpile_sync_ms) = (Vec::new(), Vec::new());
+        let mut convert = |fsync: bool| -> anyhow::Result<f64> {
+            let _ = std::fs::remove_file(&out);
+            let mut command = std::process::Command::new(std::env::current_exe()?);
+            command.arg("transpile-once").arg(&src).arg(&out);
+            if fsync {
+                command.arg("--fsync");
+            }
+            let child = command.output()?;
+            if !child.status.success() {
+                anyhow::bail!("transpile-once failed: {}", String::from_utf8_lossy(&child.stderr));
+            }
+            let text = String::from_utf8_lossy(&child.stdout).to_string();
+            let mut fields = text.split_whitespace().map(|f| f.parse::<f64>());
+            let (Some(Ok(ms)), Some(Ok(kb))) = (fields.next(), fields.next()) else {
+                anyhow::bail!("transpile-once printed {text:?}")
+            };
+            peak_kb = peak_kb.max(kb as u64);
+            flush(&out)?;
+            Ok(ms)
+        };
         for _ in 0..=args.rounds.max(1) {
             let _ = std::fs::remove_file(&copy);
             let t0 = Instant::now();
@@ -252,28 +278,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             std::fs::copy(&src, &copy)?;
             flush(&copy)?;
             copy_sync_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-            let _ = std::fs::remove_file(&out);
-            let child = std::process::Command::new(std::env::current_exe()?)
-                .arg("transpile-once")
-                .arg(&src)
-                .arg(&out)
-                .output()?;
-            if !child.status.success() {
-                anyhow::bail!("transpile-once failed: {}", String::from_utf8_lossy(&child.stderr));
-            }
-            let text = String::from_utf8_lossy(&child.stdout).to_string();
-            let mut fields = text.split_whitespace().map(|f| f.parse::<f64>());
-            let (Some(Ok(ms)), Some(Ok(kb))) = (fields.next(), fields.next()) else {
-                anyhow::bail!("transpile-once printed {text:?}")
-            };
-            transpile_ms.push(ms);
-            peak_kb = peak_kb.max(kb as u64);
+            transpile_ms.push(convert(false)?);
+            transpile_sync_ms.push(convert(true)?);
         }
         // The first round warms the page cache and is left out.
-        copy_ms.remove(0);
-        copy_sync_ms.remove(0);
-        transpile_ms.remove(0);
-        let (copy_ms, copy_sync_ms, transpile_ms) = (median(copy_ms), median(copy_sync_ms), median(transpile_ms));
+        for v in [&mut copy_ms, &mut copy_sync_ms, &mut transpile_ms, &mut transpile_sync_ms] {
+            v.remove(0);
+        }
+        let (copy_ms, copy_sync_ms) = (median(copy_ms), median(copy_sync_ms));
+        let (transpile_ms, transpile_sync_ms) = (median(transpile_ms), median(transpile_sync_ms));
         let bytes = std::fs::metadata(&src)?.len() as f64;
         transpiles.push(Transpile {
             model: "ResNet-18 layout, width 92".into(),
@@ -282,6 +295,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             copy_sync_ms,
             transpile_ms,
             ratio: transpile_ms / copy_ms,
+            transpile_sync_ms,
+            sync_ratio: transpile_sync_ms / copy_sync_ms,
             peak_megabytes: peak_kb as f64 * 1024.0 / 1e6,
             peak_ratio: peak_kb as f64 * 1024.0 / bytes,
         });
@@ -289,7 +304,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
 
     let mut md = render(&rows, &transpiles, &args);
     if let Some(python) = &args.torch_python {
-        let cli = crate::cargo_artifact(&["--release", "--package", "gn-transpile-cli"], "gn-transpile", |f| {
+        // The command converts (and calibrates) the models; nothing of it is timed, so the
+        // profile the tests built (dependencies optimised) serves, without a release build
+        // of tract.
+        let cli = crate::cargo_artifact(&["--package", "gn-transpile-cli"], "gn-transpile", |f| {
             f.file_name().is_some_and(|n| n == "gn-transpile")
         })?;
         eprintln!("PyTorch eager GN against the emitted model (fixtures/bench_pytorch.py)");
@@ -402,8 +420,8 @@ fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {
     for t in transpiles {
         let _ = writeln!(
             s,
-            "\nTranspiling a {:.0} MB model ({}; GN τ = 4, T = 4; load, convert, write and fsync, in a process of its own): {:.0} ms against {:.0} ms to copy the file: {:.1}× ({:.1}× a copy that is fsynced too, {:.0} ms). Peak resident memory of the converting process: {:.0} MB, {:.2}× the model.",
-            t.megabytes, t.model, t.transpile_ms, t.copy_ms, t.ratio, t.transpile_ms / t.copy_sync_ms, t.copy_sync_ms, t.peak_megabytes, t.peak_ratio
+            "\nTranspiling a {:.0} MB model ({}; GN τ = 4, T = 4; load, convert and write, in a process of its own): {:.0} ms against {:.0} ms to copy the file: {:.1}×. With `--fsync`: {:.0} ms against {:.0} ms for a copy that is fsynced too: {:.1}×. Peak resident memory of the converting process: {:.0} MB, {:.2}× the model.",
+            t.megabytes, t.model, t.transpile_ms, t.copy_ms, t.ratio, t.transpile_sync_ms, t.copy_sync_ms, t.sync_ratio, t.peak_megabytes, t.peak_ratio
         );
     }
     s

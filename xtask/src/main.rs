@@ -42,7 +42,12 @@ enum Task {
     /// One load, convert (GN, τ = 4, T = 4) and save, in a process of its own: prints the
     /// milliseconds it took and the process's peak resident memory (for the bench).
     #[command(hide = true)]
-    TranspileOnce { input: PathBuf, output: PathBuf },
+    TranspileOnce {
+        input: PathBuf,
+        output: PathBuf,
+        #[arg(long)]
+        fsync: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
         Task::Fuzz(args) => fuzz::run(args),
         Task::Python(args) => python::run(args),
         Task::Bench(args) => bench::run(args),
-        Task::TranspileOnce { input, output } => bench::transpile_once(&input, &output),
+        Task::TranspileOnce { input, output, fsync } => bench::transpile_once(&input, &output, fsync),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

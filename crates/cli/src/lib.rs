@@ -68,6 +68,12 @@ struct ConvertArgs {
     emit: Emit,
     #[command(flatten)]
     calibration: CalibrationArgs,
+    /// Wait until OUT is on disk (fsync of the file and its folder) before exiting. OUT
+    /// is always written to a temporary file and renamed, so nothing ever sees it half
+    /// written; without --fsync a power loss right after the run can still lose it, as
+    /// with cp.
+    #[arg(long)]
+    fsync: bool,
     /// Print each site's op chain and the near misses.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -283,7 +289,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (model, report) =
         transpile(&loaded.model, &options).with_context(|| format!("cannot convert {}", input.display()))?;
     drop(loaded.model);
-    gn_onnx::io::save(&model, &output, &loaded.sources)?;
+    let durability = if args.fsync { gn_onnx::io::Durability::Fsync } else { gn_onnx::io::Durability::Atomic };
+    gn_onnx::io::save_as(&model, &output, &loaded.sources, durability)?;
     for site in &report.detection.sites {
         match &site.per_channel {
             Some(pc) => {

@@ -59,6 +59,12 @@ fn converts_a_fixture_and_summarises_on_stderr() {
     assert!(err.contains("3 spiking layers of GN (τ = 4), T = 2"), "{err}");
     let snn = load(&out).unwrap().model;
     assert!(snn.metadata_props.iter().any(|p| p.key() == "gn_transpile.tau" && p.value() == "4"));
+    // --fsync writes the same bytes (it only waits for the disk), and no temporary is left.
+    let synced = dir.path().join("synced.onnx");
+    let o = run(&[fixture("cnn_l4.onnx").to_str().unwrap(), synced.to_str().unwrap(), "-t", "2", "--fsync"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&synced).unwrap(), std::fs::read(&out).unwrap());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
 
 /// Both emitted forms, read back by `inspect`: the custom-op form from its nodes, the

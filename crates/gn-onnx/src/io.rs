@@ -13,7 +13,10 @@
 //!   (`O_EXCL`) in the target folder, renamed over the target only once complete, and only
 //!   when the target is absent or a regular file that is none of the files the model was
 //!   read from. Temporaries still pending when the process is interrupted are removed by
-//!   [`exit_removing_temporaries`].
+//!   [`exit_removing_temporaries`]. A reader, an error or an interruption never sees a
+//!   partial file. Like `cp`, it does not wait for the disk; with [`Durability::Fsync`]
+//!   the file is fsynced before the rename and its folder after, so the model also
+//!   survives a power loss once `save` returns.
 
 use std::collections::HashMap;
 use std::fs;
@@ -608,14 +611,30 @@ pub fn check_output(path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
     }
 }
 
+/// Whether [`save_as`] waits for the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Atomic against readers, errors and interruptions; the kernel writes the file back
+    /// when it will (as `cp` leaves it).
+    #[default]
+    Atomic,
+    /// Also fsync the file before the rename and the folder after it.
+    Fsync,
+}
+
 /// Writes a model atomically to `path`; see the module documentation. `protected` lists
 /// files that must not be overwritten ([`LoadedModel::sources`] of the input).
 pub fn save(model: &ModelProto, path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
+    save_as(model, path, protected, Durability::Atomic)
+}
+
+/// [`save`], with the durability asked for.
+pub fn save_as(model: &ModelProto, path: &Path, protected: &[PathBuf], durability: Durability) -> Result<(), IoError> {
     let size = model.encoded_len() as u64;
     if size > MAX_MODEL_BYTES {
         return Err(IoError::TooLarge { what: format!("the model for {}", path.display()), size });
     }
-    save_with(path, protected, &mut |f| {
+    save_with(path, protected, durability, &mut |f| {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         write_model(model, &mut w)?;
         w.flush()
@@ -624,13 +643,14 @@ pub fn save(model: &ModelProto, path: &Path, protected: &[PathBuf]) -> Result<()
 
 /// Writes bytes atomically; see [`save`].
 pub fn save_bytes(bytes: &[u8], path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
-    save_with(path, protected, &mut |mut f| f.write_all(bytes))
+    save_with(path, protected, Durability::Atomic, &mut |mut f| f.write_all(bytes))
 }
 
 /// Writes a file atomically with `write`; see [`save`].
 fn save_with(
     path: &Path,
     protected: &[PathBuf],
+    durability: Durability,
     write: &mut dyn FnMut(&fs::File) -> std::io::Result<()>,
 ) -> Result<(), IoError> {
     check_output(path, protected)?;
@@ -652,7 +672,10 @@ fn save_with(
             return Err(werr(e));
         }
     };
-    let result = write(tmp.as_file()).and_then(|()| tmp.as_file().sync_all());
+    let result = write(tmp.as_file()).and_then(|()| match durability {
+        Durability::Fsync => tmp.as_file().sync_all(),
+        Durability::Atomic => Ok(()),
+    });
     let mut registered = pending();
     let outcome = match result {
         Err(e) => Err(werr(e)),
@@ -663,5 +686,10 @@ fn save_with(
         },
     };
     registered.retain(|p| !names.contains(p));
+    drop(registered);
+    if outcome.is_ok() && durability == Durability::Fsync {
+        // The rename is on disk once the folder is.
+        fs::File::open(folder_of(path)).and_then(|d| d.sync_all()).map_err(werr)?;
+    }
     outcome
 }
