@@ -163,3 +163,69 @@ fn a_relu_network_without_a_calibration_is_refused_with_the_flag_that_converts_i
     let err = transpile(&ann, &options).unwrap_err().to_string();
     assert!(err.contains("no θ for this activation"), "{err}");
 }
+
+/// θ per channel lives in the spiking layer: one `…PerChannel` node (custom-op form) or
+/// one Div and one Mul by the unit of each channel (standard form), no Mul around the
+/// layer. On tract, unoptimised, the custom-op model computes what the standard model
+/// computes, bit for bit, GN and IF at T = 4.
+#[test]
+fn per_channel_layers_agree_across_the_emitted_forms() {
+    let (x, _) = test_set(50);
+    for path in relu_models() {
+        let ann = load(&path);
+        let c = Arc::new(calibrate(&ann, &sample(100), &spec(true, 50), &|_, _| {}).unwrap());
+        for neuron in [NeuronKind::Gn, NeuronKind::If] {
+            let options = Options { neuron, tau: 4, timesteps: 4, calibration: Some(c.clone()), ..Default::default() };
+            let standard = transpile(&ann, &options).unwrap().0;
+            let compact =
+                transpile(&ann, &Options { emit: gn_transpile::Emit::CustomOp, ..options.clone() }).unwrap().0;
+            let ops: Vec<&str> = compact.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect();
+            let base = neuron.op_type();
+            let layers = ops.iter().filter(|o| o.starts_with(base)).count();
+            assert_eq!(layers, c.layers.len(), "{}: {ops:?}", path.display());
+            assert!(ops.iter().filter(|o| o.starts_with(base)).all(|o| o.contains("PerChannel")), "{ops:?}");
+            assert_eq!(ops.iter().filter(|o| **o == format!("{base}PerChannelDirect")).count(), 1, "{ops:?}");
+            let names: Vec<&str> = compact.functions.iter().map(|f| f.name()).collect();
+            assert!(names.contains(&format!("{base}PerChannel").as_str()), "{names:?}");
+            let a = gn_tests::run_tract_with(&standard, &x, 50, false).remove(0);
+            let b = gn_tests::run_tract_with(&compact, &x, 50, false).remove(0);
+            let d = gn_tests::max_abs_diff(&a, &b);
+            eprintln!("{} {neuron:?} per channel, T = 4: {layers} layers, max |Δ| {d:.2e}", path.display());
+            assert_eq!(d, 0.0, "{}: {neuron:?}", path.display());
+        }
+    }
+}
+
+/// A custom-op model whose per-channel thresholds were tampered with fails on tract with
+/// a line naming the op and the reason: a θ factor that is not positive, a tensor that is
+/// not `[1, C, 1, …]`.
+#[test]
+fn tampered_per_channel_thresholds_fail_cleanly_on_tract() {
+    let ann = load(&relu_models()[0]);
+    let c = Arc::new(calibrate(&ann, &sample(50), &spec(true, 50), &|_, _| {}).unwrap());
+    let options =
+        Options { timesteps: 2, emit: gn_transpile::Emit::CustomOp, calibration: Some(c), ..Default::default() };
+    let compact = transpile(&ann, &options).unwrap().0;
+    let (x, _) = test_set(2);
+    let x = x.into_dyn();
+    let layer = compact.graph.as_ref().unwrap().node.iter().find(|n| n.op_type() == "GroupNeuronPerChannel").unwrap();
+    let theta = layer.input[1].clone();
+    let tamper = |f: &dyn Fn(&mut gn_onnx::proto::TensorProto)| {
+        let mut m = compact.clone();
+        let t = m.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name() == theta).unwrap();
+        f(t);
+        let plan = gn_transpile::tract_ops::load(&m, false).map_err(|e| e.to_string());
+        plan.and_then(|p| p.run(vec![x.clone()]).map_err(|e| e.to_string())).err().expect("the run must fail")
+    };
+    let negative = tamper(&|t| {
+        let mut v: Vec<f32> = gn_onnx::data::tensor_to_f64(t).unwrap().iter().map(|&v| v as f32).collect();
+        v[0] = -1.0;
+        *t = tensor_f32(t.name(), &t.dims.clone(), &v);
+    });
+    assert!(negative.contains("GroupNeuronPerChannel: a channel's θ factor is -1"), "{negative}");
+    let flat = tamper(&|t| {
+        let v: Vec<f32> = gn_onnx::data::tensor_to_f64(t).unwrap().iter().map(|&v| v as f32).collect();
+        *t = tensor_f32(t.name(), &[v.len() as i64], &v);
+    });
+    assert!(flat.contains("must be [1, C, 1, …]"), "{flat}");
+}

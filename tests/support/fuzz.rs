@@ -222,6 +222,8 @@ const OPS: &[&str] = &[
     "Constant",
     "GroupNeuron",
     "IFNeuron",
+    "GroupNeuronPerChannel",
+    "IFNeuronPerChannelDirect",
     "Flatten",
     "Transpose",
     "ReduceMean",

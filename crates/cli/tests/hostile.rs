@@ -185,9 +185,10 @@ fn nodes_missing_inputs_or_outputs_are_refused_before_any_pass() {
     graph(&mut m).node[sub].output.clear();
     convert_refused(dir.path(), "residue.onnx", &m, "has no output");
     // A crafted spiking-layer node with no input, and one with τ = −1.
-    for (name, inputs, tau, needle) in
-        [("noinput.onnx", vec![], 4, "one input and one output"), ("tau.onnx", vec!["input".into()], -1, "τ = -1")]
-    {
+    for (name, inputs, tau, needle) in [
+        ("noinput.onnx", vec![], 4, "GroupNeuron has 1 input and one output"),
+        ("tau.onnx", vec!["input".into()], -1, "τ = -1"),
+    ] {
         let mut m = cnn();
         let x = graph(&mut m).input[0].name().to_string();
         let inputs = inputs.into_iter().map(|_: String| x.clone()).collect();
@@ -222,6 +223,12 @@ fn nodes_missing_inputs_or_outputs_are_refused_before_any_pass() {
         ..Default::default()
     });
     convert_refused(dir.path(), "direct.onnx", &m, "GroupNeuronDirect has no 'timesteps' attribute");
+    // A per-channel node without its thresholds.
+    let last = graph(&mut m).node.len() - 1;
+    let node = &mut graph(&mut m).node[last];
+    node.op_type = Some("GroupNeuronPerChannel".into());
+    node.attribute.push(attr::int("timesteps", 2));
+    convert_refused(dir.path(), "channels.onnx", &m, "GroupNeuronPerChannel has 2 inputs");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! model-local function's expansion (Div, Reshape, Split, T × (Add, Floor, Clip, Sub),
 //! Concat, Reshape, Mul). `GroupNeuron` / `IFNeuron` read a folded `[T·N, …]` current;
 //! `GroupNeuronDirect` / `IFNeuronDirect` read an `[N, …]` current that is the same at
-//! every step, and write `[T·N, …]`.
+//! every step, and write `[T·N, …]`. The `…PerChannel` variants of the four (a layer
+//! calibrated per channel) read a second input, `[1, C, 1, …]`, by which θ is scaled
+//! per channel.
 //!
 //! ```python
 //! so = onnxruntime.SessionOptions()
@@ -15,7 +17,8 @@
 //! each `GroupNeuron` / `IFNeuron` node runs [`Kernel::run`], which performs element for
 //! element, in f32, the operations of the function body: `q = x / θ_GN`,
 //! `u(0) = v(0) / θ_GN`, per step `p = u + q_t`, `c = min(max(⌊p⌋, 0), τ)`, `u = p − c`,
-//! output `c · θ_GN`. The results are the function's, bit for bit.
+//! output `c · θ_GN`, with `θ_GN · θ_c` in place of θ_GN for channel c of a per-channel
+//! layer. The results are the function's, bit for bit.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr;
@@ -48,12 +51,20 @@ impl Kernel {
     /// The neuron's T steps on `x`, `[T·N, …]` flattened (step-major), or `[N, …]` for a
     /// direct current, into `out`, `[T·N, …]`.
     pub fn run(&self, x: &[f32], out: &mut [f32]) {
+        self.run_with(x, &[self.theta_gn], 1, out)
+    }
+
+    /// [`Kernel::run`] with a unit per channel: `units` holds θ_GN · θ_c for each channel
+    /// c (or the one unit of the layer), and an element's channel is its index within
+    /// the step over `spatial` (the size of one channel of one sample), modulo the count.
+    pub fn run_with(&self, x: &[f32], units: &[f32], spatial: usize, out: &mut [f32]) {
         let per_step = out.len() / self.timesteps.max(1);
         assert_eq!(x.len(), if self.direct { per_step } else { out.len() });
+        assert!(!units.is_empty() && spatial > 0);
         for block in 0..self.blocks(per_step) {
             // SAFETY: `out` holds T × `per_step` elements, and `x` the `per_step` (direct)
             // or T × `per_step` elements the assertion above checked.
-            unsafe { self.run_block(x, out.as_mut_ptr(), per_step, block) }
+            unsafe { self.run_block(x, out.as_mut_ptr(), per_step, block, units, spatial) }
         }
     }
 
@@ -67,66 +78,95 @@ impl Kernel {
     ///
     /// # Safety
     /// `out` must point to T × `per_step` writable elements, `x.len()` must be at least
-    /// `per_step` (direct) or T × `per_step`, and no other thread may touch this block's
-    /// elements of `out`.
-    unsafe fn run_block(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize) {
+    /// `per_step` (direct) or T × `per_step`, `units` must not be empty, `spatial` must
+    /// not be 0, and no other thread may touch this block's elements of `out`.
+    unsafe fn run_block(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize, units: &[f32], spatial: usize) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
-            return self.run_block_avx2(x, out, per_step, block);
+            return self.run_block_avx2(x, out, per_step, block, units, spatial);
         }
-        self.steps(x, out, per_step, block)
+        self.steps(x, out, per_step, block, units, spatial)
     }
 
     /// [`Kernel::steps`] compiled for AVX2: eight lanes instead of four. The operations and
     /// their order are the same (no fused multiply-add), so the results are too.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn run_block_avx2(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize) {
-        self.steps(x, out, per_step, block)
+    unsafe fn run_block_avx2(
+        &self,
+        x: &[f32],
+        out: *mut f32,
+        per_step: usize,
+        block: usize,
+        units: &[f32],
+        spatial: usize,
+    ) {
+        self.steps(x, out, per_step, block, units, spatial)
     }
 
     #[inline(always)]
-    unsafe fn steps(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize) {
+    unsafe fn steps(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize, units: &[f32], spatial: usize) {
         let start = block * BLOCK;
         let len = BLOCK.min(per_step - start);
         let mut u = [self.u_init; BLOCK];
         let u = &mut u[..len];
+        // The unit of each element of the block, when the layer has one per channel.
+        let mut unit = [0f32; BLOCK];
+        let unit = &mut unit[..len];
+        if units.len() > 1 {
+            for (i, v) in unit.iter_mut().enumerate() {
+                *v = units[((start + i) / spatial) % units.len()];
+            }
+        }
         if self.direct {
             // The body divides a direct current once (q = x / θ_GN) and adds q at every step.
             let mut q = [0f32; BLOCK];
             let q = &mut q[..len];
-            for (q, &x) in q.iter_mut().zip(&x[start..start + len]) {
-                *q = x / self.theta_gn;
+            let xs = &x[start..start + len];
+            if units.len() > 1 {
+                for ((q, &x), &unit) in q.iter_mut().zip(xs).zip(unit.iter()) {
+                    *q = x / unit;
+                }
+            } else {
+                for (q, &x) in q.iter_mut().zip(xs) {
+                    *q = x / units[0];
+                }
             }
             for t in 0..self.timesteps {
                 let os = std::slice::from_raw_parts_mut(out.add(t * per_step + start), len);
-                self.step::<false>(u, q, os);
+                match units.len() {
+                    1 => self.step::<false, _>(u, q, os, std::iter::repeat(units[0])),
+                    _ => self.step::<false, _>(u, q, os, unit.iter().copied()),
+                }
             }
         } else {
             for t in 0..self.timesteps {
                 let at = t * per_step + start;
                 let os = std::slice::from_raw_parts_mut(out.add(at), len);
-                self.step::<true>(u, &x[at..at + len], os);
+                match units.len() {
+                    1 => self.step::<true, _>(u, &x[at..at + len], os, std::iter::repeat(units[0])),
+                    _ => self.step::<true, _>(u, &x[at..at + len], os, unit.iter().copied()),
+                }
             }
         }
     }
 
-    /// One step on a block: `p = u + q` (with `q = x / θ_GN` when `DIVIDE`), then the
-    /// spike count and the reset.
+    /// One step on a block: `p = u + q` (with `q = x / unit` when `DIVIDE`), then the
+    /// spike count and the reset; `units` yields each element's unit.
     #[inline(always)]
-    fn step<const DIVIDE: bool>(&self, u: &mut [f32], xs: &[f32], os: &mut [f32]) {
+    fn step<const DIVIDE: bool, U: Iterator<Item = f32>>(&self, u: &mut [f32], xs: &[f32], os: &mut [f32], units: U) {
         // ⌊p⌋ clipped to [0, τ] is ⌊p clamped to [0, τ + 1]⌋ clipped to τ, and on that range
         // truncation to i32 is exact: no libm call, and the loop vectorizes.
         let high = self.tau + 1.0;
-        for ((u, &x), o) in u.iter_mut().zip(xs).zip(os.iter_mut()) {
-            let p = *u + if DIVIDE { x / self.theta_gn } else { x };
+        for (((u, &x), o), unit) in u.iter_mut().zip(xs).zip(os.iter_mut()).zip(units) {
+            let p = *u + if DIVIDE { x / unit } else { x };
             // `max` and `min` return the number when p is NaN: never NaN, in range.
             let clamped = p.max(0.0).min(high);
             // SAFETY: 0 ≤ clamped ≤ τ + 1, well inside i32.
             let floor = unsafe { clamped.to_int_unchecked::<i32>() } as f32;
             let c = floor.min(self.tau);
             *u = p - c;
-            *o = c * self.theta_gn;
+            *o = c * unit;
         }
     }
 }
@@ -139,12 +179,14 @@ struct Op {
     name: &'static CStr,
     group: bool,
     direct: bool,
+    /// A second input scales θ per channel.
+    per_channel: bool,
 }
 
 // SAFETY: the tables hold function pointers and plain numbers only, and are never written.
 unsafe impl Sync for Op {}
 
-const fn op(name: &'static CStr, group: bool, direct: bool) -> Op {
+const fn op(name: &'static CStr, group: bool, direct: bool, per_channel: bool) -> Op {
     // SAFETY: every field of the table is an integer or an optional function pointer, for
     // which all-zero bytes are 0 and None (fields newer than `API_VERSION` stay so).
     let zeroed: OrtCustomOp = unsafe { std::mem::zeroed() };
@@ -154,7 +196,7 @@ const fn op(name: &'static CStr, group: bool, direct: bool) -> Op {
             GetName: Some(get_name),
             GetExecutionProviderType: Some(get_provider),
             GetInputType: Some(get_type),
-            GetInputTypeCount: Some(get_one),
+            GetInputTypeCount: Some(get_input_count),
             GetOutputType: Some(get_type),
             GetOutputTypeCount: Some(get_one),
             GetInputCharacteristic: Some(get_required),
@@ -174,14 +216,19 @@ const fn op(name: &'static CStr, group: bool, direct: bool) -> Op {
         name,
         group,
         direct,
+        per_channel,
     }
 }
 
-static OPS: [Op; 4] = [
-    op(c"GroupNeuron", true, false),
-    op(c"IFNeuron", false, false),
-    op(c"GroupNeuronDirect", true, true),
-    op(c"IFNeuronDirect", false, true),
+static OPS: [Op; 8] = [
+    op(c"GroupNeuron", true, false, false),
+    op(c"IFNeuron", false, false, false),
+    op(c"GroupNeuronDirect", true, true, false),
+    op(c"IFNeuronDirect", false, true, false),
+    op(c"GroupNeuronPerChannel", true, false, true),
+    op(c"IFNeuronPerChannel", false, false, true),
+    op(c"GroupNeuronPerChannelDirect", true, true, true),
+    op(c"IFNeuronPerChannelDirect", false, true, true),
 ];
 
 /// The entry point ONNX Runtime calls when the library is registered with a session.
@@ -239,6 +286,10 @@ unsafe extern "system" fn get_one(_: *const OrtCustomOp) -> usize {
     1
 }
 
+unsafe extern "system" fn get_input_count(op: *const OrtCustomOp) -> usize {
+    1 + this(op).per_channel as usize
+}
+
 unsafe extern "system" fn get_required(_: *const OrtCustomOp, _: usize) -> OrtCustomOpInputOutputCharacteristic {
     OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED
 }
@@ -266,6 +317,8 @@ unsafe extern "system" fn get_end_version(_: *const OrtCustomOp) -> i32 {
 /// A kernel and the API it calls back into.
 struct Instance {
     kernel: Kernel,
+    /// The op's name and whether it reads θ per channel.
+    op: &'static Op,
     api: &'static OrtApi,
 }
 
@@ -314,7 +367,7 @@ unsafe extern "system" fn create_kernel(
     };
     match read() {
         Ok(kernel) => {
-            *out = Box::into_raw(Box::new(Instance { kernel, api })).cast();
+            *out = Box::into_raw(Box::new(Instance { kernel, op, api })).cast();
             OrtStatusPtr::default()
         }
         Err(status) => status,
@@ -328,19 +381,18 @@ unsafe extern "system" fn destroy_kernel(kernel: *mut c_void) {
 }
 
 unsafe extern "system" fn compute(kernel: *mut c_void, context: *mut OrtKernelContext) -> OrtStatusPtr {
-    let Instance { kernel, api } = &*kernel.cast::<Instance>();
-    match run(kernel, api, context) {
+    let instance = &*kernel.cast::<Instance>();
+    match run(instance, context) {
         Ok(()) => OrtStatusPtr::default(),
         Err(status) => status,
     }
 }
 
-unsafe fn run(kernel: &Kernel, api: &OrtApi, context: *mut OrtKernelContext) -> Result<(), OrtStatusPtr> {
+/// The shape of an input tensor.
+unsafe fn dims_of(api: &OrtApi, value: *const OrtValue) -> Result<Vec<i64>, OrtStatusPtr> {
     let ok = |s: OrtStatusPtr| check(s).map_or(Ok(()), |s| Err(OrtStatusPtr(s)));
-    let mut input: *const OrtValue = ptr::null();
-    ok((api.KernelContext_GetInput)(context, 0, &mut input))?;
     let mut info = ptr::null_mut();
-    ok((api.GetTensorTypeAndShape)(input, &mut info))?;
+    ok((api.GetTensorTypeAndShape)(value, &mut info))?;
     let mut rank = 0usize;
     let mut dims = Vec::new();
     let shape = ok((api.GetDimensionsCount)(info, &mut rank)).and_then(|()| {
@@ -348,9 +400,59 @@ unsafe fn run(kernel: &Kernel, api: &OrtApi, context: *mut OrtKernelContext) -> 
         ok((api.GetDimensions)(info, dims.as_mut_ptr(), rank))
     });
     (api.ReleaseTensorTypeAndShapeInfo)(info);
-    shape?;
+    shape.map(|()| dims)
+}
+
+/// The unit of each channel of a per-channel layer (θ_GN · θ_c), from its second input,
+/// which must be `[1, C, 1, …]` for a current of shape `dims`.
+unsafe fn channel_units(
+    instance: &Instance,
+    context: *mut OrtKernelContext,
+    dims: &[i64],
+) -> Result<Vec<f32>, OrtStatusPtr> {
+    let (api, name) = (instance.api, instance.op.name.to_string_lossy());
+    let ok = |s: OrtStatusPtr| check(s).map_or(Ok(()), |s| Err(OrtStatusPtr(s)));
+    let mut theta: *const OrtValue = ptr::null();
+    ok((api.KernelContext_GetInput)(context, 1, &mut theta))?;
+    if theta.is_null() {
+        return Err(error(api, &format!("{name}: the thresholds per channel (input 2) are missing")));
+    }
+    let shape = dims_of(api, theta)?;
+    let fits = shape.len() == dims.len()
+        && dims.len() >= 2
+        && shape[1] == dims[1]
+        && shape.iter().enumerate().all(|(i, &d)| i == 1 || d == 1);
+    if !fits {
+        return Err(error(
+            api,
+            &format!("{name}: the thresholds per channel have shape {shape:?}; for a current of shape {dims:?} they must be [1, C, 1, …] with C = the current's axis 1"),
+        ));
+    }
+    let channels = usize::try_from(dims[1]).unwrap_or(0);
+    let mut data = ptr::null_mut();
+    ok((api.GetTensorMutableData)(theta.cast_mut(), &mut data))?;
+    if channels == 0 {
+        return Ok(vec![instance.kernel.theta_gn]);
+    }
+    let theta = std::slice::from_raw_parts(data.cast::<f32>(), channels);
+    if let Some(bad) = theta.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
+        return Err(error(api, &format!("{name}: a channel's θ factor is {bad}, not a positive finite number")));
+    }
+    Ok(theta.iter().map(|&t| instance.kernel.theta_gn * t).collect())
+}
+
+unsafe fn run(instance: &Instance, context: *mut OrtKernelContext) -> Result<(), OrtStatusPtr> {
+    let (kernel, api) = (&instance.kernel, instance.api);
+    let ok = |s: OrtStatusPtr| check(s).map_or(Ok(()), |s| Err(OrtStatusPtr(s)));
+    let mut input: *const OrtValue = ptr::null();
+    ok((api.KernelContext_GetInput)(context, 0, &mut input))?;
+    let mut dims = dims_of(api, input)?;
+    let rank = dims.len();
     let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
     let Some(count) = count else { return Err(error(api, "the input's shape is not a tensor shape")) };
+    let units = if instance.op.per_channel { channel_units(instance, context, &dims)? } else { vec![kernel.theta_gn] };
+    // The size of one channel of one sample (1 for a current of rank 2 or less).
+    let spatial = dims.iter().skip(2).map(|&d| d.max(1) as usize).product::<usize>().max(1);
     let rows = dims.first().copied().unwrap_or(1) as usize;
     let (out_count, per_step) = if kernel.direct {
         // [N, …] in, [T·N, …] out.
@@ -381,7 +483,7 @@ unsafe fn run(kernel: &Kernel, api: &OrtApi, context: *mut OrtKernelContext) -> 
     ok((api.GetTensorMutableData)(input.cast_mut(), &mut x))?;
     ok((api.GetTensorMutableData)(output, &mut y))?;
     let x = std::slice::from_raw_parts(x.cast::<f32>(), count);
-    let job = Job { kernel, x, out: y.cast::<f32>(), per_step };
+    let job = Job { kernel, x, out: y.cast::<f32>(), per_step, units: &units, spatial };
     let job_ptr = ptr::from_ref(&job).cast_mut().cast::<c_void>();
     let blocks = kernel.blocks(per_step);
     if blocks < 2 {
@@ -400,12 +502,14 @@ struct Job<'a> {
     x: &'a [f32],
     out: *mut f32,
     per_step: usize,
+    units: &'a [f32],
+    spatial: usize,
 }
 
 unsafe extern "C" fn block(job: *mut c_void, index: usize) {
     let job = &*job.cast::<Job>();
     // SAFETY: `out` is the output tensor, of x's length; each index is one block, run once.
-    job.kernel.run_block(job.x, job.out, job.per_step, index);
+    job.kernel.run_block(job.x, job.out, job.per_step, index, job.units, job.spatial);
 }
 
 #[cfg(test)]
@@ -427,7 +531,7 @@ mod tests {
         let mut portable = vec![0f32; x.len()];
         for block in 0..kernel.blocks(per_step) {
             // SAFETY: `portable` has x's length, T × per_step.
-            unsafe { kernel.steps(&x, portable.as_mut_ptr(), per_step, block) }
+            unsafe { kernel.steps(&x, portable.as_mut_ptr(), per_step, block, &[kernel.theta_gn], 1) }
         }
         assert_eq!(got, portable);
         for j in 0..per_step {
@@ -456,5 +560,32 @@ mod tests {
         direct.run(&x, &mut b);
         assert_eq!(a, b);
         assert!(a.iter().any(|&v| v > 0.0) && a[..per_step] != a[per_step..2 * per_step]);
+    }
+
+    /// A unit per channel: each element divides and multiplies by its channel's unit, on
+    /// blocks that cross channel boundaries, folded and direct.
+    #[test]
+    fn the_per_channel_kernel_uses_each_channels_unit() {
+        let (t, n, c, spatial) = (3, 2, 3, 700);
+        let per_step = n * c * spatial;
+        let units = [0.25f32, 0.7, 1.3];
+        for direct in [false, true] {
+            let kernel = Kernel { theta_gn: 0.25, tau: 4.0, u_init: 0.5, timesteps: t, direct };
+            let len = if direct { per_step } else { t * per_step };
+            let x: Vec<f32> = (0..len).map(|i| ((i * 7919 % 1013) as f32 - 300.0) / 97.0).collect();
+            let mut got = vec![0f32; t * per_step];
+            kernel.run_with(&x, &units, spatial, &mut got);
+            for j in 0..per_step {
+                let unit = units[(j / spatial) % c];
+                let mut u = kernel.u_init;
+                for step in 0..t {
+                    let k = step * per_step + j;
+                    let p = u + x[if direct { j } else { k }] / unit;
+                    let spikes = p.floor().max(0.0).min(kernel.tau);
+                    u = p - spikes;
+                    assert_eq!(got[k], spikes * unit, "element {j}, step {step}, direct {direct}");
+                }
+            }
+        }
     }
 }

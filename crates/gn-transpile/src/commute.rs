@@ -125,7 +125,7 @@ mod tests {
 
     fn neuron(input: &str, output: &str) -> NodeProto {
         let neuron = Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 4 };
-        NeuronNode { neuron, timesteps: None, direct: false }.to_node(output, input, output)
+        NeuronNode { neuron, timesteps: None, direct: false, per_channel: false }.to_node(output, input, output)
     }
 
     #[test]

@@ -29,31 +29,20 @@ pub fn run(graph: &Graph, sites: &[Site]) -> Planned {
         let neuron = Neuron { kind: NeuronKind::If, theta: site.theta, tau: 1, levels: site.levels };
         let name = patch.unique_name(&format!("{}.if", site.name));
         match &site.per_channel {
-            None => patch.push(NeuronNode { neuron, timesteps: None, direct: false }.to_node(
+            None => patch.push(NeuronNode { neuron, timesteps: None, direct: false, per_channel: false }.to_node(
                 &name,
                 &site.input,
                 &site.output,
             )),
             Some(pc) => {
-                // θ per channel: the layer runs at θ = 1 on the current divided by θ_c,
-                // and its output is multiplied back (exact in time: both are constants).
+                // θ per channel: the layer's second input holds each channel's θ, by
+                // which its unit is multiplied (`neuron::expand_layer`).
                 let mut dims = vec![1i64; pc.rank];
                 dims[1] = pc.theta.len() as i64;
-                let inv: Vec<f32> = pc.theta.iter().map(|&t| (1.0 / t) as f32).collect();
                 let theta: Vec<f32> = pc.theta.iter().map(|&t| t as f32).collect();
-                let inv = patch.add_initializer_f32(&format!("{}.inv_theta", site.name), &dims, &inv);
                 let theta = patch.add_initializer_f32(&format!("{}.theta", site.name), &dims, &theta);
-                let scaled = patch.add_node(&site.name, "normalized", "Mul", &[&site.input, &inv], vec![]);
-                let unit = patch.unique_name(&format!("{}.unit_spikes", site.name));
-                patch.push(NeuronNode { neuron, timesteps: None, direct: false }.to_node(&name, &scaled, &unit));
-                let mul = patch.unique_name(&format!("{}.rescale", site.name));
-                patch.push(gn_onnx::proto::NodeProto {
-                    input: vec![unit, theta],
-                    output: vec![site.output.clone()],
-                    name: Some(mul),
-                    op_type: Some("Mul".into()),
-                    ..Default::default()
-                });
+                let layer = NeuronNode { neuron, timesteps: None, direct: false, per_channel: true };
+                patch.push(layer.to_node_reading(&name, &[&site.input, &theta], &site.output));
             }
         }
     }

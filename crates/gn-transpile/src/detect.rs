@@ -42,8 +42,8 @@ pub struct Site {
     /// The op types of the chain, e.g. `Div → Clip → Mul → Add → Floor → Div → Mul`.
     pub ops: String,
     /// A θ per channel (axis 1 of a tensor of this rank), set by calibration with
-    /// `--per-channel`; `theta` is then 1 and the layer reads its current divided by
-    /// these and writes its output multiplied by them.
+    /// `--per-channel`; `theta` is then 1 and the layer (a `…PerChannel` op) reads these
+    /// as its second input, the factor of each channel's threshold.
     pub per_channel: Option<PerChannel>,
 }
 

@@ -145,13 +145,14 @@ pub fn neurons(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
                     current,
                     timesteps: t,
                     output: &node.output[0],
+                    channels: node.input.get(1).filter(|_| layer.per_channel).map(String::as_str),
                     state: None,
                 };
                 expand_layer(patch.builder(), cx.opset, &layer);
             }
             Emit::CustomOp if invariant && t > 1 => {
                 let direct = NeuronNode { direct: true, ..layer };
-                patch.replace(i, direct.to_node(node.name(), &node.input[0], &node.output[0]));
+                patch.replace(i, direct.rewrite(node, node.name()));
             }
             // The stateful form is planned by `stateful` instead.
             Emit::CustomOp | Emit::Stateful => {}
@@ -251,6 +252,7 @@ pub fn stateful(
             current: Current::Constant,
             timesteps: 1,
             output: &node.output[0],
+            channels: node.input.get(1).filter(|_| layer.per_channel).map(String::as_str),
             state: Some((&v_in, &v_out)),
         };
         expand_layer(patch.builder(), cx.opset, &expansion);
@@ -339,11 +341,14 @@ pub fn model(
 ) -> Result<usize, crate::TranspileError> {
     if cx.options.emit == Emit::CustomOp {
         model.functions.retain(|f| f.domain() != DOMAIN);
-        // The folded op's function, and the direct op's when a node uses it.
-        let direct = graph.nodes().iter().any(|n| NeuronNode::from_node(n).is_some_and(|l| l.direct));
-        model.functions.push(function(cx.options.neuron, cx.opset, cx.options.timesteps, false));
-        if direct {
-            model.functions.push(function(cx.options.neuron, cx.opset, cx.options.timesteps, true));
+        // The folded op's function, and each other op's that a node uses.
+        let layers: Vec<NeuronNode> = graph.nodes().iter().filter_map(NeuronNode::from_node).collect();
+        for (direct, per_channel) in crate::neuron::VARIANTS {
+            let used = layers.iter().any(|l| (l.direct, l.per_channel) == (direct, per_channel));
+            if used || (!direct && !per_channel) {
+                let (kind, opset, t) = (cx.options.neuron, cx.opset, cx.options.timesteps);
+                model.functions.push(function(kind, opset, t, direct, per_channel));
+            }
         }
         model.opset_import.retain(|o| o.domain() != DOMAIN);
         model
@@ -418,9 +423,10 @@ pub fn set_metadata(props: &mut Vec<StringStringEntryProto>, key: &str, value: S
 /// The model-local function that defines a custom spiking-layer op: its body is
 /// [`expand_layer`] on a folded `[T·N, …]` input `X` (or, for the `direct` op, an `[N, …]`
 /// current read at every step), reading θ, τ and v(0) from the calling node's
-/// attributes. T is fixed by the body, so a model holds one function per op type and
-/// every node of that type runs T steps.
-pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize, direct: bool) -> FunctionProto {
+/// attributes, and for a `per_channel` op the factors of θ from its second input `Theta`.
+/// T is fixed by the body, so a model holds one function per op type and every node of
+/// that type runs T steps.
+pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize, direct: bool, per_channel: bool) -> FunctionProto {
     let mut g = Graph::new(Default::default());
     let body = Expansion {
         name: "neuron",
@@ -429,6 +435,7 @@ pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize, direct: bool) 
         current: if direct { Current::Constant } else { Current::Folded },
         timesteps,
         output: "Y",
+        channels: per_channel.then_some("Theta"),
         state: None,
     };
     expand_layer(&mut g, opset, &body);
@@ -437,20 +444,25 @@ pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize, direct: bool) 
         NeuronKind::If => "Integrate-and-fire neurons over T time steps folded into axis 0 ([T·N, …], step-major): threshold θ, v(0) = θ/2, soft reset.",
         NeuronKind::Gn => "Group Neurons of τ members over T time steps folded into axis 0 ([T·N, …], step-major): member thresholds i·θ/τ, θ_GN = θ/τ, v(0) = θ_GN/2, lateral soft reset (Lyu et al., arXiv 2402.19061, Algorithm 1).",
     };
-    let (name, input) = if direct {
-        (kind.direct_op_type(), " The current X ([N, …]) is the same at every step; Y is [T·N, …].")
+    let current = if direct { " The current X ([N, …]) is the same at every step; Y is [T·N, …]." } else { "" };
+    let channels = if per_channel {
+        " Theta ([1, C, 1, …]) scales the threshold of each channel: channel c fires in units of θ_GN · Theta_c."
     } else {
-        (kind.op_type(), "")
+        ""
     };
+    let mut input = vec!["X".to_string()];
+    if per_channel {
+        input.push("Theta".into());
+    }
     FunctionProto {
-        name: Some(name.into()),
+        name: Some(crate::neuron::op_type(kind, direct, per_channel).into()),
         domain: Some(DOMAIN.into()),
-        input: vec!["X".into()],
+        input,
         output: vec!["Y".into()],
         attribute: attribute_names(kind).iter().map(|a| a.to_string()).collect(),
         node: g.proto.node,
         opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset.0) }],
-        doc_string: Some(format!("{doc}{input} Runs {timesteps} steps.")),
+        doc_string: Some(format!("{doc}{current}{channels} Runs {timesteps} steps.")),
         ..Default::default()
     }
 }
@@ -470,7 +482,7 @@ mod tests {
         let layer = |input: &str, output: &str| {
             let tau = if options.neuron == NeuronKind::If { 1 } else { options.tau };
             let neuron = Neuron { kind: options.neuron, theta: 2.0, tau, levels: 4 };
-            NeuronNode { neuron, timesteps: None, direct: false }.to_node(output, input, output)
+            NeuronNode { neuron, timesteps: None, direct: false, per_channel: false }.to_node(output, input, output)
         };
         let neg = NodeProto {
             input: vec!["a".into()],
@@ -544,11 +556,24 @@ mod tests {
 
     #[test]
     fn the_function_body_reads_the_node_attributes() {
-        let f = function(NeuronKind::Gn, Opset(17), 2, false);
+        let f = function(NeuronKind::Gn, Opset(17), 2, false, false);
         assert_eq!((f.name(), f.domain()), ("GroupNeuron", DOMAIN));
         let referenced: Vec<&str> =
             f.node.iter().flat_map(|n| n.attribute.iter().filter_map(|a| a.ref_attr_name.as_deref())).collect();
         assert_eq!(referenced, ["theta_gn", "tau", "v_init"]);
         assert_eq!(f.node.iter().filter(|n| n.op_type() == "Floor").count(), 2);
+    }
+
+    #[test]
+    fn the_per_channel_body_divides_and_multiplies_by_the_unit_of_each_channel() {
+        let f = function(NeuronKind::If, Opset(17), 3, true, true);
+        assert_eq!(f.name(), "IFNeuronPerChannelDirect");
+        assert_eq!(f.input, ["X", "Theta"]);
+        let unit = f.node.iter().find(|n| n.op_type() == "Mul" && n.input.iter().any(|i| i == "Theta")).unwrap();
+        let unit = &unit.output[0];
+        // q = X / unit, out = spikes · unit: the only readers of the unit.
+        let readers: Vec<&str> = f.node.iter().filter(|n| n.input.contains(unit)).map(|n| n.op_type()).collect();
+        assert_eq!(readers, ["Div", "Mul"]);
+        assert_eq!(f.node.iter().filter(|n| n.op_type() == "Floor").count(), 3);
     }
 }

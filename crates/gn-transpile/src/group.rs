@@ -21,7 +21,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Planned {
             NeuronNode { neuron: Neuron { kind: NeuronKind::Gn, tau: cx.options.tau, ..layer.neuron }, ..layer };
         let base = node.name().strip_suffix(".if").unwrap_or(node.name());
         let name = patch.unique_name(&format!("{base}.gn"));
-        patch.replace(i, grouped.to_node(&name, &node.input[0], &node.output[0]));
+        patch.replace(i, grouped.rewrite(node, &name));
     }
     Planned::patch(patch)
 }
@@ -39,6 +39,7 @@ mod tests {
             neuron: Neuron { kind: NeuronKind::If, theta: 3.0, tau: 1, levels: 8 },
             timesteps: None,
             direct: false,
+            per_channel: false,
         };
         let mut g = Graph::new(gn_onnx::proto::GraphProto {
             node: vec![layer.to_node("site.if", "x", "a")],

@@ -238,6 +238,9 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 Some(ShapeOfStatic | ShapeOfFolded) => {
                     (Folded, Role::Refused("a spiking layer on a shape tensor".into()))
                 }
+                _ if inputs.get(1).is_some_and(|&c| c != Const) => {
+                    (Folded, Role::Refused("its thresholds per channel (input 2) are not a constant".into()))
+                }
                 _ => (Folded, Role::Spiking),
             }
         } else if SHAPE_OPS.contains(&standard_op(n)) {
@@ -382,9 +385,8 @@ fn constants_on_the_batch_axis(
     n: &NodeProto,
     batch: Option<i64>,
 ) -> Result<Vec<String>, String> {
-    const BROADCASTING: &[&str] = &["Add", "Sub", "Mul", "Div", "Sum", "Mean", "Max", "Min", "Where"];
     let concat = standard_op(n) == "Concat";
-    if !concat && !BROADCASTING.contains(&standard_op(n)) {
+    if !concat && !crate::rank::BROADCAST.contains(&standard_op(n)) {
         return Ok(vec![]);
     }
     let is = |i: &String, c: TimeClass| classes.get(i) == Some(&c);
@@ -744,7 +746,7 @@ mod tests {
 
     fn layer(input: &str, output: &str) -> NodeProto {
         let neuron = Neuron { kind: NeuronKind::Gn, theta: 1.0, tau: 2, levels: 4 };
-        NeuronNode { neuron, timesteps: None, direct: false }.to_node(output, input, output)
+        NeuronNode { neuron, timesteps: None, direct: false, per_channel: false }.to_node(output, input, output)
     }
 
     /// x ─► layer ─► a ─► Add(a, x) ─► b ─► layer ─► c ─► extra
@@ -891,10 +893,16 @@ mod tests {
         g.proto.node.insert(0, node("ConstantOfShape", &["zshape"], "z", vec![]));
         crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
         assert!(g.render().contains("y: Concat(c, z.tiled) -> y"), "{}", g.render());
-        let mut g = graph(node("Mul", &["c", "k"], "y", vec![]), Some(5));
-        g.proto.initializer.push(tensor_f32("k", &[2, 5, 4], &[0.5; 40]));
-        let err = run(&g, &cx(3)).unwrap_err().to_string();
-        assert!(err.contains("moves axis 0"), "{err}");
+        // Every broadcasting op, the inexact ones too (they convert with --allow-inexact).
+        for op in ["Mul", "Pow", "PRelu", "Less"] {
+            let mut g = graph(node(op, &["c", "k"], "y", vec![]), Some(5));
+            g.proto.initializer.push(tensor_f32("k", &[2, 5, 4], &[0.5; 40]));
+            let err = run(&g, &cx(3)).unwrap_err().to_string();
+            assert!(err.contains("moves axis 0"), "{op}: {err}");
+            let mut g = graph(node(op, &["c", "k"], "y", vec![]), Some(5));
+            g.proto.initializer.push(tensor_f32("k", &[5, 4], &[0.5; 20]));
+            assert!(analyze(&g).unwrap().batch_constants.iter().any(|(_, c)| c == "k"), "{op}");
+        }
     }
 
     #[test]

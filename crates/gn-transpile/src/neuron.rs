@@ -17,6 +17,9 @@
 //!            u_t = Sub(p_t, c_t)
 //!   out = Mul(Concat(c_1 … c_T), θ_GN)     (once, over all steps)
 //! ```
+//!
+//! A layer calibrated per channel has a threshold θ·θ_c per channel c: the same
+//! expansion with the unit `θ_GN · θ_c`, a `[1, C, 1, …]` constant.
 
 use gn_onnx::graph::attr;
 use gn_onnx::proto::NodeProto;
@@ -42,26 +45,18 @@ impl NeuronKind {
 
     /// The op type of the spiking-layer node in the `gn.transpile` domain.
     pub fn op_type(self) -> &'static str {
-        match self {
-            NeuronKind::If => "IFNeuron",
-            NeuronKind::Gn => "GroupNeuron",
-        }
+        op_type(self, false, false)
     }
 
-    /// The op type of a custom-op node whose current is the same at every step
-    /// (a time-invariant current): it reads `[N, …]` once and writes `[T·N, …]`.
-    pub fn direct_op_type(self) -> &'static str {
-        match self {
-            NeuronKind::If => "IFNeuronDirect",
-            NeuronKind::Gn => "GroupNeuronDirect",
-        }
-    }
-
-    /// The kind whose op type is `op`, if any, and whether it is the direct-current op.
-    pub fn from_op_type(op: &str) -> Option<(NeuronKind, bool)> {
-        NeuronKind::ALL
-            .into_iter()
-            .find_map(|k| (k.op_type() == op).then_some((k, false)).or((k.direct_op_type() == op).then_some((k, true))))
+    /// The kind, the direct-current flag and the per-channel flag of the op type `op`, if
+    /// it is one of [`NeuronNode::op_type`]'s.
+    pub fn from_op_type(op: &str) -> Option<(NeuronKind, bool, bool)> {
+        NeuronKind::ALL.into_iter().find_map(|kind| {
+            VARIANTS
+                .into_iter()
+                .find(|&(direct, per_channel)| op_type(kind, direct, per_channel) == op)
+                .map(|(direct, per_channel)| (kind, direct, per_channel))
+        })
     }
 
     /// The value written for it in metadata and accepted by `--neuron`: `gn` or `if`.
@@ -94,6 +89,32 @@ impl std::fmt::Display for NeuronKind {
             NeuronKind::Gn => "GN",
         })
     }
+}
+
+/// The op type of a spiking-layer node: `GroupNeuron` or `IFNeuron`, then `PerChannel`
+/// when its threshold is scaled per channel by a second input, then `Direct` when its
+/// current is the same at every step (custom-op form only).
+pub fn op_type(kind: NeuronKind, direct: bool, per_channel: bool) -> &'static str {
+    match (kind, per_channel, direct) {
+        (NeuronKind::Gn, false, false) => "GroupNeuron",
+        (NeuronKind::Gn, false, true) => "GroupNeuronDirect",
+        (NeuronKind::Gn, true, false) => "GroupNeuronPerChannel",
+        (NeuronKind::Gn, true, true) => "GroupNeuronPerChannelDirect",
+        (NeuronKind::If, false, false) => "IFNeuron",
+        (NeuronKind::If, false, true) => "IFNeuronDirect",
+        (NeuronKind::If, true, false) => "IFNeuronPerChannel",
+        (NeuronKind::If, true, true) => "IFNeuronPerChannelDirect",
+    }
+}
+
+/// The variants of each neuron kind's op, as (direct, per channel), the plain op first.
+pub const VARIANTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+
+/// Every op type of the `gn.transpile` domain.
+pub fn op_types() -> impl Iterator<Item = &'static str> {
+    NeuronKind::ALL
+        .into_iter()
+        .flat_map(|kind| VARIANTS.map(|(direct, per_channel)| op_type(kind, direct, per_channel)))
 }
 
 /// The attribute names of a spiking-layer node (`IFNeuron` / `GroupNeuron`), written by
@@ -145,7 +166,10 @@ impl Neuron {
 
 /// The node that stands for a spiking layer: a `gn.transpile` `IFNeuron` or
 /// `GroupNeuron` with the neuron's parameters as attributes ([`attr_name`]) and, once
-/// the lower pass has run, the T steps it runs. Convert and group write it, lower sets
+/// the lower pass has run, the T steps it runs. A layer whose threshold differs per
+/// channel (calibrated with `--per-channel`) is an `…PerChannel` op with a second input:
+/// the factor of each channel's threshold, of shape `[1, C, 1, …]` (the current's rank),
+/// so that channel c fires in units of `θ_GN · θ_c`. Convert and group write it, lower sets
 /// `timesteps`, emit expands or keeps it, and `inspect` and the tract kernels read it:
 /// [`NeuronNode::to_node`] and [`NeuronNode::parse`] are its only writer and reader.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,13 +178,22 @@ pub struct NeuronNode {
     /// T, set by the lower pass.
     pub timesteps: Option<usize>,
     /// The current is the same at every step: the node reads `[N, …]` and writes
-    /// `[T·N, …]` (op type [`NeuronKind::direct_op_type`]; custom-op form only).
+    /// `[T·N, …]` (custom-op form only).
     pub direct: bool,
+    /// The node's second input scales its threshold per channel.
+    pub per_channel: bool,
 }
 
 impl NeuronNode {
     /// The node reading `input` and writing `output`.
     pub fn to_node(&self, name: &str, input: &str, output: &str) -> NodeProto {
+        debug_assert!(!self.per_channel, "a per-channel layer reads its thresholds too (to_node_reading)");
+        self.to_node_reading(name, &[input], output)
+    }
+
+    /// The node reading `inputs` (the current, and the per-channel thresholds of a
+    /// per-channel layer) and writing `output`.
+    pub fn to_node_reading(&self, name: &str, inputs: &[&str], output: &str) -> NodeProto {
         let n = &self.neuron;
         let mut attributes = vec![
             attr::float(attr_name::THETA, n.theta as f32),
@@ -175,7 +208,7 @@ impl NeuronNode {
             attributes.push(attr::int(attr_name::TIMESTEPS, t as i64));
         }
         NodeProto {
-            input: vec![input.into()],
+            input: inputs.iter().map(|i| i.to_string()).collect(),
             output: vec![output.into()],
             name: Some(name.into()),
             op_type: Some(self.op_type().into()),
@@ -185,13 +218,16 @@ impl NeuronNode {
         }
     }
 
-    /// The node's op type: the neuron's, or its direct-current variant.
+    /// The node's op type (see [`op_type`]).
     pub fn op_type(&self) -> &'static str {
-        if self.direct {
-            self.neuron.kind.direct_op_type()
-        } else {
-            self.neuron.kind.op_type()
-        }
+        op_type(self.neuron.kind, self.direct, self.per_channel)
+    }
+
+    /// `node` (a spiking-layer node) rewritten for this layer under `name`: the same
+    /// inputs and output, this layer's op type and attributes.
+    pub fn rewrite(&self, node: &NodeProto, name: &str) -> NodeProto {
+        let inputs: Vec<&str> = node.input.iter().map(String::as_str).collect();
+        self.to_node_reading(name, &inputs, node.output.first().map_or("", String::as_str))
     }
 
     /// Sets (or replaces) the `timesteps` attribute of a neuron node.
@@ -212,12 +248,19 @@ impl NeuronNode {
         if node.domain() != DOMAIN {
             return Ok(None);
         }
-        let Some((kind, direct)) = NeuronKind::from_op_type(node.op_type()) else {
+        let Some((kind, direct, per_channel)) = NeuronKind::from_op_type(node.op_type()) else {
             return Err(format!("{DOMAIN} has no op '{}'", node.op_type()));
         };
-        if node.input.len() != 1 || node.input[0].is_empty() || node.output.len() != 1 || node.output[0].is_empty() {
+        let inputs = 1 + per_channel as usize;
+        if node.input.len() != inputs
+            || node.input.iter().any(String::is_empty)
+            || node.output.len() != 1
+            || node.output[0].is_empty()
+        {
             return Err(format!(
-                "a spiking layer has one input and one output, this node has {} and {}",
+                "{} has {inputs} input{} and one output, this node has {} and {}",
+                node.op_type(),
+                if per_channel { "s (the current and the thresholds per channel)" } else { "" },
                 node.input.len(),
                 node.output.len()
             ));
@@ -226,7 +269,7 @@ impl NeuronNode {
         if direct && layer.timesteps.is_none() {
             return Err(format!("{} has no 'timesteps' attribute", node.op_type()));
         }
-        Ok(Some(NeuronNode { direct, ..layer }))
+        Ok(Some(NeuronNode { direct, per_channel, ..layer }))
     }
 
     /// Reads the node's attributes through `float` and `int` (which return `None` for a
@@ -281,7 +324,7 @@ impl NeuronNode {
                 _ => {}
             }
         }
-        Ok(NeuronNode { neuron, timesteps, direct: false })
+        Ok(NeuronNode { neuron, timesteps, direct: false, per_channel: false })
     }
 }
 
@@ -409,6 +452,9 @@ pub struct Expansion<'a> {
     pub timesteps: usize,
     /// The value the spikes (times θ_GN) are written to: `[T·N, …]`, step-major.
     pub output: &'a str,
+    /// The per-channel factors of θ (`[1, C, 1, …]`) of a per-channel layer: its unit is
+    /// then `θ_GN · θ_c`, one Mul of two constants.
+    pub channels: Option<&'a str>,
     /// The membrane as state, for a graph that runs one step per call: the membrane is
     /// read from `.0` instead of starting at u(0), and the membrane after the last step
     /// is written to `.1` (in units of θ_GN, like u).
@@ -420,8 +466,13 @@ pub struct Expansion<'a> {
 /// emission uses it as the body of the op's model-local function, and the stateful
 /// emission runs one step of it on a membrane held as state.
 pub fn expand_layer(g: &mut Graph, opset: Opset, layer: &Expansion) {
-    let Expansion { name, params, x, current, timesteps, output, state } = *layer;
+    let Expansion { name, params, x, current, timesteps, output, channels, state } = *layer;
     let Scalars { theta_gn, tau, zero, u_init } = scalars(g, name, params);
+    // u(0) is in units, 1/2 for every channel; the unit itself is per channel.
+    let theta_gn = match channels {
+        Some(c) => g.add_node(name, "unit", "Mul", &[&theta_gn, c], vec![]),
+        None => theta_gn,
+    };
     let q = g.add_node(name, "scale", "Div", &[x, &theta_gn], vec![]);
     let folded = current == Current::Folded && timesteps > 1;
     let steps: Vec<String> = if folded {
@@ -481,23 +532,53 @@ mod tests {
     #[test]
     fn the_node_format_round_trips_for_awkward_thresholds() {
         for theta in [0.1, 1.0 / 3.0, 2.6457513, 1e-3, 123.456] {
-            for (kind, tau, direct) in
-                [(NeuronKind::If, 1, false), (NeuronKind::Gn, 3, true), (NeuronKind::Gn, 7, false)]
-            {
-                let layer = NeuronNode { neuron: Neuron { kind, theta, tau, levels: 8 }, timesteps: Some(5), direct };
-                let read = NeuronNode::parse(&layer.to_node("n", "x", "y")).unwrap().unwrap();
-                assert_eq!((read.neuron.kind, read.direct), (kind, direct));
+            for (kind, tau, direct, per_channel) in [
+                (NeuronKind::If, 1, false, false),
+                (NeuronKind::Gn, 3, true, false),
+                (NeuronKind::Gn, 7, false, true),
+                (NeuronKind::If, 1, true, true),
+            ] {
+                let layer = NeuronNode {
+                    neuron: Neuron { kind, theta, tau, levels: 8 },
+                    timesteps: Some(5),
+                    direct,
+                    per_channel,
+                };
+                let inputs: &[&str] = if per_channel { &["x", "theta_c"] } else { &["x"] };
+                let node = layer.to_node_reading("n", inputs, "y");
+                let read = NeuronNode::parse(&node).unwrap().unwrap();
+                assert_eq!((read.neuron.kind, read.direct, read.per_channel), (kind, direct, per_channel));
                 assert_eq!(read.neuron.tau, tau);
                 assert_eq!(read.neuron.theta, theta as f32 as f64);
                 assert_eq!(read.timesteps, Some(5));
             }
         }
+        // Every op type names one (kind, direct, per-channel) and back.
+        let all: Vec<&str> = op_types().collect();
+        assert_eq!(all.len(), 8);
+        for op in all {
+            let (kind, direct, per_channel) = NeuronKind::from_op_type(op).unwrap();
+            assert_eq!(op_type(kind, direct, per_channel), op);
+        }
+    }
+
+    #[test]
+    fn a_per_channel_node_reads_its_thresholds() {
+        let neuron = Neuron { kind: NeuronKind::Gn, theta: 1.0, tau: 4, levels: 0 };
+        let layer = NeuronNode { neuron, timesteps: Some(2), direct: false, per_channel: true };
+        let node = layer.to_node_reading("n", &["x"], "y");
+        assert_eq!(node.op_type(), "GroupNeuronPerChannel");
+        let err = NeuronNode::parse(&node).unwrap_err();
+        assert!(err.contains("GroupNeuronPerChannel has 2 inputs"), "{err}");
+        // A layer without it takes no second input either.
+        let plain = NeuronNode { per_channel: false, ..layer }.to_node_reading("n", &["x", "t"], "y");
+        assert!(NeuronNode::parse(&plain).unwrap_err().contains("has 1 input and one output"));
     }
 
     #[test]
     fn a_direct_node_without_timesteps_is_refused() {
         let neuron = Neuron { kind: NeuronKind::Gn, theta: 2.0, tau: 4, levels: 8 };
-        let node = NeuronNode { neuron, timesteps: None, direct: true }.to_node("n", "x", "y");
+        let node = NeuronNode { neuron, timesteps: None, direct: true, per_channel: false }.to_node("n", "x", "y");
         assert_eq!(node.op_type(), "GroupNeuronDirect");
         let err = NeuronNode::parse(&node).unwrap_err();
         assert!(err.contains("GroupNeuronDirect has no 'timesteps'"), "{err}");
@@ -509,6 +590,7 @@ mod tests {
             neuron: Neuron { kind: NeuronKind::Gn, theta: 2.0, tau: 4, levels: 8 },
             timesteps: None,
             direct: false,
+            per_channel: false,
         };
         let mut node = layer.to_node("n", "x", "y");
         for a in &mut node.attribute {
@@ -528,6 +610,7 @@ mod tests {
             neuron: Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 2 },
             timesteps: Some(2),
             direct: false,
+            per_channel: false,
         };
         let mut node = layer.to_node("n", "x", "y");
         NeuronNode::set_timesteps(&mut node, 7);

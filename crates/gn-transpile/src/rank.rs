@@ -56,7 +56,7 @@ const SAME_RANK: &[&str] = &[
 ];
 
 /// Ops that broadcast their inputs against each other (numpy style).
-const BROADCAST: &[&str] =
+pub(crate) const BROADCAST: &[&str] =
     &["Add", "Sub", "Mul", "Div", "Sum", "Mean", "Max", "Min", "Pow", "Where", "PRelu", "Equal", "Less", "Greater"];
 
 /// Ranks of values and dims of constant values.

@@ -1,10 +1,12 @@
 //! The `gn.transpile` ops for tract: `GroupNeuron` and `IFNeuron` nodes of a custom-op
-//! model (`--emit custom-op`), and their direct-current variants `GroupNeuronDirect` and
-//! `IFNeuronDirect` (an `[N, …]` current, the same at every step), run as one kernel each.
+//! model (`--emit custom-op`), their direct-current variants `GroupNeuronDirect` and
+//! `IFNeuronDirect` (an `[N, …]` current, the same at every step), and the `…PerChannel`
+//! variants of all four (a second input scales θ per channel), run as one kernel each.
 //!
 //! The kernel performs, element for element and in f32, the operations of the function
 //! body that [`crate::neuron::expand_layer`] writes: `q = x / θ_GN`, `u(0) = v(0)/θ_GN`,
-//! per step `p = u + q_t`, `c = min(max(⌊p⌋, 0), τ)`, `u = p − c`, output `c · θ_GN`.
+//! per step `p = u + q_t`, `c = min(max(⌊p⌋, 0), τ)`, `u = p − c`, output `c · θ_GN`,
+//! with `θ_GN · θ_c` in place of θ_GN for channel c of a per-channel layer.
 
 use gn_onnx::proto::ModelProto;
 use gn_onnx::tract_bridge::{Registration, TractError, TractModel};
@@ -12,14 +14,13 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use crate::neuron::{attr_name, NeuronKind, NeuronNode};
+use crate::neuron::{attr_name, op_types, NeuronKind, NeuronNode};
 use crate::DOMAIN;
 
 /// Registers the `gn.transpile` ops with tract-onnx.
 pub fn register(ops: &mut OnnxOpRegister) {
-    for kind in NeuronKind::ALL {
-        ops.insert(kind.op_type(), build);
-        ops.insert(kind.direct_op_type(), build);
+    for op in op_types() {
+        ops.insert(op, build);
     }
 }
 
@@ -63,11 +64,12 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
             node.op_type
         );
     }
-    let Some((kind, direct)) = NeuronKind::from_op_type(&node.op_type) else {
+    let Some((kind, direct, per_channel)) = NeuronKind::from_op_type(&node.op_type) else {
         bail!("{} is not a gn.transpile op", node.op_type)
     };
-    if node.input.len() != 1 || node.output.len() != 1 {
-        bail!("{}: a spiking layer has one input and one output", node.name);
+    let inputs = 1 + per_channel as usize;
+    if node.input.len() != inputs || node.output.len() != 1 {
+        bail!("{}: {} has {inputs} input(s) and one output", node.name, node.op_type);
     }
     // The node format's one reader checks the attributes; the kernel then runs on the
     // float32 values written on the node, as the op's function body does.
@@ -80,8 +82,9 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
     let theta_gn = if kind == NeuronKind::Gn { float(attr_name::THETA_GN).unwrap_or_default() } else { theta };
     let tau = layer.neuron.tau as i64;
     let v_init = float(attr_name::V_INIT).unwrap_or_default();
-    let op = NeuronNode { direct, ..layer }.op_type();
-    let kernel = NeuronKernel { op, theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps, direct };
+    let op = NeuronNode { direct, per_channel, ..layer }.op_type();
+    let kernel =
+        NeuronKernel { op, theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps, direct, per_channel };
     Ok((expand(NeuronLayer(kernel)), vec![]))
 }
 
@@ -101,7 +104,7 @@ impl Expansion for NeuronLayer {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
+        check_input_arity(inputs, 1 + self.0.per_channel as usize)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
@@ -120,7 +123,7 @@ impl Expansion for NeuronLayer {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.0.clone(), &[inputs[0]])
+        model.wire_node(prefix, self.0.clone(), inputs)
     }
 }
 
@@ -134,23 +137,48 @@ pub struct NeuronKernel {
     u_init: f32,
     timesteps: usize,
     direct: bool,
+    per_channel: bool,
 }
 
 impl Eq for NeuronKernel {}
 
 impl NeuronKernel {
-    fn run(&self, x: &[f32], out: &mut [f32]) {
+    /// The T steps on `x` into `out`; `units` holds θ_GN, or θ_GN · θ_c for each channel
+    /// c, where the channel of an element is its index over `spatial`, modulo the count.
+    fn run(&self, x: &[f32], units: &[f32], spatial: usize, out: &mut [f32]) {
         let per_step = out.len() / self.timesteps;
+        let spatial = spatial.max(1);
         for j in 0..per_step {
+            let unit = units[(j / spatial) % units.len()];
             let mut u = self.u_init;
             for t in 0..self.timesteps {
                 let k = t * per_step + j;
-                let p = u + x[if self.direct { j } else { k }] / self.theta_gn;
+                let p = u + x[if self.direct { j } else { k }] / unit;
                 let c = p.floor().max(0.0).min(self.tau);
                 u = p - c;
-                out[k] = c * self.theta_gn;
+                out[k] = c * unit;
             }
         }
+    }
+
+    /// The unit of each channel of a per-channel layer, from its `[1, C, 1, …]` input.
+    fn units(&self, shape: &[usize], theta: &TValue) -> TractResult<Vec<f32>> {
+        let dims = theta.shape();
+        let per_channel = dims.len() == shape.len()
+            && shape.len() >= 2
+            && dims[1] == shape[1]
+            && dims.iter().enumerate().all(|(i, &d)| i == 1 || d == 1);
+        ensure!(
+            per_channel,
+            "{}: the thresholds per channel have shape {dims:?}; for a current of shape {shape:?} they must be [1, C, 1, …] with C = the current's axis 1",
+            self.op
+        );
+        let theta = theta.to_plain_array_view::<f32>()?;
+        let units: Vec<f32> = theta.iter().map(|&t| self.theta_gn * t).collect();
+        if let Some(bad) = theta.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
+            bail!("{}: a channel's θ factor is {bad}, not a positive finite number", self.op);
+        }
+        Ok(units)
     }
 }
 
@@ -170,7 +198,17 @@ impl EvalOp for NeuronKernel {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
+        let (input, theta) = if self.per_channel {
+            let (x, theta) = args_2!(inputs);
+            (x, Some(theta))
+        } else {
+            (args_1!(inputs), None)
+        };
+        let units = match &theta {
+            Some(theta) => self.units(input.shape(), theta)?,
+            None => vec![self.theta_gn],
+        };
+        let spatial: usize = input.shape().iter().skip(2).product();
         let mut shape = input.shape().to_vec();
         let rows = shape.first().copied().unwrap_or(1);
         if self.direct {
@@ -189,7 +227,7 @@ impl EvalOp for NeuronKernel {
         let repeats = if self.direct { self.timesteps } else { 1 };
         let len = x.len().checked_mul(repeats).context("the output's size overflows")?;
         let mut out = vec![0f32; len];
-        self.run(x.as_slice().unwrap_or_default(), &mut out);
+        self.run(x.as_slice().unwrap_or_default(), &units, spatial, &mut out);
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(shape, out)?.into_tvalue()))
     }
 }
