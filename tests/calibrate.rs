@@ -215,7 +215,7 @@ fn tampered_per_channel_thresholds_fail_cleanly_on_tract() {
         let t = m.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name() == theta).unwrap();
         f(t);
         let plan = gn_transpile::tract_ops::load(&m, false).map_err(|e| e.to_string());
-        plan.and_then(|p| p.run(vec![x.clone()]).map_err(|e| e.to_string())).err().expect("the run must fail")
+        plan.and_then(|p| p.run(vec![x.clone()]).map_err(|e| e.to_string())).expect_err("the run must fail")
     };
     let negative = tamper(&|t| {
         let mut v: Vec<f32> = gn_onnx::data::tensor_to_f64(t).unwrap().iter().map(|&v| v as f32).collect();
