@@ -169,6 +169,18 @@ pub fn run_batched(
     batch: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<ArrayD<f32>>, VerifyError> {
+    run_batched_as(model, x, batch, true, progress)
+}
+
+/// [`run_batched`], on a plan tract optimised or not (unoptimised, tract evaluates every
+/// op as written, without folding constants into its neighbours).
+pub fn run_batched_as(
+    model: &ModelProto,
+    x: &ArrayD<f32>,
+    batch: usize,
+    optimize: bool,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<ArrayD<f32>>, VerifyError> {
     let batch = batch_for(model, batch);
     let rows = x.shape().first().copied().unwrap_or(0);
     if static_batch(model).is_some() && rows % batch != 0 {
@@ -176,7 +188,7 @@ pub fn run_batched(
             "the model's inputs have a static batch of {batch}, and {rows} inputs are not a multiple of it"
         )));
     }
-    let plan = Arc::new(gn_transpile::tract_ops::load(model, true)?);
+    let plan = Arc::new(gn_transpile::tract_ops::load(model, optimize)?);
     let names: Vec<String> =
         model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
     let chunks: Vec<ArrayD<f32>> = x.axis_chunks_iter(Axis(0), batch.max(1)).map(|c| c.to_owned()).collect();

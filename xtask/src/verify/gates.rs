@@ -96,8 +96,9 @@ pub fn evaluate(
                     && c.ort_max_abs_diff <= g.custom_op_max_abs_diff
                     && c.fused_max_abs_diff <= g.custom_op_max_abs_diff
                     // tract's kernel reproduces the standard form as one runtime runs it:
-                    // tract's own (whose optimizer may rewrite the expansion's arithmetic) or
-                    // ONNX Runtime's (whose convolutions may sum in another order).
+                    // tract's own (optimised, or unoptimised where the optimiser rewrote
+                    // the expansion's arithmetic) or ONNX Runtime's (whose convolutions may
+                    // sum in another order).
                     && c.tract_kernel_max_abs_diff.min(c.tract_max_abs_diff) <= g.custom_op_max_abs_diff
                     && flip_share <= g.ort_max_top1_flip_share;
                 gates.push((

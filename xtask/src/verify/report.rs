@@ -38,7 +38,8 @@ pub struct CustomOpCheck {
     pub fused_max_abs_diff: f64,
     /// Wall time of the custom-op model with the library over the standard one.
     pub fused_time_ratio: f64,
-    /// tract on the custom-op model (registered kernels) against tract on the standard model.
+    /// tract on the custom-op model (registered kernels) against tract on the standard
+    /// model: both optimised, or both unoptimised where the optimised pair differs.
     pub tract_kernel_max_abs_diff: f64,
     /// tract on the custom-op model against ONNX Runtime on the standard model.
     pub tract_max_abs_diff: f64,
