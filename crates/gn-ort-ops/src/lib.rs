@@ -114,8 +114,15 @@ impl Kernel {
         let mut unit = [0f32; BLOCK];
         let unit = &mut unit[..len];
         if units.len() > 1 {
-            for (i, v) in unit.iter_mut().enumerate() {
-                *v = units[((start + i) / spatial) % units.len()];
+            // Runs of `spatial` elements share a channel: one division per block.
+            let (mut channel, mut at) = ((start / spatial) % units.len(), start % spatial);
+            let mut i = 0;
+            while i < len {
+                let run = (spatial - at).min(len - i);
+                unit[i..i + run].fill(units[channel]);
+                i += run;
+                at = 0;
+                channel = if channel + 1 == units.len() { 0 } else { channel + 1 };
             }
         }
         if self.direct {
