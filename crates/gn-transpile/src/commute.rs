@@ -9,7 +9,8 @@
 //! function is unchanged. The pooled current is time-invariant like `x`, so the spiking
 //! layer converts it as it would any other, and no max-pool acts on spikes. This is the
 //! stem of every torchvision ResNet (`Conv 7×7/2 → BN → QCFS → MaxPool 3×3/2`).
-//! MaxPool (with no Indices output read), GlobalMaxPool and ReduceMax move.
+//! MaxPool (with no Indices output read), GlobalMaxPool and ReduceMax move; after a layer
+//! with θ per channel, only MaxPool and GlobalMaxPool, which keep the channels apart.
 
 use std::collections::HashSet;
 
@@ -53,9 +54,7 @@ pub fn run(graph: &Graph) -> Result<Planned<Vec<Move>>, TranspileError> {
     let mut patch = Patch::new(graph);
     let mut moves = Vec::new();
     for (i, n) in graph.nodes().iter().enumerate() {
-        if NeuronNode::from_node(n).is_none() {
-            continue;
-        }
+        let Some(layer) = NeuronNode::from_node(n) else { continue };
         let (x, a) = (&n.input[0], &n.output[0]);
         if !matches!(classes.get(x), Some(TimeClass::Static | TimeClass::Const)) || outputs.contains(a) {
             continue;
@@ -63,7 +62,11 @@ pub fn run(graph: &Graph) -> Result<Planned<Vec<Move>>, TranspileError> {
         let Some(&[p]) = consumers.get(a).map(Vec::as_slice) else { continue };
         let pool = &graph.nodes()[p];
         let indices_read = pool.output.get(1).is_some_and(|o| !o.is_empty());
-        if !(MAX_POOLS.contains(&gn_onnx::graph::standard_op(pool))
+        // A layer with θ per channel commutes only with a pool that keeps the channels
+        // apart (a ReduceMax may take the max across them).
+        let op = gn_onnx::graph::standard_op(pool);
+        if !(MAX_POOLS.contains(&op)
+            && !(layer.per_channel && op == "ReduceMax")
             && pool.input.len() == 1
             && pool.input[0] == *a
             && !indices_read)
@@ -138,6 +141,19 @@ mod tests {
         // The pool reads x, the layer reads the pooled current and writes m.
         assert!(render.contains("m: MaxPool(x) -> x.pooled"), "{render}");
         assert!(render.contains("a: gn.transpile::IFNeuron(x.pooled) -> m"), "{render}");
+    }
+
+    #[test]
+    fn a_reduce_max_after_a_layer_with_theta_per_channel_stays() {
+        let neuron = Neuron { kind: NeuronKind::If, theta: 1.0, tau: 1, levels: 0 };
+        let layer = NeuronNode { neuron, timesteps: None, direct: false, per_channel: true };
+        let mut g = graph(vec![layer.to_node_reading("a", &["x", "theta_c"], "a"), node("ReduceMax", "a", "m")]);
+        g.proto.initializer.push(gn_onnx::data::tensor_f32("theta_c", &[1, 1, 1, 1], &[1.0]));
+        assert!(commute(&mut g).unwrap().is_empty());
+        // A MaxPool keeps the channels apart: it moves.
+        let mut g = graph(vec![layer.to_node_reading("a", &["x", "theta_c"], "a"), node("MaxPool", "a", "m")]);
+        g.proto.initializer.push(gn_onnx::data::tensor_f32("theta_c", &[1, 1, 1, 1], &[1.0]));
+        assert_eq!(commute(&mut g).unwrap().len(), 1);
     }
 
     #[test]
