@@ -26,7 +26,7 @@ fn custom_op_model_on_tract_agrees_with_the_standard_model() {
     for path in fixture_models() {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let ann = gn_onnx::io::load(&path).unwrap().model;
-        if gn_transpile::pipeline::default_opset(&ann).unwrap_or(1) < 12 {
+        if gn_transpile::opset::default_opset(&ann).unwrap_or(1) < 12 {
             let options = Options { emit: Emit::CustomOp, ..Default::default() };
             let err = transpile(&ann, &options).expect_err("opset 11 is refused");
             assert!(err.to_string().contains("opset 12 or later"), "{name}: {err}");

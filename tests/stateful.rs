@@ -5,7 +5,7 @@
 use gn_onnx::proto::ModelProto;
 use gn_tests::reference::{self, matrix, mlp, Model};
 use gn_tests::{base_models, max_abs_diff, step, test_set};
-use gn_transpile::emit::states;
+use gn_transpile::metadata::states;
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use gn_verify::run_stateful;
 use ndarray::ArrayD;

@@ -167,8 +167,8 @@ fn verify(
     calibration: CalibrationArgs,
 ) -> anyhow::Result<()> {
     use gn_verify::{measure, read_npy_inputs, read_npy_labels, Spec};
-    if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
-        anyhow::bail!("--timesteps must list values between 1 and {}", gn_transpile::pipeline::MAX_TIMESTEPS);
+    if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::MAX_TIMESTEPS) {
+        anyhow::bail!("--timesteps must list values between 1 and {}", gn_transpile::MAX_TIMESTEPS);
     }
     Options { tau, ..Default::default() }.validate()?;
     let model = gn_onnx::io::load(&input)?.model;

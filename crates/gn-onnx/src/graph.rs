@@ -10,18 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::data::{tensor_to_f64, TensorError};
+pub use crate::topology::{topo_order_of, GraphError};
 use crate::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto, NodeProto, TensorProto};
-
-/// A structural problem in a graph.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum GraphError {
-    #[error("the graph has a cycle through {node}")]
-    Cycle { node: String },
-    #[error("node '{node}' reads '{value}', which no node, input or initializer provides")]
-    MissingInput { node: String, value: String },
-    #[error("graph output '{value}' is not produced by any node, input or initializer")]
-    MissingOutput { value: String },
-}
 
 /// A constant's value in f64, with its shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -381,49 +371,6 @@ pub fn standard_op(n: &NodeProto) -> &str {
         "" | "ai.onnx" => n.op_type(),
         _ => "",
     }
-}
-
-/// Indices of `nodes` in topological order, or the cycle found.
-pub fn topo_order_of(nodes: &[NodeProto]) -> Result<Vec<usize>, GraphError> {
-    let mut producers: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        for o in n.output.iter().filter(|o| !o.is_empty()) {
-            producers.insert(o.as_str(), i);
-        }
-    }
-    let n = nodes.len();
-    let mut state = vec![0u8; n]; // 0 = new, 1 = on stack, 2 = done
-    let mut order = Vec::with_capacity(n);
-    for start in 0..n {
-        if state[start] != 0 {
-            continue;
-        }
-        // Iterative DFS: (node, next input index).
-        let mut stack = vec![(start, 0usize)];
-        state[start] = 1;
-        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            let inputs = &nodes[node].input;
-            if *next < inputs.len() {
-                let inp = &inputs[*next];
-                *next += 1;
-                if let Some(&p) = producers.get(inp.as_str()) {
-                    match state[p] {
-                        0 => {
-                            state[p] = 1;
-                            stack.push((p, 0));
-                        }
-                        1 => return Err(GraphError::Cycle { node: crate::validate::node_label(&nodes[p], p) }),
-                        _ => {}
-                    }
-                }
-            } else {
-                state[node] = 2;
-                order.push(node);
-                stack.pop();
-            }
-        }
-    }
-    Ok(order)
 }
 
 /// The most elements a constant read by [`Constants::small`] may have.

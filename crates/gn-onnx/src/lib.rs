@@ -8,6 +8,7 @@ pub mod data;
 pub mod graph;
 pub mod io;
 pub mod patch;
+pub mod topology;
 #[cfg(feature = "tract")]
 pub mod tract_bridge;
 pub mod validate;
@@ -18,6 +19,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use graph::{Graph, GraphError};
+pub use graph::Graph;
+pub use topology::GraphError;
 pub use io::{IoError, LoadedModel};
 pub use patch::{Patch, PatchMismatch};

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::data::element_count;
-use crate::graph::topo_order_of;
+use crate::topology::{node_label, topo_order_of};
 use crate::proto::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
 
 /// The newest ONNX opset (default domain) this tool knows the operators of.
@@ -31,15 +31,6 @@ pub struct Invalid {
 
 fn invalid(place: impl Into<String>, reason: impl Into<String>) -> Invalid {
     Invalid { place: place.into(), reason: reason.into() }
-}
-
-/// A label for a node in messages: its name, or its op type and index when unnamed.
-pub fn node_label(n: &NodeProto, idx: usize) -> String {
-    if n.name().is_empty() {
-        format!("node #{idx} ({})", n.op_type())
-    } else {
-        format!("node '{}' ({})", n.name(), n.op_type())
-    }
 }
 
 /// Checks the whole model; see the module documentation.

@@ -17,7 +17,8 @@ use std::collections::HashSet;
 use gn_onnx::{Graph, Patch};
 
 use crate::error::TranspileError;
-use crate::lower::{analyze, TimeClass, MAX_POOLS};
+use crate::ops;
+use crate::time::{analyze, TimeClass};
 use crate::neuron::NeuronNode;
 use crate::pass::Planned;
 
@@ -65,7 +66,7 @@ pub fn run(graph: &Graph) -> Result<Planned<Vec<Move>>, TranspileError> {
         // A layer with θ per channel commutes only with a pool that keeps the channels
         // apart (a ReduceMax may take the max across them).
         let op = gn_onnx::graph::standard_op(pool);
-        if !(MAX_POOLS.contains(&op)
+        if !(ops::is_max_pool(op)
             && !(layer.per_channel && op == "ReduceMax")
             && pool.input.len() == 1
             && pool.input[0] == *a

@@ -296,22 +296,6 @@ fn flow_input<'a>(consts: &Constants, node: &'a NodeProto) -> Option<&'a str> {
     dynamic.next().is_none().then_some(first.as_str())
 }
 
-const ACTIVATIONS: &[&str] = &[
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
-    "Sigmoid",
-    "Tanh",
-    "HardSigmoid",
-    "HardSwish",
-    "Gelu",
-    "Elu",
-    "Selu",
-    "Softplus",
-    "Mish",
-    "Clip",
-];
-
 /// The most ops walked on each side of a `Floor`. Every export form has at most seven
 /// (SPEC §1); the bound keeps detection linear in the graph on any input.
 const MAX_CHAIN: usize = 32;
@@ -486,7 +470,7 @@ pub fn detect(graph: &Graph) -> Detection {
         }
     }
     for (i, n) in nodes.iter().enumerate() {
-        if ACTIVATIONS.contains(&n.op_type()) && !claimed.contains(&i) {
+        if crate::ops::is_activation(n.op_type()) && !claimed.contains(&i) {
             *detection.other_activations.entry(n.op_type().to_string()).or_default() += 1;
             if let Some(site) = relu_site(&consts, i, n) {
                 detection.relu_sites.push(site);

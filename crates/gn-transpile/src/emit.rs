@@ -21,16 +21,19 @@ use std::collections::HashMap;
 
 use gn_onnx::graph::attr;
 use gn_onnx::proto::{
-    tensor_shape_proto, type_proto, FunctionProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    tensor_shape_proto, type_proto, FunctionProto, ModelProto, NodeProto, OperatorSetIdProto,
     TypeProto, ValueInfoProto,
 };
 use gn_onnx::{Graph, Patch};
 
 use crate::detect::Site;
-use crate::lower::{expand_max_pool, Lowered, PoolState};
-use crate::neuron::{attribute_names, expand_layer, Current, Expansion, NeuronKind, NeuronNode, Opset, Params};
+use crate::lower::Lowered;
+use crate::metadata::{LayerRecord, Metadata, State};
+use crate::rate::{expand_max_pool, PoolState};
+use crate::neuron::{attribute_names, expand_layer, Current, Expansion, NeuronKind, NeuronNode, Params};
+use crate::opset::Opset;
 use crate::pass::{Context, Planned};
-use crate::pipeline::Emit;
+use crate::options::Emit;
 use crate::DOMAIN;
 
 fn rename_last_output(graph: &mut Graph, name: &str) {
@@ -40,16 +43,22 @@ fn rename_last_output(graph: &mut Graph, name: &str) {
 }
 
 /// Plans the time-averaged readout for each folded output (and `{y}_anytime` outputs if
-/// asked): the node that wrote `y` writes `y.folded`, and the readout writes `y`.
-pub fn readout(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
+/// asked, named uniquely): the node that wrote `y` writes `y.folded`, and the readout
+/// writes `y`. Reports the names of the anytime outputs.
+pub fn readout(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned<Vec<String>> {
     let (timesteps, anytime, opset) = (cx.options.timesteps, cx.options.anytime, cx.opset);
     let mut patch = Patch::new(graph);
     let mut outputs = Vec::new();
-    for (y, folded) in divert(graph, &mut patch, &lowered.folded_outputs, "folded") {
+    let (pairs, renamed) = divert(graph, &mut patch, &lowered.folded_outputs, "folded");
+    for (p, node) in renamed {
+        patch.replace(p, node);
+    }
+    for (y, folded) in pairs {
         let y = &y;
+        // `{y}_anytime`, unless the model already has a value of that name.
+        let anytime_name = patch.unique_name(&format!("{y}_anytime"));
         let graph = patch.builder();
         let src = format!("{y}.readout");
-        let anytime_name = format!("{y}_anytime");
         if timesteps == 1 {
             graph.add_node(&src, "mean", "Identity", &[&folded], vec![]);
             rename_last_output(graph, y);
@@ -91,16 +100,25 @@ pub fn readout(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
             outputs.push((y.clone(), anytime_name));
         }
     }
+    let mut names = Vec::new();
     for (y, anytime_name) in outputs {
         let info = graph.proto.output.iter().find(|v| v.name() == y);
         patch.add_output(anytime_info(&anytime_name, info, timesteps));
+        names.push(anytime_name);
     }
-    Planned::patch(patch)
+    Planned { patch, report: names }
 }
 
 /// Plans, for each output `y`, that the node writing it writes `{y}.{suffix}` instead and
-/// that every reader of `y` reads that; returns (y, new name) pairs. The caller writes `y`.
-fn divert(graph: &Graph, patch: &mut Patch, outputs: &[String], suffix: &str) -> Vec<(String, String)> {
+/// that every reader of `y` reads that; returns (y, new name) pairs and the producers so
+/// renamed, by index, for the caller to replace (or to expand further). The caller
+/// writes `y`.
+fn divert(
+    graph: &Graph,
+    patch: &mut Patch,
+    outputs: &[String],
+    suffix: &str,
+) -> (Vec<(String, String)>, HashMap<usize, NodeProto>) {
     let producers = graph.producers();
     let mut renamed: HashMap<usize, NodeProto> = HashMap::new();
     let mut pairs = Vec::new();
@@ -117,10 +135,7 @@ fn divert(graph: &Graph, patch: &mut Patch, outputs: &[String], suffix: &str) ->
         patch.redirect(y, &diverted);
         pairs.push((y.clone(), diverted));
     }
-    for (p, node) in renamed {
-        patch.replace(p, node);
-    }
-    pairs
+    (pairs, renamed)
 }
 
 /// Plans the spiking-layer nodes of the emitted form. Standard: each node is replaced by
@@ -161,61 +176,6 @@ pub fn neurons(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
     Planned::patch(patch)
 }
 
-/// One state tensor of a stateful model: fed back from `output` to `input` after each
-/// call, and filled with `init` before the first (metadata `gn_transpile.state`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct State {
-    pub input: String,
-    pub output: String,
-    pub init: f32,
-    /// `None` is the batch N.
-    #[serde(serialize_with = "batch_dims", deserialize_with = "read_batch_dims")]
-    pub shape: Vec<Option<i64>>,
-}
-
-impl State {
-    /// The state's shape for a batch of `n`.
-    pub fn dims(&self, n: usize) -> Vec<usize> {
-        self.shape.iter().map(|d| d.map_or(n, |d| d as usize)).collect()
-    }
-}
-
-/// The state tensors of a model written by the stateful emission (metadata
-/// `gn_transpile.state`), or `None` for any other model.
-pub fn states(model: &ModelProto) -> Option<Vec<State>> {
-    let json = model.metadata_props.iter().find(|p| p.key() == "gn_transpile.state")?;
-    serde_json::from_str(json.value()).ok()
-}
-
-fn read_batch_dims<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Option<i64>>, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Dim {
-        Size(i64),
-        Batch(String),
-    }
-    let dims: Vec<Dim> = serde::Deserialize::deserialize(d)?;
-    dims.into_iter()
-        .map(|d| match d {
-            Dim::Size(n) if n >= 0 => Ok(Some(n)),
-            Dim::Batch(b) if b == "N" => Ok(None),
-            _ => Err(serde::de::Error::custom("a state dimension is a size or \"N\"")),
-        })
-        .collect()
-}
-
-fn batch_dims<S: serde::Serializer>(dims: &[Option<i64>], s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    let mut seq = s.serialize_seq(Some(dims.len()))?;
-    for d in dims {
-        match d {
-            Some(n) => seq.serialize_element(n)?,
-            None => seq.serialize_element("N")?,
-        }
-    }
-    seq.end()
-}
-
 /// The shapes of values of the lowered graph (`None` for the batch), as the stateful
 /// emission needs them for its state tensors.
 pub type Shapes = HashMap<String, Vec<Option<i64>>>;
@@ -239,9 +199,15 @@ pub fn stateful(
 ) -> Result<Planned<Vec<State>>, crate::TranspileError> {
     let mut patch = Patch::new(graph);
     let mut states = StateList { shapes, states: Vec::new() };
+    // The readout reads each output's step value: its producer writes `{y}.step`, whether
+    // it stays (diverted here) or is expanded below (a spiking layer or a max-pool on
+    // spikes that writes a graph output expands the diverted node).
+    let (readouts, mut diverted) = divert(graph, &mut patch, &lowered.folded_outputs, "step");
+    let mut node_at = |i: usize| diverted.remove(&i).unwrap_or_else(|| graph.nodes()[i].clone());
     // The membranes, in node order.
-    for (i, node) in graph.nodes().iter().enumerate() {
-        let Some(layer) = NeuronNode::from_node(node) else { continue };
+    for (i, original) in graph.nodes().iter().enumerate() {
+        let Some(layer) = NeuronNode::from_node(original) else { continue };
+        let node = node_at(i);
         let name = node.name();
         let (v_in, v_out) = states.add(&mut patch, &format!("{name}.membrane"), &node.input[0], name, 0.5)?;
         patch.remove(i);
@@ -261,7 +227,7 @@ pub fn stateful(
     let producers = graph.producers();
     for pooled in &lowered.rate_pools {
         let Some(&i) = producers.get(pooled) else { continue };
-        let node = &graph.nodes()[i];
+        let node = node_at(i);
         let name = if node.name().is_empty() { pooled.as_str() } else { node.name() };
         let (c_in, c_out) = states.add(&mut patch, &format!("{name}.sum"), &node.input[0], name, 0.0)?;
         let (p_in, p_out) = states.add(&mut patch, &format!("{name}.max"), pooled, name, 0.0)?;
@@ -269,13 +235,16 @@ pub fn stateful(
         let state = PoolState { sum: (&c_in, &c_out), max: (&p_in, &p_out) };
         expand_max_pool(patch.builder(), cx.opset, node.clone(), 1, Some(state));
     }
+    for (p, node) in diverted {
+        patch.replace(p, node);
+    }
     // The readout: a step count and a running sum per output.
-    if !lowered.folded_outputs.is_empty() {
+    if !readouts.is_empty() {
         let (k_in, k_out) = states.declare(&mut patch, "gn_transpile.steps", Vec::new(), 0.0);
         let one = patch.add_initializer_f32("gn_transpile.steps.one", &[], &[1.0]);
         patch.add_node("gn_transpile.steps", "count", "Add", &[&k_in, &one], vec![]);
         rename_last_output(patch.builder(), &k_out);
-        for (y, step) in divert(graph, &mut patch, &lowered.folded_outputs, "step") {
+        for (y, step) in readouts {
             let (s_in, s_out) = states.add(&mut patch, &format!("{y}.sum"), &y, &y, 0.0)?;
             let b = patch.builder();
             let src = format!("{y}.readout");
@@ -338,6 +307,7 @@ pub fn model(
     cx: &Context,
     sites: &[Site],
     states: &[State],
+    anytime_outputs: &[String],
 ) -> Result<usize, crate::TranspileError> {
     if cx.options.emit == Emit::CustomOp {
         model.functions.retain(|f| f.domain() != DOMAIN);
@@ -362,36 +332,29 @@ pub fn model(
     graph.sort()?;
     let nodes = graph.nodes().len();
     model.graph = Some(graph.into_proto());
-    record_metadata(model, cx, sites);
-    if cx.options.emit == Emit::Stateful {
-        let json = serde_json::to_string(states).unwrap_or_else(|_| "[]".into());
-        set_metadata(&mut model.metadata_props, "gn_transpile.state", json);
-    }
+    record_metadata(model, cx, sites, states, anytime_outputs);
     Ok(nodes)
 }
 
-fn record_metadata(model: &mut ModelProto, cx: &Context, sites: &[Site]) {
+/// The record of the conversion ([`Metadata`]).
+fn record_metadata(model: &mut ModelProto, cx: &Context, sites: &[Site], states: &[State], anytime_outputs: &[String]) {
     let options = &cx.options;
-    let props = &mut model.metadata_props;
-    let tau = match options.neuron {
-        NeuronKind::Gn => options.tau,
-        NeuronKind::If => 1,
+    let meta = Metadata {
+        version: crate::VERSION.into(),
+        neuron: options.neuron,
+        tau: match options.neuron {
+            NeuronKind::Gn => options.tau,
+            NeuronKind::If => 1,
+        },
+        timesteps: options.timesteps,
+        anytime: options.anytime,
+        anytime_outputs: anytime_outputs.to_vec(),
+        emit: options.emit,
+        layers: sites.iter().map(|s| LayerRecord { site: s.name.clone(), theta: s.theta, levels: s.levels }).collect(),
+        calibration: options.calibration.as_deref().cloned(),
+        state: (options.emit == Emit::Stateful).then(|| states.to_vec()),
     };
-    set_metadata(props, "gn_transpile.version", crate::VERSION.into());
-    set_metadata(props, "gn_transpile.neuron", options.neuron.key().into());
-    set_metadata(props, "gn_transpile.tau", tau.to_string());
-    set_metadata(props, "gn_transpile.timesteps", options.timesteps.to_string());
-    set_metadata(props, "gn_transpile.anytime", options.anytime.to_string());
-    set_metadata(props, "gn_transpile.emit", options.emit.key().into());
-    let layers: Vec<String> = sites
-        .iter()
-        .map(|s| format!("{{\"site\":{:?},\"theta\":{},\"levels\":{}}}", s.name, s.theta, s.levels))
-        .collect();
-    set_metadata(props, "gn_transpile.layers", format!("[{}]", layers.join(",")));
-    if let Some(c) = &options.calibration {
-        let json = serde_json::to_string(c.as_ref()).unwrap_or_else(|_| "{}".into());
-        set_metadata(props, "gn_transpile.calibration", json);
-    }
+    meta.write(&mut model.metadata_props);
 }
 
 /// The `ValueInfoProto` of `{y}_anytime`: y's type with a leading dimension T.
@@ -412,12 +375,6 @@ fn anytime_info(name: &str, y: Option<&ValueInfoProto>, timesteps: usize) -> Val
         }
     }
     ValueInfoProto { name: Some(name.into()), r#type: Some(ty), ..Default::default() }
-}
-
-/// Appends `key = value` to the model's metadata, replacing an earlier entry of that key.
-pub fn set_metadata(props: &mut Vec<StringStringEntryProto>, key: &str, value: String) {
-    props.retain(|p| p.key() != key);
-    props.push(StringStringEntryProto { key: Some(key.into()), value: Some(value) });
 }
 
 /// The model-local function that defines a custom spiking-layer op: its body is
@@ -473,7 +430,7 @@ mod tests {
     use crate::lower;
     use crate::neuron::Neuron;
     use crate::pass;
-    use crate::pipeline::Options;
+    use crate::options::Options;
     use gn_onnx::data::float_value_info;
     use gn_onnx::proto::GraphProto;
 

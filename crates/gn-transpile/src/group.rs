@@ -29,9 +29,9 @@ pub fn run(graph: &Graph, cx: &Context) -> Planned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::neuron::Opset;
+    use crate::opset::Opset;
     use crate::pass;
-    use crate::pipeline::Options;
+    use crate::options::Options;
 
     #[test]
     fn an_if_layer_becomes_a_group_of_tau_members_with_the_same_theta() {

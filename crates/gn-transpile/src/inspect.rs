@@ -11,9 +11,9 @@ use gn_onnx::proto::ModelProto;
 use serde::Serialize;
 
 use crate::detect::detect;
-use crate::emit::State;
+use crate::metadata::{Metadata, State};
 use crate::error::TranspileError;
-use crate::lower::{analyze, Role};
+use crate::time::{analyze, Role};
 use crate::neuron::{attr_name, NeuronNode};
 
 /// What `inspect` found in a model.
@@ -47,6 +47,8 @@ pub struct Audit {
     pub inexact: Vec<NodeReason>,
     /// Nodes that cannot be lowered.
     pub refused: Vec<NodeReason>,
+    /// What the audit could not trust in the model (malformed metadata).
+    pub warnings: Vec<String>,
 }
 
 /// A QCFS site.
@@ -110,14 +112,6 @@ pub struct LayerInfo {
     pub timesteps: Option<usize>,
 }
 
-/// One entry of the `gn_transpile.layers` metadata.
-#[derive(Debug, serde::Deserialize)]
-struct LayerRecord {
-    site: String,
-    theta: f64,
-    levels: u32,
-}
-
 /// Audits `model`.
 pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
     let mut graph = crate::pipeline::prepare(model)?;
@@ -135,9 +129,19 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
         rate: Vec::new(),
         inexact: Vec::new(),
         refused: Vec::new(),
+        warnings: Vec::new(),
     };
-    let meta = |k: &str| model.metadata_props.iter().find(|p| p.key() == k).map(|p| p.value().to_string());
-    if let Some(neuron) = meta("gn_transpile.neuron") {
+    let meta = match Metadata::read(model) {
+        Some(Ok(meta)) => Some(meta),
+        Some(Err(why)) => {
+            audit.warnings.push(format!(
+                "the model's gn_transpile metadata cannot be trusted ({why}): audited as an ANN"
+            ));
+            None
+        }
+        None => None,
+    };
+    if let Some(meta) = meta {
         let mut layers: Vec<LayerInfo> = graph
             .nodes()
             .iter()
@@ -158,11 +162,11 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
             .collect();
         if layers.is_empty() {
             // Standard and stateful forms: the layers are unrolled; the metadata records them.
-            let records: Vec<LayerRecord> =
-                meta("gn_transpile.layers").and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default();
-            let tau: f64 = meta("gn_transpile.tau").and_then(|t| t.parse().ok()).unwrap_or(1.0);
-            layers = records
-                .into_iter()
+            let tau = meta.tau as f64;
+            layers = meta
+                .layers
+                .iter()
+                .cloned()
                 .map(|l| LayerInfo {
                     name: l.site,
                     theta: l.theta,
@@ -176,19 +180,19 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
                 .collect();
         }
         audit.converted = Some(Converted {
-            version: meta("gn_transpile.version").unwrap_or_default(),
-            neuron,
-            tau: meta("gn_transpile.tau").unwrap_or_default(),
-            timesteps: meta("gn_transpile.timesteps").unwrap_or_default(),
-            form: meta("gn_transpile.emit").unwrap_or_else(|| "standard".into()),
+            version: meta.version.clone(),
+            neuron: meta.neuron.key().into(),
+            tau: meta.tau.to_string(),
+            timesteps: meta.timesteps.to_string(),
+            form: meta.emit.key().into(),
             layers,
             functions: model
                 .functions
                 .iter()
                 .map(|f| (format!("{}::{}", f.domain(), f.name()), f.node.len()))
                 .collect(),
-            states: crate::emit::states(model).unwrap_or_default(),
-            calibration: meta("gn_transpile.calibration").and_then(|c| serde_json::from_str(&c).ok()),
+            states: meta.state.clone().unwrap_or_default(),
+            calibration: meta.calibration.clone(),
             nodes: graph.nodes().len(),
         });
         return Ok(audit);
@@ -254,6 +258,9 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
 /// The text of an audit.
 pub fn render(a: &Audit) -> String {
     let mut out = String::new();
+    for w in &a.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
     if let Some(c) = &a.converted {
         let _ = writeln!(
             out,

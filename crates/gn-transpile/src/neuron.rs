@@ -25,7 +25,13 @@ use gn_onnx::graph::attr;
 use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
+use crate::opset::Opset;
 use crate::DOMAIN;
+
+/// The attribute names of a spiking-layer node, written by [`NeuronNode::to_node`] and
+/// the lower pass, read by [`NeuronNode::parse`], `inspect`, the kernels (gn-neuron's) and
+/// the function bodies (`ref_attr_name`).
+pub use gn_neuron::attr as attr_name;
 
 /// The neuron model of the spiking layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -93,18 +99,9 @@ impl std::fmt::Display for NeuronKind {
 
 /// The op type of a spiking-layer node: `GroupNeuron` or `IFNeuron`, then `PerChannel`
 /// when its threshold is scaled per channel by a second input, then `Direct` when its
-/// current is the same at every step (custom-op form only).
+/// current is the same at every step (custom-op form only); the names are gn-neuron's.
 pub fn op_type(kind: NeuronKind, direct: bool, per_channel: bool) -> &'static str {
-    match (kind, per_channel, direct) {
-        (NeuronKind::Gn, false, false) => "GroupNeuron",
-        (NeuronKind::Gn, false, true) => "GroupNeuronDirect",
-        (NeuronKind::Gn, true, false) => "GroupNeuronPerChannel",
-        (NeuronKind::Gn, true, true) => "GroupNeuronPerChannelDirect",
-        (NeuronKind::If, false, false) => "IFNeuron",
-        (NeuronKind::If, false, true) => "IFNeuronDirect",
-        (NeuronKind::If, true, false) => "IFNeuronPerChannel",
-        (NeuronKind::If, true, true) => "IFNeuronPerChannelDirect",
-    }
+    gn_neuron::OpType::new(kind == NeuronKind::Gn, direct, per_channel).name()
 }
 
 /// The variants of each neuron kind's op, as (direct, per channel), the plain op first.
@@ -115,24 +112,6 @@ pub fn op_types() -> impl Iterator<Item = &'static str> {
     NeuronKind::ALL
         .into_iter()
         .flat_map(|kind| VARIANTS.map(|(direct, per_channel)| op_type(kind, direct, per_channel)))
-}
-
-/// The attribute names of a spiking-layer node (`IFNeuron` / `GroupNeuron`), written by
-/// [`Neuron::node`] and the lower pass, read by [`Neuron::parse`], `inspect`, the tract
-/// kernels and the function bodies (`ref_attr_name`).
-pub mod attr_name {
-    /// θ, the QCFS threshold (float).
-    pub const THETA: &str = "theta";
-    /// L, the QCFS level count (int, informational).
-    pub const LEVELS: &str = "levels";
-    /// v(0) = θ_GN/2 (float).
-    pub const V_INIT: &str = "v_init";
-    /// τ, members per group (int; GroupNeuron only).
-    pub const TAU: &str = "tau";
-    /// θ_GN = θ/τ (float; GroupNeuron only).
-    pub const THETA_GN: &str = "theta_gn";
-    /// T, the steps the node runs over its folded input (int; added by the lower pass).
-    pub const TIMESTEPS: &str = "timesteps";
 }
 
 /// The parameters of one spiking layer.
@@ -280,7 +259,7 @@ impl NeuronNode {
         float: impl Fn(&str) -> Option<f32>,
         int: impl Fn(&str) -> Option<i64>,
     ) -> Result<NeuronNode, String> {
-        use crate::pipeline::{MAX_TAU, MAX_TIMESTEPS};
+        use gn_neuron::{MAX_TAU, MAX_TIMESTEPS};
         let theta = float(attr_name::THETA).ok_or("has no 'theta' attribute")?;
         if !(theta.is_finite() && theta > 0.0) {
             return Err(format!("θ = {theta} is not a positive finite threshold"));
@@ -328,37 +307,6 @@ impl NeuronNode {
     }
 }
 
-/// The opset-dependent spelling of the few ops the expansion needs.
-#[derive(Debug, Clone, Copy)]
-pub struct Opset(pub i64);
-
-impl Opset {
-    /// `Clip(x, lo, hi)`: bounds as inputs from opset 11.
-    pub fn clip(&self, g: &mut Graph, source: &str, suffix: &str, x: &str, lo: &str, hi: &str) -> String {
-        g.add_node(source, suffix, "Clip", &[x, lo, hi], vec![])
-    }
-
-    /// `Split(x)` into `parts` equal slices along axis 0.
-    pub fn split(&self, g: &mut Graph, source: &str, suffix: &str, x: &str, parts: usize) -> Vec<String> {
-        let attrs = if self.0 >= 18 {
-            vec![attr::int("axis", 0), attr::int("num_outputs", parts as i64)]
-        } else {
-            vec![attr::int("axis", 0)]
-        };
-        g.add_node_multi(source, suffix, "Split", &[x], parts, attrs)
-    }
-
-    /// `Unsqueeze(x)` or `Squeeze(x)` at axis 0: axes as an input from opset 13.
-    pub fn squeeze0(&self, g: &mut Graph, source: &str, suffix: &str, op: &str, x: &str) -> String {
-        if self.0 >= 13 {
-            let axes = g.add_initializer_i64(&format!("{source}.{suffix}.axes"), &[1], &[0]);
-            g.add_node(source, suffix, op, &[x, &axes], vec![])
-        } else {
-            g.add_node(source, suffix, op, &[x], vec![attr::ints("axes", &[0])])
-        }
-    }
-}
-
 /// Where a spiking layer's input current comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Current {
@@ -379,17 +327,7 @@ pub enum Params<'a> {
 
 /// The attributes a spiking-layer node carries, in the order they are written.
 pub fn attribute_names(kind: NeuronKind) -> &'static [&'static str] {
-    match kind {
-        NeuronKind::If => &[attr_name::THETA, attr_name::LEVELS, attr_name::V_INIT, attr_name::TIMESTEPS],
-        NeuronKind::Gn => &[
-            attr_name::THETA,
-            attr_name::LEVELS,
-            attr_name::V_INIT,
-            attr_name::TAU,
-            attr_name::THETA_GN,
-            attr_name::TIMESTEPS,
-        ],
-    }
+    gn_neuron::OpType::new(kind == NeuronKind::Gn, false, false).attributes()
 }
 
 /// The scalars of the expansion: θ_GN, τ, 0 and the initial membrane u(0) = v(0)/θ_GN.

@@ -10,8 +10,8 @@
 use gn_onnx::{Graph, Patch};
 
 use crate::error::TranspileError;
-use crate::neuron::Opset;
-use crate::pipeline::Options;
+use crate::opset::Opset;
+use crate::options::Options;
 
 /// What every pass may read besides the graph.
 #[derive(Debug, Clone)]

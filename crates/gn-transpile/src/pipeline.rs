@@ -16,94 +16,14 @@
 use gn_onnx::proto::ModelProto;
 use gn_onnx::Graph;
 
+use crate::check::check_model;
 use crate::detect::{detect, Detection};
 use crate::emit;
 use crate::error::TranspileError;
-use crate::neuron::{NeuronKind, NeuronNode, Opset};
+use crate::neuron::{NeuronKind, NeuronNode};
+use crate::opset::{default_opset, Opset};
+use crate::options::{Emit, Options, MAX_TAU};
 use crate::pass::{self, Context};
-
-/// The form of the emitted model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Emit {
-    /// Every step of every spiking layer unrolled into standard ONNX ops (the default).
-    Standard,
-    /// One `GroupNeuron` / `IFNeuron` node per spiking layer in the `gn.transpile` domain
-    /// (`…Direct` where the current is time-invariant), defined by a model-local function
-    /// holding the standard-op expansion; gn-ort-ops runs each as one fused kernel.
-    CustomOp,
-    /// One time step per call: the membranes and the readout's sums are inputs and
-    /// outputs (metadata `gn_transpile.state`), so the caller chooses T at run time.
-    Stateful,
-}
-
-impl Emit {
-    /// The value written for it in metadata and accepted by `--emit`.
-    pub fn key(self) -> &'static str {
-        match self {
-            Emit::Standard => "standard",
-            Emit::CustomOp => "custom-op",
-            Emit::Stateful => "stateful",
-        }
-    }
-}
-
-/// Largest τ accepted: τ member thresholds per neuron.
-pub const MAX_TAU: u32 = 1024;
-/// Largest T accepted: the emitted graph holds about 6 nodes per step per spiking layer.
-pub const MAX_TIMESTEPS: usize = 512;
-
-/// Conversion options.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub neuron: NeuronKind,
-    pub tau: u32,
-    pub timesteps: usize,
-    /// Add `{y}_anytime` outputs holding the readout after every step.
-    pub anytime: bool,
-    /// Convert ops that are not exact in time (MaxPool, Softmax, …) anyway, with a warning.
-    pub allow_inexact: bool,
-    /// Standard ops, or one custom node per spiking layer.
-    pub emit: Emit,
-    /// θ for the ReLU-family activations, measured on sample inputs (`--calibrate`):
-    /// they convert as QCFS sites of that θ. Without it, a ReLU is not a spiking layer.
-    pub calibration: Option<std::sync::Arc<crate::calibrate::Calibration>>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            neuron: NeuronKind::Gn,
-            tau: 4,
-            timesteps: 4,
-            anytime: false,
-            allow_inexact: false,
-            emit: Emit::Standard,
-            calibration: None,
-        }
-    }
-}
-
-impl Options {
-    pub fn validate(&self) -> Result<(), TranspileError> {
-        if self.tau == 0 || self.tau > MAX_TAU {
-            return Err(TranspileError::Option(format!("--tau must be between 1 and {MAX_TAU}, got {}", self.tau)));
-        }
-        if self.emit == Emit::Stateful && self.anytime {
-            return Err(TranspileError::Option(
-                "--anytime does not apply to --emit stateful: each call returns the readout averaged over the steps so far"
-                    .into(),
-            ));
-        }
-        if self.timesteps == 0 || self.timesteps > MAX_TIMESTEPS {
-            return Err(TranspileError::Option(format!(
-                "--timesteps must be between 1 and {MAX_TIMESTEPS}, got {}",
-                self.timesteps
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// What the conversion found and did, for the summary on stderr.
 #[derive(Debug, Clone)]
@@ -115,41 +35,6 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub nodes_before: usize,
     pub nodes_after: usize,
-}
-
-/// The ONNX opset the model imports for the default domain.
-pub fn default_opset(model: &ModelProto) -> Option<i64> {
-    model.opset_import.iter().find(|o| matches!(o.domain(), "" | "ai.onnx")).map(|o| o.version())
-}
-
-/// Checks a model given to any entry point, before any pass: the structure
-/// ([`gn_onnx::validate::validate_model`]), that the main graph's tensors are numeric, and
-/// that nodes of the `gn.transpile` domain (present in converted or crafted models) are
-/// well-formed spiking layers.
-pub fn check_model(model: &ModelProto) -> Result<(), TranspileError> {
-    use gn_onnx::proto::tensor_proto::DataType;
-    gn_onnx::validate::validate_model(model)?;
-    let graph = model.graph.as_ref().ok_or(TranspileError::NoGraph)?;
-    for t in &graph.initializer {
-        let ty = DataType::try_from(t.data_type()).unwrap_or(DataType::Undefined);
-        if matches!(ty, DataType::String | DataType::Complex64 | DataType::Complex128 | DataType::Undefined) {
-            return Err(TranspileError::Node {
-                node: t.name().to_string(),
-                op: "initializer".into(),
-                reason: format!("a {} tensor has no place in a QCFS network", ty.as_str_name()),
-            });
-        }
-    }
-    for (i, n) in graph.node.iter().enumerate() {
-        if let Err(reason) = NeuronNode::parse(n) {
-            return Err(TranspileError::Node {
-                node: if n.name().is_empty() { format!("#{i}") } else { n.name().to_string() },
-                op: format!("{}::{}", n.domain(), n.op_type()),
-                reason,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Checks the graph's sources and drops nodes that reach no output (an activation nobody
@@ -292,18 +177,18 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     lowered.warnings.extend(
         detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason)),
     );
-    let states = match options.emit {
+    let (states, anytime_outputs) = match options.emit {
         Emit::Stateful => {
             let shapes = state_shapes(&model, &graph, &lowered)?;
-            pass::run(&mut graph, "emit", |g| emit::stateful(g, &cx, &lowered, &shapes))?
+            (pass::run(&mut graph, "emit", |g| emit::stateful(g, &cx, &lowered, &shapes))?, Vec::new())
         }
         Emit::Standard | Emit::CustomOp => {
-            pass::run(&mut graph, "emit", |g| Ok(emit::readout(g, &cx, &lowered)))?;
+            let anytime_outputs = pass::run(&mut graph, "emit", |g| Ok(emit::readout(g, &cx, &lowered)))?;
             pass::run(&mut graph, "emit", |g| Ok(emit::neurons(g, &cx, &lowered)))?;
-            Vec::new()
+            (Vec::new(), anytime_outputs)
         }
     };
-    let nodes_after = emit::model(&mut model, graph, &cx, &detection.sites, &states)?;
+    let nodes_after = emit::model(&mut model, graph, &cx, &detection.sites, &states, &anytime_outputs)?;
 
     Ok((
         model,

@@ -10,54 +10,7 @@ use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto, NodeProto
 use gn_onnx::Graph;
 
 use crate::neuron::NeuronNode;
-
-/// Ops whose output has the rank of their first input.
-const SAME_RANK: &[&str] = &[
-    "Abs",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "Ceil",
-    "Clip",
-    "Concat",
-    "Conv",
-    "ConvTranspose",
-    "DepthToSpace",
-    "Dropout",
-    "Elu",
-    "Exp",
-    "Floor",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "HardSigmoid",
-    "HardSwish",
-    "Identity",
-    "InstanceNormalization",
-    "LRN",
-    "LeakyRelu",
-    "Log",
-    "LogSoftmax",
-    "MaxPool",
-    "Neg",
-    "Pad",
-    "Relu",
-    "Resize",
-    "Round",
-    "Sigmoid",
-    "Slice",
-    "Softmax",
-    "SpaceToDepth",
-    "Split",
-    "Sqrt",
-    "Tanh",
-    "Tile",
-    "Transpose",
-    "Upsample",
-];
-
-/// Ops that broadcast their inputs against each other (numpy style).
-pub(crate) const BROADCAST: &[&str] =
-    &["Add", "Sub", "Mul", "Div", "Sum", "Mean", "Max", "Min", "Pow", "Where", "PRelu", "Equal", "Less", "Greater"];
+use crate::ops;
 
 /// Ranks of values and dims of constant values.
 #[derive(Debug, Default)]
@@ -121,9 +74,9 @@ impl Shapes {
         let axes_len = || -> Option<usize> {
             n.attribute.iter().find(|a| a.name() == "axes").map(|a| a.ints.len()).or_else(|| values(1).map(|v| v.len()))
         };
-        if NeuronNode::from_node(n).is_some() || SAME_RANK.contains(&standard_op(n)) {
+        if NeuronNode::from_node(n).is_some() || ops::keeps_rank(standard_op(n)) {
             rank(0)
-        } else if BROADCAST.contains(&standard_op(n)) {
+        } else if ops::broadcasts(standard_op(n)) {
             let ranks: Option<Vec<usize>> = (0..n.input.len()).filter(|&i| !n.input[i].is_empty()).map(rank).collect();
             ranks.and_then(|r| r.into_iter().max())
         } else {

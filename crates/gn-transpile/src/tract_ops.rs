@@ -3,16 +3,17 @@
 //! `IFNeuronDirect` (an `[N, …]` current, the same at every step), and the `…PerChannel`
 //! variants of all four (a second input scales θ per channel), run as one kernel each.
 //!
-//! The kernel performs, element for element and in f32, the operations of the function
-//! body that [`crate::neuron::expand_layer`] writes: `q = x / θ_GN`, `u(0) = v(0)/θ_GN`,
-//! per step `p = u + q_t`, `c = min(max(⌊p⌋, 0), τ)`, `u = p − c`, output `c · θ_GN`,
-//! with `θ_GN · θ_c` in place of θ_GN for channel c of a per-channel layer.
+//! The kernel is [`gn_neuron::Kernel`], the loop gn-ort-ops runs too, which performs
+//! element for element and in f32 the operations of the function body that
+//! [`crate::neuron::expand_layer`] writes.
 
 use gn_onnx::proto::ModelProto;
 use gn_onnx::tract_bridge::{Registration, TractError, TractModel};
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
+
+use gn_neuron::Kernel;
 
 use crate::neuron::{attr_name, op_types, NeuronKind, NeuronNode};
 use crate::DOMAIN;
@@ -78,13 +79,12 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
     let layer =
         NeuronNode::from_attributes(kind, float, int).map_err(|reason| format_err!("{}: {reason}", node.name))?;
     let Some(timesteps) = layer.timesteps else { bail!("{}: has no 'timesteps' attribute", node.name) };
-    let theta = float(attr_name::THETA).unwrap_or_default();
-    let theta_gn = if kind == NeuronKind::Gn { float(attr_name::THETA_GN).unwrap_or_default() } else { theta };
-    let tau = layer.neuron.tau as i64;
-    let v_init = float(attr_name::V_INIT).unwrap_or_default();
     let op = NeuronNode { direct, per_channel, ..layer }.op_type();
-    let kernel =
-        NeuronKernel { op, theta_gn, tau: tau as f32, u_init: v_init / theta_gn, timesteps, direct, per_channel };
+    let unit = if kind == NeuronKind::Gn { attr_name::THETA_GN } else { attr_name::THETA };
+    let tau = layer.neuron.tau as i64;
+    let kernel = Kernel::new(float(unit).unwrap_or_default(), tau, float(attr_name::V_INIT).unwrap_or_default(), timesteps as i64, direct)
+        .map_err(|reason| format_err!("{}: {reason}", node.name))?;
+    let kernel = NeuronKernel { op, kernel, per_channel };
     Ok((expand(NeuronLayer(kernel)), vec![]))
 }
 
@@ -108,11 +108,11 @@ impl Expansion for NeuronLayer {
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        if !self.0.direct {
+        if !self.0.kernel.direct {
             return s.equals(&inputs[0].shape, &outputs[0].shape);
         }
         s.equals(&inputs[0].rank, &outputs[0].rank)?;
-        let t = self.0.timesteps as i64;
+        let t = self.0.kernel.timesteps as i64;
         s.given(&inputs[0].shape, move |s, shape| {
             let mut out = shape.clone();
             if let Some(rows) = out.first_mut() {
@@ -128,57 +128,23 @@ impl Expansion for NeuronLayer {
 }
 
 /// T steps of a layer of neurons on a folded `[T·N, …]` input, or on an `[N, …]` current
-/// read at every step (`direct`).
+/// read at every step (direct): the neuron's one kernel loop, [`gn_neuron::Kernel`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronKernel {
     op: &'static str,
-    theta_gn: f32,
-    tau: f32,
-    u_init: f32,
-    timesteps: usize,
-    direct: bool,
+    kernel: Kernel,
     per_channel: bool,
 }
 
 impl Eq for NeuronKernel {}
 
 impl NeuronKernel {
-    /// The T steps on `x` into `out`; `units` holds θ_GN, or θ_GN · θ_c for each channel
-    /// c, where the channel of an element is its index over `spatial`, modulo the count.
-    fn run(&self, x: &[f32], units: &[f32], spatial: usize, out: &mut [f32]) {
-        let per_step = out.len() / self.timesteps;
-        let spatial = spatial.max(1);
-        for j in 0..per_step {
-            let unit = units[(j / spatial) % units.len()];
-            let mut u = self.u_init;
-            for t in 0..self.timesteps {
-                let k = t * per_step + j;
-                let p = u + x[if self.direct { j } else { k }] / unit;
-                let c = p.floor().max(0.0).min(self.tau);
-                u = p - c;
-                out[k] = c * unit;
-            }
-        }
-    }
-
     /// The unit of each channel of a per-channel layer, from its `[1, C, 1, …]` input.
     fn units(&self, shape: &[usize], theta: &TValue) -> TractResult<Vec<f32>> {
-        let dims = theta.shape();
-        let per_channel = dims.len() == shape.len()
-            && shape.len() >= 2
-            && dims[1] == shape[1]
-            && dims.iter().enumerate().all(|(i, &d)| i == 1 || d == 1);
-        ensure!(
-            per_channel,
-            "{}: the thresholds per channel have shape {dims:?}; for a current of shape {shape:?} they must be [1, C, 1, …] with C = the current's axis 1",
-            self.op
-        );
-        let theta = theta.to_plain_array_view::<f32>()?;
-        let units: Vec<f32> = theta.iter().map(|&t| self.theta_gn * t).collect();
-        if let Some(bad) = theta.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
-            bail!("{}: a channel's θ factor is {bad}, not a positive finite number", self.op);
-        }
-        Ok(units)
+        let factors = theta.to_plain_array_view::<f32>()?;
+        let factors = factors.as_standard_layout();
+        let factors = factors.as_slice().unwrap_or_default();
+        self.kernel.channel_units(shape, theta.shape(), factors).map_err(|reason| format_err!("{}: {reason}", self.op))
     }
 }
 
@@ -188,7 +154,8 @@ impl Op for NeuronKernel {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("θ_GN = {}, τ = {}, u(0) = {}, T = {}", self.theta_gn, self.tau, self.u_init, self.timesteps)])
+        let k = &self.kernel;
+        Ok(vec![format!("θ_GN = {}, τ = {}, u(0) = {}, T = {}", k.theta_gn, k.tau, k.u_init, k.timesteps)])
     }
 
     op_as_typed_op!();
@@ -206,28 +173,28 @@ impl EvalOp for NeuronKernel {
         };
         let units = match &theta {
             Some(theta) => self.units(input.shape(), theta)?,
-            None => vec![self.theta_gn],
+            None => vec![self.kernel.theta_gn],
         };
         let spatial: usize = input.shape().iter().skip(2).product();
         let mut shape = input.shape().to_vec();
         let rows = shape.first().copied().unwrap_or(1);
-        if self.direct {
+        if self.kernel.direct {
             if let Some(rows) = shape.first_mut() {
-                *rows = rows.checked_mul(self.timesteps).context("the output's size overflows")?;
+                *rows = rows.checked_mul(self.kernel.timesteps).context("the output's size overflows")?;
             }
         }
         ensure!(
-            self.direct || rows % self.timesteps == 0,
+            self.kernel.direct || rows % self.kernel.timesteps == 0,
             "{}: axis 0 has {rows} rows, not a multiple of T = {} (the input must be [T·N, …])",
             self.op,
-            self.timesteps
+            self.kernel.timesteps
         );
         let x = input.to_plain_array_view::<f32>()?;
         let x = x.as_standard_layout();
-        let repeats = if self.direct { self.timesteps } else { 1 };
+        let repeats = if self.kernel.direct { self.kernel.timesteps } else { 1 };
         let len = x.len().checked_mul(repeats).context("the output's size overflows")?;
         let mut out = vec![0f32; len];
-        self.run(x.as_slice().unwrap_or_default(), &units, spatial, &mut out);
+        self.kernel.run_with(x.as_slice().unwrap_or_default(), &units, spatial, &mut out);
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(shape, out)?.into_tvalue()))
     }
 }
@@ -235,8 +202,8 @@ impl EvalOp for NeuronKernel {
 impl TypedOp for NeuronKernel {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let mut shape = inputs[0].shape.to_tvec();
-        if let (true, Some(rows)) = (self.direct, shape.first_mut()) {
-            *rows = rows.clone() * self.timesteps as i64;
+        if let (true, Some(rows)) = (self.kernel.direct, shape.first_mut()) {
+            *rows = rows.clone() * self.kernel.timesteps as i64;
         }
         Ok(tvec!(f32::fact(shape)))
     }

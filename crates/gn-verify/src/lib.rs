@@ -15,7 +15,8 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use gn_transpile::detect::Site;
-use gn_transpile::pipeline::{find_sites, transpile, Emit, Options};
+use gn_transpile::pipeline::find_sites;
+use gn_transpile::{transpile, Emit, Options};
 use gn_transpile::NeuronKind;
 
 /// What to measure.
@@ -152,7 +153,7 @@ pub enum VerifyError {
 /// dimension (the lower pass's definition).
 pub fn static_batch(model: &ModelProto) -> Option<usize> {
     let graph = gn_onnx::Graph::new(model.graph.clone()?);
-    gn_transpile::lower::static_batch(&graph).map(|n| n as usize)
+    gn_transpile::time::static_batch(&graph).map(|n| n as usize)
 }
 
 /// The images per run: the model's static batch if it has one, else `requested`.
@@ -161,8 +162,8 @@ pub fn batch_for(model: &ModelProto, requested: usize) -> usize {
 }
 
 /// Runs `model` on `x` in parallel batches (of the model's static batch, if it has one);
-/// returns every output, concatenated along the batch axis (axis 1 for outputs whose
-/// name ends in `_anytime` or `.steps`).
+/// returns every output, concatenated along the batch axis (axis 1 for the outputs the
+/// conversion wrote with the steps in front: `gn_transpile.anytime_outputs`).
 pub fn run_batched(
     model: &ModelProto,
     x: &ArrayD<f32>,
@@ -191,6 +192,8 @@ pub fn run_batched_as(
     let plan = Arc::new(gn_transpile::tract_ops::load(model, optimize)?);
     let names: Vec<String> =
         model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
+    let stacked = gn_transpile::metadata::Metadata::read(model).and_then(Result::ok).map(|m| m.anytime_outputs);
+    let stacked = stacked.unwrap_or_default();
     let chunks: Vec<ArrayD<f32>> = x.axis_chunks_iter(Axis(0), batch.max(1)).map(|c| c.to_owned()).collect();
     let results: Result<Vec<Vec<ArrayD<f32>>>, VerifyError> = chunks
         .into_par_iter()
@@ -210,8 +213,7 @@ pub fn run_batched_as(
     }
     (0..outputs)
         .map(|i| {
-            let axis =
-                if names.get(i).is_some_and(|n| n.ends_with("_anytime") || n.ends_with(".steps")) { 1 } else { 0 };
+            let axis = if names.get(i).is_some_and(|n| stacked.contains(n)) { 1 } else { 0 };
             let views: Vec<_> = results.iter().map(|r| r[i].view()).collect();
             ndarray::concatenate(Axis(axis), &views).map_err(|e| VerifyError::Data(e.to_string()))
         })
@@ -220,7 +222,7 @@ pub fn run_batched_as(
 
 /// The state tensors of a stateful model before its first call, for a batch of `n`:
 /// each of its shape, filled with its `init`.
-pub fn initial_states(states: &[gn_transpile::emit::State], n: usize) -> Vec<ArrayD<f32>> {
+pub fn initial_states(states: &[gn_transpile::metadata::State], n: usize) -> Vec<ArrayD<f32>> {
     states.iter().map(|s| ArrayD::from_elem(IxDyn(&s.dims(n)), s.init)).collect()
 }
 
@@ -228,7 +230,7 @@ pub fn initial_states(states: &[gn_transpile::emit::State], n: usize) -> Vec<Arr
 /// at call t, each state filled with its `init` before the first call and fed back
 /// after each; returns the model's non-state outputs after every call.
 pub fn run_stateful(model: &ModelProto, steps: &[ArrayD<f32>]) -> Result<Vec<Vec<ArrayD<f32>>>, VerifyError> {
-    let states = gn_transpile::emit::states(model).ok_or_else(|| {
+    let states = gn_transpile::metadata::states(model).ok_or_else(|| {
         VerifyError::Data("the model has no gn_transpile.state metadata: it is not a stateful model".into())
     })?;
     let Some(first) = steps.first() else { return Ok(Vec::new()) };
@@ -306,8 +308,8 @@ fn accuracy(pred: &[usize], labels: &[usize]) -> f64 {
     pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / pred.len().max(1) as f64
 }
 
-/// Adds each site's output as a graph output named like the value (`.steps` suffix
-/// marks a folded one), so that tract returns it.
+/// Adds each site's output as a graph output named like the value, so that tract
+/// returns it.
 fn expose(model: &ModelProto, values: &[String]) -> ModelProto {
     let mut m = model.clone();
     if let Some(g) = m.graph.as_mut() {
@@ -335,11 +337,11 @@ pub fn measure(
             return Err(VerifyError::Data(format!("{} labels for {n} inputs", l.len())));
         }
     }
-    gn_transpile::pipeline::Options { tau: spec.tau, ..Default::default() }.validate()?;
-    if let Some(&t) = spec.timesteps.iter().find(|&&t| t == 0 || t > gn_transpile::pipeline::MAX_TIMESTEPS) {
+    gn_transpile::Options { tau: spec.tau, ..Default::default() }.validate()?;
+    if let Some(&t) = spec.timesteps.iter().find(|&&t| t == 0 || t > gn_transpile::MAX_TIMESTEPS) {
         return Err(VerifyError::Data(format!(
             "T = {t} is out of range (1 to {})",
-            gn_transpile::pipeline::MAX_TIMESTEPS
+            gn_transpile::MAX_TIMESTEPS
         )));
     }
     let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);

@@ -122,7 +122,7 @@ pub fn stateful_checks(
         let options = Options { neuron, timesteps: calls, anytime: true, ..base.clone() };
         let unrolled = transpile(ann, &options)?.0;
         let stateful = transpile(ann, &Options { emit: Emit::Stateful, anytime: false, ..options })?.0;
-        let states = gn_transpile::emit::states(&stateful).ok_or_else(|| anyhow::anyhow!("no state metadata"))?;
+        let states = gn_transpile::metadata::states(&stateful).ok_or_else(|| anyhow::anyhow!("no state metadata"))?;
         let file = out.join(format!("models/{name}_{}_stateful.onnx", neuron.key()));
         std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
         gn_onnx::io::save(&stateful, &file, &[])?;

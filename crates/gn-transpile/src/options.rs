@@ -1,0 +1,91 @@
+//! The conversion's configuration: [`Options`], the emitted form ([`Emit`]) and the
+//! limits on τ and T (the neuron's, [`gn_neuron`]). Every pass reads it through
+//! [`crate::pass::Context`]; nothing here depends on a pass.
+
+use crate::error::TranspileError;
+use crate::neuron::NeuronKind;
+
+/// The form of the emitted model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Emit {
+    /// Every step of every spiking layer unrolled into standard ONNX ops (the default).
+    Standard,
+    /// One `GroupNeuron` / `IFNeuron` node per spiking layer in the `gn.transpile` domain
+    /// (`…Direct` where the current is time-invariant), defined by a model-local function
+    /// holding the standard-op expansion; gn-ort-ops runs each as one fused kernel.
+    CustomOp,
+    /// One time step per call: the membranes and the readout's sums are inputs and
+    /// outputs (metadata `gn_transpile.state`), so the caller chooses T at run time.
+    Stateful,
+}
+
+impl Emit {
+    /// The value written for it in metadata and accepted by `--emit`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Emit::Standard => "standard",
+            Emit::CustomOp => "custom-op",
+            Emit::Stateful => "stateful",
+        }
+    }
+
+    /// The form whose [`key`](Emit::key) is `key`, if any.
+    pub fn from_key(key: &str) -> Option<Emit> {
+        [Emit::Standard, Emit::CustomOp, Emit::Stateful].into_iter().find(|e| e.key() == key)
+    }
+}
+
+pub use gn_neuron::{MAX_TAU, MAX_TIMESTEPS};
+
+/// Conversion options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub neuron: NeuronKind,
+    pub tau: u32,
+    pub timesteps: usize,
+    /// Add `{y}_anytime` outputs holding the readout after every step.
+    pub anytime: bool,
+    /// Convert ops that are not exact in time (MaxPool, Softmax, …) anyway, with a warning.
+    pub allow_inexact: bool,
+    /// Standard ops, or one custom node per spiking layer.
+    pub emit: Emit,
+    /// θ for the ReLU-family activations, measured on sample inputs (`--calibrate`):
+    /// they convert as QCFS sites of that θ. Without it, a ReLU is not a spiking layer.
+    pub calibration: Option<std::sync::Arc<crate::calibrate::Calibration>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            neuron: NeuronKind::Gn,
+            tau: 4,
+            timesteps: 4,
+            anytime: false,
+            allow_inexact: false,
+            emit: Emit::Standard,
+            calibration: None,
+        }
+    }
+}
+
+impl Options {
+    pub fn validate(&self) -> Result<(), TranspileError> {
+        if self.tau == 0 || self.tau > MAX_TAU {
+            return Err(TranspileError::Option(format!("--tau must be between 1 and {MAX_TAU}, got {}", self.tau)));
+        }
+        if self.emit == Emit::Stateful && self.anytime {
+            return Err(TranspileError::Option(
+                "--anytime does not apply to --emit stateful: each call returns the readout averaged over the steps so far"
+                    .into(),
+            ));
+        }
+        if self.timesteps == 0 || self.timesteps > MAX_TIMESTEPS {
+            return Err(TranspileError::Option(format!(
+                "--timesteps must be between 1 and {MAX_TIMESTEPS}, got {}",
+                self.timesteps
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,396 @@
+//! Time analysis: when each value of a graph with spiking layers is computed relative
+//! to the time steps ([`TimeClass`]: constant, once per sample, once per step folded into
+//! the batch, or a shape read from one of those), and what becomes of each node
+//! ([`Role`]: computed once, a spiking layer, exact in time, exact in rate, inexact, or
+//! refused, with the reason). The commute and lower passes, the emission and `inspect`
+//! read it; the op facts come from [`crate::ops`].
+//!
+//! ```text
+//!   input ─► Conv ─► Neuron ─► Conv ─► MaxPool ─► Neuron ─► Gemm ─► output
+//!   Static   Static  Folded    Folded  Folded     Folded    Folded   (classes of outputs)
+//!   TimeInv  TimeInv Spiking   Exact   Rate       Spiking   Exact    (roles)
+//! ```
+
+use std::collections::{HashMap, HashSet};
+
+use gn_onnx::graph::{attr, standard_op, Constants};
+use gn_onnx::proto::NodeProto;
+use gn_onnx::Graph;
+
+use crate::error::TranspileError;
+use crate::neuron::NeuronNode;
+use crate::ops;
+use crate::rank::{const_ints, Shapes};
+
+/// When a value is computed, relative to the time steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeClass {
+    /// Initializers and what is computed from them alone.
+    Const,
+    /// Computed once from the network input, batch on axis 0: `[N, …]`.
+    Static,
+    /// One slice per step, folded into the batch: `[T·N, …]`.
+    Folded,
+    /// A shape (or a piece of one) read from a `Static` tensor.
+    ShapeOfStatic,
+    /// A shape (or a piece of one) read from a `Folded` tensor.
+    ShapeOfFolded,
+}
+
+/// What becomes of one node of the converted graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Role {
+    /// Before the first spiking layer (or on no spiking path): computed once.
+    TimeInvariant,
+    /// A spiking layer.
+    Spiking,
+    /// Runs once over all T·N samples; exact in time (linear in its folded inputs).
+    Exact,
+    /// A max-pool on time-varying inputs, lowered to a max-pool over the running sums:
+    /// exact in rate (its time-averaged output is the max-pool of the time-averaged
+    /// inputs at every step; see [`crate::rate::expand_max_pool`]).
+    Rate,
+    /// Runs on folded inputs but is not linear in them: the time-averaged output is not
+    /// what the ANN computes. Allowed only when the user accepts it.
+    Inexact(String),
+    /// Cannot be lowered safely.
+    Refused(String),
+}
+
+/// A node's role, for reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub node: String,
+    pub op: String,
+    pub role: Role,
+}
+
+/// The outcome of classifying a graph.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub classes: HashMap<String, TimeClass>,
+    pub verdicts: Vec<Verdict>,
+    /// The static batch N of the graph's inputs (`[N, …]` with N a number), if any.
+    pub static_batch: Option<i64>,
+    /// Outputs of the nodes on folded tensors whose constant shape operand holds the static
+    /// batch N where it lines up with the batch axis: a Reshape target [N, …] becomes
+    /// [T·N, …], an Expand shape [N, …] becomes [1, …], a Slice end N becomes open.
+    pub rebatched: HashSet<String>,
+    /// Constants that hold a batch of N on the axis that lines up with the batch axis of a
+    /// folded operand (ConstantOfShape [N, …], an initializer [N, …]), by the index of the
+    /// node that reads them: tiled T times for that node, like time-invariant operands.
+    pub batch_constants: HashSet<(usize, String)>,
+    /// The node indices in the topological order the verdicts follow.
+    pub order: Vec<usize>,
+}
+
+/// The batch every graph input declares as a number on its first axis, if they agree.
+pub fn static_batch(graph: &Graph) -> Option<i64> {
+    use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
+    let initializers: HashSet<&str> = graph.proto.initializer.iter().map(|t| t.name()).collect();
+    let mut batch = None;
+    for v in graph.proto.input.iter().filter(|v| !initializers.contains(v.name())) {
+        let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return None;
+        };
+        let Some(Value::DimValue(n)) = t.shape.as_ref()?.dim.first()?.value else { return None };
+        if n < 1 || batch.is_some_and(|b| b != n) {
+            return None;
+        }
+        batch = Some(n);
+    }
+    batch
+}
+
+fn node_name(n: &NodeProto, idx: usize) -> String {
+    if n.name().is_empty() {
+        format!("{}#{idx}", n.op_type())
+    } else {
+        n.name().to_string()
+    }
+}
+
+/// Why a node that reads folded inputs would mix time with the batch, if it does.
+fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
+    let axis_attr = |name: &str, default: i64| attr::get_int(n, name).unwrap_or(default);
+    let msg = |what: &str| Some(format!("{what} axis 0, which holds time × batch after folding"));
+    match standard_op(n) {
+        "Concat" | "Split" | "Gather" if axis_attr("axis", 0) == 0 => msg("works along"),
+        "Flatten" if axis_attr("axis", 1) == 0 => msg("flattens"),
+        "Transpose" => {
+            let perm = n.attribute.iter().find(|a| a.name() == "perm").map(|a| a.ints.clone());
+            match perm {
+                Some(p) if p.first() == Some(&0) => None,
+                _ => msg("moves"),
+            }
+        }
+        "ReduceMean" | "ReduceSum" | "ReduceMax" => {
+            let axes = n
+                .attribute
+                .iter()
+                .find(|a| a.name() == "axes")
+                .map(|a| a.ints.clone())
+                .or_else(|| const_ints(consts, n, 1));
+            match axes {
+                Some(a) if !a.is_empty() && !a.contains(&0) => None,
+                _ => msg("reduces over"),
+            }
+        }
+        "Tile" => {
+            let repeats = n.input.get(1).and_then(|i| consts.small(i)?.ok());
+            match repeats {
+                Some(r) if r.values.first() == Some(&1.0) => None,
+                _ => msg("repeats along"),
+            }
+        }
+        "Slice" => {
+            let axes = n.input.get(3).filter(|s| !s.is_empty()).and_then(|i| consts.small(i)?.ok());
+            match axes {
+                Some(a) if !a.values.contains(&0.0) => None,
+                _ => msg("slices"),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Classifies every value and node of a graph whose spiking layers are IR neuron nodes.
+pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
+    use TimeClass::*;
+    let order = graph.topo_order()?;
+    let consts = graph.constants();
+    let batch = static_batch(graph);
+    let shapes = Shapes::infer(graph, &consts, &order);
+    let mut rebatched = HashSet::new();
+    let mut batch_constants = HashSet::new();
+    let mut classes: HashMap<String, TimeClass> = HashMap::new();
+    for v in &graph.proto.input {
+        classes.insert(v.name().to_string(), Static);
+    }
+    for t in &graph.proto.initializer {
+        classes.entry(t.name().to_string()).or_insert(Const);
+    }
+    let mut verdicts = Vec::with_capacity(order.len());
+    for &idx in &order {
+        let n = &graph.proto.node[idx];
+        let name = node_name(n, idx);
+        let inputs: Vec<TimeClass> =
+            n.input.iter().filter(|i| !i.is_empty()).map(|i| classes.get(i).copied().unwrap_or(Static)).collect();
+        let has = |c: TimeClass| inputs.contains(&c);
+        let (out, role) = if NeuronNode::from_node(n).is_some() {
+            match inputs.first() {
+                Some(ShapeOfStatic | ShapeOfFolded) => {
+                    (Folded, Role::Refused("a spiking layer on a shape tensor".into()))
+                }
+                _ if inputs.get(1).is_some_and(|&c| c != Const) => {
+                    (Folded, Role::Refused("its thresholds per channel (input 2) are not a constant".into()))
+                }
+                _ => (Folded, Role::Spiking),
+            }
+        } else if ops::is_shape(standard_op(n)) {
+            match inputs.first() {
+                Some(Folded) => (ShapeOfFolded, Role::Exact),
+                Some(Static) => (ShapeOfStatic, Role::TimeInvariant),
+                _ => (Const, Role::TimeInvariant),
+            }
+        } else if has(Folded) {
+            let role = if has(ShapeOfStatic) {
+                Role::Refused("its shape operand is computed from the batch size of a time-invariant tensor".into())
+            } else if let Some(whole) = slice_of_whole_batch(&consts, n, batch) {
+                // A Slice that keeps all of axis 0 ([0, N) of a static batch N, or [0, ∞)):
+                // its end becomes open, so it keeps all T·N.
+                if !whole {
+                    rebatched.extend(n.output.first().cloned());
+                }
+                Role::Exact
+            } else if let Some(why) = acts_on_batch_axis(&consts, n) {
+                Role::Refused(why)
+            } else if let Some(verdict) = expand_of_folded(&shapes, &consts, &classes, n, batch) {
+                match verdict {
+                    Ok(()) => {
+                        rebatched.extend(n.output.first().cloned());
+                        Role::Exact
+                    }
+                    Err(why) => Role::Refused(why),
+                }
+            } else if let Err(why) = constants_on_the_batch_axis(&shapes, &classes, n, batch).map(|tiled| {
+                batch_constants.extend(tiled.into_iter().map(|c| (idx, c)));
+            }) {
+                Role::Refused(why)
+            } else if let Some(leading) = reshape_leading_entry(&consts, n).filter(|&d| d != 0.0 && d != -1.0) {
+                // A leading 0 or -1 follows the input's batch; the static batch N is
+                // rewritten to T·N when lowered; anything else fixes the batch.
+                match batch {
+                    Some(b) if leading == b as f64 => {
+                        rebatched.extend(n.output.first().cloned());
+                        Role::Exact
+                    }
+                    Some(b) => Role::Refused(format!(
+                        "its target shape's first entry is neither 0, -1 nor the model's static batch {b}"
+                    )),
+                    None => Role::Refused(
+                        "its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into(),
+                    ),
+                }
+            } else if ops::is_max_pool(standard_op(n)) {
+                if standard_op(n) == "MaxPool" && n.output.get(1).is_some_and(|o| !o.is_empty()) {
+                    Role::Refused("its Indices output depends on the step; only the pooled values convert".into())
+                } else {
+                    Role::Rate
+                }
+            } else if !ops::is_linear(standard_op(n)) {
+                Role::Inexact(format!("{} is not linear, so it does not commute with the time average", n.op_type()))
+            } else if matches!(standard_op(n), "Mul" | "Div" | "MatMul")
+                && inputs.iter().filter(|&&c| c == Folded).count() > 1
+            {
+                Role::Inexact("a product of two time-varying tensors does not commute with the time average".into())
+            } else if standard_op(n) == "Div" && classes.get(&n.input[1]) == Some(&Folded) {
+                Role::Inexact("dividing by a time-varying tensor does not commute with the time average".into())
+            } else {
+                Role::Exact
+            };
+            (Folded, role)
+        } else if has(ShapeOfFolded) {
+            if has(Static) || has(ShapeOfStatic) {
+                (ShapeOfFolded, Role::Refused("it mixes the folded batch size with a time-invariant tensor".into()))
+            } else if matches!(standard_op(n), "ConstantOfShape" | "Range") {
+                (Folded, Role::Exact)
+            } else {
+                (ShapeOfFolded, Role::Exact)
+            }
+        } else if has(ShapeOfStatic) {
+            if matches!(standard_op(n), "ConstantOfShape" | "Range") {
+                (Static, Role::TimeInvariant)
+            } else {
+                (ShapeOfStatic, Role::TimeInvariant)
+            }
+        } else if has(Static) {
+            (Static, Role::TimeInvariant)
+        } else {
+            (Const, Role::TimeInvariant)
+        };
+        if !n.attribute.iter().all(|a| a.g.is_none() && a.graphs.is_empty()) && out == Folded {
+            verdicts.push(Verdict {
+                node: name,
+                op: n.op_type().into(),
+                role: Role::Refused("control flow on spiking activity is not supported".into()),
+            });
+        } else {
+            verdicts.push(Verdict { node: name, op: n.op_type().into(), role });
+        }
+        for o in &n.output {
+            classes.insert(o.clone(), out);
+        }
+    }
+    Ok(Analysis { classes, verdicts, static_batch: batch, rebatched, batch_constants, order })
+}
+
+/// For an Expand of a folded tensor to a constant shape: `Some(Ok(()))` where the shape's
+/// entry on the batch axis is the static batch N (it becomes 1, which keeps all T·N
+/// rows), `Some(Err(why))` where the Expand would move or repeat the batch axis, and
+/// `None` where it leaves the batch axis alone (or is not such an Expand).
+fn expand_of_folded(
+    shapes: &Shapes,
+    consts: &Constants,
+    classes: &HashMap<String, TimeClass>,
+    n: &NodeProto,
+    batch: Option<i64>,
+) -> Option<Result<(), String>> {
+    if standard_op(n) != "Expand" || classes.get(n.input.first()?) != Some(&TimeClass::Folded) {
+        return None;
+    }
+    let shape = const_ints(consts, n, 1)?;
+    let lead = *shape.first()?;
+    match shapes.rank(&n.input[0]) {
+        Some(r) if shape.len() > r => Some(Err(format!(
+            "expands a tensor of rank {r} to rank {}, which moves axis 0 (time × batch after folding) off axis 0",
+            shape.len()
+        ))),
+        Some(r) if shape.len() < r || lead == 1 => None,
+        Some(_) if Some(lead) == batch => Some(Ok(())),
+        Some(_) => Some(Err(format!(
+            "its target shape's first entry {lead} hard-codes the batch size; use 1 to keep the input's batch"
+        ))),
+        None if lead > 1 && Some(lead) == batch => Some(Err(format!(
+            "its target shape starts with the model's static batch {lead}, and the rank of its input is not known, so whether that entry is the batch axis cannot be told"
+        ))),
+        None => None,
+    }
+}
+
+/// The constant operands of a broadcasting op or a Concat on folded tensors that hold
+/// the static batch N on the axis lining up with the batch axis: they must be tiled T
+/// times, as the ANN pairs them with N samples and the SNN with T·N. Refuses a
+/// constant that would broadcast a folded tensor to a higher rank (moving its batch
+/// axis), or one whose alignment cannot be told.
+fn constants_on_the_batch_axis(
+    shapes: &Shapes,
+    classes: &HashMap<String, TimeClass>,
+    n: &NodeProto,
+    batch: Option<i64>,
+) -> Result<Vec<String>, String> {
+    let concat = standard_op(n) == "Concat";
+    if !concat && !ops::broadcasts(standard_op(n)) {
+        return Ok(vec![]);
+    }
+    let is = |i: &String, c: TimeClass| classes.get(i) == Some(&c);
+    let folded_rank = n.input.iter().filter(|i| is(i, TimeClass::Folded)).filter_map(|i| shapes.rank(i)).max();
+    let mut tiled = Vec::new();
+    for c in n.input.iter().filter(|i| is(i, TimeClass::Const)) {
+        let Some(dims) = shapes.dims(c) else { continue };
+        if let Some(r) = folded_rank.filter(|&r| !concat && dims.len() > r) {
+            return Err(format!(
+                "broadcasts a tensor of rank {r} against the constant '{c}' of shape {dims:?}, which moves axis 0 (time × batch after folding) off axis 0"
+            ));
+        }
+        let Some(b) = batch.filter(|&b| dims.first() == Some(&b) && (b > 1 || concat)) else { continue };
+        match folded_rank {
+            _ if concat => tiled.push(c.clone()),
+            Some(r) if dims.len() == r => tiled.push(c.clone()),
+            Some(_) => {}
+            None if dims.len() >= 2 => {
+                return Err(format!(
+                    "its constant operand '{c}' of shape {dims:?} starts with the model's static batch {b}, and the rank of the other operands is not known, so whether that axis is the batch axis cannot be told"
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(tiled)
+}
+
+/// The first entry of a Reshape's constant target (`None` for other ops, and for a
+/// target computed at run time).
+fn reshape_leading_entry(consts: &Constants, n: &NodeProto) -> Option<f64> {
+    if standard_op(n) != "Reshape" {
+        return None;
+    }
+    consts.small(n.input.get(1)?)?.ok()?.values.first().copied()
+}
+
+/// For a Slice on axis 0 with constant bounds that keep the whole batch — start 0, step
+/// 1, end i64::MAX (`Some(true)`: nothing to rewrite) or, with a static batch N, an end
+/// ≥ N (`Some(false)`: the end becomes open) — and no other effect on axis 0; `None`
+/// for any other node.
+fn slice_of_whole_batch(consts: &Constants, n: &NodeProto, batch: Option<i64>) -> Option<bool> {
+    if standard_op(n) != "Slice" {
+        return None;
+    }
+    let values = |i: usize| -> Option<Vec<f64>> {
+        let name = n.input.get(i).filter(|s| !s.is_empty())?;
+        Some(consts.small(name)?.ok()?.values.clone())
+    };
+    let (starts, ends) = (values(1)?, values(2)?);
+    let axes = values(3).unwrap_or_else(|| (0..starts.len()).map(|a| a as f64).collect());
+    let steps = values(4).unwrap_or_else(|| vec![1.0; starts.len()]);
+    let k = axes.iter().position(|&a| a == 0.0)?;
+    if starts.get(k) != Some(&0.0) || steps.get(k) != Some(&1.0) {
+        return None;
+    }
+    let end = *ends.get(k)?;
+    if end >= i64::MAX as f64 {
+        Some(true)
+    } else {
+        batch.filter(|&b| end >= b as f64).map(|_| false)
+    }
+}
