@@ -1,5 +1,5 @@
 //! The conversion, end to end on the fixtures and on small networks built here:
-//! SPEC §4's invariants, agreement with an independent reference simulator, and
+//! docs/design.md §4's invariants, agreement with an independent reference simulator, and
 //! the emitted graph's text snapshot.
 
 use gn_onnx::proto::ModelProto;
@@ -16,7 +16,7 @@ fn convert(model: &ModelProto, o: &Options) -> ModelProto {
     transpile(model, o).unwrap_or_else(|e| panic!("conversion failed: {e}")).0
 }
 
-/// SPEC §4.1: GN with τ = L at T = 1 reproduces the QCFS ANN.
+/// docs/design.md §4.1: GN with τ = L at T = 1 reproduces the QCFS ANN.
 #[test]
 fn gn_with_tau_equal_to_l_at_one_step_reproduces_every_fixture() {
     let (x, _) = test_set(gn_tests::image_count());
@@ -69,7 +69,7 @@ fn emitted_graph_agrees_with_the_reference_simulator() {
     }
 }
 
-/// SPEC §4.2: IF at T = 1 is QCFS with L = 1.
+/// docs/design.md §4.2: IF at T = 1 is QCFS with L = 1.
 /// The harness's operation counts on the MLP: MACs from the layer shapes, and SOPs equal
 /// to the reference simulator's member spikes times the fan-out of the next layer.
 #[test]
@@ -118,7 +118,7 @@ fn if_at_one_step_is_qcfs_with_one_level() {
     assert!(gn_tests::max_abs_diff(&got, &expected) <= 1e-5);
 }
 
-/// SPEC §4.3: spike counts of the first spiking layer under a constant current.
+/// docs/design.md §4.3: spike counts of the first spiking layer under a constant current.
 #[test]
 fn constant_current_spike_counts() {
     let theta = 1.5f32;
@@ -139,14 +139,14 @@ fn constant_current_spike_counts() {
                 let at_tie = (((timesteps as f32 * c + unit / 2.0) / unit).fract()).abs() < 1e-4;
                 assert!(
                     spikes == expected || at_tie,
-                    "{neuron:?} τ={tau} T={timesteps} x={c}: {spikes} spikes, SPEC §4.3 says {expected}"
+                    "{neuron:?} τ={tau} T={timesteps} x={c}: {spikes} spikes, docs/design.md §4.3 says {expected}"
                 );
             }
         }
     }
 }
 
-/// SPEC §4.4 on the resnet20 fixture (L = 8, τ = 4): GN is closer to the ANN than IF at
+/// docs/design.md §4.4 on the resnet20 fixture (L = 8, τ = 4): GN is closer to the ANN than IF at
 /// small T, and both approach the ANN as T grows.
 #[test]
 fn resnet20_gn_beats_if_at_small_t() {
@@ -243,7 +243,7 @@ fn reshape_chain(from_input: bool) -> ModelProto {
     b.finish(&y, &[4])
 }
 
-/// SPEC §3's shape rule: a batch size read from a folded tensor is T·N and lowers as it
+/// docs/design.md §3's shape rule: a batch size read from a folded tensor is T·N and lowers as it
 /// stands; one read from a time-invariant tensor is N and would mix time into the
 /// batch, so it is refused with the node named.
 #[test]

@@ -26,7 +26,7 @@ fn custom_op_model_on_tract_agrees_with_the_standard_model() {
     for path in fixture_models() {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let ann = gn_onnx::io::load(&path).unwrap().model;
-        if gn_transpile::opset::default_opset(&ann).unwrap_or(1) < 12 {
+        if gn_transpile::default_opset(&ann).unwrap_or(1) < 12 {
             let options = Options { emit: Emit::CustomOp, ..Default::default() };
             let err = transpile(&ann, &options).expect_err("opset 11 is refused");
             assert!(err.to_string().contains("opset 12 or later"), "{name}: {err}");
@@ -69,7 +69,7 @@ fn custom_op_model_on_tract_agrees_with_the_standard_model() {
 fn one_node_per_spiking_layer() {
     let path = base_models().into_iter().find(|(n, _)| n == "resnet20_l8").unwrap().1;
     let ann = gn_onnx::io::load(&path).unwrap().model;
-    let sites = gn_transpile::pipeline::find_sites(&gn_onnx::Graph::new(ann.graph.clone().unwrap()), false, None)
+    let sites = gn_transpile::find_sites(&gn_onnx::Graph::new(ann.graph.clone().unwrap()), false, None)
         .unwrap()
         .sites
         .len();

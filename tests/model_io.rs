@@ -2,7 +2,8 @@
 
 use std::fs;
 
-use gn_onnx::io::{decode, encode, load, load_bytes, save, write_model, IoError};
+use gn_onnx::io::{decode, encode, load, load_bytes, write_model, IoError};
+use gn_onnx::save::save;
 use gn_onnx::proto::{tensor_proto, StringStringEntryProto};
 use gn_onnx::{Graph, GraphError};
 use gn_tests::all_fixture_models as fixture_models;
@@ -58,7 +59,7 @@ fn the_fixture_set_has_a_dynamo_opset_18_and_a_legacy_opset_13_export() {
         .map(|p| {
             let m = load(p).unwrap().model;
             let constants = m.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type() == "Constant").count();
-            (m.producer_name().to_string(), gn_transpile::opset::default_opset(&m).unwrap(), constants)
+            (m.producer_name().to_string(), gn_transpile::default_opset(&m).unwrap(), constants)
         })
         .collect();
     assert!(opsets.iter().any(|(_, v, _)| *v == 18), "{opsets:?}");

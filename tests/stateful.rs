@@ -121,3 +121,43 @@ fn the_interface_is_self_describing() {
     let err = transpile(&model, &Options { anytime: true, ..stateful(NeuronKind::Gn, 4) }).unwrap_err();
     assert!(err.to_string().contains("--anytime does not apply to --emit stateful"), "{err}");
 }
+
+/// `model` with its last `drop` nodes removed and the node before them writing the graph
+/// output `output` (of `dims` after the batch) itself.
+fn ending_at_the_last_op(mut model: ModelProto, drop: usize, dims: &[i64]) -> ModelProto {
+    let g = model.graph.as_mut().unwrap();
+    g.node.truncate(g.node.len() - drop);
+    g.node.last_mut().unwrap().output[0] = "output".into();
+    let mut shape = vec![None];
+    shape.extend(dims.iter().map(|&d| Some(d)));
+    g.output[0] = gn_onnx::data::float_value_info("output", &shape);
+    model
+}
+
+/// A spiking layer that writes the graph output, a max-pool on spikes that does, and a
+/// stem whose max-pool, moved in front of its layer, hands the layer the output: each
+/// expands into one step with its state, and t calls are row t of the anytime output.
+#[test]
+fn layers_and_pools_that_write_the_graph_output_keep_their_state() {
+    let x = matrix(8, 16, 7, 2.0).into_shape_with_order((8, 1, 4, 4)).unwrap().into_dyn();
+    let mut b = gn_tests::ModelBuilder::new(&[1, 4, 4]);
+    let w = b.constant(&[2, 1, 1, 1], &[0.9, -0.4]);
+    let c = b.node("Conv", &["input", &w], vec![]);
+    let a = b.qcfs(&c, 1.5, 4);
+    let pool = vec![gn_onnx::graph::attr::ints("kernel_shape", &[2, 2]), gn_onnx::graph::attr::ints("strides", &[2, 2])];
+    let p = b.node("MaxPool", &[&a], pool);
+    let stem = b.finish(&p, &[2, 2, 2]);
+    for (name, model) in [
+        ("a spiking layer", ending_at_the_last_op(gn_tests::built::two_layers(false), 2, &[1, 4, 4])),
+        ("a max-pool on spikes", ending_at_the_last_op(gn_tests::built::two_layers(true), 2, &[1, 2, 2])),
+        ("a moved max-pool", ending_at_the_last_op(stem, 1, &[2, 2, 2])),
+    ] {
+        for neuron in [NeuronKind::If, NeuronKind::Gn] {
+            let snn = convert(&model, &stateful(neuron, 4));
+            let graph = snn.graph.as_ref().unwrap();
+            assert!(graph.node.iter().all(|n| n.domain() != gn_transpile::DOMAIN), "{name}: a neuron node is left");
+            let (worst, flips) = against_anytime(&model, &x, neuron, 6);
+            assert_eq!((worst, flips), (0.0, 0), "{name} {neuron}: max |diff| {worst}");
+        }
+    }
+}

@@ -9,7 +9,9 @@ use ndarray::{s, Array2, Array4, ArrayD, Axis};
 
 pub mod built;
 pub mod fuzz;
+mod mutate;
 pub mod reference;
+mod rng;
 
 /// The repository's `fixtures/` folder.
 pub fn fixtures() -> PathBuf {

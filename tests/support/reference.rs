@@ -1,5 +1,5 @@
 //! An independent reference simulator, written straight from the paper's equations
-//! (8)-(11) and SPEC §2, with member thresholds and Heaviside steps taken literally.
+//! (8)-(11) and docs/design.md §2, with member thresholds and Heaviside steps taken literally.
 //! It shares no code with the emitter: it runs a small MLP of Gemm and QCFS layers.
 
 use gn_onnx::proto::ModelProto;

@@ -109,9 +109,9 @@ impl CalibrationArgs {
                 per_channel: self.per_channel,
                 ..Default::default()
             };
+            let line = ProgressLine::default();
             let progress = |done: usize, total: usize| {
-                PROGRESS_LINE.store(true, Ordering::Relaxed);
-                eprint!("\rcalibrating: {done}/{total} inputs");
+                line.show(done == total, || format!("calibrating: {done}/{total} inputs"));
             };
             let calibration = gn_verify::calibrate::calibrate_file(model, data, &spec, &progress)
                 .with_context(|| format!("cannot calibrate on {}", data.display()))?;
@@ -282,15 +282,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let start = Instant::now();
     // OUT is checked before the work and again before the rename.
     let input_file = input.canonicalize().map_err(|cause| gn_onnx::IoError::Read { path: input.clone(), cause })?;
-    gn_onnx::io::check_output(&output, &[input_file])?;
+    gn_onnx::save::check_output(&output, &[input_file])?;
     let loaded = gn_onnx::io::load(&input)?;
-    gn_onnx::io::check_output(&output, &loaded.sources)?;
+    gn_onnx::save::check_output(&output, &loaded.sources)?;
     let options = Options { calibration: args.calibration.run(&loaded.model)?, ..options };
     let (model, report) =
         transpile(&loaded.model, &options).with_context(|| format!("cannot convert {}", input.display()))?;
     drop(loaded.model);
-    let durability = if args.fsync { gn_onnx::io::Durability::Fsync } else { gn_onnx::io::Durability::Atomic };
-    gn_onnx::io::save_as(&model, &output, &loaded.sources, durability)?;
+    let durability = if args.fsync { gn_onnx::save::Durability::Fsync } else { gn_onnx::save::Durability::Atomic };
+    gn_onnx::save::save_as(&model, &output, &loaded.sources, durability)?;
     for site in &report.detection.sites {
         match &site.per_channel {
             Some(pc) => {
@@ -344,6 +344,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Whether a progress line without a newline is on stderr.
 static PROGRESS_LINE: AtomicBool = AtomicBool::new(false);
 
+/// A progress line on stderr redrawn at most five times a second, and on its last update:
+/// a run over a million inputs writes a few hundred updates, not one per batch.
+#[cfg(feature = "verify")]
+#[derive(Default)]
+struct ProgressLine {
+    drawn: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+#[cfg(feature = "verify")]
+impl ProgressLine {
+    fn show(&self, last: bool, text: impl FnOnce() -> String) {
+        let mut drawn = self.drawn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let due = drawn.is_none_or(|at| at.elapsed() >= std::time::Duration::from_millis(200));
+        if due || last {
+            PROGRESS_LINE.store(true, Ordering::Relaxed);
+            eprint!("\r{}", text());
+            *drawn = Some(std::time::Instant::now());
+        }
+    }
+}
+
 /// Ends a progress line, so what follows starts on a line of its own.
 fn end_progress_line() {
     if PROGRESS_LINE.swap(false, Ordering::Relaxed) {
@@ -360,7 +381,7 @@ fn remove_temporaries_on_signal() {
         if let Some(signal) = signals.forever().next() {
             end_progress_line();
             eprintln!("error: interrupted");
-            gn_onnx::io::exit_removing_temporaries(128 + signal);
+            gn_onnx::save::exit_removing_temporaries(128 + signal);
         }
     });
 }

@@ -167,6 +167,8 @@ pub enum NpyData {
     I64(Vec<i64>),
     I32(Vec<i32>),
     U8(Vec<u8>),
+    /// numpy's `bool` (`|b1`), one byte per element.
+    Bool(Vec<u8>),
 }
 
 /// A `.npy` array: its shape (row-major) and data.
@@ -234,24 +236,18 @@ impl NpyReader {
         let mut header = vec![0u8; header_len as usize];
         file.read_exact(&mut header).map_err(|_| fmt("truncated header".into()))?;
         let header = String::from_utf8_lossy(&header).to_string();
-        let field = |key: &str| -> Option<String> {
-            let at = header.find(&format!("'{key}'"))? + key.len() + 2;
-            let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
-            let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
-            Some(rest[..end].trim().trim_matches('\'').to_string())
+        let dict = parse_npy_header(&header).map_err(|why| fmt(format!("the header {why}")))?;
+        let field = |key: &str| dict.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let Some(HeaderValue::Str(descr)) = field("descr") else {
+            return Err(fmt("no 'descr' string in the header".into()));
         };
-        let descr = field("descr").ok_or_else(|| fmt("no 'descr' in the header".into()))?;
-        if field("fortran_order").as_deref() != Some("False") {
+        if field("fortran_order") != Some(HeaderValue::Bool(false)) {
             return Err(fmt("only C-order (fortran_order False) arrays are read".into()));
         }
-        let shape_text = field("shape").ok_or_else(|| fmt("no 'shape' in the header".into()))?;
-        let shape: Vec<usize> = shape_text
-            .trim_matches(['(', ')'])
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<usize>().map_err(|_| fmt(format!("shape {shape_text} is not a list of sizes"))))
-            .collect::<Result<_, _>>()?;
+        let Some(HeaderValue::Shape(shape)) = field("shape") else {
+            return Err(fmt("no 'shape' tuple of sizes in the header".into()));
+        };
+        let shape_text = format!("{shape:?}");
         let item = match descr.as_str() {
             "<f4" => 4,
             "<f8" | "<i8" => 8,
@@ -325,9 +321,71 @@ impl NpyReader {
             "<f8" => NpyData::F64(le!(f64, 8)),
             "<i8" => NpyData::I64(le!(i64, 8)),
             "<i4" => NpyData::I32(le!(i32, 4)),
+            "|b1" => NpyData::Bool(raw),
             _ => NpyData::U8(raw),
         };
         Ok(Npy { shape: self.shape, data })
+    }
+}
+
+/// A value of a `.npy` header's dictionary.
+#[derive(Debug, Clone, PartialEq)]
+enum HeaderValue {
+    Str(String),
+    Bool(bool),
+    Shape(Vec<usize>),
+}
+
+/// Parses a `.npy` header, a Python dict literal of string keys whose values are strings,
+/// `True` / `False`, or tuples of sizes, as numpy does: a key repeated takes its last
+/// value, and a quote inside a string value is part of that string. Returns the entries
+/// in order, or what is wrong.
+fn parse_npy_header(header: &str) -> Result<Vec<(String, HeaderValue)>, String> {
+    let mut rest = header.trim().strip_prefix('{').ok_or("is not a dictionary")?;
+    fn string(text: &str) -> Result<(String, &str), String> {
+        let quote = text.chars().next().filter(|&c| c == '\'' || c == '"').ok_or("has a key or value that is not a string")?;
+        let body = &text[1..];
+        let end = body.find(quote).ok_or("has an unterminated string")?;
+        Ok((body[..end].to_string(), &body[end + 1..]))
+    }
+    let mut entries = Vec::new();
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix('}') {
+            return if after.trim().is_empty() { Ok(entries) } else { Err("has text after the dictionary".into()) };
+        }
+        let (key, after) = string(rest)?;
+        rest = after.trim_start().strip_prefix(':').ok_or("has a key without a value")?.trim_start();
+        let value = if rest.starts_with(['\'', '"']) {
+            let (v, after) = string(rest)?;
+            rest = after;
+            HeaderValue::Str(v)
+        } else if let Some(after) = rest.strip_prefix("True") {
+            rest = after;
+            HeaderValue::Bool(true)
+        } else if let Some(after) = rest.strip_prefix("False") {
+            rest = after;
+            HeaderValue::Bool(false)
+        } else if let Some(after) = rest.strip_prefix('(') {
+            let end = after.find(')').ok_or("has an unterminated tuple")?;
+            let sizes = after[..end]
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<usize>().map_err(|_| format!("has a shape entry '{s}' that is not a size")))
+                .collect::<Result<_, _>>()?;
+            rest = &after[end + 1..];
+            HeaderValue::Shape(sizes)
+        } else {
+            return Err(format!("has a value for '{key}' that is not a string, a boolean or a tuple"));
+        };
+        entries.push((key, value));
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after;
+        } else if !rest.starts_with('}') {
+            return Err("has entries not separated by commas".into());
+        }
     }
 }
 
@@ -336,4 +394,31 @@ impl NpyReader {
 /// allocated, and only regular files are read.
 pub fn read_npy(path: &Path) -> Result<Npy, NpyError> {
     NpyReader::open(path)?.read_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape_and_descr(header: &str) -> (Option<HeaderValue>, Option<HeaderValue>) {
+        let dict = parse_npy_header(header).unwrap();
+        let get = |k: &str| dict.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        (get("shape"), get("descr"))
+    }
+
+    #[test]
+    fn npy_headers_are_read_as_numpy_reads_them() {
+        let (shape, descr) = shape_and_descr("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }      ");
+        assert_eq!((shape, descr), (Some(HeaderValue::Shape(vec![3, 4])), Some(HeaderValue::Str("<f4".into()))));
+        // A repeated key takes its last value, as a Python dict does.
+        let (_, descr) = shape_and_descr("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), 'descr': '<f4'}");
+        assert_eq!(descr, Some(HeaderValue::Str("<f4".into())));
+        // A key written inside a string value is not a key.
+        let (shape, descr) = shape_and_descr("{'descr': \"<f4 'shape': (9,)\", 'fortran_order': False, 'shape': ()}");
+        assert_eq!(shape, Some(HeaderValue::Shape(vec![])));
+        assert_eq!(descr, Some(HeaderValue::Str("<f4 'shape': (9,)".into())));
+        for bad in ["'descr': '<f4'", "{'descr' '<f4'}", "{'shape': (3, x)}", "{'descr': '<f4}", "{'a': 1}", "{} x"] {
+            assert!(parse_npy_header(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -9,21 +9,13 @@
 //!   must stay inside the model's folder and name regular files; each side file is read
 //!   once and shared by the tensors that point into it, and the ranges may not add up to
 //!   more than the files hold (no amplification) or to more than one model can hold.
-//! * [`save`] writes atomically: a randomly named temporary created exclusively
-//!   (`O_EXCL`) in the target folder, renamed over the target only once complete, and only
-//!   when the target is absent or a regular file that is none of the files the model was
-//!   read from. Temporaries still pending when the process is interrupted are removed by
-//!   [`exit_removing_temporaries`]. A reader, an error or an interruption never sees a
-//!   partial file. Like `cp`, it does not wait for the disk; with [`Durability::Fsync`]
-//!   the file is fsynced before the rename and its folder after, so the model also
-//!   survives a power loss once `save` returns.
+//! * Writing a model atomically is [`crate::save`]'s.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 
 use prost::bytes::Bytes;
 use prost::Message;
@@ -252,7 +244,7 @@ fn write_graph(graph: &GraphProto, w: &mut impl Write, buf: &mut Vec<u8>) -> std
     w.write_all(buf)
 }
 
-fn kind_of(meta: &fs::Metadata) -> &'static str {
+pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
     if t.is_dir() {
@@ -552,144 +544,4 @@ fn resolve_location(root: &Path, location: &str) -> Result<PathBuf, String> {
         return Err(format!("location '{location}' resolves (through a link) outside the model's folder"));
     }
     Ok(real)
-}
-
-/// Temporaries being written, removed by [`exit_removing_temporaries`] on interruption.
-static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    PENDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Removes the temporary files of writes still in progress and exits with `code`,
-/// holding the lock that [`save`] renames under, so no write completes afterwards. A
-/// command-line tool calls it on SIGINT/SIGTERM, so an interrupted write leaves nothing.
-pub fn exit_removing_temporaries(code: i32) -> ! {
-    let mut registered = pending();
-    for p in registered.drain(..) {
-        let _ = fs::remove_file(p);
-    }
-    std::process::exit(code)
-}
-
-/// Checks that `path` may be written: it is absent or a regular file, and it is none of
-/// `protected` (the model being converted and the files it reads, or anything else the
-/// caller must not lose). Called by [`save`] before and after writing; callers can call it
-/// up front to fail before any work.
-pub fn check_output(path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
-    let refused = |what: String| IoError::Refused { path: path.into(), what };
-    if path.file_name().is_none() {
-        return Err(refused("not a file name".into()));
-    }
-    match fs::metadata(path) {
-        Ok(meta) => {
-            if !meta.is_file() {
-                return Err(refused(format!("{}, not a regular file", kind_of(&meta))));
-            }
-            for p in protected {
-                if let Ok(other) = fs::metadata(p) {
-                    if other.dev() == meta.dev() && other.ino() == meta.ino() {
-                        return Err(refused(format!("a file the input model is read from ({})", p.display())));
-                    }
-                }
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A dangling symbolic link would be replaced, not followed: that is safe, but
-            // say what the folder is if it does not exist.
-            let folder = folder_of(path);
-            if !folder.is_dir() {
-                return Err(IoError::Write {
-                    path: path.into(),
-                    cause: std::io::Error::other("its folder does not exist"),
-                });
-            }
-            Ok(())
-        }
-        Err(cause) => Err(IoError::Write { path: path.into(), cause }),
-    }
-}
-
-/// Whether [`save_as`] waits for the disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// Atomic against readers, errors and interruptions; the kernel writes the file back
-    /// when it will (as `cp` leaves it).
-    #[default]
-    Atomic,
-    /// Also fsync the file before the rename and the folder after it.
-    Fsync,
-}
-
-/// Writes a model atomically to `path`; see the module documentation. `protected` lists
-/// files that must not be overwritten ([`LoadedModel::sources`] of the input).
-pub fn save(model: &ModelProto, path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
-    save_as(model, path, protected, Durability::Atomic)
-}
-
-/// [`save`], with the durability asked for.
-pub fn save_as(model: &ModelProto, path: &Path, protected: &[PathBuf], durability: Durability) -> Result<(), IoError> {
-    let size = model.encoded_len() as u64;
-    if size > MAX_MODEL_BYTES {
-        return Err(IoError::TooLarge { what: format!("the model for {}", path.display()), size });
-    }
-    save_with(path, protected, durability, &mut |f| {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        write_model(model, &mut w)?;
-        w.flush()
-    })
-}
-
-/// Writes bytes atomically; see [`save`].
-pub fn save_bytes(bytes: &[u8], path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
-    save_with(path, protected, Durability::Atomic, &mut |mut f| f.write_all(bytes))
-}
-
-/// Writes a file atomically with `write`; see [`save`].
-fn save_with(
-    path: &Path,
-    protected: &[PathBuf],
-    durability: Durability,
-    write: &mut dyn FnMut(&fs::File) -> std::io::Result<()>,
-) -> Result<(), IoError> {
-    check_output(path, protected)?;
-    let werr = |cause| IoError::Write { path: path.into(), cause };
-    let file_name = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
-    // The name is registered before the file exists, so an interruption at any point
-    // finds it; the rename happens under the same lock, so an interruption either
-    // removes the temporary or comes after a complete write.
-    let mut names = Vec::new();
-    let tmp = tempfile::Builder::new().prefix(&format!(".{file_name}.")).suffix(".tmp").make_in(folder_of(path), |p| {
-        pending().push(p.to_path_buf());
-        names.push(p.to_path_buf());
-        fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(p)
-    });
-    let tmp = match tmp {
-        Ok(t) => t,
-        Err(e) => {
-            pending().retain(|p| !names.contains(p));
-            return Err(werr(e));
-        }
-    };
-    let result = write(tmp.as_file()).and_then(|()| match durability {
-        Durability::Fsync => tmp.as_file().sync_all(),
-        Durability::Atomic => Ok(()),
-    });
-    let mut registered = pending();
-    let outcome = match result {
-        Err(e) => Err(werr(e)),
-        Ok(()) => match check_output(path, protected) {
-            Err(e) => Err(e),
-            // On failure the temporary is removed when dropped (inside `persist`'s error too).
-            Ok(()) => tmp.persist(path).map(|_| ()).map_err(|e| werr(e.error)),
-        },
-    };
-    registered.retain(|p| !names.contains(p));
-    drop(registered);
-    if outcome.is_ok() && durability == Durability::Fsync {
-        // The rename is on disk once the folder is.
-        fs::File::open(folder_of(path)).and_then(|d| d.sync_all()).map_err(werr)?;
-    }
-    outcome
 }

@@ -8,6 +8,7 @@ pub mod data;
 pub mod graph;
 pub mod io;
 pub mod patch;
+pub mod save;
 pub mod topology;
 #[cfg(feature = "tract")]
 pub mod tract_bridge;

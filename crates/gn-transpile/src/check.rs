@@ -42,6 +42,22 @@ pub fn check_model(model: &ModelProto) -> Result<(), TranspileError> {
     Ok(())
 }
 
+/// [`check_model`] for a model to be converted or measured: an ANN, which holds no
+/// spiking layer. A `gn.transpile` node in one (a converted model given again, or a node
+/// written by hand) is refused, never executed.
+pub fn check_ann(model: &ModelProto) -> Result<(), TranspileError> {
+    check_model(model)?;
+    let graph = model.graph.as_ref().ok_or(TranspileError::NoGraph)?;
+    if let Some((i, n)) = graph.node.iter().enumerate().find(|(_, n)| n.domain() == DOMAIN) {
+        return Err(TranspileError::Node {
+            node: if n.name().is_empty() { format!("#{i}") } else { n.name().to_string() },
+            op: format!("{}::{}", n.domain(), n.op_type()),
+            reason: "the model already holds a spiking layer; gn-transpile converts and measures ANNs (inspect reads converted models)".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The thresholds per channel of a per-channel layer, where they are an initializer.
 fn check_thresholds(model: &ModelProto, node: &NodeProto, layer: &NeuronNode) -> Result<(), String> {
     let graph = model.graph.as_ref();

@@ -1,5 +1,5 @@
 //! Pass 2, convert: each QCFS site becomes an IF spiking layer (the traditional
-//! conversion, SPEC §2): threshold θ, v(0) = θ/2. Seeds on the sites of [`crate::detect`].
+//! conversion, docs/design.md §2): threshold θ, v(0) = θ/2. Seeds on the sites of [`crate::detect`].
 //!
 //! ```text
 //!   x ─► Div ─► Clip ─► Mul ─► Add ─► Floor ─► Div ─► Mul ─► a      becomes      x ─► IFNeuron{θ} ─► a

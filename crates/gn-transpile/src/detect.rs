@@ -1,4 +1,4 @@
-//! Pass 1, detect: find every QCFS activation (SPEC §1). Seeds on `Floor`.
+//! Pass 1, detect: find every QCFS activation (docs/design.md §1). Seeds on `Floor`.
 //!
 //! ```text
 //!        x ──► [Mul|Div|Add|Sub|Clip|Max|Min|Relu]* ──► Floor ──► [Sub/Add residue]? ──► [Mul|Div|Add|Sub|Clip|Max|Min]* ──► a
@@ -297,7 +297,7 @@ fn flow_input<'a>(consts: &Constants, node: &'a NodeProto) -> Option<&'a str> {
 }
 
 /// The most ops walked on each side of a `Floor`. Every export form has at most seven
-/// (SPEC §1); the bound keeps detection linear in the graph on any input.
+/// (docs/design.md §1); the bound keeps detection linear in the graph on any input.
 const MAX_CHAIN: usize = 32;
 
 /// Runs the detect pass.

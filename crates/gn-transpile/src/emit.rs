@@ -1,4 +1,4 @@
-//! Pass 5, emit: every emitted form, made from the lowered graph (SPEC §3, §5).
+//! Pass 5, emit: every emitted form, made from the lowered graph (docs/design.md §3, §5).
 //!
 //! 1. [`readout`]: the time-averaged readout of each folded output (and `{y}_anytime`).
 //! 2. [`neurons`]: the spiking-layer nodes, per form: `Emit::Standard` replaces each by

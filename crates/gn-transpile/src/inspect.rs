@@ -255,7 +255,16 @@ pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
     Ok(render(&audit(model)?))
 }
 
-/// The text of an audit.
+/// `text` with every control character but the line break escaped (`\u{1b}`), so that
+/// names read from a model cannot move the cursor, clear the screen or recolour a
+/// terminal.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
+}
+
+/// The text of an audit, control characters escaped.
 pub fn render(a: &Audit) -> String {
     let mut out = String::new();
     for w in &a.warnings {
@@ -393,5 +402,5 @@ pub fn render(a: &Audit) -> String {
             let _ = writeln!(out, "  {kind}  {} ({}): {}", r.node, r.op, r.reason);
         }
     }
-    out
+    escape_controls(&out)
 }

@@ -1,44 +1,70 @@
 //! gn-transpile: QCFS ANN in, Group-Neuron SNN out, as standard ONNX.
 //!
-//! The conversion is a pipeline of passes over the graph IR of [`gn_onnx::Graph`],
-//! listed in order in [`pipeline`] (the paper's Fig. 1(b)):
+//! [`transpile`] converts a model read with [`gn_onnx::io::load`] (or decoded from bytes)
+//! into a spiking network per [`Options`], and reports what it found ([`Report`]);
+//! [`inspect::audit`] says what a model holds and why each op converts or not, without
+//! converting; [`calibrate`] sets the thresholds of a plain ReLU network from sample
+//! inputs; [`metadata`] reads the record a converted model carries.
 //!
-//! ```text
-//! ONNX → detect (QCFS sites) → convert (IF neurons) → group (Algorithm 1: GN)
-//!      → lower (time folded into the batch, T steps unrolled) → emit (readout, metadata) → ONNX
+//! ```
+//! use gn_transpile::{transpile, NeuronKind, Options};
+//!
+//! let ann = gn_onnx::io::load("../../fixtures/models/cnn_l4.onnx".as_ref())?.model;
+//! let options = Options { neuron: NeuronKind::Gn, tau: 4, timesteps: 4, ..Default::default() };
+//! let (snn, report) = transpile(&ann, &options)?;
+//! assert_eq!(report.spiking_layers.len(), report.detection.sites.len());
+//! let record = gn_transpile::metadata::Metadata::read(&snn).expect("a converted model")?;
+//! assert_eq!((record.tau, record.timesteps), (4, 4));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The neurons themselves (SPEC §2) are defined once, in [`neuron`].
+//! Inside, the conversion is a pipeline of passes over the graph IR of [`gn_onnx::Graph`]
+//! (the paper's Fig. 1(b)), each a module that plans a patch (`pass.rs`), listed in order
+//! in `pipeline.rs`:
+//!
+//! ```text
+//! ONNX → check → detect (QCFS sites) → convert (IF neurons) → commute (max-pools)
+//!      → group (Algorithm 1: GN) → lower (time folded into the batch)
+//!      → emit (readout; standard, custom-op or stateful form; metadata) → ONNX
+//! ```
+//!
+//! The passes share the configuration (`options.rs`, `opset.rs`), one table of op facts
+//! (`ops.rs`), the time analysis (`time.rs`), the rate-coded forms (`rate.rs`) and the
+//! neuron's definition (`neuron.rs`, over the `gn-neuron` crate that the runtimes' kernels
+//! share); docs/design.md says what is computed and why.
 
 pub mod calibrate;
-pub mod check;
-pub mod commute;
-pub mod convert;
+mod check;
+mod commute;
+mod convert;
 pub mod detect;
-pub mod emit;
-pub mod error;
-pub mod group;
+mod emit;
+mod error;
+mod group;
 pub mod inspect;
-pub mod lower;
+mod lower;
 pub mod metadata;
-pub mod neuron;
+mod neuron;
 mod ops;
-pub mod options;
-pub mod opset;
-pub mod pass;
-pub mod pipeline;
-pub mod rank;
-pub mod rate;
-pub mod time;
+mod options;
+mod opset;
+mod pass;
+mod pipeline;
+mod rank;
+mod rate;
+mod time;
 #[cfg(feature = "tract")]
 pub mod tract_ops;
 
+pub use commute::Move;
 pub use error::TranspileError;
 pub use neuron::NeuronKind;
 pub use options::{Emit, Options, MAX_TAU, MAX_TIMESTEPS};
-pub use pipeline::{transpile, Report};
+pub use opset::default_opset;
+pub use pipeline::{find_sites, prepare, prepare_ann, transpile, Report};
+pub use time::static_batch;
 
-/// The ONNX domain of the spiking-layer nodes that exist between passes.
+/// The ONNX domain of the spiking-layer nodes.
 pub const DOMAIN: &str = gn_neuron::DOMAIN;
 /// The version of [`DOMAIN`] recorded in `opset_import` when its nodes are emitted.
 pub const DOMAIN_VERSION: i64 = 1;

@@ -1,4 +1,4 @@
-//! Pass 4, lower: fold the T time steps into the batch (SPEC §3, §5). Seeds on the
+//! Pass 4, lower: fold the T time steps into the batch (docs/design.md §3, §5). Seeds on the
 //! spiking-layer nodes (`IFNeuron`, `GroupNeuron`), which stay as nodes of the lowered
 //! graph with a `timesteps` attribute; every emitted form is made from that graph by
 //! [`crate::emit`].

@@ -1,4 +1,4 @@
-//! The spiking neurons of SPEC §2, defined once: their parameters, the IR node that
+//! The spiking neurons of docs/design.md §2, defined once: their parameters, the IR node that
 //! stands for a spiking layer between passes, and its expansion into standard ONNX ops.
 //!
 //! IF neuron (threshold θ): `v(0) = θ/2; p = v + x; s = [p ≥ θ]; v = p − s·θ; out = s·θ`.
@@ -135,11 +135,6 @@ impl Neuron {
     /// The initial membrane potential, θ_GN/2.
     pub fn v_init(&self) -> f64 {
         self.theta_gn() / 2.0
-    }
-
-    /// The op type of the IR node for this neuron.
-    pub fn op_type(&self) -> &'static str {
-        self.kind.op_type()
     }
 }
 

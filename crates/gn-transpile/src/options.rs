@@ -38,6 +38,11 @@ impl Emit {
 
 pub use gn_neuron::{MAX_TAU, MAX_TIMESTEPS};
 
+/// Largest spiking layers × T the standard form unrolls: it writes about six nodes per
+/// step per layer, so this bounds it near 800,000 nodes. Beyond it, the custom-op form
+/// (one node per layer) holds the same network.
+pub const MAX_LAYER_STEPS: usize = 1 << 17;
+
 /// Conversion options.
 #[derive(Debug, Clone)]
 pub struct Options {

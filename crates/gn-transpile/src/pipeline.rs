@@ -16,13 +16,13 @@
 use gn_onnx::proto::ModelProto;
 use gn_onnx::Graph;
 
-use crate::check::check_model;
+use crate::check::{check_ann, check_model};
 use crate::detect::{detect, Detection};
 use crate::emit;
 use crate::error::TranspileError;
 use crate::neuron::{NeuronKind, NeuronNode};
 use crate::opset::{default_opset, Opset};
-use crate::options::{Emit, Options, MAX_TAU};
+use crate::options::{Emit, Options, MAX_LAYER_STEPS, MAX_TAU};
 use crate::pass::{self, Context};
 
 /// What the conversion found and did, for the summary on stderr.
@@ -46,6 +46,13 @@ fn check_graph(graph: &mut Graph) -> Result<(), TranspileError> {
     }
     graph.remove_dead_nodes();
     Ok(())
+}
+
+/// [`check_ann`], then the main graph as the passes' IR, checked and without dead nodes:
+/// where conversion and measurement start.
+pub fn prepare_ann(model: &ModelProto) -> Result<Graph, TranspileError> {
+    check_ann(model)?;
+    prepare(model)
 }
 
 /// [`check_model`], then the main graph as the passes' IR, checked and without dead nodes.
@@ -155,7 +162,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
             "--emit custom-op needs opset 12 or later (the model imports opset {opset}): the neuron functions read their attributes through Constant's value_float"
         )));
     }
-    check_model(model)?;
+    check_ann(model)?;
     let cx = Context { options: options.clone(), opset: Opset(opset) };
     // Tensor data is shared (`Bytes`), so the copy costs the structure, not the weights.
     let mut model = model.clone();
@@ -174,6 +181,15 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
         _ => cx,
     };
     let mut lowered = pass::run(&mut graph, "lower", |g| crate::lower::run(g, &cx))?;
+    let layer_steps = lowered.spiking_layers.len().saturating_mul(cx.options.timesteps);
+    if options.emit == Emit::Standard && layer_steps > MAX_LAYER_STEPS {
+        return Err(TranspileError::Option(format!(
+            "the standard form of {} spiking layers × T = {} would unroll {layer_steps} layer-steps, about {} nodes (at most {MAX_LAYER_STEPS} layer-steps); --emit custom-op writes one node per layer",
+            lowered.spiking_layers.len(),
+            cx.options.timesteps,
+            6 * layer_steps
+        )));
+    }
     lowered.warnings.extend(
         detection.near_misses.iter().map(|m| format!("node '{}' ({}) left unconverted: {}", m.node, m.ops, m.reason)),
     );

@@ -11,7 +11,8 @@ use gn_transpile::calibrate::{ActivationStats, Calibration};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
-use crate::{batch_for, expose, static_batch, VerifyError};
+use crate::run::expose;
+use crate::{batch_for, static_batch, VerifyError};
 
 /// How to calibrate.
 #[derive(Debug, Clone)]
@@ -117,7 +118,7 @@ fn calibrate_groups(
     if total == 0 {
         return Err(VerifyError::Data("no calibration inputs".into()));
     }
-    let graph = gn_transpile::pipeline::prepare(ann)?;
+    let graph = gn_transpile::prepare_ann(ann)?;
     let detection = gn_transpile::detect::detect(&graph);
     let sites = &detection.relu_sites;
     if sites.is_empty() {

@@ -46,9 +46,9 @@ pub fn custom_op_checks(
             let compact = transpile(ann, &options(Emit::CustomOp))?.0;
             let file = out.join(format!("models/{name}_{}_t{t}_custom_op.onnx", tag.to_lowercase()));
             std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
-            gn_onnx::io::save(&compact, &file, &[])?;
+            gn_onnx::save::save(&compact, &file, &[])?;
             files.push(file);
-            gn_onnx::io::save(&standard, &out.join(format!("models/{name}_{}_t{t}.onnx", tag.to_lowercase())), &[])?;
+            gn_onnx::save::save(&standard, &out.join(format!("models/{name}_{}_t{t}.onnx", tag.to_lowercase())), &[])?;
             let timed = |f: &mut dyn FnMut() -> anyhow::Result<ArrayD<f32>>| -> anyhow::Result<(ArrayD<f32>, f64)> {
                 let t0 = Instant::now();
                 let out = f()?;
@@ -125,7 +125,7 @@ pub fn stateful_checks(
         let states = gn_transpile::metadata::states(&stateful).ok_or_else(|| anyhow::anyhow!("no state metadata"))?;
         let file = out.join(format!("models/{name}_{}_stateful.onnx", neuron.key()));
         std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
-        gn_onnx::io::save(&stateful, &file, &[])?;
+        gn_onnx::save::save(&stateful, &file, &[])?;
         files.push(file);
         // A static-batch model's states hold its batch: the calls run on that many images.
         let xs = &match gn_verify::static_batch(ann) {
@@ -230,7 +230,7 @@ pub fn built_checks(rt: &crate::onnxruntime::Runtime, venv: &Path, out: &Path) -
             let on_tract = run_batched(&snn, &x, n, &|_| {})?;
             let file = out.join(format!("models/built_{name}_{}.onnx", form.replace('-', "_")));
             std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
-            gn_onnx::io::save(&snn, &file, &[])?;
+            gn_onnx::save::save(&snn, &file, &[])?;
             files.push(file);
             checks.push(BuiltCheck {
                 model: name.into(),

@@ -16,6 +16,7 @@ mod config;
 mod data;
 mod gates;
 mod plots;
+mod markdown;
 mod report;
 mod sweep;
 
@@ -30,7 +31,8 @@ use checks::{agreement, built_checks, custom_op_checks, runtime_matrix, stateful
 use config::{Config, ModelConfig};
 use data::{load_images, load_labels, progress};
 use plots::write_plots;
-use report::{render_markdown, render_summary, update_readme, ModelResult, Report, RuntimeCheck};
+use markdown::render_markdown;
+use report::{render_summary, update_readme, ModelResult, Report, RuntimeCheck};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -175,7 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             for ((name, model), tract_out) in m.emitted.iter().zip(&m.emitted_outputs) {
                 let file = args.out.join(format!("models/{}_{}.onnx", mc.name, name));
                 std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
-                gn_onnx::io::save(model, &file, &[])?;
+                gn_onnx::save::save(model, &file, &[])?;
                 files.push(file);
                 let ort_out = rt.run(&gn_onnx::io::encode(model), &xs, spec.batch)?;
                 let logits = agreement(&ort_out[0], &tract_out[0], 1e-4);
