@@ -69,10 +69,8 @@ fn custom_op_model_on_tract_agrees_with_the_standard_model() {
 fn one_node_per_spiking_layer() {
     let path = base_models().into_iter().find(|(n, _)| n == "resnet20_l8").unwrap().1;
     let ann = gn_onnx::io::load(&path).unwrap().model;
-    let sites = gn_transpile::find_sites(&gn_onnx::Graph::new(ann.graph.clone().unwrap()), false, None)
-        .unwrap()
-        .sites
-        .len();
+    let sites =
+        gn_transpile::find_sites(&gn_onnx::Graph::new(ann.graph.clone().unwrap()), false, None).unwrap().sites.len();
     for t in [4, 32] {
         let standard = emit(&ann, NeuronKind::Gn, t, Emit::Standard);
         let compact = emit(&ann, NeuronKind::Gn, t, Emit::CustomOp);

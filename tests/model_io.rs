@@ -3,8 +3,8 @@
 use std::fs;
 
 use gn_onnx::io::{decode, encode, load, load_bytes, write_model, IoError};
-use gn_onnx::save::save;
 use gn_onnx::proto::{tensor_proto, StringStringEntryProto};
+use gn_onnx::save::save;
 use gn_onnx::{Graph, GraphError};
 use gn_tests::all_fixture_models as fixture_models;
 

@@ -144,7 +144,8 @@ fn layers_and_pools_that_write_the_graph_output_keep_their_state() {
     let w = b.constant(&[2, 1, 1, 1], &[0.9, -0.4]);
     let c = b.node("Conv", &["input", &w], vec![]);
     let a = b.qcfs(&c, 1.5, 4);
-    let pool = vec![gn_onnx::graph::attr::ints("kernel_shape", &[2, 2]), gn_onnx::graph::attr::ints("strides", &[2, 2])];
+    let pool =
+        vec![gn_onnx::graph::attr::ints("kernel_shape", &[2, 2]), gn_onnx::graph::attr::ints("strides", &[2, 2])];
     let p = b.node("MaxPool", &[&a], pool);
     let stem = b.finish(&p, &[2, 2, 2]);
     for (name, model) in [

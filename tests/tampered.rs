@@ -95,7 +95,8 @@ fn the_standard_form_has_a_budget_of_layers_times_steps() {
 #[test]
 fn a_node_whose_timesteps_disagree_with_its_function_body_is_refused() {
     let (_, model) = mlp(4, 3);
-    let (mut snn, _) = transpile(&model, &Options { timesteps: 4, emit: Emit::CustomOp, ..Default::default() }).unwrap();
+    let (mut snn, _) =
+        transpile(&model, &Options { timesteps: 4, emit: Emit::CustomOp, ..Default::default() }).unwrap();
     assert!(gn_transpile::inspect::audit(&snn).is_ok());
     let node = graph(&mut snn).node.iter_mut().find(|n| n.domain() == gn_transpile::DOMAIN).unwrap();
     for a in &mut node.attribute {
@@ -157,7 +158,10 @@ fn inspect_warns_on_metadata_it_cannot_trust_and_escapes_what_it_prints() {
         }
     }
     let text = gn_transpile::inspect::inspect(&snn).unwrap();
-    assert!(text.starts_with("warning: the model's gn_transpile metadata cannot be trusted (gn_transpile.tau = \"0\""), "{text}");
+    assert!(
+        text.starts_with("warning: the model's gn_transpile metadata cannot be trusted (gn_transpile.tau = \"0\""),
+        "{text}"
+    );
     let mut ann = model.clone();
     let first = graph(&mut ann).node.iter().position(|n| n.op_type() == "Floor").unwrap();
     graph(&mut ann).node[first].name = Some("floor\u{1b}[2J\u{7}".into());

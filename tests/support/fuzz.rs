@@ -50,6 +50,8 @@ pub fn target(bytes: &[u8]) -> String {
                 let bytes = gn_onnx::io::encode(&snn);
                 let again = gn_onnx::io::load_bytes(&bytes).expect("an emitted model reads back");
                 gn_transpile::inspect::inspect(&again).expect("an emitted model can be audited");
+                let record = gn_transpile::metadata::Metadata::read(&again);
+                assert!(matches!(record, Some(Ok(_))), "an emitted model's metadata reads back: {record:?}");
                 outcome.push_str(&format!("|ok:{}", report.spiking_layers.len().min(4)));
             }
             Err(e) => outcome.push_str(&format!("|{}", class("convert", &e.to_string()))),

@@ -39,7 +39,7 @@ pub struct Args {
     /// GN against the emitted model (fixtures/bench_pytorch.py).
     #[arg(long, value_name = "PYTHON")]
     torch_python: Option<PathBuf>,
-    /// Write the Markdown table into README.md.
+    /// Write the Markdown tables into docs/bench.md (the README links them).
     #[arg(long)]
     readme: bool,
     /// Where to write bench.json and bench.md.
@@ -167,166 +167,13 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let venv = crate::onnxruntime::venv()?;
     let rt = crate::onnxruntime::Runtime::new(&crate::onnxruntime::library(&venv)?)?;
     let ops = crate::onnxruntime::ops_library()?;
-    let subjects = subjects(&args.models)?;
     let mut rows = Vec::new();
-    for s in &subjects {
-        // The emitted models: GN and IF at each T, standard form; and the custom-op form,
-        // which ONNX Runtime runs with the fused kernels of gn-ort-ops.
-        let mut models = vec![("ANN".to_string(), 1, s.ann.clone(), false)];
-        for fused in [false, true] {
-            for neuron in [NeuronKind::Gn, NeuronKind::If] {
-                for &t in &args.timesteps {
-                    let emit = if fused { Emit::CustomOp } else { Emit::Standard };
-                    let options = Options { neuron, timesteps: t, emit, ..Default::default() };
-                    let snn = transpile(&s.ann, &options).with_context(|| format!("{} {neuron} T={t}", s.name))?.0;
-                    models.push((neuron.label(options.tau), t, snn, fused));
-                }
-            }
-        }
-        for &batch in &args.batches {
-            let mut shape = vec![batch];
-            shape.extend(&s.image);
-            let count: usize = shape.iter().product();
-            let pixels = (0..count).map(|i| ((i * 7919) % 97) as f32 / 97.0).collect();
-            let x = ArrayD::from_shape_vec(IxDyn(&shape), pixels)?;
-            let mut runtimes: Vec<(&'static str, Vec<usize>, Runners)> = Vec::new();
-            let all: Vec<usize> = (0..models.len()).collect();
-            let ort_runners = models
-                .iter()
-                .map(|(_, _, m, fused)| {
-                    let session =
-                        rt.session_without_spinning(&gn_onnx::io::encode(m), fused.then_some(ops.as_path()))?;
-                    Ok(Box::new(Ort(session)) as Box<dyn Runner>)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            runtimes.push(("ONNX Runtime", all, ort_runners));
-            if !args.no_tract {
-                let standard: Vec<usize> = (0..models.len()).filter(|&i| !models[i].3).collect();
-                let tract_runners = standard
-                    .iter()
-                    .map(|&i| {
-                        let plan =
-                            gn_transpile::tract_ops::load(&models[i].2, true).map_err(|e| anyhow::anyhow!("{e}"))?;
-                        Ok(Box::new(Tract(plan)) as Box<dyn Runner>)
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                runtimes.push(("tract", standard, tract_runners));
-            }
-            for (runtime, which, mut runners) in runtimes {
-                eprintln!("{} batch {batch} on {runtime}: {} models × {} rounds", s.name, runners.len(), args.rounds);
-                let ms = round_robin(&mut runners, &x, args.rounds)?;
-                for (&i, &snn_ms) in which.iter().zip(&ms).skip(1) {
-                    let (label, t, _, fused) = &models[i];
-                    rows.push(Row {
-                        model: s.name.clone(),
-                        runtime: if *fused { FUSED } else { runtime },
-                        batch,
-                        neuron: label.clone(),
-                        timesteps: *t,
-                        ann_ms: ms[0],
-                        snn_ms,
-                        ratio: snn_ms / (*t as f64 * ms[0]),
-                    });
-                }
-            }
-        }
+    for s in &subjects(&args.models)? {
+        time_subject(s, &args, &rt, &ops, &mut rows)?;
     }
-
-    // The transpiler against a file copy, on a ResNet-50-size model (a ResNet-18 layout
-    // of width 92, random weights: 95 MB), each conversion in a process of its own so
-    // that its peak memory is its own.
-    let mut transpiles = Vec::new();
-    if !args.no_transpile {
-        let dir = tempfile::tempdir()?;
-        let (src, copy, out) = (dir.path().join("ann.onnx"), dir.path().join("copy.onnx"), dir.path().join("snn.onnx"));
-        std::fs::write(&src, gn_onnx::io::encode(&gn_tests::built::resnet18(64, 92, 50)))?;
-        // Each timed operation starts with nothing of the others' left to write back: on
-        // ext4 an fsync also flushes other files' dirty data, which would charge the
-        // converter for the copy's.
-        let flush = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
-        flush(&src)?;
-        let (mut copy_ms, mut copy_sync_ms, mut peak_kb) = (Vec::new(), Vec::new(), 0u64);
-        let (mut transpile_ms, mut transpile_sync_ms) = (Vec::new(), Vec::new());
-        let mut convert = |fsync: bool| -> anyhow::Result<f64> {
-            let _ = std::fs::remove_file(&out);
-            let mut command = std::process::Command::new(std::env::current_exe()?);
-            command.arg("transpile-once").arg(&src).arg(&out);
-            if fsync {
-                command.arg("--fsync");
-            }
-            let child = command.output()?;
-            if !child.status.success() {
-                anyhow::bail!("transpile-once failed: {}", String::from_utf8_lossy(&child.stderr));
-            }
-            let text = String::from_utf8_lossy(&child.stdout).to_string();
-            let mut fields = text.split_whitespace().map(|f| f.parse::<f64>());
-            let (Some(Ok(ms)), Some(Ok(kb))) = (fields.next(), fields.next()) else {
-                anyhow::bail!("transpile-once printed {text:?}")
-            };
-            peak_kb = peak_kb.max(kb as u64);
-            flush(&out)?;
-            Ok(ms)
-        };
-        for _ in 0..=args.rounds.max(1) {
-            let _ = std::fs::remove_file(&copy);
-            let t0 = Instant::now();
-            std::fs::copy(&src, &copy)?;
-            copy_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-            flush(&copy)?;
-            let _ = std::fs::remove_file(&copy);
-            let t0 = Instant::now();
-            std::fs::copy(&src, &copy)?;
-            flush(&copy)?;
-            copy_sync_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-            transpile_ms.push(convert(false)?);
-            transpile_sync_ms.push(convert(true)?);
-        }
-        // The first round warms the page cache and is left out.
-        for v in [&mut copy_ms, &mut copy_sync_ms, &mut transpile_ms, &mut transpile_sync_ms] {
-            v.remove(0);
-        }
-        let (copy_ms, copy_sync_ms) = (median(copy_ms), median(copy_sync_ms));
-        let (transpile_ms, transpile_sync_ms) = (median(transpile_ms), median(transpile_sync_ms));
-        let bytes = std::fs::metadata(&src)?.len() as f64;
-        transpiles.push(Transpile {
-            model: "ResNet-18 layout, width 92".into(),
-            megabytes: bytes / 1e6,
-            copy_ms,
-            copy_sync_ms,
-            transpile_ms,
-            ratio: transpile_ms / copy_ms,
-            transpile_sync_ms,
-            sync_ratio: transpile_sync_ms / copy_sync_ms,
-            peak_megabytes: peak_kb as f64 * 1024.0 / 1e6,
-            peak_ratio: peak_kb as f64 * 1024.0 / bytes,
-        });
-    }
-
+    let transpiles = if args.no_transpile { Vec::new() } else { vec![transpile_against_copy(&args)?] };
     let mut md = render(&rows, &transpiles, &args);
-    if let Some(python) = &args.torch_python {
-        // The command converts (and calibrates) the models; nothing of it is timed, so the
-        // profile the tests built (dependencies optimised) serves, without a release build
-        // of tract.
-        let cli = crate::cargo_artifact(&["--package", "gn-transpile-cli"], "gn-transpile", |f| {
-            f.file_name().is_some_and(|n| n == "gn-transpile")
-        })?;
-        eprintln!("PyTorch eager GN against the emitted model (fixtures/bench_pytorch.py)");
-        let out = std::process::Command::new(python)
-            .arg(root.join("fixtures/bench_pytorch.py"))
-            .arg("--bin")
-            .arg(&cli)
-            .arg("--ops")
-            .arg(&ops)
-            .arg("--rounds")
-            .arg(args.rounds.to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()?;
-        if !out.status.success() {
-            anyhow::bail!("fixtures/bench_pytorch.py failed");
-        }
-        md.push('\n');
-        md.push_str(&String::from_utf8_lossy(&out.stdout));
-    }
+    pytorch(&args, &root, &ops, &mut md)?;
     std::fs::write(args.out.join("bench.md"), &md)?;
     std::fs::write(
         args.out.join("bench.json"),
@@ -334,9 +181,175 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     )?;
     println!("{md}");
     if args.readme {
-        crate::replace_section(&root.join("README.md"), "bench", &md)?;
+        crate::replace_section(&root.join("docs/bench.md"), "bench", &md)?;
     }
     Ok(true)
+}
+
+/// One subject's ANN and its emitted models, timed on each runtime at each batch size.
+fn time_subject(
+    s: &Subject,
+    args: &Args,
+    rt: &crate::onnxruntime::Runtime,
+    ops: &Path,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    // The emitted models: GN and IF at each T, standard form; and the custom-op form,
+    // which ONNX Runtime runs with the fused kernels of gn-ort-ops.
+    let mut models = vec![("ANN".to_string(), 1, s.ann.clone(), false)];
+    for fused in [false, true] {
+        for neuron in [NeuronKind::Gn, NeuronKind::If] {
+            for &t in &args.timesteps {
+                let emit = if fused { Emit::CustomOp } else { Emit::Standard };
+                let options = Options { neuron, timesteps: t, emit, ..Default::default() };
+                let snn = transpile(&s.ann, &options).with_context(|| format!("{} {neuron} T={t}", s.name))?.0;
+                models.push((neuron.label(options.tau), t, snn, fused));
+            }
+        }
+    }
+    for &batch in &args.batches {
+        let mut shape = vec![batch];
+        shape.extend(&s.image);
+        let count: usize = shape.iter().product();
+        let pixels = (0..count).map(|i| ((i * 7919) % 97) as f32 / 97.0).collect();
+        let x = ArrayD::from_shape_vec(IxDyn(&shape), pixels)?;
+        let mut runtimes: Vec<(&'static str, Vec<usize>, Runners)> = Vec::new();
+        let all: Vec<usize> = (0..models.len()).collect();
+        let ort_runners = models
+            .iter()
+            .map(|(_, _, m, fused)| {
+                let session = rt.session_without_spinning(&gn_onnx::io::encode(m), fused.then_some(ops))?;
+                Ok(Box::new(Ort(session)) as Box<dyn Runner>)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        runtimes.push(("ONNX Runtime", all, ort_runners));
+        if !args.no_tract {
+            let standard: Vec<usize> = (0..models.len()).filter(|&i| !models[i].3).collect();
+            let tract_runners = standard
+                .iter()
+                .map(|&i| {
+                    let plan = gn_transpile::tract_ops::load(&models[i].2, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Ok(Box::new(Tract(plan)) as Box<dyn Runner>)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            runtimes.push(("tract", standard, tract_runners));
+        }
+        for (runtime, which, mut runners) in runtimes {
+            eprintln!("{} batch {batch} on {runtime}: {} models × {} rounds", s.name, runners.len(), args.rounds);
+            let ms = round_robin(&mut runners, &x, args.rounds)?;
+            for (&i, &snn_ms) in which.iter().zip(&ms).skip(1) {
+                let (label, t, _, fused) = &models[i];
+                rows.push(Row {
+                    model: s.name.clone(),
+                    runtime: if *fused { FUSED } else { runtime },
+                    batch,
+                    neuron: label.clone(),
+                    timesteps: *t,
+                    ann_ms: ms[0],
+                    snn_ms,
+                    ratio: snn_ms / (*t as f64 * ms[0]),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The transpiler against a file copy, on a ResNet-50-size model (a ResNet-18 layout of
+/// width 92, random weights: 95 MB), each conversion in a process of its own so that its
+/// peak memory is its own.
+fn transpile_against_copy(args: &Args) -> anyhow::Result<Transpile> {
+    let dir = tempfile::tempdir()?;
+    let (src, copy, out) = (dir.path().join("ann.onnx"), dir.path().join("copy.onnx"), dir.path().join("snn.onnx"));
+    std::fs::write(&src, gn_onnx::io::encode(&gn_tests::built::resnet18(64, 92, 50)))?;
+    // Each timed operation starts with nothing of the others' left to write back: on
+    // ext4 an fsync also flushes other files' dirty data, which would charge the
+    // converter for the copy's.
+    let flush = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
+    flush(&src)?;
+    let (mut copy_ms, mut copy_sync_ms, mut peak_kb) = (Vec::new(), Vec::new(), 0u64);
+    let (mut transpile_ms, mut transpile_sync_ms) = (Vec::new(), Vec::new());
+    let mut convert = |fsync: bool| -> anyhow::Result<f64> {
+        let _ = std::fs::remove_file(&out);
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.arg("transpile-once").arg(&src).arg(&out);
+        if fsync {
+            command.arg("--fsync");
+        }
+        let child = command.output()?;
+        if !child.status.success() {
+            anyhow::bail!("transpile-once failed: {}", String::from_utf8_lossy(&child.stderr));
+        }
+        let text = String::from_utf8_lossy(&child.stdout).to_string();
+        let mut fields = text.split_whitespace().map(|f| f.parse::<f64>());
+        let (Some(Ok(ms)), Some(Ok(kb))) = (fields.next(), fields.next()) else {
+            anyhow::bail!("transpile-once printed {text:?}")
+        };
+        peak_kb = peak_kb.max(kb as u64);
+        flush(&out)?;
+        Ok(ms)
+    };
+    for _ in 0..=args.rounds.max(1) {
+        let _ = std::fs::remove_file(&copy);
+        let t0 = Instant::now();
+        std::fs::copy(&src, &copy)?;
+        copy_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        flush(&copy)?;
+        let _ = std::fs::remove_file(&copy);
+        let t0 = Instant::now();
+        std::fs::copy(&src, &copy)?;
+        flush(&copy)?;
+        copy_sync_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        transpile_ms.push(convert(false)?);
+        transpile_sync_ms.push(convert(true)?);
+    }
+    // The first round warms the page cache and is left out.
+    for v in [&mut copy_ms, &mut copy_sync_ms, &mut transpile_ms, &mut transpile_sync_ms] {
+        v.remove(0);
+    }
+    let (copy_ms, copy_sync_ms) = (median(copy_ms), median(copy_sync_ms));
+    let (transpile_ms, transpile_sync_ms) = (median(transpile_ms), median(transpile_sync_ms));
+    let bytes = std::fs::metadata(&src)?.len() as f64;
+    Ok(Transpile {
+        model: "ResNet-18 layout, width 92".into(),
+        megabytes: bytes / 1e6,
+        copy_ms,
+        copy_sync_ms,
+        transpile_ms,
+        ratio: transpile_ms / copy_ms,
+        transpile_sync_ms,
+        sync_ratio: transpile_sync_ms / copy_sync_ms,
+        peak_megabytes: peak_kb as f64 * 1024.0 / 1e6,
+        peak_ratio: peak_kb as f64 * 1024.0 / bytes,
+    })
+}
+
+/// With `--torch-python`: PyTorch eager GN against the emitted model, appended to `md`.
+fn pytorch(args: &Args, root: &Path, ops: &Path, md: &mut String) -> anyhow::Result<()> {
+    let Some(python) = &args.torch_python else { return Ok(()) };
+    // The command converts (and calibrates) the models; nothing of it is timed, so the
+    // profile the tests built (dependencies optimised) serves, without a release build
+    // of tract.
+    let cli = crate::cargo_artifact(&["--package", "gn-transpile-cli"], "gn-transpile", |f| {
+        f.file_name().is_some_and(|n| n == "gn-transpile")
+    })?;
+    eprintln!("PyTorch eager GN against the emitted model (fixtures/bench_pytorch.py)");
+    let out = std::process::Command::new(python)
+        .arg(root.join("fixtures/bench_pytorch.py"))
+        .arg("--bin")
+        .arg(&cli)
+        .arg("--ops")
+        .arg(&ops)
+        .arg("--rounds")
+        .arg(args.rounds.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("fixtures/bench_pytorch.py failed");
+    }
+    md.push('\n');
+    md.push_str(&String::from_utf8_lossy(&out.stdout));
+    Ok(())
 }
 
 fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {

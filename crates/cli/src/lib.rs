@@ -56,7 +56,7 @@ struct ConvertArgs {
     /// Also output `{y}_anytime` [T, …]: the readout averaged over steps 1..t, for every t.
     #[arg(long)]
     anytime: bool,
-    /// Convert ops that are not exact in time (MaxPool on spikes, Softmax, …) anyway, with a warning per node.
+    /// Convert ops that are neither exact in time nor exact in rate (Softmax, Sigmoid, a product of two time-varying tensors, …) anyway, with a warning per node; leave near-QCFS chains unconverted.
     #[arg(long)]
     allow_inexact: bool,
     /// Model form: standard (every step unrolled into standard ops), custom-op (one

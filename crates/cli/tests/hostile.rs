@@ -6,13 +6,12 @@
 
 mod common;
 
-
 use gn_onnx::data::{tensor_f32, tensor_i64};
 use gn_onnx::graph::attr;
 use gn_onnx::io::{encode, load};
 use gn_onnx::proto::{
-    tensor_proto::DataLocation, GraphProto, ModelProto, NodeProto, SparseTensorProto,
-    StringStringEntryProto, TensorProto, TrainingInfoProto,
+    tensor_proto::DataLocation, GraphProto, ModelProto, NodeProto, SparseTensorProto, StringStringEntryProto,
+    TensorProto, TrainingInfoProto,
 };
 
 use common::*;

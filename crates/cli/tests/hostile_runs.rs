@@ -281,7 +281,11 @@ fn verify_refuses_what_it_cannot_measure_with_one_line() {
     write_npy_header(&d.join("bool.npy"), "|b1", "(2,)", &[1, 0]);
     refused_in(d, verify(&cnn_path, &[&"--labels", &d.join("bool.npy")]), "labels must be an int64", 1.0);
     // A header that repeats a key is read as numpy reads it: the last value counts.
-    std::fs::write(d.join("twice.npy"), npy_bytes("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 1, 28, 28), 'descr': '<f4'}", &images)).unwrap();
+    std::fs::write(
+        d.join("twice.npy"),
+        npy_bytes("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 1, 28, 28), 'descr': '<f4'}", &images),
+    )
+    .unwrap();
     let r = run_in(d, &args(&[&"verify", &cnn_path, &"--data", &d.join("twice.npy"), &"--timesteps", &"1"]));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     // A model that already holds a spiking layer is refused, not run.

@@ -85,7 +85,15 @@ impl Kernel {
     /// `out` must point to T × `per_step` writable elements, `x.len()` must be at least
     /// `per_step` (direct) or T × `per_step`, `units` must not be empty, `spatial` must
     /// not be 0, and no other thread may touch this block's elements of `out`.
-    pub unsafe fn run_block(&self, x: &[f32], out: *mut f32, per_step: usize, block: usize, units: &[f32], spatial: usize) {
+    pub unsafe fn run_block(
+        &self,
+        x: &[f32],
+        out: *mut f32,
+        per_step: usize,
+        block: usize,
+        units: &[f32],
+        spatial: usize,
+    ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             return self.run_block_avx2(x, out, per_step, block, units, spatial);

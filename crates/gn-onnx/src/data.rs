@@ -343,7 +343,8 @@ enum HeaderValue {
 fn parse_npy_header(header: &str) -> Result<Vec<(String, HeaderValue)>, String> {
     let mut rest = header.trim().strip_prefix('{').ok_or("is not a dictionary")?;
     fn string(text: &str) -> Result<(String, &str), String> {
-        let quote = text.chars().next().filter(|&c| c == '\'' || c == '"').ok_or("has a key or value that is not a string")?;
+        let quote =
+            text.chars().next().filter(|&c| c == '\'' || c == '"').ok_or("has a key or value that is not a string")?;
         let body = &text[1..];
         let end = body.find(quote).ok_or("has an unterminated string")?;
         Ok((body[..end].to_string(), &body[end + 1..]))

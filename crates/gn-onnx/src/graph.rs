@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::data::{tensor_to_f64, TensorError};
-pub use crate::topology::{topo_order_of, GraphError};
 use crate::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto, NodeProto, TensorProto};
+pub use crate::topology::{topo_order_of, GraphError};
 
 /// A constant's value in f64, with its shape.
 #[derive(Debug, Clone, PartialEq)]

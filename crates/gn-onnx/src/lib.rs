@@ -21,6 +21,6 @@ pub mod proto {
 }
 
 pub use graph::Graph;
-pub use topology::GraphError;
 pub use io::{IoError, LoadedModel};
 pub use patch::{Patch, PatchMismatch};
+pub use topology::GraphError;

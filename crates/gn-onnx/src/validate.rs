@@ -15,8 +15,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::data::element_count;
-use crate::topology::{node_label, topo_order_of};
 use crate::proto::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::topology::{node_label, topo_order_of};
 
 /// The newest ONNX opset (default domain) this tool knows the operators of.
 pub const MAX_OPSET: i64 = 25;

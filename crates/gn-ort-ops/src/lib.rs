@@ -266,7 +266,10 @@ unsafe fn channel_units(
     let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     let Some(count) = count.filter(|&c| Some(c) == current.get(1).copied()) else {
         // A shape whose size is not the current's channel count: the check names it.
-        return instance.kernel.channel_units(&current, &shape, &[]).map_err(|reason| error(api, &format!("{name}: {reason}")));
+        return instance
+            .kernel
+            .channel_units(&current, &shape, &[])
+            .map_err(|reason| error(api, &format!("{name}: {reason}")));
     };
     let mut data = ptr::null_mut();
     ok((api.GetTensorMutableData)(theta.cast_mut(), &mut data))?;
@@ -283,7 +286,8 @@ unsafe fn run(instance: &Instance, context: *mut OrtKernelContext) -> Result<(),
     let rank = dims.len();
     let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
     let Some(count) = count else { return Err(error(api, "the input's shape is not a tensor shape")) };
-    let units = if instance.op.op.per_channel { channel_units(instance, context, &dims)? } else { vec![kernel.theta_gn] };
+    let units =
+        if instance.op.op.per_channel { channel_units(instance, context, &dims)? } else { vec![kernel.theta_gn] };
     // The size of one channel of one sample (1 for a current of rank 2 or less).
     let spatial = dims.iter().skip(2).map(|&d| d.max(1) as usize).product::<usize>().max(1);
     let rows = dims.first().copied().unwrap_or(1) as usize;

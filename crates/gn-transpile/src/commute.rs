@@ -17,10 +17,10 @@ use std::collections::HashSet;
 use gn_onnx::{Graph, Patch};
 
 use crate::error::TranspileError;
-use crate::ops;
-use crate::time::{analyze, TimeClass};
 use crate::neuron::NeuronNode;
+use crate::ops;
 use crate::pass::Planned;
+use crate::time::{analyze, TimeClass};
 
 /// One max-pool moved in front of a spiking layer.
 #[derive(Debug, Clone, PartialEq)]

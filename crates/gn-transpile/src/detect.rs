@@ -14,7 +14,7 @@
 //! "GN code" form is recognised as `floor(y)`. A chain with a `Floor` that is not QCFS is
 //! reported as a near miss with the reason.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use gn_onnx::graph::{standard_op, Constants};
 use gn_onnx::proto::NodeProto;
@@ -300,61 +300,60 @@ fn flow_input<'a>(consts: &Constants, node: &'a NodeProto) -> Option<&'a str> {
 /// (docs/design.md §1); the bound keeps detection linear in the graph on any input.
 const MAX_CHAIN: usize = 32;
 
-/// Runs the detect pass.
-pub fn detect(graph: &Graph) -> Detection {
-    let consts = graph.constants();
-    let producers = graph.producers();
-    let consumers = graph.consumers();
-    let outputs: HashSet<String> = graph.output_names().into_iter().collect();
-    let nodes = graph.nodes();
-    let mut detection = Detection::default();
-    let mut claimed: HashSet<usize> = HashSet::new();
-    let readers = |v: &str| consumers.get(v).cloned().unwrap_or_default();
+/// The graph as the chain walks read it.
+struct Walk<'a> {
+    consts: Constants<'a>,
+    producers: HashMap<String, usize>,
+    consumers: HashMap<String, Vec<usize>>,
+    outputs: HashSet<String>,
+    nodes: &'a [NodeProto],
+}
 
-    for (floor_idx, floor) in nodes.iter().enumerate() {
-        if standard_op(floor) != "Floor" || floor.input.len() != 1 || floor.output.len() != 1 {
-            continue;
-        }
-        let y = floor.input[0].as_str();
-        // The straight-through residue: Sub(floor(y), y) → Add(·, y).
-        let mut residue: Vec<usize> = Vec::new();
-        let mut after_floor = floor.output[0].clone();
-        // (Every value inside a chain is read by the chain alone: never a graph output.)
-        if let (false, [sub_idx]) = (outputs.contains(&after_floor), &readers(&after_floor)[..]) {
-            let sub_idx = *sub_idx;
-            let sub = &nodes[sub_idx];
-            if standard_op(sub) == "Sub" && sub.input.len() == 2 && sub.input[0] == after_floor && sub.input[1] == y {
-                if let [add_idx] = readers(&sub.output[0])[..] {
-                    let add = &nodes[add_idx];
-                    let r = &sub.output[0];
-                    if standard_op(add) == "Add"
-                        && add.input.len() == 2
-                        && ((add.input[0] == *r && add.input[1] == y) || (add.input[1] == *r && add.input[0] == y))
-                        && !outputs.contains(r)
-                    {
-                        residue = vec![sub_idx, add_idx];
-                        after_floor = add.output[0].clone();
-                    }
-                }
-            }
-        }
-        let allowed_y_readers: HashSet<usize> = residue.iter().copied().chain([floor_idx]).collect();
+impl Walk<'_> {
+    fn readers(&self, v: &str) -> Vec<usize> {
+        self.consumers.get(v).cloned().unwrap_or_default()
+    }
 
-        // Walk backwards from the floor's input.
+    /// The straight-through residue after a floor, `Sub(floor(y), y) → Add(·, y)`: its
+    /// two nodes and the value after it, or none and the floor's output. (Every value
+    /// inside a chain is read by the chain alone: never a graph output.)
+    fn residue(&self, floor: &NodeProto) -> (Vec<usize>, String) {
+        let (y, after_floor) = (floor.input[0].as_str(), floor.output[0].clone());
+        let none = (Vec::new(), after_floor.clone());
+        let (false, [sub_idx]) = (self.outputs.contains(&after_floor), &self.readers(&after_floor)[..]) else {
+            return none;
+        };
+        let sub = &self.nodes[*sub_idx];
+        if !(standard_op(sub) == "Sub" && sub.input.len() == 2 && sub.input[0] == after_floor && sub.input[1] == y) {
+            return none;
+        }
+        let [add_idx] = self.readers(&sub.output[0])[..] else { return none };
+        let add = &self.nodes[add_idx];
+        let r = &sub.output[0];
+        let reads_both = |i: &[String]| (i[0] == *r && i[1] == y) || (i[1] == *r && i[0] == y);
+        if standard_op(add) == "Add" && add.input.len() == 2 && reads_both(&add.input) && !self.outputs.contains(r) {
+            (vec![*sub_idx, add_idx], add.output[0].clone())
+        } else {
+            none
+        }
+    }
+
+    /// The steps before a floor whose input is `y`, walking backwards, in chain order.
+    fn before(&self, y: &str, allowed_y_readers: &HashSet<usize>, claimed: &HashSet<usize>) -> Vec<(usize, Step)> {
         let mut pre: Vec<(usize, Step)> = Vec::new();
         let mut cur = y.to_string();
-        while let Some(&p) = producers.get(&cur) {
+        while let Some(&p) = self.producers.get(&cur) {
             let readers_ok = if cur == y {
-                readers(&cur).iter().all(|r| allowed_y_readers.contains(r))
+                self.readers(&cur).iter().all(|r| allowed_y_readers.contains(r))
             } else {
-                readers(&cur).len() == 1
+                self.readers(&cur).len() == 1
             };
-            if !readers_ok || outputs.contains(&cur) || claimed.contains(&p) || pre.len() == MAX_CHAIN {
+            if !readers_ok || self.outputs.contains(&cur) || claimed.contains(&p) || pre.len() == MAX_CHAIN {
                 break;
             }
-            let node = &nodes[p];
-            let Some(flow) = flow_input(&consts, node) else { break };
-            let Some(step) = step_of(&consts, node, flow) else { break };
+            let node = &self.nodes[p];
+            let Some(flow) = flow_input(&self.consts, node) else { break };
+            let Some(step) = step_of(&self.consts, node, flow) else { break };
             pre.push((p, step));
             cur = flow.to_string();
             if matches!(step, Step::Degenerate { .. }) {
@@ -362,35 +361,88 @@ pub fn detect(graph: &Graph) -> Detection {
             }
         }
         pre.reverse();
-        let x_for = |start: usize| -> String {
-            match pre.get(start) {
-                Some(&(p, _)) => flow_input(&consts, &nodes[p]).unwrap_or_default().to_string(),
-                None => y.to_string(),
-            }
-        };
+        pre
+    }
 
-        // Walk forwards from the floor (after the residue, if any).
+    /// The steps after a floor, from `after_floor` (the value after its residue).
+    fn after(&self, after_floor: &str) -> Vec<(usize, Step)> {
         let mut post: Vec<(usize, Step)> = Vec::new();
-        let mut cur = after_floor.clone();
+        let mut cur = after_floor.to_string();
         loop {
-            if outputs.contains(&cur) || post.len() == MAX_CHAIN {
+            if self.outputs.contains(&cur) || post.len() == MAX_CHAIN {
                 break;
             }
-            let [c] = readers(&cur)[..] else { break };
-            let node = &nodes[c];
-            if node.output.len() != 1 || flow_input(&consts, node) != Some(cur.as_str()) {
+            let [c] = self.readers(&cur)[..] else { break };
+            let node = &self.nodes[c];
+            if node.output.len() != 1 || flow_input(&self.consts, node) != Some(cur.as_str()) {
                 break;
             }
-            let Some(step) = step_of(&consts, node, &cur) else { break };
+            let Some(step) = step_of(&self.consts, node, &cur) else { break };
             post.push((c, step));
             cur = node.output[0].clone();
             if matches!(step, Step::Degenerate { .. }) {
                 break;
             }
         }
+        post
+    }
+}
 
-        let pre_steps: Vec<Step> = pre.iter().map(|&(_, s)| s).collect();
-        let post_steps: Vec<Step> = post.iter().map(|&(_, s)| s).collect();
+/// The longest QCFS chain within `pre` → floor → `post`: (first pre step, post steps
+/// kept, θ, L), or the first reason a chain was not QCFS and whether that reason is fatal.
+/// Ops are dropped from the ends until the chain is QCFS. A chain holding a degenerate op
+/// (θ = 0, NaN, ±inf) is refused whole: shortening it would find a different activation
+/// (θ = 1) where the model holds a broken one.
+fn longest_qcfs(pre: &[Step], post: &[Step]) -> Result<(usize, usize, f64, u32), (Option<String>, bool)> {
+    if let Some(Step::Degenerate { op, value }) =
+        pre.iter().chain(post).copied().find(|s| matches!(s, Step::Degenerate { .. }))
+    {
+        return Err((
+            Some(format!("θ is not a positive finite threshold: the chain's {op} has the constant {value}")),
+            true,
+        ));
+    }
+    let mut first_reason = None;
+    for start in 0..=pre.len() {
+        for end in (0..=post.len()).rev() {
+            match check_qcfs(&pre[start..], &post[..end]) {
+                Ok((theta, levels)) => return Ok((start, end, theta, levels)),
+                Err(reason) => {
+                    // A full chain with a bad θ is reported, not shortened into a
+                    // different activation.
+                    let fatal = start == 0 && end == post.len() && reason.starts_with("θ is not positive");
+                    first_reason.get_or_insert(reason);
+                    if fatal {
+                        return Err((first_reason, true));
+                    }
+                }
+            }
+        }
+    }
+    Err((first_reason, false))
+}
+
+/// Runs the detect pass.
+pub fn detect(graph: &Graph) -> Detection {
+    let walk = Walk {
+        consts: graph.constants(),
+        producers: graph.producers(),
+        consumers: graph.consumers(),
+        outputs: graph.output_names().into_iter().collect(),
+        nodes: graph.nodes(),
+    };
+    let nodes = walk.nodes;
+    let mut detection = Detection::default();
+    let mut claimed: HashSet<usize> = HashSet::new();
+    for (floor_idx, floor) in nodes.iter().enumerate() {
+        if standard_op(floor) != "Floor" || floor.input.len() != 1 || floor.output.len() != 1 {
+            continue;
+        }
+        let y = floor.input[0].as_str();
+        let (residue, after_floor) = walk.residue(floor);
+        let allowed_y_readers: HashSet<usize> = residue.iter().copied().chain([floor_idx]).collect();
+        let pre = walk.before(y, &allowed_y_readers, &claimed);
+        let post = walk.after(&after_floor);
         let describe = |start: usize, end: usize| -> (Vec<String>, Vec<String>, String) {
             let mut idx: Vec<usize> = pre[start..].iter().map(|&(i, _)| i).collect();
             idx.push(floor_idx);
@@ -401,54 +453,24 @@ pub fn detect(graph: &Graph) -> Detection {
             let ops = idx.iter().map(|&i| nodes[i].op_type()).collect::<Vec<_>>().join(" → ");
             (names, values, ops)
         };
-
-        // Longest chain first; drop ops from the ends until it is QCFS. A chain holding a
-        // degenerate op (θ = 0, NaN, ±inf) is refused whole: shortening it would find a
-        // different activation (θ = 1) where the model holds a broken one.
-        let mut found = None;
-        let mut first_reason = None;
-        let mut fatal = false;
-        if let Some(Step::Degenerate { op, value }) =
-            pre_steps.iter().chain(&post_steps).copied().find(|s| matches!(s, Step::Degenerate { .. }))
-        {
-            first_reason =
-                Some(format!("θ is not a positive finite threshold: the chain's {op} has the constant {value}"));
-            fatal = true;
-        }
-        'search: for start in 0..=pre.len() {
-            if fatal {
-                break;
-            }
-            for end in (0..=post.len()).rev() {
-                match check_qcfs(&pre_steps[start..], &post_steps[..end]) {
-                    Ok((theta, levels)) => {
-                        found = Some((start, end, theta, levels));
-                        break 'search;
-                    }
-                    Err(reason) => {
-                        // A full chain with a bad θ is reported, not shortened into a
-                        // different activation.
-                        fatal = start == 0 && end == post.len() && reason.starts_with("θ is not positive");
-                        first_reason.get_or_insert(reason);
-                        if fatal {
-                            break 'search;
-                        }
-                    }
-                }
-            }
-        }
+        let pre_steps: Vec<Step> = pre.iter().map(|&(_, s)| s).collect();
+        let post_steps: Vec<Step> = post.iter().map(|&(_, s)| s).collect();
         let floor_name = if floor.name().is_empty() { format!("floor{floor_idx}") } else { floor.name().to_string() };
-        match found {
-            Some((start, end, theta, levels)) => {
+        match longest_qcfs(&pre_steps, &post_steps) {
+            Ok((start, end, theta, levels)) => {
                 let (names, values, ops) = describe(start, end);
                 let output = if end == 0 { after_floor.clone() } else { nodes[post[end - 1].0].output[0].clone() };
                 claimed.extend(pre[start..].iter().map(|&(i, _)| i));
                 claimed.extend(post[..end].iter().map(|&(i, _)| i));
                 claimed.insert(floor_idx);
                 claimed.extend(&residue);
+                let input = match pre.get(start) {
+                    Some(&(p, _)) => flow_input(&walk.consts, &nodes[p]).unwrap_or_default().to_string(),
+                    None => y.to_string(),
+                };
                 detection.sites.push(Site {
                     name: floor_name,
-                    input: x_for(start),
+                    input,
                     output,
                     theta,
                     levels,
@@ -458,12 +480,12 @@ pub fn detect(graph: &Graph) -> Detection {
                     per_channel: None,
                 });
             }
-            None => {
+            Err((reason, fatal)) => {
                 let (_, _, ops) = describe(0, post.len());
                 detection.near_misses.push(NearMiss {
                     node: floor_name,
                     ops,
-                    reason: first_reason.unwrap_or_else(|| "no chain around the floor".into()),
+                    reason: reason.unwrap_or_else(|| "no chain around the floor".into()),
                     fatal,
                 });
             }
@@ -472,7 +494,7 @@ pub fn detect(graph: &Graph) -> Detection {
     for (i, n) in nodes.iter().enumerate() {
         if crate::ops::is_activation(n.op_type()) && !claimed.contains(&i) {
             *detection.other_activations.entry(n.op_type().to_string()).or_default() += 1;
-            if let Some(site) = relu_site(&consts, i, n) {
+            if let Some(site) = relu_site(&walk.consts, i, n) {
                 detection.relu_sites.push(site);
             }
         }

@@ -21,19 +21,18 @@ use std::collections::HashMap;
 
 use gn_onnx::graph::attr;
 use gn_onnx::proto::{
-    tensor_shape_proto, type_proto, FunctionProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TypeProto, ValueInfoProto,
+    tensor_shape_proto, type_proto, FunctionProto, ModelProto, NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto,
 };
 use gn_onnx::{Graph, Patch};
 
 use crate::detect::Site;
 use crate::lower::Lowered;
 use crate::metadata::{LayerRecord, Metadata, State};
-use crate::rate::{expand_max_pool, PoolState};
 use crate::neuron::{attribute_names, expand_layer, Current, Expansion, NeuronKind, NeuronNode, Params};
 use crate::opset::Opset;
-use crate::pass::{Context, Planned};
 use crate::options::Emit;
+use crate::pass::{Context, Planned};
+use crate::rate::{expand_max_pool, PoolState};
 use crate::DOMAIN;
 
 fn rename_last_output(graph: &mut Graph, name: &str) {
@@ -429,8 +428,8 @@ mod tests {
     use super::*;
     use crate::lower;
     use crate::neuron::Neuron;
-    use crate::pass;
     use crate::options::Options;
+    use crate::pass;
     use gn_onnx::data::float_value_info;
     use gn_onnx::proto::GraphProto;
 

@@ -30,8 +30,8 @@ pub fn run(graph: &Graph, cx: &Context) -> Planned {
 mod tests {
     use super::*;
     use crate::opset::Opset;
-    use crate::pass;
     use crate::options::Options;
+    use crate::pass;
 
     #[test]
     fn an_if_layer_becomes_a_group_of_tau_members_with_the_same_theta() {

@@ -11,13 +11,13 @@ use gn_onnx::proto::ModelProto;
 use serde::Serialize;
 
 use crate::detect::detect;
-use crate::metadata::{Metadata, State};
 use crate::error::TranspileError;
-use crate::time::{analyze, Role};
+use crate::metadata::{Metadata, State};
 use crate::neuron::{attr_name, NeuronNode};
+use crate::time::{analyze, Role};
 
 /// What `inspect` found in a model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Audit {
     /// Set when the model was written by gn-transpile.
     pub converted: Option<Converted>,
@@ -115,86 +115,19 @@ pub struct LayerInfo {
 /// Audits `model`.
 pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
     let mut graph = crate::pipeline::prepare(model)?;
-    let mut audit = Audit {
-        converted: None,
-        sites: Vec::new(),
-        near_misses: Vec::new(),
-        other_activations: Vec::new(),
-        relu_sites: Vec::new(),
-        moves: Vec::new(),
-        static_batch: None,
-        rebatched: 0,
-        time_invariant: 0,
-        exact: 0,
-        rate: Vec::new(),
-        inexact: Vec::new(),
-        refused: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut audit = Audit::default();
     let meta = match Metadata::read(model) {
         Some(Ok(meta)) => Some(meta),
         Some(Err(why)) => {
-            audit.warnings.push(format!(
-                "the model's gn_transpile metadata cannot be trusted ({why}): audited as an ANN"
-            ));
+            audit
+                .warnings
+                .push(format!("the model's gn_transpile metadata cannot be trusted ({why}): audited as an ANN"));
             None
         }
         None => None,
     };
     if let Some(meta) = meta {
-        let mut layers: Vec<LayerInfo> = graph
-            .nodes()
-            .iter()
-            .filter_map(|node| {
-                let layer = NeuronNode::from_node(node)?;
-                let (n, timesteps) = (layer.neuron, layer.timesteps);
-                Some(LayerInfo {
-                    name: node.name().to_string(),
-                    theta: n.theta,
-                    theta_gn: n.theta_gn(),
-                    levels: n.levels,
-                    op: Some(layer.op_type().to_string()),
-                    tau: Some(n.tau),
-                    v_init: attr::get_float(node, attr_name::V_INIT).map(f64::from),
-                    timesteps,
-                })
-            })
-            .collect();
-        if layers.is_empty() {
-            // Standard and stateful forms: the layers are unrolled; the metadata records them.
-            let tau = meta.tau as f64;
-            layers = meta
-                .layers
-                .iter()
-                .cloned()
-                .map(|l| LayerInfo {
-                    name: l.site,
-                    theta: l.theta,
-                    theta_gn: l.theta / tau,
-                    levels: l.levels,
-                    op: None,
-                    tau: None,
-                    v_init: None,
-                    timesteps: None,
-                })
-                .collect();
-        }
-        audit.converted = Some(Converted {
-            version: meta.version.clone(),
-            neuron: meta.neuron.key().into(),
-            tau: meta.tau.to_string(),
-            timesteps: meta.timesteps.to_string(),
-            form: meta.emit.key().into(),
-            layers,
-            functions: model
-                .functions
-                .iter()
-                .map(|f| (format!("{}::{}", f.domain(), f.name()), f.node.len()))
-                .collect(),
-            states: meta.state.clone().unwrap_or_default(),
-            calibration: meta.calibration.clone(),
-            nodes: graph.nodes().len(),
-        });
+        audit.converted = Some(converted(model, &graph, &meta));
         return Ok(audit);
     }
     let detection = detect(&graph);
@@ -250,6 +183,60 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
     Ok(audit)
 }
 
+/// The record of a converted model: its metadata, and its layers as the nodes (custom-op
+/// form) or the metadata (unrolled forms) give them.
+fn converted(model: &ModelProto, graph: &gn_onnx::Graph, meta: &Metadata) -> Converted {
+    let mut layers: Vec<LayerInfo> = graph
+        .nodes()
+        .iter()
+        .filter_map(|node| {
+            let layer = NeuronNode::from_node(node)?;
+            let (n, timesteps) = (layer.neuron, layer.timesteps);
+            Some(LayerInfo {
+                name: node.name().to_string(),
+                theta: n.theta,
+                theta_gn: n.theta_gn(),
+                levels: n.levels,
+                op: Some(layer.op_type().to_string()),
+                tau: Some(n.tau),
+                v_init: attr::get_float(node, attr_name::V_INIT).map(f64::from),
+                timesteps,
+            })
+        })
+        .collect();
+    if layers.is_empty() {
+        // Standard and stateful forms: the layers are unrolled; the metadata records them.
+        let tau = meta.tau as f64;
+        layers = meta
+            .layers
+            .iter()
+            .cloned()
+            .map(|l| LayerInfo {
+                name: l.site,
+                theta: l.theta,
+                theta_gn: l.theta / tau,
+                levels: l.levels,
+                op: None,
+                tau: None,
+                v_init: None,
+                timesteps: None,
+            })
+            .collect();
+    }
+    Converted {
+        version: meta.version.clone(),
+        neuron: meta.neuron.key().into(),
+        tau: meta.tau.to_string(),
+        timesteps: meta.timesteps.to_string(),
+        form: meta.emit.key().into(),
+        layers,
+        functions: model.functions.iter().map(|f| (format!("{}::{}", f.domain(), f.name()), f.node.len())).collect(),
+        states: meta.state.clone().unwrap_or_default(),
+        calibration: meta.calibration.clone(),
+        nodes: graph.nodes().len(),
+    }
+}
+
 /// Renders the audit of `model` as text.
 pub fn inspect(model: &ModelProto) -> Result<String, TranspileError> {
     Ok(render(&audit(model)?))
@@ -270,85 +257,90 @@ pub fn render(a: &Audit) -> String {
     for w in &a.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
-    if let Some(c) = &a.converted {
+    match &a.converted {
+        Some(c) => render_converted(&mut out, c),
+        None => render_ann(&mut out, a),
+    }
+    escape_controls(&out)
+}
+
+/// The record of a converted model.
+fn render_converted(out: &mut String, c: &Converted) {
+    let _ = writeln!(
+        out,
+        "converted by gn-transpile {}: neuron {}, τ = {}, T = {}, form {}",
+        c.version, c.neuron, c.tau, c.timesteps, c.form
+    );
+    if c.layers.iter().any(|l| l.op.is_some()) {
+        // Custom-op form: everything is on the nodes.
+        let _ = writeln!(out, "spiking layers: {} (custom-op nodes)", c.layers.len());
+        for l in &c.layers {
+            let _ = writeln!(
+                out,
+                "  {}  {}  θ = {:.6}  τ = {}  θ_GN = {:.6}  v(0) = {:.6}  T = {}  L = {}",
+                l.name,
+                l.op.as_deref().unwrap_or_default(),
+                l.theta,
+                l.tau.unwrap_or(1),
+                l.theta_gn,
+                l.v_init.unwrap_or(f64::NAN),
+                l.timesteps.map_or("?".into(), |t| t.to_string()),
+                l.levels
+            );
+        }
+        for (name, nodes) in &c.functions {
+            let _ = writeln!(out, "function {name}: {nodes} nodes (the standard-op body ONNX runtimes inline)");
+        }
+    } else {
+        let _ = writeln!(out, "spiking layers: {} (unrolled into standard ops)", c.layers.len());
+        for l in &c.layers {
+            let levels = if l.levels == 0 { "ReLU".to_string() } else { format!("L = {}", l.levels) };
+            let _ = writeln!(out, "  {}  θ = {:.6}  θ_GN = {:.6}  {levels}", l.name, l.theta, l.theta_gn);
+        }
+    }
+    if let Some(cal) = &c.calibration {
         let _ = writeln!(
             out,
-            "converted by gn-transpile {}: neuron {}, τ = {}, T = {}, form {}",
-            c.version, c.neuron, c.tau, c.timesteps, c.form
+            "θ calibrated: percentile {} of each activation over {} inputs, {}",
+            cal.percentile,
+            cal.inputs,
+            if cal.per_channel { "per channel" } else { "per layer" }
         );
-        if c.layers.iter().any(|l| l.op.is_some()) {
-            // Custom-op form: everything is on the nodes.
-            let _ = writeln!(out, "spiking layers: {} (custom-op nodes)", c.layers.len());
-            for l in &c.layers {
-                let _ = writeln!(
-                    out,
-                    "  {}  {}  θ = {:.6}  τ = {}  θ_GN = {:.6}  v(0) = {:.6}  T = {}  L = {}",
-                    l.name,
-                    l.op.as_deref().unwrap_or_default(),
-                    l.theta,
-                    l.tau.unwrap_or(1),
-                    l.theta_gn,
-                    l.v_init.unwrap_or(f64::NAN),
-                    l.timesteps.map_or("?".into(), |t| t.to_string()),
-                    l.levels
-                );
-            }
-            for (name, nodes) in &c.functions {
-                let _ = writeln!(out, "function {name}: {nodes} nodes (the standard-op body ONNX runtimes inline)");
-            }
-        } else {
-            let _ = writeln!(out, "spiking layers: {} (unrolled into standard ops)", c.layers.len());
-            for l in &c.layers {
-                let levels = if l.levels == 0 { "ReLU".to_string() } else { format!("L = {}", l.levels) };
-                let _ = writeln!(out, "  {}  θ = {:.6}  θ_GN = {:.6}  {levels}", l.name, l.theta, l.theta_gn);
-            }
-        }
-        if let Some(cal) = &c.calibration {
+        for t in &cal.layers {
+            let channels = match t.channels.is_empty() {
+                true => String::new(),
+                false => {
+                    let (lo, hi) = t.channels.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &c| (a.min(c), b.max(c)));
+                    format!("  channels {}: θ {lo:.4}..{hi:.4} ({} never active)", t.channels.len(), t.dead_channels)
+                }
+            };
             let _ = writeln!(
                 out,
-                "θ calibrated: percentile {} of each activation over {} inputs, {}",
-                cal.percentile,
-                cal.inputs,
-                if cal.per_channel { "per channel" } else { "per layer" }
+                "  {} ({})  θ = {:.6}  max {:.6}  zeros {:.1} %{channels}",
+                t.site,
+                t.op,
+                t.theta,
+                t.max,
+                t.zero_share * 100.0
             );
-            for t in &cal.layers {
-                let channels = match t.channels.is_empty() {
-                    true => String::new(),
-                    false => {
-                        let (lo, hi) =
-                            t.channels.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &c| (a.min(c), b.max(c)));
-                        format!(
-                            "  channels {}: θ {lo:.4}..{hi:.4} ({} never active)",
-                            t.channels.len(),
-                            t.dead_channels
-                        )
-                    }
-                };
-                let _ = writeln!(
-                    out,
-                    "  {} ({})  θ = {:.6}  max {:.6}  zeros {:.1} %{channels}",
-                    t.site,
-                    t.op,
-                    t.theta,
-                    t.max,
-                    t.zero_share * 100.0
-                );
-            }
         }
-        if !c.states.is_empty() {
-            let _ = writeln!(
-                out,
-                "state tensors: {} (fill each with init before the first call; feed each output back into its input)",
-                c.states.len()
-            );
-            for s in &c.states {
-                let shape: Vec<String> = s.shape.iter().map(|d| d.map_or("N".into(), |d| d.to_string())).collect();
-                let _ = writeln!(out, "  {} → {}  [{}]  init {}", s.input, s.output, shape.join(", "), s.init);
-            }
-        }
-        let _ = writeln!(out, "nodes: {}", c.nodes);
-        return out;
     }
+    if !c.states.is_empty() {
+        let _ = writeln!(
+            out,
+            "state tensors: {} (fill each with init before the first call; feed each output back into its input)",
+            c.states.len()
+        );
+        for s in &c.states {
+            let shape: Vec<String> = s.shape.iter().map(|d| d.map_or("N".into(), |d| d.to_string())).collect();
+            let _ = writeln!(out, "  {} → {}  [{}]  init {}", s.input, s.output, shape.join(", "), s.init);
+        }
+    }
+    let _ = writeln!(out, "nodes: {}", c.nodes);
+}
+
+/// The audit of an ANN: its sites, near misses, moves, and the role of every node.
+fn render_ann(out: &mut String, a: &Audit) {
     let _ = writeln!(out, "QCFS sites: {}", a.sites.len());
     for s in &a.sites {
         let _ = writeln!(out, "  {}  θ = {:.6}  L = {}  input {}  ({})", s.name, s.theta, s.levels, s.input, s.ops);
@@ -362,7 +354,7 @@ pub fn render(a: &Audit) -> String {
         }
         if a.relu_sites.is_empty() {
             let _ = writeln!(out, "no QCFS activation: nothing to convert");
-            return out;
+            return;
         }
         let _ = writeln!(
             out,
@@ -402,5 +394,4 @@ pub fn render(a: &Audit) -> String {
             let _ = writeln!(out, "  {kind}  {} ({}): {}", r.node, r.op, r.reason);
         }
     }
-    escape_controls(&out)
 }

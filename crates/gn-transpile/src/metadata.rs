@@ -77,8 +77,11 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// Writes the record into `props`, replacing earlier entries of its keys.
+    /// Writes the record into `props`, replacing every earlier `gn_transpile.*` entry (a
+    /// model converted again, or one whose entries were written by hand, keeps no stale
+    /// part of an earlier record).
     pub fn write(&self, props: &mut Vec<StringStringEntryProto>) {
+        props.retain(|p| !p.key().starts_with(PREFIX));
         set(props, "version", self.version.clone());
         set(props, "neuron", self.neuron.key().into());
         set(props, "tau", self.tau.to_string());
@@ -127,9 +130,12 @@ impl Metadata {
             Some(_) => return Err(bad("anytime", "is not true or false")),
         };
         let anytime_outputs: Vec<String> = match get("anytime_outputs") {
-            Some(names) if anytime => serde_json::from_str(names)
-                .map_err(|e| format!("gn_transpile.anytime_outputs is not valid: {e}"))?,
-            Some(_) => return Err("gn_transpile.anytime_outputs is present but gn_transpile.anytime is not true".into()),
+            Some(names) if anytime => {
+                serde_json::from_str(names).map_err(|e| format!("gn_transpile.anytime_outputs is not valid: {e}"))?
+            }
+            Some(_) => {
+                return Err("gn_transpile.anytime_outputs is present but gn_transpile.anytime is not true".into())
+            }
             None => Vec::new(),
         };
         let emit = match get("emit") {
@@ -219,7 +225,12 @@ mod tests {
             emit: Emit::Stateful,
             layers: vec![LayerRecord { site: "relu\u{1}\"quoted\"\n".into(), theta: 2.5, levels: 4 }],
             calibration: None,
-            state: Some(vec![State { input: "u".into(), output: "u.next".into(), init: 0.5, shape: vec![None, Some(3)] }]),
+            state: Some(vec![State {
+                input: "u".into(),
+                output: "u.next".into(),
+                init: 0.5,
+                shape: vec![None, Some(3)],
+            }]),
         }
     }
 

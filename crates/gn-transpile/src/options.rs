@@ -12,7 +12,8 @@ pub enum Emit {
     /// Every step of every spiking layer unrolled into standard ONNX ops (the default).
     Standard,
     /// One `GroupNeuron` / `IFNeuron` node per spiking layer in the `gn.transpile` domain
-    /// (`…Direct` where the current is time-invariant), defined by a model-local function
+    /// (`…Direct` where the current is time-invariant, `…PerChannel` where θ is set per
+    /// channel), defined by a model-local function
     /// holding the standard-op expansion; gn-ort-ops runs each as one fused kernel.
     CustomOp,
     /// One time step per call: the membranes and the readout's sums are inputs and
@@ -51,7 +52,8 @@ pub struct Options {
     pub timesteps: usize,
     /// Add `{y}_anytime` outputs holding the readout after every step.
     pub anytime: bool,
-    /// Convert ops that are not exact in time (MaxPool, Softmax, …) anyway, with a warning.
+    /// Convert ops that are neither exact in time nor exact in rate (Softmax, Sigmoid, …)
+    /// anyway, with a warning; leave near-QCFS chains unconverted.
     pub allow_inexact: bool,
     /// Standard ops, or one custom node per spiking layer.
     pub emit: Emit,

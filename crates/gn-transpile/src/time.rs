@@ -194,61 +194,8 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 _ => (Const, Role::TimeInvariant),
             }
         } else if has(Folded) {
-            let role = if has(ShapeOfStatic) {
-                Role::Refused("its shape operand is computed from the batch size of a time-invariant tensor".into())
-            } else if let Some(whole) = slice_of_whole_batch(&consts, n, batch) {
-                // A Slice that keeps all of axis 0 ([0, N) of a static batch N, or [0, ∞)):
-                // its end becomes open, so it keeps all T·N.
-                if !whole {
-                    rebatched.extend(n.output.first().cloned());
-                }
-                Role::Exact
-            } else if let Some(why) = acts_on_batch_axis(&consts, n) {
-                Role::Refused(why)
-            } else if let Some(verdict) = expand_of_folded(&shapes, &consts, &classes, n, batch) {
-                match verdict {
-                    Ok(()) => {
-                        rebatched.extend(n.output.first().cloned());
-                        Role::Exact
-                    }
-                    Err(why) => Role::Refused(why),
-                }
-            } else if let Err(why) = constants_on_the_batch_axis(&shapes, &classes, n, batch).map(|tiled| {
-                batch_constants.extend(tiled.into_iter().map(|c| (idx, c)));
-            }) {
-                Role::Refused(why)
-            } else if let Some(leading) = reshape_leading_entry(&consts, n).filter(|&d| d != 0.0 && d != -1.0) {
-                // A leading 0 or -1 follows the input's batch; the static batch N is
-                // rewritten to T·N when lowered; anything else fixes the batch.
-                match batch {
-                    Some(b) if leading == b as f64 => {
-                        rebatched.extend(n.output.first().cloned());
-                        Role::Exact
-                    }
-                    Some(b) => Role::Refused(format!(
-                        "its target shape's first entry is neither 0, -1 nor the model's static batch {b}"
-                    )),
-                    None => Role::Refused(
-                        "its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into(),
-                    ),
-                }
-            } else if ops::is_max_pool(standard_op(n)) {
-                if standard_op(n) == "MaxPool" && n.output.get(1).is_some_and(|o| !o.is_empty()) {
-                    Role::Refused("its Indices output depends on the step; only the pooled values convert".into())
-                } else {
-                    Role::Rate
-                }
-            } else if !ops::is_linear(standard_op(n)) {
-                Role::Inexact(format!("{} is not linear, so it does not commute with the time average", n.op_type()))
-            } else if matches!(standard_op(n), "Mul" | "Div" | "MatMul")
-                && inputs.iter().filter(|&&c| c == Folded).count() > 1
-            {
-                Role::Inexact("a product of two time-varying tensors does not commute with the time average".into())
-            } else if standard_op(n) == "Div" && classes.get(&n.input[1]) == Some(&Folded) {
-                Role::Inexact("dividing by a time-varying tensor does not commute with the time average".into())
-            } else {
-                Role::Exact
-            };
+            let cx = FoldedContext { consts: &consts, shapes: &shapes, classes: &classes, batch };
+            let role = folded_role(&cx, n, idx, &mut rebatched, &mut batch_constants);
             (Folded, role)
         } else if has(ShapeOfFolded) {
             if has(Static) || has(ShapeOfStatic) {
@@ -283,6 +230,87 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         }
     }
     Ok(Analysis { classes, verdicts, static_batch: batch, rebatched, batch_constants, order })
+}
+
+/// What the lower pass does with node `n` (index `idx`), which reads a folded tensor:
+/// where it rewrites a static batch, its output joins `rebatched`; where it pairs a
+/// constant holding the batch with folded operands, that constant joins
+/// `batch_constants`.
+fn folded_role(
+    cx: &FoldedContext,
+    n: &NodeProto,
+    idx: usize,
+    rebatched: &mut HashSet<String>,
+    batch_constants: &mut HashSet<(usize, String)>,
+) -> Role {
+    use TimeClass::*;
+    let FoldedContext { consts, shapes, classes, batch } = *cx;
+    let inputs: Vec<TimeClass> =
+        n.input.iter().filter(|i| !i.is_empty()).map(|i| classes.get(i).copied().unwrap_or(Static)).collect();
+    let has = |c: TimeClass| inputs.contains(&c);
+    if has(ShapeOfStatic) {
+        Role::Refused("its shape operand is computed from the batch size of a time-invariant tensor".into())
+    } else if let Some(whole) = slice_of_whole_batch(consts, n, batch) {
+        // A Slice that keeps all of axis 0 ([0, N) of a static batch N, or [0, ∞)):
+        // its end becomes open, so it keeps all T·N.
+        if !whole {
+            rebatched.extend(n.output.first().cloned());
+        }
+        Role::Exact
+    } else if let Some(why) = acts_on_batch_axis(consts, n) {
+        Role::Refused(why)
+    } else if let Some(verdict) = expand_of_folded(shapes, consts, classes, n, batch) {
+        match verdict {
+            Ok(()) => {
+                rebatched.extend(n.output.first().cloned());
+                Role::Exact
+            }
+            Err(why) => Role::Refused(why),
+        }
+    } else if let Err(why) = constants_on_the_batch_axis(shapes, classes, n, batch).map(|tiled| {
+        batch_constants.extend(tiled.into_iter().map(|c| (idx, c)));
+    }) {
+        Role::Refused(why)
+    } else if let Some(leading) = reshape_leading_entry(consts, n).filter(|&d| d != 0.0 && d != -1.0) {
+        // A leading 0 or -1 follows the input's batch; the static batch N is
+        // rewritten to T·N when lowered; anything else fixes the batch.
+        match batch {
+            Some(b) if leading == b as f64 => {
+                rebatched.extend(n.output.first().cloned());
+                Role::Exact
+            }
+            Some(b) => Role::Refused(format!(
+                "its target shape's first entry is neither 0, -1 nor the model's static batch {b}"
+            )),
+            None => {
+                Role::Refused("its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into())
+            }
+        }
+    } else if ops::is_max_pool(standard_op(n)) {
+        if standard_op(n) == "MaxPool" && n.output.get(1).is_some_and(|o| !o.is_empty()) {
+            Role::Refused("its Indices output depends on the step; only the pooled values convert".into())
+        } else {
+            Role::Rate
+        }
+    } else if !ops::is_linear(standard_op(n)) {
+        Role::Inexact(format!("{} is not linear, so it does not commute with the time average", n.op_type()))
+    } else if matches!(standard_op(n), "Mul" | "Div" | "MatMul") && inputs.iter().filter(|&&c| c == Folded).count() > 1
+    {
+        Role::Inexact("a product of two time-varying tensors does not commute with the time average".into())
+    } else if standard_op(n) == "Div" && classes.get(&n.input[1]) == Some(&Folded) {
+        Role::Inexact("dividing by a time-varying tensor does not commute with the time average".into())
+    } else {
+        Role::Exact
+    }
+}
+
+/// What [`folded_role`] reads besides the node.
+#[derive(Clone, Copy)]
+struct FoldedContext<'a> {
+    consts: &'a Constants<'a>,
+    shapes: &'a Shapes,
+    classes: &'a HashMap<String, TimeClass>,
+    batch: Option<i64>,
 }
 
 /// For an Expand of a folded tensor to a constant shape: `Some(Ok(()))` where the shape's

@@ -82,8 +82,14 @@ fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infere
     let op = NeuronNode { direct, per_channel, ..layer }.op_type();
     let unit = if kind == NeuronKind::Gn { attr_name::THETA_GN } else { attr_name::THETA };
     let tau = layer.neuron.tau as i64;
-    let kernel = Kernel::new(float(unit).unwrap_or_default(), tau, float(attr_name::V_INIT).unwrap_or_default(), timesteps as i64, direct)
-        .map_err(|reason| format_err!("{}: {reason}", node.name))?;
+    let kernel = Kernel::new(
+        float(unit).unwrap_or_default(),
+        tau,
+        float(attr_name::V_INIT).unwrap_or_default(),
+        timesteps as i64,
+        direct,
+    )
+    .map_err(|reason| format_err!("{}: {reason}", node.name))?;
     let kernel = NeuronKernel { op, kernel, per_channel };
     Ok((expand(NeuronLayer(kernel)), vec![]))
 }

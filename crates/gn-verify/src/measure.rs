@@ -233,7 +233,12 @@ fn exactness(
     let flips = pred.iter().zip(ann_pred).filter(|(a, b)| a != b).count();
     emitted.push((format!("gn_tau{l}_t1"), snn));
     emitted_outputs.push(vec![out.slice_axis(Axis(0), (0..m).into()).to_owned()]);
-    Ok(Exactness { tau: l, top1_agreement: 1.0 - flips as f64 / n as f64, flips, relative_mse: relative_mse(&out, ann_out) })
+    Ok(Exactness {
+        tau: l,
+        top1_agreement: 1.0 - flips as f64 / n as f64,
+        flips,
+        relative_mse: relative_mse(&out, ann_out),
+    })
 }
 
 /// Per layer, on the first images `xs`: each site's MSE against the ANN's activation and

@@ -41,7 +41,8 @@ mod tests {
 
     #[test]
     fn top1_takes_the_first_of_equal_maxima_and_accuracy_counts_matches() {
-        let scores = ArrayD::from_shape_vec(IxDyn(&[3, 3]), vec![0.1, 0.9, 0.0, 2.0, 2.0, 1.0, -1.0, -3.0, -0.5]).unwrap();
+        let scores =
+            ArrayD::from_shape_vec(IxDyn(&[3, 3]), vec![0.1, 0.9, 0.0, 2.0, 2.0, 1.0, -1.0, -3.0, -0.5]).unwrap();
         let pred = top1(&scores);
         assert_eq!(pred, [1, 0, 2]);
         assert_eq!(accuracy(&pred, &[1, 1, 2]), 2.0 / 3.0);

@@ -37,7 +37,11 @@ pub fn read_npy_labels(path: &std::path::Path) -> Result<Vec<usize>, VerifyError
         NpyData::I64(v) => v,
         NpyData::I32(v) => v.into_iter().map(i64::from).collect(),
         NpyData::U8(v) => v.into_iter().map(i64::from).collect(),
-        _ => return Err(VerifyError::Data(format!("{what}: labels must be an int64, int32 or uint8 .npy (class indices)"))),
+        _ => {
+            return Err(VerifyError::Data(format!(
+                "{what}: labels must be an int64, int32 or uint8 .npy (class indices)"
+            )))
+        }
     };
     values
         .iter()

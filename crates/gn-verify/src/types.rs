@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use gn_onnx::proto::ModelProto;
-use ndarray::ArrayD;
 use gn_transpile::NeuronKind;
+use ndarray::ArrayD;
 
 use crate::operations::Operations;
 

@@ -43,7 +43,7 @@ pub struct DataConfig {
     pub ci_images: usize,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct ModelConfig {
     pub name: String,
     pub path: PathBuf,
@@ -55,7 +55,7 @@ pub struct ModelConfig {
     pub percentile: Option<f64>,
     #[serde(default)]
     pub per_channel: bool,
-    /// Measured by `--full` only (the README's tables), not by the CI run.
+    /// Measured by `--full` only (the tables of docs/results.md), not by the CI run.
     #[serde(default)]
     pub full_only: bool,
 }

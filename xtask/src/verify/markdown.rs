@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use gn_transpile::NeuronKind;
 
-use super::report::{cells, si, Report, ModelResult, PAPER_TABLE1};
+use super::report::{cells, si, ModelResult, Report, PAPER_TABLE1};
 
 /// The T values of the first model's curves, the columns of the per-T tables.
 fn steps(r: &Report) -> Vec<usize> {
@@ -367,7 +367,7 @@ fn built(s: &mut String, r: &Report) {
 /// The gates, pass or fail.
 fn gates(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n### Gates\n");
-    for (name, ok, detail) in &r.gates {
+    for super::gates::Gate { name, passed: ok, detail } in &r.gates {
         let _ = writeln!(s, "- {} {name}: {detail}", if *ok { "pass" } else { "FAIL" });
     }
 }

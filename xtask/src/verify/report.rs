@@ -140,13 +140,12 @@ pub struct Report {
     pub tau_sweep: Vec<(String, Vec<SweepPoint>)>,
     pub built: Vec<BuiltCheck>,
     pub runtimes: Vec<RuntimeRow>,
-    pub gates: Vec<(String, bool, String)>,
+    pub gates: Vec<super::gates::Gate>,
     pub seconds: f64,
 }
 
 /// The paper's Table 1 for ResNet-20 on CIFAR-100 (τ = 4), for the report.
 pub const PAPER_TABLE1: &str = "| paper (ResNet-20, CIFAR-100) | 1 | 2 | 4 | 8 | 16 | 32 |\n| --- | --- | --- | --- | --- | --- | --- |\n| GN | 1.39 | 0.64 | 0.37 | 0.30 | 0.28 | 0.28 |\n| IF | 11.65 | 6.36 | 3.72 | 2.02 | 0.92 | 0.45 |\n| GN/IF | 11.9% | 10.1% | 9.9% | 14.9% | 30.4% | 62.2% |\n";
-
 
 /// The values of (T, value) points as table cells: `a | b | c`.
 pub fn cells(points: &[(usize, f64)], format: impl Fn(f64) -> String) -> String {
@@ -167,7 +166,7 @@ pub fn si(v: f64) -> String {
 /// the forms and runtimes, the gates, and where the full report is.
 pub fn render_summary(r: &Report) -> String {
     let mut s = String::new();
-    let passed = r.gates.iter().filter(|g| g.1).count();
+    let passed = r.gates.iter().filter(|g| g.passed).count();
     let _ = writeln!(
         s,
         "### Verification: ANN vs IF vs GN (τ = {}) on {} {}\n\n{passed} of {} gates pass. The full report (per-layer errors, firing rates, synaptic operations, the τ sweep, every check and gate) is [docs/verify/report.md](docs/verify/report.md).\n",
