@@ -184,6 +184,7 @@ pub type Shapes = HashMap<String, Vec<Option<i64>>>;
 /// ```text
 ///   spiking layer:  p = u_in + x/θ_GN; c = clip(⌊p⌋, 0, τ); u_out = p − c; out = c·θ_GN   (u(0) = 1/2)
 ///   max-pool on spikes:  C = C_in + x; P = MaxPool(C); out = P − P_in; C, P out          (0, 0)
+///   region exact in rate:  S = S_in + x; F(S/k) with x̄ = S/k; Z = k·F; out = Z − Z_in     (0, 0)
 ///   readout:  k = k_in + 1; S = S_in + y_step; y = S / k; S, k out                       (0, 0)
 /// ```
 ///
@@ -234,15 +235,58 @@ pub fn stateful(
         let state = PoolState { sum: (&c_in, &c_out), max: (&p_in, &p_out) };
         expand_max_pool(patch.builder(), cx.opset, node.clone(), 1, Some(state));
     }
-    for (p, node) in diverted {
-        patch.replace(p, node);
-    }
-    // The readout: a step count and a running sum per output.
-    if !readouts.is_empty() {
+    // The step count k, which the regions and the readout divide by.
+    let k_out = if readouts.is_empty() && lowered.rate_regions.is_empty() {
+        String::new()
+    } else {
         let (k_in, k_out) = states.declare(&mut patch, "gn_transpile.steps", Vec::new(), 0.0);
         let one = patch.add_initializer_f32("gn_transpile.steps.one", &[], &[1.0]);
         patch.add_node("gn_transpile.steps", "count", "Add", &[&k_in, &one], vec![]);
         rename_last_output(patch.builder(), &k_out);
+        k_out
+    };
+    // The regions exact in rate: running sums of their inputs, the last total of their outputs.
+    for region in &lowered.rate_regions {
+        let mut averages: HashMap<&str, String> = HashMap::new();
+        for x in &region.inputs {
+            let (s_in, s_out) = states.add(&mut patch, &format!("{x}.rate.sum"), x, x, 0.0)?;
+            let b = patch.builder();
+            b.add_node(x, "rate.sum", "Add", &[&s_in, x], vec![]);
+            rename_last_output(b, &s_out);
+            averages.insert(x, b.add_node(x, "rate.average", "Div", &[&s_out, &k_out], vec![]));
+        }
+        for value in &region.nodes {
+            let Some(&i) = producers.get(value) else { continue };
+            let mut node = node_at(i);
+            for input in node.input.iter_mut() {
+                if let Some(average) = averages.get(input.as_str()) {
+                    *input = average.clone();
+                }
+            }
+            for (k, o) in graph.nodes()[i].output.iter().enumerate() {
+                if !region.outputs.contains(o) {
+                    continue;
+                }
+                // The node's output as the rest of the one-step graph reads it (diverted
+                // to `{y}.step` where it is a graph output).
+                let written = node.output[k].clone();
+                let f = patch.unique_name(&format!("{written}.rate"));
+                node.output[k] = f.clone();
+                let (p_in, p_out) = states.add(&mut patch, &format!("{o}.rate.total"), o, o, 0.0)?;
+                let b = patch.builder();
+                b.add_node(&f, "rate.total", "Mul", &[&f, &k_out], vec![]);
+                rename_last_output(b, &p_out);
+                b.add_node(&f, "rate.diff", "Sub", &[&p_out, &p_in], vec![]);
+                rename_last_output(b, &written);
+            }
+            patch.replace(i, node);
+        }
+    }
+    for (p, node) in diverted {
+        patch.replace(p, node);
+    }
+    // The readout: a running sum per output, divided by the step count.
+    if !readouts.is_empty() {
         for (y, step) in readouts {
             let (s_in, s_out) = states.add(&mut patch, &format!("{y}.sum"), &y, &y, 0.0)?;
             let b = patch.builder();

@@ -171,9 +171,12 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
         match v.role {
             Role::TimeInvariant => audit.time_invariant += 1,
             Role::Exact => audit.exact += 1,
-            Role::Rate => audit.rate.push(entry(
+            Role::Rate if crate::ops::is_max_pool(&v.op) => audit.rate.push(entry(
                 "max-pool over running spike counts; its time average is the max-pool of the inputs' time averages"
                     .into(),
+            )),
+            Role::Rate => audit.rate.push(entry(
+                "computed on the running averages of its time-varying inputs and differenced over the steps; its time average is the op applied to the inputs' time averages".into(),
             )),
             Role::Spiking => {}
             Role::Inexact(r) => audit.inexact.push(entry(r)),

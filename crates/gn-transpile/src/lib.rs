@@ -52,6 +52,7 @@ mod pass;
 mod pipeline;
 mod rank;
 mod rate;
+mod rebatch;
 mod time;
 #[cfg(feature = "tract")]
 pub mod tract_ops;

@@ -30,7 +30,8 @@ use crate::error::TranspileError;
 use crate::neuron::NeuronNode;
 use crate::ops;
 use crate::pass::{Context, Planned};
-use crate::rate::expand_max_pool;
+use crate::rate::{self, expand_max_pool, Region};
+use crate::rebatch::Rebatch;
 use crate::time::{analyze, Analysis, Role, TimeClass};
 
 /// What the lower pass did.
@@ -49,6 +50,9 @@ pub struct Lowered {
     /// The outputs of the max-pools on time-varying inputs (exact in rate): expanded to
     /// running sums here when T > 1, given state by the stateful emission.
     pub rate_pools: Vec<String>,
+    /// The regions of other ops exact in rate: compensated here when T > 1, given state
+    /// by the stateful emission.
+    pub rate_regions: Vec<Region>,
     /// One line per inexact node accepted by the user.
     pub warnings: Vec<String>,
 }
@@ -80,10 +84,27 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             _ => {}
         }
     }
-    let Analysis { classes, rebatched, batch_constants, order, .. } = analysis;
+    lowered.rate_regions = rate::regions(graph, &analysis)?;
+    let Analysis { classes, rebatched, batch_constants, batch_shapes, order, .. } = analysis;
+    let mut rebatch = Rebatch::new(graph, &classes, &order, cx.options.timesteps);
     let t = cx.options.timesteps;
     let consts = graph.constants();
     let mut patch = Patch::new(graph);
+    // Each region reads the running averages of its time-varying inputs, and its outputs
+    // are compensated after it.
+    let mut in_region: HashMap<String, usize> = HashMap::new();
+    let mut averages: HashMap<String, String> = HashMap::new();
+    let mut compensated: Vec<(String, String)> = Vec::new();
+    if t > 1 {
+        for (k, region) in lowered.rate_regions.iter().enumerate() {
+            in_region.extend(region.nodes.iter().map(|n| (n.clone(), k)));
+            for x in &region.inputs {
+                if !averages.contains_key(x) {
+                    averages.insert(x.clone(), rate::running_mean(patch.builder(), x, t));
+                }
+            }
+        }
+    }
     for idx in order {
         let original = &graph.nodes()[idx];
         if NeuronNode::from_node(original).is_some() {
@@ -147,7 +168,25 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
                 *input = tile(&mut patch, &mut lowered.tiles, input, t);
             }
         }
+        for input in node.input.iter_mut() {
+            if batch_shapes.contains(&(idx, input.clone())) {
+                *input = rebatch.folded(&mut patch, input)?;
+            }
+        }
+        if let Some(&k) = node.output.first().and_then(|o| in_region.get(o)) {
+            let region = &lowered.rate_regions[k];
+            for input in node.input.iter_mut().filter(|i| region.inputs.contains(i)) {
+                *input = averages[input.as_str()].clone();
+            }
+            for output in node.output.iter_mut().filter(|o| region.outputs.contains(o)) {
+                let f = patch.unique_name(&format!("{output}.rate"));
+                compensated.push((std::mem::replace(output, f.clone()), f));
+            }
+        }
         patch.replace(idx, node);
+    }
+    for (y, f) in compensated {
+        rate::compensate(patch.builder(), &f, &y, t);
     }
     lowered.folded_outputs =
         graph.output_names().into_iter().filter(|o| classes.get(o) == Some(&TimeClass::Folded)).collect();
@@ -244,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn ops_that_mix_time_with_the_batch_are_refused_and_nonlinear_ones_need_consent() {
+    fn ops_that_mix_time_with_the_batch_are_refused_and_random_ones_need_consent() {
         let concat = node("Concat", &["c", "c"], "y", vec![attr::int("axis", 0)]);
         let err = run(&graph(concat, None), &cx(2)).unwrap_err().to_string();
         assert!(err.contains("axis 0, which holds time × batch"), "{err}");
@@ -254,13 +293,39 @@ mod tests {
             let result = run(&g, &cx(2));
             assert_eq!(result.is_ok(), ok, "repeats [{first}, 3]");
         }
+        // A Softmax is exact in rate: one region, its input averaged, its output compensated.
         let softmax = node("Softmax", &["c"], "y", vec![]);
-        let err = run(&graph(softmax.clone(), None), &cx(2)).unwrap_err().to_string();
-        assert!(err.contains("--allow-inexact"), "{err}");
+        let planned = run(&graph(softmax, None), &cx(2)).unwrap();
+        assert!(planned.report.warnings.is_empty());
+        assert_eq!(planned.report.rate_regions.len(), 1);
+        assert_eq!(planned.report.rate_regions[0].outputs, ["y"]);
+        // A random op is not a function of its inputs: only with consent, and a warning.
+        let random = node("RandomNormalLike", &["c"], "y", vec![]);
+        let err = run(&graph(random.clone(), None), &cx(2)).unwrap_err().to_string();
+        assert!(err.contains("--allow-inexact") && err.contains("draws random values"), "{err}");
         let mut lenient = cx(2);
         lenient.options.allow_inexact = true;
-        let planned = run(&graph(softmax, None), &lenient).unwrap();
+        let planned = run(&graph(random, None), &lenient).unwrap();
         assert_eq!(planned.report.warnings.len(), 1);
+        // A comparison whose booleans would leave the region is refused.
+        let less = node("Less", &["c", "c"], "y", vec![]);
+        let err = run(&graph(less, None), &cx(2)).unwrap_err().to_string();
+        assert!(err.contains("booleans or indices"), "{err}");
+    }
+
+    /// A tensor reshaped by a shape read from the input (`Reshape(x, Shape(x))`, as exports
+    /// that read the batch write it) is data: a spiking layer on it is a spiking layer.
+    #[test]
+    fn a_tensor_reshaped_by_a_shape_of_the_input_is_data() {
+        let g = Graph::new(GraphProto {
+            node: vec![node("Shape", &["x"], "s", vec![]), node("Reshape", &["x", "s"], "r", vec![]), layer("r", "y")],
+            input: vec![float_value_info("x", &[None, Some(4)])],
+            output: vec![float_value_info("y", &[None, Some(4)])],
+            ..Default::default()
+        });
+        let analysis = analyze(&g).unwrap();
+        assert_eq!(analysis.classes["r"], TimeClass::Static);
+        assert_eq!(analysis.verdicts[2].role, Role::Spiking);
     }
 
     #[test]

@@ -2,29 +2,41 @@
 //! with the time average (linear in its time-varying operand, per sample), whether it is
 //! a max-reduction (exact in rate by the running-sum form), whether it computes a shape,
 //! whether its output keeps its first input's rank or broadcasts its inputs, and whether
-//! it is an activation function (for the detect pass's report). The time analysis
+//! it is an activation function (for the detect pass's report), whether it draws random
+//! values, and whether it writes booleans or indices. The time analysis
 //! ([`crate::time`]), the rank inference ([`crate::rank`]) and the detect pass read it.
 
 /// Linear in its (single) time-varying operand and acting on each sample of the batch
 /// independently, so it commutes with the time average.
-const LINEAR: u8 = 1;
+const LINEAR: u16 = 1;
 /// A max-reduction per sample: exact in rate by the running-sum form ([`crate::rate`]).
-const MAX_POOL: u8 = 1 << 1;
+const MAX_POOL: u16 = 1 << 1;
 /// Its output is a shape, or a piece of one, when its input is a tensor.
-const SHAPE: u8 = 1 << 2;
+const SHAPE: u16 = 1 << 2;
 /// Its output has the rank of its first input.
-const SAME_RANK: u8 = 1 << 3;
+const SAME_RANK: u16 = 1 << 3;
 /// Broadcasts its inputs against each other (numpy style).
-const BROADCAST: u8 = 1 << 4;
+const BROADCAST: u16 = 1 << 4;
 /// An activation function: reported by the detect pass when it is not part of a QCFS.
-const ACTIVATION: u8 = 1 << 5;
+const ACTIVATION: u16 = 1 << 5;
+/// Draws random values: not a function of its inputs, so neither exact in time nor in rate.
+const RANDOM: u16 = 1 << 6;
+/// Writes booleans or indices: exact in rate only inside a region whose outputs are
+/// numbers (a comparison feeding a Where), never as a value that is averaged over time.
+const DISCRETE: u16 = 1 << 7;
+/// Reads a data tensor first and a shape (or sizes, repeats, bounds) after it.
+const TAKES_SHAPE: u16 = 1 << 8;
 
 /// The facts of each op, by op type, sorted by name.
-const TABLE: &[(&str, u8)] = &[
+const TABLE: &[(&str, u16)] = &[
     ("Abs", SAME_RANK),
     ("Add", LINEAR | BROADCAST),
+    ("And", DISCRETE),
+    ("ArgMax", DISCRETE),
+    ("ArgMin", DISCRETE),
     ("AveragePool", LINEAR | SAME_RANK),
     ("BatchNormalization", LINEAR | SAME_RANK),
+    ("Bernoulli", RANDOM),
     ("Cast", LINEAR | SAME_RANK),
     ("Ceil", SAME_RANK),
     ("Clip", SAME_RANK | ACTIVATION),
@@ -35,9 +47,9 @@ const TABLE: &[(&str, u8)] = &[
     ("Div", LINEAR | BROADCAST),
     ("Dropout", LINEAR | SAME_RANK),
     ("Elu", SAME_RANK | ACTIVATION),
-    ("Equal", BROADCAST),
+    ("Equal", BROADCAST | DISCRETE),
     ("Exp", SAME_RANK),
-    ("Expand", LINEAR),
+    ("Expand", LINEAR | TAKES_SHAPE),
     ("Flatten", LINEAR),
     ("Floor", SAME_RANK),
     ("Gather", LINEAR),
@@ -45,14 +57,18 @@ const TABLE: &[(&str, u8)] = &[
     ("Gemm", LINEAR),
     ("GlobalAveragePool", LINEAR | SAME_RANK),
     ("GlobalMaxPool", MAX_POOL | SAME_RANK),
-    ("Greater", BROADCAST),
+    ("Greater", BROADCAST | DISCRETE),
+    ("GreaterOrEqual", DISCRETE),
     ("HardSigmoid", SAME_RANK | ACTIVATION),
     ("HardSwish", SAME_RANK | ACTIVATION),
     ("Identity", LINEAR | SAME_RANK),
     ("InstanceNormalization", SAME_RANK),
+    ("IsInf", DISCRETE),
+    ("IsNaN", DISCRETE),
     ("LRN", SAME_RANK),
     ("LeakyRelu", SAME_RANK | ACTIVATION),
-    ("Less", BROADCAST),
+    ("Less", BROADCAST | DISCRETE),
+    ("LessOrEqual", DISCRETE),
     ("Log", SAME_RANK),
     ("LogSoftmax", SAME_RANK),
     ("MatMul", LINEAR),
@@ -62,22 +78,29 @@ const TABLE: &[(&str, u8)] = &[
     ("Min", BROADCAST),
     ("Mish", ACTIVATION),
     ("Mul", LINEAR | BROADCAST),
+    ("Multinomial", RANDOM),
     ("Neg", LINEAR | SAME_RANK),
+    ("Not", DISCRETE),
+    ("Or", DISCRETE),
     ("PRelu", BROADCAST | ACTIVATION),
-    ("Pad", LINEAR | SAME_RANK),
+    ("Pad", LINEAR | SAME_RANK | TAKES_SHAPE),
     ("Pow", BROADCAST),
+    ("RandomNormal", RANDOM),
+    ("RandomNormalLike", RANDOM),
+    ("RandomUniform", RANDOM),
+    ("RandomUniformLike", RANDOM),
     ("ReduceMax", MAX_POOL),
     ("ReduceMean", LINEAR),
     ("ReduceSum", LINEAR),
     ("Relu", SAME_RANK | ACTIVATION),
-    ("Reshape", LINEAR),
-    ("Resize", LINEAR | SAME_RANK),
+    ("Reshape", LINEAR | TAKES_SHAPE),
+    ("Resize", LINEAR | SAME_RANK | TAKES_SHAPE),
     ("Round", SAME_RANK),
     ("Selu", ACTIVATION),
     ("Shape", SHAPE),
     ("Sigmoid", SAME_RANK | ACTIVATION),
     ("Size", SHAPE),
-    ("Slice", LINEAR | SAME_RANK),
+    ("Slice", LINEAR | SAME_RANK | TAKES_SHAPE),
     ("Softmax", SAME_RANK),
     ("Softplus", ACTIVATION),
     ("SpaceToDepth", LINEAR | SAME_RANK),
@@ -87,14 +110,15 @@ const TABLE: &[(&str, u8)] = &[
     ("Sub", LINEAR | BROADCAST),
     ("Sum", LINEAR | BROADCAST),
     ("Tanh", SAME_RANK | ACTIVATION),
-    ("Tile", LINEAR | SAME_RANK),
+    ("Tile", LINEAR | SAME_RANK | TAKES_SHAPE),
     ("Transpose", LINEAR | SAME_RANK),
     ("Unsqueeze", LINEAR),
-    ("Upsample", LINEAR | SAME_RANK),
+    ("Upsample", LINEAR | SAME_RANK | TAKES_SHAPE),
     ("Where", BROADCAST),
+    ("Xor", DISCRETE),
 ];
 
-fn facts(op: &str) -> u8 {
+fn facts(op: &str) -> u16 {
     TABLE.binary_search_by(|(name, _)| (*name).cmp(op)).map_or(0, |i| TABLE[i].1)
 }
 
@@ -126,6 +150,21 @@ pub(crate) fn broadcasts(op: &str) -> bool {
 /// An activation function.
 pub(crate) fn is_activation(op: &str) -> bool {
     facts(op) & ACTIVATION != 0
+}
+
+/// Reads a data tensor first and a shape (or sizes, repeats, bounds) after it.
+pub(crate) fn takes_a_shape(op: &str) -> bool {
+    facts(op) & TAKES_SHAPE != 0
+}
+
+/// Draws random values.
+pub(crate) fn is_random(op: &str) -> bool {
+    facts(op) & RANDOM != 0
+}
+
+/// Writes booleans or indices.
+pub(crate) fn is_discrete(op: &str) -> bool {
+    facts(op) & DISCRETE != 0
 }
 
 #[cfg(test)]

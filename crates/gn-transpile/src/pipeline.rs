@@ -242,6 +242,9 @@ fn state_shapes(
         values.push(pooled.clone());
     }
     values.extend(lowered.folded_outputs.iter().cloned());
+    for region in &lowered.rate_regions {
+        values.extend(region.inputs.iter().chain(&region.outputs).cloned());
+    }
     values.sort();
     values.dedup();
     let one_step = ModelProto { graph: Some(graph.proto.clone()), ..model.clone() };

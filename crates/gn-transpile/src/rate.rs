@@ -1,14 +1,204 @@
 //! The rate-coded forms: an op on time-varying inputs that does not commute with the
 //! time average, computed so that its output averaged over the first t steps is the op
-//! applied to its inputs averaged over them, at every t (exact in rate). Today the
-//! max-reductions (MaxPool, GlobalMaxPool, ReduceMax), by the running-sum form below;
-//! the unrolled and the stateful emissions both write them through [`expand_max_pool`].
+//! applied to its inputs averaged over them, at every t (exact in rate; docs/design.md
+//! §5.4). For any function F of its current inputs, with running averages
+//! x̄(t) = (1/t)·Σ_{s≤t} x(s):
+//!
+//! ```text
+//!   y(t) = t·F(x̄(t)) − (t−1)·F(x̄(t−1))        so that   (1/t)·Σ_{s≤t} y(s) = F(x̄(t))
+//! ```
+//!
+//! * A max-reduction (MaxPool, GlobalMaxPool, ReduceMax) is positively homogeneous, so
+//!   t·F(x̄(t)) = F(Σ_{s≤t} x(s)): the max-pool of the running sums, differenced
+//!   ([`expand_max_pool`]).
+//! * Every other such op belongs to a [`Region`]: a maximal connected set of them (with
+//!   the linear ops between them), compensated once: its time-varying inputs are replaced
+//!   by their running averages ([`running_mean`]), its nodes run unchanged on all T·N
+//!   rows at once, and each output is multiplied by t and differenced ([`compensate`]).
+//!   An op that feeds another inside the region is not differenced and re-summed.
+//!
+//! The unrolled and the stateful emissions both write these forms through this module.
 
-use gn_onnx::graph::attr;
+use std::collections::{HashMap, HashSet};
+
+use gn_onnx::graph::{attr, standard_op};
 use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
+use crate::error::TranspileError;
+use crate::ops;
 use crate::opset::Opset;
+use crate::time::{Analysis, Role, TimeClass};
+
+/// A connected set of rate-coded nodes (not max-pools), compensated as one function of
+/// its time-varying inputs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Region {
+    /// Its nodes, by their first output (a value has one writer).
+    pub nodes: Vec<String>,
+    /// The time-varying values it reads from outside: replaced by their running averages.
+    pub inputs: Vec<String>,
+    /// The values it writes that are read outside it or are graph outputs: differenced.
+    pub outputs: Vec<String>,
+}
+
+/// The regions of an analysed graph: its rate-coded nodes other than max-pools, grown by
+/// the linear nodes that only pass values between them, joined where one reads another.
+/// Refuses a region whose output is written by an op of booleans or indices (a value that
+/// cannot be averaged over time).
+pub fn regions(graph: &Graph, analysis: &Analysis) -> Result<Vec<Region>, TranspileError> {
+    let nodes = graph.nodes();
+    let role_of: HashMap<usize, &Role> =
+        analysis.order.iter().copied().zip(analysis.verdicts.iter().map(|v| &v.role)).collect();
+    let mut member: HashSet<usize> = role_of
+        .iter()
+        .filter(|(&i, r)| ***r == Role::Rate && !ops::is_max_pool(standard_op(&nodes[i])))
+        .map(|(&i, _)| i)
+        .collect();
+    if member.is_empty() {
+        return Ok(Vec::new());
+    }
+    let producers = graph.producers();
+    let consumers = graph.consumers();
+    let outputs: HashSet<String> = graph.output_names().into_iter().collect();
+    let folded = |v: &str| analysis.classes.get(v) == Some(&TimeClass::Folded);
+    // Linear nodes between members join them: every time-varying input from a member,
+    // every reader a member.
+    loop {
+        let joining: Vec<usize> = role_of
+            .iter()
+            .filter(|(i, r)| ***r == Role::Exact && !member.contains(*i))
+            .map(|(&i, _)| i)
+            .filter(|&i| {
+                let n = &nodes[i];
+                let fed =
+                    n.input.iter().filter(|v| folded(v)).all(|v| producers.get(v).is_some_and(|p| member.contains(p)));
+                let read = n.output.iter().filter(|o| !o.is_empty()).all(|o| {
+                    !outputs.contains(o)
+                        && consumers.get(o).is_some_and(|c| !c.is_empty() && c.iter().all(|r| member.contains(r)))
+                });
+                fed && read && n.input.iter().any(|v| folded(v))
+            })
+            .collect();
+        if joining.is_empty() {
+            break;
+        }
+        member.extend(joining);
+    }
+    // Connected components over the values members pass each other.
+    let mut sorted: Vec<usize> = member.iter().copied().collect();
+    sorted.sort();
+    let mut component: HashMap<usize, usize> = HashMap::new();
+    let mut regions: Vec<Vec<usize>> = Vec::new();
+    for &start in &sorted {
+        if component.contains_key(&start) {
+            continue;
+        }
+        let id = regions.len();
+        let mut stack = vec![start];
+        let mut nodes_of = Vec::new();
+        component.insert(start, id);
+        while let Some(i) = stack.pop() {
+            nodes_of.push(i);
+            let n = &nodes[i];
+            let up = n.input.iter().filter_map(|v| producers.get(v).copied());
+            let down = n.output.iter().filter_map(|o| consumers.get(o)).flatten().copied();
+            for j in up.chain(down).collect::<Vec<_>>() {
+                if member.contains(&j) && !component.contains_key(&j) {
+                    component.insert(j, id);
+                    stack.push(j);
+                }
+            }
+        }
+        nodes_of.sort();
+        regions.push(nodes_of);
+    }
+    regions.into_iter().map(|r| region(graph, &r, &member, &producers, &consumers, &outputs, &folded)).collect()
+}
+
+/// The inputs and outputs of the region of nodes `r`.
+fn region(
+    graph: &Graph,
+    r: &[usize],
+    member: &HashSet<usize>,
+    producers: &HashMap<String, usize>,
+    consumers: &HashMap<String, Vec<usize>>,
+    outputs: &HashSet<String>,
+    folded: &dyn Fn(&str) -> bool,
+) -> Result<Region, TranspileError> {
+    let nodes = graph.nodes();
+    let inside: HashSet<usize> = r.iter().copied().collect();
+    let mut region = Region::default();
+    for &i in r {
+        let n = &nodes[i];
+        region.nodes.push(n.output[0].clone());
+        for v in n.input.iter().filter(|v| folded(v)) {
+            if !producers.get(v).is_some_and(|p| inside.contains(p)) && !region.inputs.contains(v) {
+                region.inputs.push(v.clone());
+            }
+        }
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            let read_outside = consumers.get(o).is_some_and(|c| c.iter().any(|j| !inside.contains(j)));
+            if !(read_outside || outputs.contains(o)) {
+                continue;
+            }
+            if ops::is_discrete(standard_op(n)) {
+                return Err(TranspileError::Pass {
+                    pass: "lower",
+                    node: if n.name().is_empty() { o.clone() } else { n.name().to_string() },
+                    reason: format!(
+                        "{} writes booleans or indices ('{o}') that leave its exact-in-rate region: only numbers are averaged over the time steps",
+                        n.op_type()
+                    ),
+                });
+            }
+            region.outputs.push(o.clone());
+        }
+    }
+    debug_assert!(r.iter().all(|i| member.contains(i)));
+    Ok(region)
+}
+
+/// The running average x̄(t) of a folded `[T·N, …]` value `x`, as a value of x's shape:
+/// `Reshape [T, -1] → CumSum along the steps → Div by [[1], …, [T]] → Reshape`. The sums
+/// are taken in step order.
+pub fn running_mean(g: &mut Graph, x: &str, timesteps: usize) -> String {
+    let (rows, steps) = step_constants(g, x, timesteps);
+    let axis = g.add_initializer_i64(&format!("{x}.rate.step_axis"), &[], &[0]);
+    let xs = g.add_node(x, "rate.steps", "Reshape", &[x, &rows], vec![]);
+    let sums = g.add_node(x, "rate.sum", "CumSum", &[&xs, &axis], vec![]);
+    let means = g.add_node(x, "rate.mean", "Div", &[&sums, &steps], vec![]);
+    let shape = g.add_node(x, "rate.shape", "Shape", &[x], vec![]);
+    g.add_node(x, "rate.average", "Reshape", &[&means, &shape], vec![])
+}
+
+/// Writes `y`, the region output `f` = F(x̄(t)) (folded `[T·N, …]`) compensated:
+/// `y(t) = t·F(t) − (t−1)·F(t−1)`, the second term 0 at t = 1.
+pub fn compensate(g: &mut Graph, f: &str, y: &str, timesteps: usize) {
+    let t = timesteps as i64;
+    let (rows, steps) = step_constants(g, f, timesteps);
+    let fs = g.add_node(f, "rate.steps", "Reshape", &[f, &rows], vec![]);
+    let totals = g.add_node(f, "rate.total", "Mul", &[&fs, &steps], vec![]);
+    let starts = g.add_initializer_i64(&format!("{f}.rate.starts"), &[1], &[0]);
+    let ends = g.add_initializer_i64(&format!("{f}.rate.ends"), &[1], &[t - 1]);
+    let axes = g.add_initializer_i64(&format!("{f}.rate.axes"), &[1], &[0]);
+    let earlier = g.add_node(f, "rate.earlier", "Slice", &[&totals, &starts, &ends, &axes], vec![]);
+    let pads = g.add_initializer_i64(&format!("{f}.rate.pads"), &[4], &[1, 0, 0, 0]);
+    let previous = g.add_node(f, "rate.previous", "Pad", &[&earlier, &pads], vec![]);
+    let steps_out = g.add_node(f, "rate.diff", "Sub", &[&totals, &previous], vec![]);
+    let shape = g.add_node(f, "rate.shape", "Shape", &[f], vec![]);
+    g.add_node(f, "rate.out", "Reshape", &[&steps_out, &shape], vec![]);
+    rename_last_output(g, y);
+}
+
+/// `[T, -1]` and the step counts `[[1], …, [T]]` for value `v`.
+fn step_constants(g: &mut Graph, v: &str, timesteps: usize) -> (String, String) {
+    let t = timesteps as i64;
+    let counts: Vec<f32> = (1..=timesteps).map(|s| s as f32).collect();
+    let rows = g.add_initializer_i64(&format!("{v}.rate.rows"), &[2], &[t, -1]);
+    let steps = g.add_initializer_f32(&format!("{v}.rate.counts"), &[t, 1], &counts);
+    (rows, steps)
+}
 
 /// The running sums and the last pooled value of a max-pool on spikes, kept as state
 /// (input, output) by a graph that runs one step per call.

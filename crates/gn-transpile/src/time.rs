@@ -46,12 +46,15 @@ pub enum Role {
     Spiking,
     /// Runs once over all T·N samples; exact in time (linear in its folded inputs).
     Exact,
-    /// A max-pool on time-varying inputs, lowered to a max-pool over the running sums:
-    /// exact in rate (its time-averaged output is the max-pool of the time-averaged
-    /// inputs at every step; see [`crate::rate::expand_max_pool`]).
+    /// Not linear in its time-varying inputs, and a function of its current inputs: exact
+    /// in rate. Its output averaged over the first t steps is the op applied to its inputs
+    /// averaged over them, at every t: a max-pool by the running sums
+    /// ([`crate::rate::expand_max_pool`]), any other op as part of a region computed on
+    /// the running averages and differenced over the steps ([`crate::rate`]).
     Rate,
-    /// Runs on folded inputs but is not linear in them: the time-averaged output is not
-    /// what the ANN computes. Allowed only when the user accepts it.
+    /// Runs on folded inputs but is not a function of its current inputs (random ops,
+    /// ops of unknown domains): neither exact in time nor in rate. Allowed only when the
+    /// user accepts it.
     Inexact(String),
     /// Cannot be lowered safely.
     Refused(String),
@@ -80,6 +83,11 @@ pub struct Analysis {
     /// folded operand (ConstantOfShape [N, …], an initializer [N, …]), by the index of the
     /// node that reads them: tiled T times for that node, like time-invariant operands.
     pub batch_constants: HashSet<(usize, String)>,
+    /// Shapes read from a time-invariant tensor (batch N) that shape a folded one, by the
+    /// index of the node that reads them (a Reshape target `Concat(Gather(Shape(x), 0),
+    /// …)`, as exports that read the batch write it): the lower pass computes them with
+    /// the batch entry T·N.
+    pub batch_shapes: HashSet<(usize, String)>,
     /// The node indices in the topological order the verdicts follow.
     pub order: Vec<usize>,
 }
@@ -163,6 +171,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
     let shapes = Shapes::infer(graph, &consts, &order);
     let mut rebatched = HashSet::new();
     let mut batch_constants = HashSet::new();
+    let mut batch_shapes = HashSet::new();
     let mut classes: HashMap<String, TimeClass> = HashMap::new();
     for v in &graph.proto.input {
         classes.insert(v.name().to_string(), Static);
@@ -195,7 +204,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             }
         } else if has(Folded) {
             let cx = FoldedContext { consts: &consts, shapes: &shapes, classes: &classes, batch };
-            let role = folded_role(&cx, n, idx, &mut rebatched, &mut batch_constants);
+            let role = folded_role(&cx, n, idx, &mut rebatched, &mut batch_constants, &mut batch_shapes);
             (Folded, role)
         } else if has(ShapeOfFolded) {
             if has(Static) || has(ShapeOfStatic) {
@@ -206,7 +215,11 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 (ShapeOfFolded, Role::Exact)
             }
         } else if has(ShapeOfStatic) {
-            if matches!(standard_op(n), "ConstantOfShape" | "Range") {
+            // A tensor reshaped, expanded or sliced by a shape read from the input is data
+            // of that batch, not a shape: `[N, …]`, computed once.
+            let data =
+                inputs.first().is_some_and(|&c| c == Static || (c == Const && ops::takes_a_shape(standard_op(n))));
+            if matches!(standard_op(n), "ConstantOfShape" | "Range") || data {
                 (Static, Role::TimeInvariant)
             } else {
                 (ShapeOfStatic, Role::TimeInvariant)
@@ -229,7 +242,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             classes.insert(o.clone(), out);
         }
     }
-    Ok(Analysis { classes, verdicts, static_batch: batch, rebatched, batch_constants, order })
+    Ok(Analysis { classes, verdicts, static_batch: batch, rebatched, batch_constants, batch_shapes, order })
 }
 
 /// What the lower pass does with node `n` (index `idx`), which reads a folded tensor:
@@ -242,6 +255,7 @@ fn folded_role(
     idx: usize,
     rebatched: &mut HashSet<String>,
     batch_constants: &mut HashSet<(usize, String)>,
+    batch_shapes: &mut HashSet<(usize, String)>,
 ) -> Role {
     use TimeClass::*;
     let FoldedContext { consts, shapes, classes, batch } = *cx;
@@ -249,8 +263,18 @@ fn folded_role(
         n.input.iter().filter(|i| !i.is_empty()).map(|i| classes.get(i).copied().unwrap_or(Static)).collect();
     let has = |c: TimeClass| inputs.contains(&c);
     if has(ShapeOfStatic) {
-        Role::Refused("its shape operand is computed from the batch size of a time-invariant tensor".into())
-    } else if let Some(whole) = slice_of_whole_batch(consts, n, batch) {
+        // A shape read from a time-invariant tensor holds N where the folded tensor has
+        // T·N rows: as a shape operand, the lower pass computes it again with T·N.
+        let first_is_shape = n.input.first().is_some_and(|i| classes.get(i) == Some(&ShapeOfStatic));
+        if first_is_shape || !ops::takes_a_shape(standard_op(n)) {
+            return Role::Refused(
+                "its shape operand is computed from the batch size of a time-invariant tensor, and is not a shape operand of a Reshape, Expand, Tile, Slice, Pad or Resize".into(),
+            );
+        }
+        let read = n.input.iter().filter(|i| classes.get(*i) == Some(&ShapeOfStatic));
+        batch_shapes.extend(read.map(|i| (idx, i.clone())));
+    }
+    if let Some(whole) = slice_of_whole_batch(consts, n, batch) {
         // A Slice that keeps all of axis 0 ([0, N) of a static batch N, or [0, ∞)):
         // its end becomes open, so it keeps all T·N.
         if !whole {
@@ -292,13 +316,20 @@ fn folded_role(
         } else {
             Role::Rate
         }
-    } else if !ops::is_linear(standard_op(n)) {
-        Role::Inexact(format!("{} is not linear, so it does not commute with the time average", n.op_type()))
-    } else if matches!(standard_op(n), "Mul" | "Div" | "MatMul") && inputs.iter().filter(|&&c| c == Folded).count() > 1
+    } else if standard_op(n).is_empty() {
+        Role::Inexact(format!(
+            "an op of domain '{}' is not known to be a function of its current inputs, so it is neither exact in time nor in rate",
+            n.domain()
+        ))
+    } else if ops::is_random(standard_op(n)) {
+        Role::Inexact(format!("{} draws random values: not a function of its inputs", n.op_type()))
+    } else if !ops::is_linear(standard_op(n))
+        || (matches!(standard_op(n), "Mul" | "Div" | "MatMul") && inputs.iter().filter(|&&c| c == Folded).count() > 1)
+        || (standard_op(n) == "Div" && classes.get(&n.input[1]) == Some(&Folded))
     {
-        Role::Inexact("a product of two time-varying tensors does not commute with the time average".into())
-    } else if standard_op(n) == "Div" && classes.get(&n.input[1]) == Some(&Folded) {
-        Role::Inexact("dividing by a time-varying tensor does not commute with the time average".into())
+        // Not linear in its time-varying inputs: computed on their running averages and
+        // differenced over the steps (docs/design.md §5.4).
+        Role::Rate
     } else {
         Role::Exact
     }

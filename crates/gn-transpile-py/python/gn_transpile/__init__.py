@@ -42,7 +42,7 @@ def convert(model, *, tau=4, timesteps=None, neuron="gn", emit="standard", anyti
     emit: "standard" (standard ONNX ops), "custom-op" (one gn.transpile node per layer)
         or "stateful" (one step per call, state listed in metadata gn_transpile.state).
     anytime: also output ``{y}_anytime``, the readout after every step.
-    allow_inexact: convert ops that are not exact in time anyway.
+    allow_inexact: convert ops that are neither exact in time nor in rate (random ops) anyway.
     """
     path, data = _source(model)
     return _native.convert(path, data, tau, timesteps, neuron, emit, anytime, allow_inexact)

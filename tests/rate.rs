@@ -1,0 +1,255 @@
+//! Ops exact in rate (docs/design.md §5.4): a squeeze-excite gate, a LayerNorm and an
+//! attention block between spiking layers. The readout after t steps must be what the
+//! ANN's tail computes on the spiking layer's average over those t steps, at every t; the
+//! readout after t steps cannot depend on how many steps follow; and every emitted form
+//! gives the same rows.
+
+use gn_onnx::graph::attr;
+use gn_onnx::proto::ModelProto;
+use gn_tests::reference::matrix;
+use gn_tests::ModelBuilder;
+use gn_transpile::{transpile, Emit, NeuronKind, Options};
+use ndarray::{ArrayD, Axis};
+
+/// The blocks tried, each between a QCFS layer and a linear head.
+#[derive(Clone, Copy, Debug)]
+enum Block {
+    /// `h · σ(W h)` (squeeze-excite's gate, on features).
+    Gate,
+    /// `LayerNormalization(h)` over the features.
+    LayerNorm,
+    /// One head of self-attention over 4 tokens: `softmax(Q Kᵀ / √8) V`.
+    Attention,
+}
+
+const TOKENS: i64 = 4;
+
+/// The feature dims of the QCFS layer's output (after the batch).
+fn site_dims(block: Block) -> Vec<i64> {
+    match block {
+        Block::Attention => vec![TOKENS, 8],
+        _ => vec![8],
+    }
+}
+
+fn weights(b: &mut ModelBuilder, rows: usize, cols: usize, seed: u64) -> String {
+    let w = matrix(rows, cols, seed, 0.6);
+    b.constant(&[rows as i64, cols as i64], w.as_slice().unwrap())
+}
+
+/// input → (Gemm or MatMul) → QCFS: the spiking layer's value.
+fn prefix(b: &mut ModelBuilder, block: Block) -> String {
+    let x = match block {
+        Block::Attention => {
+            let w = weights(b, 6, 8, 1);
+            b.node("MatMul", &["input", &w], vec![])
+        }
+        _ => b.gemm("input", &matrix(8, 6, 1, 0.8), &[0.2; 8]),
+    };
+    b.qcfs(&x, 1.5, 4)
+}
+
+/// The block and the head on the spiking layer's value `h`.
+fn tail(b: &mut ModelBuilder, block: Block, h: &str) -> String {
+    let y = match block {
+        Block::Gate => {
+            let a = b.gemm(h, &matrix(8, 8, 2, 0.7), &[-0.3; 8]);
+            let g = b.node("Sigmoid", &[&a], vec![]);
+            b.node("Mul", &[h, &g], vec![])
+        }
+        Block::LayerNorm => {
+            let scale = b.constant(&[8], &[1.0, 0.5, 1.5, 1.0, 0.8, 1.2, 1.0, 0.9]);
+            let bias = b.constant(&[8], &[0.1; 8]);
+            b.node("LayerNormalization", &[h, &scale, &bias], vec![attr::int("axis", -1), attr::float("epsilon", 1e-3)])
+        }
+        Block::Attention => {
+            let (wq, wk, wv) = (weights(b, 8, 8, 3), weights(b, 8, 8, 4), weights(b, 8, 8, 5));
+            let q = b.node("MatMul", &[h, &wq], vec![]);
+            let k = b.node("MatMul", &[h, &wk], vec![]);
+            let v = b.node("MatMul", &[h, &wv], vec![]);
+            let kt = b.node("Transpose", &[&k], vec![attr::ints("perm", &[0, 2, 1])]);
+            let s = b.node("MatMul", &[&q, &kt], vec![]);
+            let root = b.constant(&[], &[8f32.sqrt()]);
+            let scaled = b.node("Div", &[&s, &root], vec![]);
+            let a = b.node("Softmax", &[&scaled], vec![attr::int("axis", -1)]);
+            let o = b.node("MatMul", &[&a, &v], vec![]);
+            b.node("Flatten", &[&o], vec![attr::int("axis", 1)])
+        }
+    };
+    let width = site_dims(block).iter().product::<i64>() as usize;
+    b.gemm(&y, &matrix(4, width, 6, 0.5), &[0.0; 4])
+}
+
+fn input_dims(block: Block) -> Vec<i64> {
+    match block {
+        Block::Attention => vec![TOKENS, 6],
+        _ => vec![6],
+    }
+}
+
+/// The whole network, the network up to its spiking layer, and its tail from the
+/// spiking layer's value.
+fn models(block: Block) -> (ModelProto, ModelProto, ModelProto) {
+    let mut b = ModelBuilder::new(&input_dims(block));
+    let h = prefix(&mut b, block);
+    let y = tail(&mut b, block, &h);
+    let whole = b.finish(&y, &[4]);
+    let mut b = ModelBuilder::new(&input_dims(block));
+    let h = prefix(&mut b, block);
+    let up_to = b.finish(&h, &site_dims(block));
+    let mut b = ModelBuilder::new(&site_dims(block));
+    let y = tail(&mut b, block, "input");
+    let from = b.finish(&y, &[4]);
+    (whole, up_to, from)
+}
+
+fn inputs(block: Block, n: usize) -> ArrayD<f32> {
+    let dims = input_dims(block);
+    let width = dims.iter().product::<i64>() as usize;
+    let mut shape = vec![n];
+    shape.extend(dims.iter().map(|&d| d as usize));
+    matrix(n, width, 11, 2.0).into_shape_with_order(shape).unwrap().into_dyn()
+}
+
+fn convert(model: &ModelProto, options: &Options) -> ModelProto {
+    transpile(model, options).unwrap_or_else(|e| panic!("conversion failed: {e}")).0
+}
+
+fn anytime(timesteps: usize, emit: Emit) -> Options {
+    Options { neuron: NeuronKind::Gn, tau: 4, timesteps, anytime: true, emit, ..Default::default() }
+}
+
+fn run(model: &ModelProto, x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
+    gn_verify::run_batched(model, x, 16, &|_| {}).unwrap()
+}
+
+fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max)
+}
+
+/// Row t of the anytime output is the ANN's tail on the spiking layer's average over the
+/// first t steps, at T = 1, 2 and 5, for each block.
+#[test]
+fn the_readout_after_t_steps_is_the_tail_on_the_averages_of_t_steps() {
+    let x = inputs(Block::Gate, 24);
+    for block in [Block::Gate, Block::LayerNorm, Block::Attention] {
+        let x = if matches!(block, Block::Attention) { inputs(block, 24) } else { x.clone() };
+        let (whole, up_to, from) = models(block);
+        for timesteps in [1, 2, 5] {
+            let rows = run(&convert(&whole, &anytime(timesteps, Emit::Standard)), &x);
+            let averages = run(&convert(&up_to, &anytime(timesteps, Emit::Standard)), &x);
+            for t in 0..timesteps {
+                let average = averages[1].index_axis(Axis(0), t).to_owned();
+                let expected = run(&from, &average).remove(0);
+                let got = rows[1].index_axis(Axis(0), t).to_owned();
+                let diff = max_abs_diff(&got, &expected);
+                assert!(diff <= 1e-4, "{block:?} T={timesteps} t={}: differs by {diff}", t + 1);
+            }
+            // The spikes did vary over the steps: the check is not on a constant.
+            if timesteps == 5 {
+                let first = averages[1].index_axis(Axis(0), 0).to_owned();
+                let last = averages[1].index_axis(Axis(0), 4).to_owned();
+                assert!(max_abs_diff(&first, &last) > 0.1, "{block:?}: the averages do not change");
+            }
+        }
+    }
+}
+
+/// The readout after t steps does not depend on how many steps follow: row t of the
+/// T = 8 anytime output is the output of the model converted with T = t.
+#[test]
+fn the_readout_after_t_steps_does_not_depend_on_later_steps() {
+    for block in [Block::Gate, Block::LayerNorm, Block::Attention] {
+        let x = inputs(block, 16);
+        let (whole, _, _) = models(block);
+        let rows = run(&convert(&whole, &anytime(8, Emit::Standard)), &x);
+        for t in 1..=8 {
+            let alone = run(&convert(&whole, &Options { timesteps: t, ..anytime(t, Emit::Standard) }), &x);
+            let diff = max_abs_diff(&rows[1].index_axis(Axis(0), t - 1).to_owned(), &alone[0]);
+            assert!(diff <= 1e-5, "{block:?} t={t}: differs by {diff}");
+        }
+    }
+}
+
+/// The custom-op form runs the same regions, and the stateful form's calls give the
+/// anytime rows.
+#[test]
+fn every_form_computes_the_same_rows() {
+    for block in [Block::Gate, Block::LayerNorm, Block::Attention] {
+        let x = inputs(block, 16);
+        let (whole, _, _) = models(block);
+        let rows = run(&convert(&whole, &anytime(6, Emit::Standard)), &x);
+        let custom = run(&convert(&whole, &anytime(6, Emit::CustomOp)), &x);
+        assert!(max_abs_diff(&rows[1], &custom[1]) <= 1e-5, "{block:?}: custom-op");
+        let stateful = Options { neuron: NeuronKind::Gn, tau: 4, emit: Emit::Stateful, ..Default::default() };
+        let calls = gn_verify::run_stateful(&convert(&whole, &stateful), &vec![x.clone(); 6]).unwrap();
+        for (t, outputs) in calls.iter().enumerate() {
+            let diff = max_abs_diff(&outputs[0], &rows[1].index_axis(Axis(0), t).to_owned());
+            assert!(diff <= 1e-4, "{block:?} stateful call {}: differs by {diff}", t + 1);
+        }
+    }
+}
+
+/// `inspect` names the block's ops exact in rate, and nothing needs `--allow-inexact`.
+#[test]
+fn inspect_lists_the_ops_exact_in_rate() {
+    for (block, ops) in [
+        (Block::Gate, vec!["Sigmoid", "Mul"]),
+        (Block::LayerNorm, vec!["LayerNormalization"]),
+        (Block::Attention, vec!["MatMul", "Softmax"]),
+    ] {
+        let (whole, _, _) = models(block);
+        let audit = gn_transpile::inspect::audit(&whole).unwrap();
+        assert!(audit.inexact.is_empty() && audit.refused.is_empty(), "{block:?}: {:?}", audit.inexact);
+        for op in ops {
+            assert!(audit.rate.iter().any(|r| r.op == op), "{block:?}: {op} not exact in rate: {:?}", audit.rate);
+        }
+    }
+}
+
+/// Each block is one region: its inputs averaged once and each output compensated once.
+#[test]
+fn each_block_is_compensated_once() {
+    for (block, averaged) in [(Block::Gate, 2), (Block::LayerNorm, 1), (Block::Attention, 3)] {
+        let (whole, _, _) = models(block);
+        let snn = convert(&whole, &anytime(4, Emit::Standard));
+        let ops: Vec<&str> = snn.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect();
+        let count = |op: &str| ops.iter().filter(|o| **o == op).count();
+        // One CumSum per averaged input, one Pad per compensated output.
+        assert_eq!((count("CumSum"), count("Pad")), (averaged, 1), "{block:?}: {ops:?}");
+    }
+}
+
+/// A Reshape whose target reads the batch from the input's shape (`Concat(Unsqueeze(
+/// Gather(Shape(x), 0)), [2, 4])`, as exporters with a dynamic batch write it) converts
+/// and computes what the same network with a constant `[-1, 2, 4]` target computes.
+#[test]
+fn a_reshape_that_reads_the_batch_from_the_input_converts() {
+    let build = |dynamic: bool| {
+        let mut b = ModelBuilder::new(&[6]);
+        let h = prefix(&mut b, Block::Gate);
+        let target = if dynamic {
+            let s = b.node("Shape", &["input"], vec![]);
+            let zero = b.constant_i64(&[], &[0]);
+            let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+            let axes = b.constant_i64(&[1], &[0]);
+            let n1 = b.node("Unsqueeze", &[&n, &axes], vec![]);
+            let rest = b.constant_i64(&[2], &[2, 4]);
+            b.node("Concat", &[&n1, &rest], vec![attr::int("axis", 0)])
+        } else {
+            b.constant_i64(&[3], &[-1, 2, 4])
+        };
+        let r = b.node("Reshape", &[&h, &target], vec![]);
+        let s = b.node("Softmax", &[&r], vec![attr::int("axis", -1)]);
+        let f = b.node("Flatten", &[&s], vec![attr::int("axis", 1)]);
+        let y = b.gemm(&f, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
+        b.finish(&y, &[4])
+    };
+    let x = inputs(Block::Gate, 12);
+    for form in [Emit::Standard, Emit::CustomOp] {
+        let got = run(&convert(&build(true), &anytime(4, form)), &x);
+        let want = run(&convert(&build(false), &anytime(4, form)), &x);
+        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
+    }
+}
