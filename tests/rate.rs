@@ -253,3 +253,16 @@ fn a_reshape_that_reads_the_batch_from_the_input_converts() {
         assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
     }
 }
+
+/// `inspect` says which weighted ops read spikes (accumulates) and which read analog
+/// values: the gate's Gemm reads the spiking layer, the head reads the gated product.
+#[test]
+fn inspect_says_which_weighted_ops_read_spikes() {
+    let (whole, _, _) = models(Block::Gate);
+    let audit = gn_transpile::inspect::audit(&whole).unwrap();
+    let reads: Vec<&str> = audit.weighted.iter().map(|w| w.reason.as_str()).collect();
+    // The first Gemm reads the image, the gate's Gemm the spikes, the head the product.
+    assert_eq!(reads, ["analog", "spikes", "analog"], "{:?}", audit.weighted);
+    let text = gn_transpile::inspect::inspect(&whole).unwrap();
+    assert!(text.contains("weighted ops reading spikes (accumulates): 1 of 3"), "{text}");
+}

@@ -167,8 +167,21 @@ fn inspect_warns_on_metadata_it_cannot_trust_and_escapes_what_it_prints() {
     graph(&mut ann).node[first].name = Some("floor\u{1b}[2J\u{7}".into());
     let text = gn_transpile::inspect::inspect(&ann).unwrap();
     assert!(text.contains("floor\\u{1b}[2J\\u{7}") && !text.contains('\u{1b}'), "{text}");
+    // A record copied onto an ANN is not trusted: the ANN is audited as one.
+    let mut forged = model.clone();
+    forged.metadata_props = snn_record(&model);
+    let text = gn_transpile::inspect::inspect(&forged).unwrap();
+    assert!(
+        text.contains("says it was converted, but it holds 2 QCFS activations") && text.contains("QCFS sites: 2"),
+        "{text}"
+    );
     // The record of a model converted from it is JSON any reader accepts.
     let (snn, _) = transpile(&ann, &Options::default()).unwrap();
     let record = Metadata::read(&snn).unwrap().unwrap();
     assert_eq!(record.layers[0].site, "floor\u{1b}[2J\u{7}");
+}
+
+/// The metadata of `model` converted with the default options.
+fn snn_record(model: &ModelProto) -> Vec<gn_onnx::proto::StringStringEntryProto> {
+    transpile(model, &Options::default()).unwrap().0.metadata_props
 }

@@ -339,7 +339,7 @@ fn pytorch(args: &Args, root: &Path, ops: &Path, md: &mut String) -> anyhow::Res
         .arg("--bin")
         .arg(&cli)
         .arg("--ops")
-        .arg(&ops)
+        .arg(ops)
         .arg("--rounds")
         .arg(args.rounds.to_string())
         .stderr(std::process::Stdio::inherit())

@@ -205,7 +205,7 @@ fn write_npy_header(path: &Path, descr: &str, shape: &str, data: &[u8]) {
 /// A version-1 `.npy` file of this header dictionary and data.
 fn npy_bytes(dictionary: &str, data: &[u8]) -> Vec<u8> {
     let mut header = dictionary.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -59,7 +59,7 @@ pub struct LoadedModel {
     /// Where it was read from, if it came from a file.
     pub path: Option<PathBuf>,
     /// Every file the model was read from (the model and its side files), canonical.
-    /// [`save`] never writes over one of them.
+    /// [`crate::save::save`] never writes over one of them.
     pub sources: Vec<PathBuf>,
 }
 

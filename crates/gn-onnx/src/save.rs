@@ -86,7 +86,7 @@ pub enum Durability {
 }
 
 /// Writes a model atomically to `path`; see the module documentation. `protected` lists
-/// files that must not be overwritten ([`LoadedModel::sources`] of the input).
+/// files that must not be overwritten ([`crate::LoadedModel::sources`] of the input).
 pub fn save(model: &ModelProto, path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
     save_as(model, path, protected, Durability::Atomic)
 }

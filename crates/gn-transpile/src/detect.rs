@@ -388,12 +388,17 @@ impl Walk<'_> {
     }
 }
 
+/// A QCFS chain found: (first pre step, post steps kept, θ, L).
+type Chain = (usize, usize, f64, u32);
+/// No QCFS chain: the first reason found, and whether it is fatal.
+type Miss = (Option<String>, bool);
+
 /// The longest QCFS chain within `pre` → floor → `post`: (first pre step, post steps
 /// kept, θ, L), or the first reason a chain was not QCFS and whether that reason is fatal.
 /// Ops are dropped from the ends until the chain is QCFS. A chain holding a degenerate op
 /// (θ = 0, NaN, ±inf) is refused whole: shortening it would find a different activation
 /// (θ = 1) where the model holds a broken one.
-fn longest_qcfs(pre: &[Step], post: &[Step]) -> Result<(usize, usize, f64, u32), (Option<String>, bool)> {
+fn longest_qcfs(pre: &[Step], post: &[Step]) -> Result<Chain, Miss> {
     if let Some(Step::Degenerate { op, value }) =
         pre.iter().chain(post).copied().find(|s| matches!(s, Step::Degenerate { .. }))
     {

@@ -47,6 +47,9 @@ pub struct Audit {
     pub inexact: Vec<NodeReason>,
     /// Nodes that cannot be lowered.
     pub refused: Vec<NodeReason>,
+    /// The weighted ops (Conv, Gemm, MatMul) once converted, and what they read: `spikes`
+    /// (accumulates) or `analog` (multiply-accumulates).
+    pub weighted: Vec<NodeReason>,
     /// What the audit could not trust in the model (malformed metadata).
     pub warnings: Vec<String>,
 }
@@ -126,11 +129,18 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
         }
         None => None,
     };
-    if let Some(meta) = meta {
-        audit.converted = Some(converted(model, &graph, &meta));
-        return Ok(audit);
-    }
     let detection = detect(&graph);
+    if let Some(meta) = meta {
+        let layers = graph.nodes().iter().any(|n| NeuronNode::from_node(n).is_some());
+        if detection.sites.is_empty() || layers {
+            audit.converted = Some(converted(model, &graph, &meta));
+            return Ok(audit);
+        }
+        audit.warnings.push(format!(
+            "the model's gn_transpile metadata says it was converted, but it holds {} QCFS activations and no spiking layer: audited as an ANN",
+            detection.sites.len()
+        ));
+    }
     audit.sites = detection
         .sites
         .iter()
@@ -163,6 +173,12 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
     }
     let moves = crate::pipeline::convert_sites(&mut graph, &sites)?;
     audit.moves = moves.iter().map(|m| m.to_string()).collect();
+    let spikes = crate::spikes::spike_values(&graph)?;
+    for n in graph.nodes().iter().filter(|n| crate::spikes::is_weighted(gn_onnx::graph::standard_op(n))) {
+        let reads = n.input.iter().take(2).any(|i| spikes.contains(i));
+        let reason = if reads { "spikes" } else { "analog" };
+        audit.weighted.push(NodeReason { node: n.name().to_string(), op: n.op_type().into(), reason: reason.into() });
+    }
     let analysis = analyze(&graph)?;
     audit.static_batch = analysis.static_batch;
     audit.rebatched = analysis.rebatched.len();
@@ -384,6 +400,15 @@ fn render_ann(out: &mut String, a: &Audit) {
     let _ = writeln!(out, "nodes exact in rate: {}", a.rate.len());
     for r in &a.rate {
         let _ = writeln!(out, "  {} ({}): {}", r.node, r.op, r.reason);
+    }
+    let on_spikes = a.weighted.iter().filter(|w| w.reason == "spikes").count();
+    let _ = writeln!(
+        out,
+        "weighted ops reading spikes (accumulates): {on_spikes} of {}; reading analog values (multiply-accumulates):",
+        a.weighted.len()
+    );
+    for w in a.weighted.iter().filter(|w| w.reason != "spikes") {
+        let _ = writeln!(out, "  {} ({})", w.node, w.op);
     }
     let _ = writeln!(out, "nodes not exact in time: {}", a.inexact.len() + a.refused.len());
     if !a.inexact.is_empty() {

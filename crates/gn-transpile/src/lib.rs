@@ -53,6 +53,7 @@ mod pipeline;
 mod rank;
 mod rate;
 mod rebatch;
+mod spikes;
 mod time;
 #[cfg(feature = "tract")]
 pub mod tract_ops;

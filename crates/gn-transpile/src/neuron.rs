@@ -28,9 +28,8 @@ use gn_onnx::Graph;
 use crate::opset::Opset;
 use crate::DOMAIN;
 
-/// The attribute names of a spiking-layer node, written by [`NeuronNode::to_node`] and
-/// the lower pass, read by [`NeuronNode::parse`], `inspect`, the kernels (gn-neuron's) and
-/// the function bodies (`ref_attr_name`).
+// The attribute names of a spiking-layer node: written by `NeuronNode::to_node` and the
+// lower pass, read by `NeuronNode::parse`, `inspect`, the kernels and the function bodies.
 pub use gn_neuron::attr as attr_name;
 
 /// The neuron model of the spiking layers.
@@ -55,7 +54,7 @@ impl NeuronKind {
     }
 
     /// The kind, the direct-current flag and the per-channel flag of the op type `op`, if
-    /// it is one of [`NeuronNode::op_type`]'s.
+    /// it is one of `NeuronNode::op_type`'s.
     pub fn from_op_type(op: &str) -> Option<(NeuronKind, bool, bool)> {
         NeuronKind::ALL.into_iter().find_map(|kind| {
             VARIANTS
@@ -160,14 +159,14 @@ pub struct NeuronNode {
 
 impl NeuronNode {
     /// The node reading `input` and writing `output`.
-    pub fn to_node(&self, name: &str, input: &str, output: &str) -> NodeProto {
+    pub fn to_node(self, name: &str, input: &str, output: &str) -> NodeProto {
         debug_assert!(!self.per_channel, "a per-channel layer reads its thresholds too (to_node_reading)");
         self.to_node_reading(name, &[input], output)
     }
 
     /// The node reading `inputs` (the current, and the per-channel thresholds of a
     /// per-channel layer) and writing `output`.
-    pub fn to_node_reading(&self, name: &str, inputs: &[&str], output: &str) -> NodeProto {
+    pub fn to_node_reading(self, name: &str, inputs: &[&str], output: &str) -> NodeProto {
         let n = &self.neuron;
         let mut attributes = vec![
             attr::float(attr_name::THETA, n.theta as f32),
@@ -280,6 +279,12 @@ impl NeuronNode {
             t => t.map(|t| t as usize),
         };
         let neuron = Neuron { kind, theta: theta as f64, tau: tau as u32, levels: levels as u32 };
+        if !(neuron.theta_gn() as f32).is_normal() {
+            return Err(format!(
+                "θ_GN = θ/τ = {:e} is not a normal float32: the kernels would divide by it",
+                neuron.theta_gn()
+            ));
+        }
         // v(0) and θ_GN are written for runtimes that read the node (the function body,
         // kernels); they must be what θ and τ make them.
         let derived = [(attr_name::V_INIT, neuron.v_init() as f32), (attr_name::THETA_GN, neuron.theta_gn() as f32)];

@@ -26,6 +26,8 @@ const RANDOM: u16 = 1 << 6;
 const DISCRETE: u16 = 1 << 7;
 /// Reads a data tensor first and a shape (or sizes, repeats, bounds) after it.
 const TAKES_SHAPE: u16 = 1 << 8;
+/// Only moves, selects or pools the values of its data operand: spikes stay spikes.
+const MOVES_VALUES: u16 = 1 << 9;
 
 /// The facts of each op, by op type, sorted by name.
 const TABLE: &[(&str, u16)] = &[
@@ -40,28 +42,28 @@ const TABLE: &[(&str, u16)] = &[
     ("Cast", LINEAR | SAME_RANK),
     ("Ceil", SAME_RANK),
     ("Clip", SAME_RANK | ACTIVATION),
-    ("Concat", LINEAR | SAME_RANK),
+    ("Concat", LINEAR | SAME_RANK | MOVES_VALUES),
     ("Conv", LINEAR | SAME_RANK),
     ("ConvTranspose", LINEAR | SAME_RANK),
-    ("DepthToSpace", LINEAR | SAME_RANK),
+    ("DepthToSpace", LINEAR | SAME_RANK | MOVES_VALUES),
     ("Div", LINEAR | BROADCAST),
-    ("Dropout", LINEAR | SAME_RANK),
+    ("Dropout", LINEAR | SAME_RANK | MOVES_VALUES),
     ("Elu", SAME_RANK | ACTIVATION),
     ("Equal", BROADCAST | DISCRETE),
     ("Exp", SAME_RANK),
-    ("Expand", LINEAR | TAKES_SHAPE),
-    ("Flatten", LINEAR),
+    ("Expand", LINEAR | TAKES_SHAPE | MOVES_VALUES),
+    ("Flatten", LINEAR | MOVES_VALUES),
     ("Floor", SAME_RANK),
-    ("Gather", LINEAR),
+    ("Gather", LINEAR | MOVES_VALUES),
     ("Gelu", ACTIVATION),
     ("Gemm", LINEAR),
     ("GlobalAveragePool", LINEAR | SAME_RANK),
-    ("GlobalMaxPool", MAX_POOL | SAME_RANK),
+    ("GlobalMaxPool", MAX_POOL | SAME_RANK | MOVES_VALUES),
     ("Greater", BROADCAST | DISCRETE),
     ("GreaterOrEqual", DISCRETE),
     ("HardSigmoid", SAME_RANK | ACTIVATION),
     ("HardSwish", SAME_RANK | ACTIVATION),
-    ("Identity", LINEAR | SAME_RANK),
+    ("Identity", LINEAR | SAME_RANK | MOVES_VALUES),
     ("InstanceNormalization", SAME_RANK),
     ("IsInf", DISCRETE),
     ("IsNaN", DISCRETE),
@@ -73,7 +75,7 @@ const TABLE: &[(&str, u16)] = &[
     ("LogSoftmax", SAME_RANK),
     ("MatMul", LINEAR),
     ("Max", BROADCAST),
-    ("MaxPool", MAX_POOL | SAME_RANK),
+    ("MaxPool", MAX_POOL | SAME_RANK | MOVES_VALUES),
     ("Mean", LINEAR | BROADCAST),
     ("Min", BROADCAST),
     ("Mish", ACTIVATION),
@@ -83,36 +85,36 @@ const TABLE: &[(&str, u16)] = &[
     ("Not", DISCRETE),
     ("Or", DISCRETE),
     ("PRelu", BROADCAST | ACTIVATION),
-    ("Pad", LINEAR | SAME_RANK | TAKES_SHAPE),
+    ("Pad", LINEAR | SAME_RANK | TAKES_SHAPE | MOVES_VALUES),
     ("Pow", BROADCAST),
     ("RandomNormal", RANDOM),
     ("RandomNormalLike", RANDOM),
     ("RandomUniform", RANDOM),
     ("RandomUniformLike", RANDOM),
-    ("ReduceMax", MAX_POOL),
+    ("ReduceMax", MAX_POOL | MOVES_VALUES),
     ("ReduceMean", LINEAR),
     ("ReduceSum", LINEAR),
     ("Relu", SAME_RANK | ACTIVATION),
-    ("Reshape", LINEAR | TAKES_SHAPE),
+    ("Reshape", LINEAR | TAKES_SHAPE | MOVES_VALUES),
     ("Resize", LINEAR | SAME_RANK | TAKES_SHAPE),
     ("Round", SAME_RANK),
     ("Selu", ACTIVATION),
     ("Shape", SHAPE),
     ("Sigmoid", SAME_RANK | ACTIVATION),
     ("Size", SHAPE),
-    ("Slice", LINEAR | SAME_RANK | TAKES_SHAPE),
+    ("Slice", LINEAR | SAME_RANK | TAKES_SHAPE | MOVES_VALUES),
     ("Softmax", SAME_RANK),
     ("Softplus", ACTIVATION),
-    ("SpaceToDepth", LINEAR | SAME_RANK),
-    ("Split", LINEAR | SAME_RANK),
+    ("SpaceToDepth", LINEAR | SAME_RANK | MOVES_VALUES),
+    ("Split", LINEAR | SAME_RANK | MOVES_VALUES),
     ("Sqrt", SAME_RANK),
-    ("Squeeze", LINEAR),
+    ("Squeeze", LINEAR | MOVES_VALUES),
     ("Sub", LINEAR | BROADCAST),
     ("Sum", LINEAR | BROADCAST),
     ("Tanh", SAME_RANK | ACTIVATION),
-    ("Tile", LINEAR | SAME_RANK | TAKES_SHAPE),
-    ("Transpose", LINEAR | SAME_RANK),
-    ("Unsqueeze", LINEAR),
+    ("Tile", LINEAR | SAME_RANK | TAKES_SHAPE | MOVES_VALUES),
+    ("Transpose", LINEAR | SAME_RANK | MOVES_VALUES),
+    ("Unsqueeze", LINEAR | MOVES_VALUES),
     ("Upsample", LINEAR | SAME_RANK | TAKES_SHAPE),
     ("Where", BROADCAST),
     ("Xor", DISCRETE),
@@ -155,6 +157,11 @@ pub(crate) fn is_activation(op: &str) -> bool {
 /// Reads a data tensor first and a shape (or sizes, repeats, bounds) after it.
 pub(crate) fn takes_a_shape(op: &str) -> bool {
     facts(op) & TAKES_SHAPE != 0
+}
+
+/// Only moves, selects or pools the values of its data operand.
+pub(crate) fn moves_values(op: &str) -> bool {
+    facts(op) & MOVES_VALUES != 0
 }
 
 /// Draws random values.

@@ -48,14 +48,14 @@ fn check_graph(graph: &mut Graph) -> Result<(), TranspileError> {
     Ok(())
 }
 
-/// [`check_ann`], then the main graph as the passes' IR, checked and without dead nodes:
+/// `check_ann`, then the main graph as the passes' IR, checked and without dead nodes:
 /// where conversion and measurement start.
 pub fn prepare_ann(model: &ModelProto) -> Result<Graph, TranspileError> {
     check_ann(model)?;
     prepare(model)
 }
 
-/// [`check_model`], then the main graph as the passes' IR, checked and without dead nodes.
+/// `check_model`, then the main graph as the passes' IR, checked and without dead nodes.
 pub fn prepare(model: &ModelProto) -> Result<Graph, TranspileError> {
     check_model(model)?;
     let mut graph = Graph::new(model.graph.clone().ok_or(TranspileError::NoGraph)?);

@@ -5,7 +5,7 @@
 //!
 //! The kernel is [`gn_neuron::Kernel`], the loop gn-ort-ops runs too, which performs
 //! element for element and in f32 the operations of the function body that
-//! [`crate::neuron::expand_layer`] writes.
+//! `crate::neuron::expand_layer` writes.
 
 use gn_onnx::proto::ModelProto;
 use gn_onnx::tract_bridge::{Registration, TractError, TractModel};

@@ -29,6 +29,9 @@ struct Run<'a> {
     m: usize,
 }
 
+/// One emitted model's outputs on the first images.
+type Outputs = Vec<ArrayD<f32>>;
+
 /// The spiking models emitted by a measurement, by file stem, and their outputs on the
 /// first images.
 type Emitted = (Vec<(String, ModelProto)>, Vec<Vec<ArrayD<f32>>>);
@@ -223,7 +226,7 @@ fn exactness(
     l: u32,
     ann_out: &ArrayD<f32>,
     ann_pred: &[usize],
-    (emitted, emitted_outputs): (&mut Vec<(String, ModelProto)>, &mut Vec<Vec<ArrayD<f32>>>),
+    (emitted, emitted_outputs): (&mut Vec<(String, ModelProto)>, &mut Vec<Outputs>),
 ) -> Result<Exactness, VerifyError> {
     let Run { ann, x, spec, progress, n, m, .. } = *run;
     let options = Options { neuron: NeuronKind::Gn, tau: l, timesteps: 1, ..Default::default() };

@@ -142,9 +142,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     write_report(&report, &args, &spec, &root)
 }
 
+/// The models, the inputs (batch on axis 0) and the labels, if any.
+type Inputs = (Vec<ModelConfig>, ArrayD<f32>, Option<Vec<usize>>);
+
 /// The models to measure, the inputs and the labels: the configured fixtures on the test
 /// set, or `--model` on `--data`.
-fn inputs(args: &Args, config: &Config) -> anyhow::Result<(Vec<ModelConfig>, ArrayD<f32>, Option<Vec<usize>>)> {
+fn inputs(args: &Args, config: &Config) -> anyhow::Result<Inputs> {
     Ok(match &args.model {
         Some(model) => {
             let data = args.data.as_ref().context("--model needs --data")?;
@@ -170,7 +173,7 @@ fn inputs(args: &Args, config: &Config) -> anyhow::Result<(Vec<ModelConfig>, Arr
             let n = if args.full { usize::MAX } else { config.data.ci_images };
             let x = load_images(&config.data.images, n)?;
             let labels = load_labels(&config.data.labels, x.shape()[0])?;
-            let models = config.models.iter().cloned().filter(|m| args.full || !m.full_only).collect();
+            let models = config.models.iter().filter(|m| args.full || !m.full_only).cloned().collect();
             (models, x, Some(labels))
         }
     })
@@ -195,7 +198,7 @@ fn calibration(
                 let before = seen.swap(done, std::sync::atomic::Ordering::SeqCst);
                 bar("calibrate", done - before, total)
             };
-            let c = gn_verify::calibrate::calibrate_file(&ann, data, &cs, &step)
+            let c = gn_verify::calibrate::calibrate_file(ann, data, &cs, &step)
                 .with_context(|| format!("cannot calibrate {} on {}", mc.name, data.display()))?;
             Some(std::sync::Arc::new(c))
         }
