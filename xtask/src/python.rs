@@ -24,7 +24,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     eprintln!("building and installing ./crates/gn-transpile-py (maturin, release profile) …");
     crate::venv::pip(&venv, &["--no-build-isolation", "--no-deps", "--force-reinstall", "./crates/gn-transpile-py"])?;
     eprintln!("installed in {:.0} s", start.elapsed().as_secs_f64());
+    // The command with tract, whose calibration the package's must reproduce.
+    let cli = crate::cargo_artifact(&["--package", "gn-transpile-cli"], "gn-transpile", |f| {
+        f.file_name().is_some_and(|n| n == "gn-transpile")
+    })?;
     let ok = Command::new(crate::venv::python(&venv))
+        .env("GN_TRANSPILE_CLI", &cli)
         .args(["-m", "pytest", "-q", "crates/gn-transpile-py/tests"])
         .args(&args.pytest)
         .current_dir(crate::workspace())

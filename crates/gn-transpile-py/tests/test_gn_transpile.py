@@ -3,6 +3,7 @@ run the result on ONNX Runtime, inspect, errors as ValueError, and the command."
 
 import gzip
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -123,3 +124,53 @@ def test_the_wheel_installs_the_command(tmp_path):
     onnx.checker.check_model(onnx.load(out), full_check=True)
     bad = subprocess.run([command, str(FIXTURE), str(FIXTURE)], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1, bad.stderr
+
+
+RELU = ROOT / "fixtures" / "models" / "relu_cnn.onnx"
+CALIBRATION_IMAGES = ROOT / "fixtures" / "data" / "calibration-images.npy"
+
+
+def thresholds(calibration):
+    return [(layer["site"], layer["theta"], layer.get("channels", [])) for layer in calibration["layers"]]
+
+
+def test_a_relu_network_calibrates_and_converts_on_onnx_runtime():
+    x = np.load(CALIBRATION_IMAGES)[:256]
+    calibration = gn_transpile.calibrate(RELU, x, per_channel=True)
+    assert calibration["inputs"] == 256 and calibration["per_channel"]
+    assert all(layer["theta"] > 0 and layer["channels"] for layer in calibration["layers"])
+    # The same inputs from a file, in other batches: the same thresholds.
+    again = gn_transpile.calibrate(RELU, CALIBRATION_IMAGES, per_channel=True, batch=100)
+    assert again["inputs"] == len(np.load(CALIBRATION_IMAGES))
+    snn = gn_transpile.convert(RELU, calibrate=calibration, tau=4, timesteps=8)
+    meta = {p.key: p.value for p in onnx.load_from_string(snn).metadata_props}
+    assert json.loads(meta["gn_transpile.calibration"]) == calibration
+    # Converting with the inputs directly records the same calibration.
+    assert gn_transpile.convert(RELU, calibrate=x, per_channel=True, tau=4, timesteps=8) == snn
+    # GN at T = 8 follows the ReLU network on real images.
+    test = images(64)
+    ann, spiking = run(RELU.read_bytes(), test)[0], run(snn, test)[0]
+    assert (ann.argmax(1) == spiking.argmax(1)).mean() >= 0.9
+
+
+def test_calibrated_thresholds_are_the_command_lines(tmp_path):
+    cli = os.environ.get("GN_TRANSPILE_CLI")
+    if not cli:
+        pytest.skip("GN_TRANSPILE_CLI (the command built with tract) is not set; cargo xtask python sets it")
+    out = tmp_path / "snn.onnx"
+    subprocess.run([cli, RELU, out, "--calibrate", CALIBRATION_IMAGES, "--per-channel"], check=True, capture_output=True)
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    from_cli = json.loads(meta["gn_transpile.calibration"])
+    from_python = gn_transpile.calibrate(RELU, CALIBRATION_IMAGES, per_channel=True)
+    assert from_python["inputs"] == from_cli["inputs"]
+    # ONNX Runtime and tract sum convolutions in different orders: an activation may move
+    # across a histogram bin edge (1/256 octave), so θ agrees to within one bin.
+    for (site, theta, channels), (site_cli, theta_cli, channels_cli) in zip(thresholds(from_python), thresholds(from_cli)):
+        assert site == site_cli
+        assert theta == pytest.approx(theta_cli, rel=3e-3)
+        assert channels == pytest.approx(channels_cli, rel=3e-3)
+
+
+def test_calibration_refuses_a_qcfs_network_in_one_line():
+    with pytest.raises(ValueError, match="no ReLU-family activation to calibrate"):
+        gn_transpile.calibrate(FIXTURE, images(4))

@@ -4,12 +4,17 @@
 //! and SNN Toolbox do), per layer or per output channel. The site then converts as a QCFS
 //! site of that θ.
 //!
-//! This module holds what calibration computes and how it enters the conversion; the
-//! ANN is run on the inputs by `gn_verify::calibrate`, which feeds each activation's
-//! values into a [`Histogram`]. A histogram holds counts, not values, so its memory does
-//! not grow with the number of inputs.
+//! This module holds what calibration records and computes, and how it enters the
+//! conversion; it runs nothing. A [`Recording`] states what to record (the ANN with each
+//! activation exposed as an output) and takes each batch's activations from whoever runs
+//! the model: tract in the command line (`gn_verify::calibrate`), ONNX Runtime in the
+//! Python package. Each activation's values go into a [`Histogram`], which holds counts,
+//! not values, so memory does not grow with the number of inputs, and the counts add up
+//! to the same θ whatever the batches.
 
 use serde::{Deserialize, Serialize};
+
+use gn_onnx::proto::{ModelProto, ValueInfoProto};
 
 use crate::detect::{Detection, PerChannel, ReluSite, Site};
 use crate::error::TranspileError;
@@ -84,6 +89,124 @@ impl Calibration {
             sites.push(Site { per_channel, ..relu_site(relu, theta) });
         }
         Ok(sites)
+    }
+}
+
+/// A calibration in progress: the ReLU-family activations of one ANN, what to run to
+/// record them, and the statistics of the batches fed so far.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    sites: Vec<ReluSite>,
+    model: ModelProto,
+    outputs: usize,
+    percentile: f64,
+    per_channel: bool,
+    stats: Vec<ActivationStats>,
+    inputs: usize,
+}
+
+impl Recording {
+    /// Starts calibrating `ann` at `percentile` (0 < p ≤ 100; 100 = the maximum), per
+    /// layer or per output channel. Refuses a model without ReLU-family activations.
+    pub fn new(ann: &ModelProto, percentile: f64, per_channel: bool) -> Result<Recording, TranspileError> {
+        if !(percentile > 0.0 && percentile <= 100.0) {
+            return Err(TranspileError::Calibration(format!(
+                "--percentile must be above 0 and at most 100, got {percentile}"
+            )));
+        }
+        let graph = crate::pipeline::prepare_ann(ann)?;
+        let detection = crate::detect::detect(&graph);
+        if detection.relu_sites.is_empty() {
+            let why = match detection.sites.len() {
+                0 => String::new(),
+                n => format!(" (its {n} QCFS activations carry their trained θ: convert it without --calibrate)"),
+            };
+            return Err(TranspileError::Calibration(format!(
+                "the model has no ReLU-family activation to calibrate{why}"
+            )));
+        }
+        let mut model = ann.clone();
+        let outputs = graph.output_names().len();
+        if let Some(g) = model.graph.as_mut() {
+            g.output.extend(
+                detection
+                    .relu_sites
+                    .iter()
+                    .map(|s| ValueInfoProto { name: Some(s.output.clone()), ..Default::default() }),
+            );
+        }
+        let stats = vec![ActivationStats::default(); detection.relu_sites.len()];
+        Ok(Recording { sites: detection.relu_sites, model, outputs, percentile, per_channel, stats, inputs: 0 })
+    }
+
+    /// The model to run: the ANN with the activations as outputs after its own.
+    pub fn model(&self) -> &ModelProto {
+        &self.model
+    }
+
+    /// How many of the model's outputs are the ANN's own (the activations follow).
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// The activations recorded, in the order [`Recording::add`] takes them.
+    pub fn activations(&self) -> Vec<String> {
+        self.sites.iter().map(|s| s.output.clone()).collect()
+    }
+
+    /// The statistics of one batch: each activation's shape (`[N, C, …]`) and values in
+    /// row-major order, in [`Recording::activations`] order. Batches may be computed on
+    /// several threads and merged with [`Recording::merge`] in any order.
+    pub fn batch(&self, activations: &[(&[usize], &[f32])]) -> Result<Vec<ActivationStats>, TranspileError> {
+        if activations.len() != self.sites.len() {
+            return Err(TranspileError::Calibration(format!(
+                "a calibration batch holds {} activations, the model has {}",
+                activations.len(),
+                self.sites.len()
+            )));
+        }
+        activations
+            .iter()
+            .zip(&self.sites)
+            .map(|(&(shape, values), site)| {
+                if shape.iter().product::<usize>() != values.len() {
+                    return Err(TranspileError::Node {
+                        node: site.name.clone(),
+                        op: site.op.clone(),
+                        reason: format!("an activation of shape {shape:?} came with {} values", values.len()),
+                    });
+                }
+                let mut s = ActivationStats::default();
+                s.add(shape, values, self.per_channel);
+                Ok(s)
+            })
+            .collect()
+    }
+
+    /// Adds the statistics of a batch of `rows` inputs.
+    pub fn merge(&mut self, rows: usize, batch: &[ActivationStats]) {
+        for (total, s) in self.stats.iter_mut().zip(batch) {
+            total.merge(s);
+        }
+        self.inputs += rows;
+    }
+
+    /// [`Recording::batch`], then [`Recording::merge`].
+    pub fn add(&mut self, rows: usize, activations: &[(&[usize], &[f32])]) -> Result<(), TranspileError> {
+        let batch = self.batch(activations)?;
+        self.merge(rows, &batch);
+        Ok(())
+    }
+
+    /// The thresholds from everything fed.
+    pub fn finish(self) -> Result<Calibration, TranspileError> {
+        if self.inputs == 0 {
+            return Err(TranspileError::Calibration("no calibration inputs".into()));
+        }
+        let p = self.percentile;
+        let layers =
+            self.sites.iter().zip(&self.stats).map(|(site, s)| s.threshold(site, p)).collect::<Result<_, _>>()?;
+        Ok(Calibration { percentile: p, per_channel: self.per_channel, inputs: self.inputs, layers })
     }
 }
 

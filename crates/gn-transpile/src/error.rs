@@ -16,6 +16,8 @@ pub enum TranspileError {
     NoGraph,
     #[error("invalid option: {0}")]
     Option(String),
+    #[error("{0}")]
+    Calibration(String),
     #[error("the model uses ONNX opset {0}; gn-transpile needs opset 11 or newer (re-export with a newer opset)")]
     OldOpset(i64),
     #[error("no QCFS activation found{found}; gn-transpile converts networks trained with QCFS (clip-floor-shift) activations{hint}")]

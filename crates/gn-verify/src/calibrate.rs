@@ -7,11 +7,10 @@
 use std::path::Path;
 
 use gn_onnx::proto::ModelProto;
-use gn_transpile::calibrate::{ActivationStats, Calibration};
+use gn_transpile::calibrate::{ActivationStats, Calibration, Recording};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
-use crate::run::expose;
 use crate::{batch_for, static_batch, VerifyError};
 
 /// How to calibrate.
@@ -104,6 +103,8 @@ fn check_input_shape(ann: &ModelProto, shape: &[usize], what: &Path) -> Result<(
     )))
 }
 
+/// Feeds the inputs, a group of batches at a time, through the recording model on tract;
+/// the batches of a group run on the rayon threads and their statistics are merged.
 fn calibrate_groups(
     ann: &ModelProto,
     total: usize,
@@ -111,33 +112,14 @@ fn calibrate_groups(
     progress: &(dyn Fn(usize, usize) + Sync),
     next: &mut dyn FnMut(usize) -> Result<ArrayD<f32>, VerifyError>,
 ) -> Result<Calibration, VerifyError> {
-    let p = spec.percentile;
-    if !(p > 0.0 && p <= 100.0) {
-        return Err(VerifyError::Data(format!("--percentile must be above 0 and at most 100, got {p}")));
-    }
+    let mut recording = Recording::new(ann, spec.percentile, spec.per_channel)?;
     if total == 0 {
         return Err(VerifyError::Data("no calibration inputs".into()));
     }
-    let graph = gn_transpile::prepare_ann(ann)?;
-    let detection = gn_transpile::detect::detect(&graph);
-    let sites = &detection.relu_sites;
-    if sites.is_empty() {
-        let why = if detection.sites.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (its {} QCFS activations carry their trained θ: convert it without --calibrate)",
-                detection.sites.len()
-            )
-        };
-        return Err(VerifyError::Data(format!("the model has no ReLU-family activation to calibrate{why}")));
-    }
-    let values: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
-    let outputs = graph.output_names().len();
-    let plan = gn_transpile::tract_ops::load(&expose(ann, &values), true)?;
+    let (outputs, activations) = (recording.outputs(), recording.activations().len());
+    let plan = gn_transpile::tract_ops::load(recording.model(), true)?;
     let batch = batch_for(ann, spec.batch);
     let workers = rayon::current_num_threads().max(1);
-    let mut stats: Vec<ActivationStats> = vec![ActivationStats::default(); sites.len()];
     let mut done = 0;
     progress(0, total);
     while done < total {
@@ -152,32 +134,25 @@ fn calibrate_groups(
             )));
         }
         let chunks: Vec<ArrayD<f32>> = group.axis_chunks_iter(Axis(0), batch).map(|c| c.to_owned()).collect();
-        let per_chunk: Result<Vec<Vec<ActivationStats>>, VerifyError> = chunks
+        let per_chunk: Result<Vec<(usize, Vec<ActivationStats>)>, VerifyError> = chunks
             .into_par_iter()
             .map(|c| {
+                let n = c.shape()[0];
                 let out = plan.run(vec![c])?;
-                if out.len() != outputs + sites.len() {
+                if out.len() != outputs + activations {
                     return Err(VerifyError::Data("tract returned a different number of outputs".into()));
                 }
-                Ok(out[outputs..]
-                    .iter()
-                    .map(|a| {
-                        let mut s = ActivationStats::default();
-                        let a = a.as_standard_layout();
-                        s.add(a.shape(), a.as_slice().unwrap_or_default(), spec.per_channel);
-                        s
-                    })
-                    .collect())
+                let arrays: Vec<_> = out[outputs..].iter().map(|a| a.as_standard_layout()).collect();
+                let views: Vec<(&[usize], &[f32])> =
+                    arrays.iter().map(|a| (a.shape(), a.as_slice().unwrap_or_default())).collect();
+                Ok((n, recording.batch(&views)?))
             })
             .collect();
-        for chunk in per_chunk? {
-            for (total, s) in stats.iter_mut().zip(&chunk) {
-                total.merge(s);
-            }
+        for (n, stats) in per_chunk? {
+            recording.merge(n, &stats);
         }
         done += rows;
         progress(done, total);
     }
-    let layers = sites.iter().zip(&stats).map(|(site, s)| s.threshold(site, p)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Calibration { percentile: p, per_channel: spec.per_channel, inputs: done, layers })
+    Ok(recording.finish()?)
 }

@@ -4,6 +4,9 @@
     snn_bytes = gn_transpile.convert("ann.onnx", tau=4, timesteps=4)
     audit = gn_transpile.inspect("ann.onnx")
 
+    # A ReLU network: θ of each activation from sample inputs, on ONNX Runtime.
+    snn_bytes = gn_transpile.convert("relu.onnx", calibrate=images, per_channel=True)
+
     # The custom-op form on ONNX Runtime with the fused kernels (gn-ort-ops):
     options = onnxruntime.SessionOptions()
     options.register_custom_ops_library(gn_transpile.ort_ops_library())
@@ -17,7 +20,7 @@ import os
 
 from . import _native
 
-__all__ = ["convert", "inspect", "ort_ops_library", "__version__"]
+__all__ = ["calibrate", "convert", "inspect", "ort_ops_library", "__version__"]
 __version__ = _native.__version__
 
 
@@ -33,8 +36,22 @@ def _source(model):
     raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, not {type(model).__name__}")
 
 
-def convert(model, *, tau=4, timesteps=None, neuron="gn", emit="standard", anytime=False, allow_inexact=False):
-    """Converts a QCFS ANN into a spiking network; returns the model's bytes.
+def convert(
+    model,
+    *,
+    tau=4,
+    timesteps=None,
+    neuron="gn",
+    emit="standard",
+    anytime=False,
+    allow_inexact=False,
+    calibrate=None,
+    percentile=99.9,
+    per_channel=False,
+    batch=64,
+):
+    """Converts a QCFS ANN (or, with ``calibrate``, a ReLU network) into a spiking
+    network; returns the model's bytes.
 
     tau: members per Group Neuron (member i fires at i*theta/tau).
     timesteps: time steps unrolled into the graph (default 4; not with emit="stateful").
@@ -43,9 +60,80 @@ def convert(model, *, tau=4, timesteps=None, neuron="gn", emit="standard", anyti
         or "stateful" (one step per call, state listed in metadata gn_transpile.state).
     anytime: also output ``{y}_anytime``, the readout after every step.
     allow_inexact: convert ops that are neither exact in time nor in rate (random ops) anyway.
+    calibrate: sample inputs (an array with the batch on axis 0, or the path of a float32
+        .npy file) from which each ReLU-family activation's threshold is set, or a
+        calibration ``calibrate()`` returned; ``percentile``, ``per_channel`` and ``batch``
+        are as in ``calibrate()``.
     """
     path, data = _source(model)
-    return _native.convert(path, data, tau, timesteps, neuron, emit, anytime, allow_inexact)
+    calibration = None
+    if calibrate is not None:
+        if not isinstance(calibrate, dict):
+            calibrate = _calibrate(model, calibrate, percentile=percentile, per_channel=per_channel, batch=batch)
+        calibration = json.dumps(calibrate)
+    return _native.convert(path, data, tau, timesteps, neuron, emit, anytime, allow_inexact, calibration)
+
+
+def calibrate(model, inputs, *, percentile=99.9, per_channel=False, batch=64, progress=None):
+    """Sets the threshold of each ReLU-family activation of ``model`` from its values on
+    ``inputs`` (an array with the batch on axis 0, or the path of a float32 .npy file,
+    read a batch at a time); returns the calibration, a dict that ``convert(...,
+    calibrate=...)`` takes.
+
+    The model runs on ONNX Runtime with the activations as extra outputs; the histograms
+    and the choice of theta are the command line's (``gn-transpile --calibrate``), so the
+    same inputs give the same thresholds. percentile: of each activation's values (100 =
+    the maximum). per_channel: theta per output channel (axis 1). batch: inputs per run
+    (a model with a static batch runs its own). progress: called as ``progress(done,
+    total)`` after each batch; by default a tqdm bar where tqdm is installed.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    path, data = _source(model)
+    recorder = _native.Recorder(path, data, float(percentile), bool(per_channel))
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = np.load(os.fspath(inputs), mmap_mode="r")
+    if getattr(inputs, "ndim", 0) < 1 or len(inputs) == 0:
+        raise ValueError("calibrate: the inputs need the batch on axis 0 and at least one input")
+    static = recorder.static_batch()
+    if static is not None:
+        batch = static
+        if len(inputs) % static:
+            raise ValueError(
+                f"calibrate: the model's inputs have a static batch of {static}, and {len(inputs)} inputs are not a multiple of it"
+            )
+    session = ort.InferenceSession(recorder.model(), providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+    names = recorder.activations()
+    progress = progress or _progress_bar(len(inputs))
+    for start in range(0, len(inputs), batch):
+        chunk = np.ascontiguousarray(inputs[start : start + batch], dtype=np.float32)
+        outputs = session.run(names, {feed: chunk})
+        recorder.add(len(chunk), [(list(a.shape), np.ascontiguousarray(a, dtype=np.float32).tobytes()) for a in outputs])
+        progress(min(start + batch, len(inputs)), len(inputs))
+    return json.loads(recorder.finish())
+
+
+_calibrate = calibrate
+
+
+def _progress_bar(total):
+    """A tqdm bar where tqdm is installed and the run is long, else nothing."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda done, total: None
+    if total < 1000:
+        return lambda done, total: None
+    bar = tqdm(total=total, unit="inputs", desc="calibrating")
+
+    def update(done, _total):
+        bar.update(done - bar.n)
+        if done >= _total:
+            bar.close()
+
+    return update
 
 
 def inspect(model):
