@@ -10,8 +10,8 @@ use gn_onnx::data::tensor_f32;
 use gn_onnx::proto::{ModelProto, NodeProto};
 use gn_tests::{argmax_rows, calibration_images, relu_models, run_tract, test_set};
 use gn_transpile::calibrate::Calibration;
+use gn_transpile::tract_calibrate::{calibrate, calibrate_file, CalibrationSpec};
 use gn_transpile::{transpile, NeuronKind, Options};
-use gn_verify::calibrate::{calibrate, calibrate_file, CalibrationSpec};
 use ndarray::{ArrayD, Axis};
 
 fn load(path: &std::path::Path) -> ModelProto {

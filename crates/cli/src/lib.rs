@@ -102,9 +102,9 @@ impl CalibrationArgs {
         model: &gn_onnx::proto::ModelProto,
     ) -> anyhow::Result<Option<std::sync::Arc<gn_transpile::calibrate::Calibration>>> {
         let Some(data) = &self.calibrate else { return Ok(None) };
-        #[cfg(feature = "verify")]
+        #[cfg(feature = "tract")]
         {
-            let spec = gn_verify::calibrate::CalibrationSpec {
+            let spec = gn_transpile::tract_calibrate::CalibrationSpec {
                 percentile: self.percentile,
                 per_channel: self.per_channel,
                 ..Default::default()
@@ -113,15 +113,15 @@ impl CalibrationArgs {
             let progress = |done: usize, total: usize| {
                 line.show(done == total, || format!("calibrating: {done}/{total} inputs"));
             };
-            let calibration = gn_verify::calibrate::calibrate_file(model, data, &spec, &progress)
+            let calibration = gn_transpile::tract_calibrate::calibrate_file(model, data, &spec, &progress)
                 .with_context(|| format!("cannot calibrate on {}", data.display()))?;
             end_progress_line();
             Ok(Some(std::sync::Arc::new(calibration)))
         }
-        #[cfg(not(feature = "verify"))]
+        #[cfg(not(feature = "tract"))]
         {
             let _ = (model, data);
-            anyhow::bail!("--calibrate runs the network through tract, which this build leaves out (feature `verify`)")
+            anyhow::bail!("--calibrate runs the network through tract, which this build leaves out (feature `tract`); from Python, gn_transpile.convert(..., calibrate=inputs) runs it on ONNX Runtime")
         }
     }
 }
@@ -346,13 +346,13 @@ static PROGRESS_LINE: AtomicBool = AtomicBool::new(false);
 
 /// A progress line on stderr redrawn at most five times a second, and on its last update:
 /// a run over a million inputs writes a few hundred updates, not one per batch.
-#[cfg(feature = "verify")]
+#[cfg(feature = "tract")]
 #[derive(Default)]
 struct ProgressLine {
     drawn: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-#[cfg(feature = "verify")]
+#[cfg(feature = "tract")]
 impl ProgressLine {
     fn show(&self, last: bool, text: impl FnOnce() -> String) {
         let mut drawn = self.drawn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

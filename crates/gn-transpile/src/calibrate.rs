@@ -7,7 +7,7 @@
 //! This module holds what calibration records and computes, and how it enters the
 //! conversion; it runs nothing. A [`Recording`] states what to record (the ANN with each
 //! activation exposed as an output) and takes each batch's activations from whoever runs
-//! the model: tract in the command line (`gn_verify::calibrate`), ONNX Runtime in the
+//! the model: tract in the command line (`tract_calibrate`), ONNX Runtime in the
 //! Python package. Each activation's values go into a [`Histogram`], which holds counts,
 //! not values, so memory does not grow with the number of inputs, and the counts add up
 //! to the same θ whatever the batches.

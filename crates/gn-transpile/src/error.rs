@@ -26,4 +26,7 @@ pub enum TranspileError {
     Node { node: String, op: String, reason: String },
     #[error("{pass}: node '{node}': {reason}")]
     Pass { pass: &'static str, node: String, reason: String },
+    #[cfg(feature = "tract")]
+    #[error(transparent)]
+    Tract(#[from] gn_onnx::tract_bridge::TractError),
 }

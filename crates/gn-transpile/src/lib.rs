@@ -56,6 +56,8 @@ mod rebatch;
 mod spikes;
 mod time;
 #[cfg(feature = "tract")]
+pub mod tract_calibrate;
+#[cfg(feature = "tract")]
 pub mod tract_ops;
 
 pub use commute::Move;

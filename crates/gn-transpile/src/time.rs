@@ -92,6 +92,11 @@ pub struct Analysis {
     pub order: Vec<usize>,
 }
 
+/// [`static_batch`] of a model's main graph.
+pub fn static_batch_of(model: &gn_onnx::proto::ModelProto) -> Option<i64> {
+    static_batch(&Graph::new(model.graph.clone()?))
+}
+
 /// The batch every graph input declares as a number on its first axis, if they agree.
 pub fn static_batch(graph: &Graph) -> Option<i64> {
     use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};

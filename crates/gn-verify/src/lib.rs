@@ -6,7 +6,6 @@
 //! One run of the `--anytime` model at the largest T gives the readout for every
 //! shorter T (docs/design.md §3): the first t steps of a T-step run are a t-step run.
 
-pub mod calibrate;
 mod measure;
 mod metrics;
 mod npy;

@@ -188,7 +188,7 @@ fn calibration(
 ) -> anyhow::Result<Option<std::sync::Arc<gn_transpile::calibrate::Calibration>>> {
     Ok(match &mc.calibrate {
         Some(data) => {
-            let cs = gn_verify::calibrate::CalibrationSpec {
+            let cs = gn_transpile::tract_calibrate::CalibrationSpec {
                 percentile: mc.percentile.unwrap_or(gn_transpile::calibrate::DEFAULT_PERCENTILE),
                 per_channel: mc.per_channel,
                 batch: spec.batch,
@@ -198,7 +198,7 @@ fn calibration(
                 let before = seen.swap(done, std::sync::atomic::Ordering::SeqCst);
                 bar("calibrate", done - before, total)
             };
-            let c = gn_verify::calibrate::calibrate_file(ann, data, &cs, &step)
+            let c = gn_transpile::tract_calibrate::calibrate_file(ann, data, &cs, &step)
                 .with_context(|| format!("cannot calibrate {} on {}", mc.name, data.display()))?;
             Some(std::sync::Arc::new(c))
         }

@@ -1,17 +1,15 @@
-//! `--calibrate`: runs the ANN on sample inputs through tract and sets θ of each
-//! ReLU-family activation from a percentile of its values
-//! ([`gn_transpile::calibrate`]). Inputs are read a group of batches at a time and each
-//! activation goes into histograms as soon as it is computed, so memory does not grow
-//! with the number of inputs.
+//! `--calibrate` in the command line: runs a [`Recording`]'s model on the sample inputs
+//! through tract, a group of batches at a time on the rayon threads, and feeds each
+//! batch's activations to the recording. Memory does not grow with the number of inputs.
 
 use std::path::Path;
 
 use gn_onnx::proto::ModelProto;
-use gn_transpile::calibrate::{ActivationStats, Calibration, Recording};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
-use crate::{batch_for, static_batch, VerifyError};
+use crate::calibrate::{ActivationStats, Calibration, Recording, DEFAULT_PERCENTILE};
+use crate::error::TranspileError;
 
 /// How to calibrate.
 #[derive(Debug, Clone)]
@@ -26,33 +24,37 @@ pub struct CalibrationSpec {
 
 impl Default for CalibrationSpec {
     fn default() -> Self {
-        CalibrationSpec { percentile: gn_transpile::calibrate::DEFAULT_PERCENTILE, per_channel: false, batch: 64 }
+        CalibrationSpec { percentile: DEFAULT_PERCENTILE, per_channel: false, batch: 64 }
     }
+}
+
+fn data(reason: String) -> TranspileError {
+    TranspileError::Calibration(reason)
 }
 
 /// Calibrates on the inputs of a float32 `.npy` file (batch on axis 0), read in groups
 /// of batches. `progress(done, total)` is called after each group.
 pub fn calibrate_file(
     ann: &ModelProto,
-    data: &Path,
+    path: &Path,
     spec: &CalibrationSpec,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<Calibration, VerifyError> {
-    let mut reader = gn_onnx::data::NpyReader::open(data).map_err(|e| VerifyError::Data(e.to_string()))?;
+) -> Result<Calibration, TranspileError> {
+    let mut reader = gn_onnx::data::NpyReader::open(path).map_err(|e| data(e.to_string()))?;
     if reader.descr() != "<f4" {
-        return Err(VerifyError::Data(format!("{}: inputs must be a float32 (<f4) .npy", data.display())));
+        return Err(data(format!("{}: inputs must be a float32 (<f4) .npy", path.display())));
     }
     if reader.shape.is_empty() || reader.rows() == 0 {
-        return Err(VerifyError::Data(format!("{}: holds no inputs (it needs the batch on axis 0)", data.display())));
+        return Err(data(format!("{}: holds no inputs (it needs the batch on axis 0)", path.display())));
     }
     let row_shape: Vec<usize> = reader.shape[1..].to_vec();
     let total = reader.rows();
-    check_input_shape(ann, &reader.shape, data)?;
+    check_input_shape(ann, &reader.shape, path)?;
     calibrate_groups(ann, total, spec, progress, &mut |rows| {
-        let values = reader.read_f32_rows(rows).map_err(|e| VerifyError::Data(e.to_string()))?;
+        let values = reader.read_f32_rows(rows).map_err(|e| data(e.to_string()))?;
         let mut shape = vec![values.len() / reader.row_len().max(1)];
         shape.extend(&row_shape);
-        ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| VerifyError::Data(e.to_string()))
+        ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| data(e.to_string()))
     })
 }
 
@@ -62,7 +64,7 @@ pub fn calibrate(
     x: &ArrayD<f32>,
     spec: &CalibrationSpec,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<Calibration, VerifyError> {
+) -> Result<Calibration, TranspileError> {
     let total = x.shape().first().copied().unwrap_or(0);
     check_input_shape(ann, x.shape(), Path::new("the calibration inputs"))?;
     let mut at = 0;
@@ -76,7 +78,7 @@ pub fn calibrate(
 
 /// Refuses data whose shape per input differs from what the model's first input declares
 /// (numeric dimensions only), naming both, before anything runs.
-fn check_input_shape(ann: &ModelProto, shape: &[usize], what: &Path) -> Result<(), VerifyError> {
+fn check_input_shape(ann: &ModelProto, shape: &[usize], what: &Path) -> Result<(), TranspileError> {
     use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
     let Some(g) = ann.graph.as_ref() else { return Ok(()) };
     let Some(input) = g.input.iter().find(|i| !g.initializer.iter().any(|t| t.name() == i.name())) else {
@@ -94,7 +96,7 @@ fn check_input_shape(ann: &ModelProto, shape: &[usize], what: &Path) -> Result<(
         return Ok(());
     }
     let show = |d: &Option<i64>| d.map_or("N".to_string(), |v| v.to_string());
-    Err(VerifyError::Data(format!(
+    Err(data(format!(
         "{}: inputs of shape {:?}, but the model's input '{}' takes [{}]",
         what.display(),
         shape,
@@ -110,15 +112,15 @@ fn calibrate_groups(
     total: usize,
     spec: &CalibrationSpec,
     progress: &(dyn Fn(usize, usize) + Sync),
-    next: &mut dyn FnMut(usize) -> Result<ArrayD<f32>, VerifyError>,
-) -> Result<Calibration, VerifyError> {
+    next: &mut dyn FnMut(usize) -> Result<ArrayD<f32>, TranspileError>,
+) -> Result<Calibration, TranspileError> {
     let mut recording = Recording::new(ann, spec.percentile, spec.per_channel)?;
     if total == 0 {
-        return Err(VerifyError::Data("no calibration inputs".into()));
+        return Err(data("no calibration inputs".into()));
     }
     let (outputs, activations) = (recording.outputs(), recording.activations().len());
-    let plan = gn_transpile::tract_ops::load(recording.model(), true)?;
-    let batch = batch_for(ann, spec.batch);
+    let plan = crate::tract_ops::load(recording.model(), true)?;
+    let batch = crate::time::static_batch_of(ann).map_or(spec.batch.max(1), |b| b as usize);
     let workers = rayon::current_num_threads().max(1);
     let mut done = 0;
     progress(0, total);
@@ -128,19 +130,19 @@ fn calibrate_groups(
         if rows == 0 {
             break;
         }
-        if static_batch(ann).is_some() && rows % batch != 0 {
-            return Err(VerifyError::Data(format!(
+        if crate::time::static_batch_of(ann).is_some() && rows % batch != 0 {
+            return Err(data(format!(
                 "the model's inputs have a static batch of {batch}, and the {total} calibration inputs are not a multiple of it"
             )));
         }
         let chunks: Vec<ArrayD<f32>> = group.axis_chunks_iter(Axis(0), batch).map(|c| c.to_owned()).collect();
-        let per_chunk: Result<Vec<(usize, Vec<ActivationStats>)>, VerifyError> = chunks
+        let per_chunk: Result<Vec<(usize, Vec<ActivationStats>)>, TranspileError> = chunks
             .into_par_iter()
             .map(|c| {
                 let n = c.shape()[0];
                 let out = plan.run(vec![c])?;
                 if out.len() != outputs + activations {
-                    return Err(VerifyError::Data("tract returned a different number of outputs".into()));
+                    return Err(data("tract returned a different number of outputs".into()));
                 }
                 let arrays: Vec<_> = out[outputs..].iter().map(|a| a.as_standard_layout()).collect();
                 let views: Vec<(&[usize], &[f32])> =
@@ -154,5 +156,5 @@ fn calibrate_groups(
         done += rows;
         progress(done, total);
     }
-    Ok(recording.finish()?)
+    recording.finish()
 }
