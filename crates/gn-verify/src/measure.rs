@@ -337,3 +337,116 @@ fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer
         .collect::<Vec<Layer>>();
     Ok(layers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gn_onnx::data::{float_value_info, tensor_f32};
+    use gn_onnx::proto::{GraphProto, NodeProto, OperatorSetIdProto};
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: Some(output.into()),
+            op_type: Some(op.into()),
+            ..Default::default()
+        }
+    }
+
+    /// input [N, 3] → Gemm (4 × 3) → QCFS (θ = 1, L = 4, the dynamo form) → Gemm (2 × 4).
+    fn mlp() -> ModelProto {
+        let w1: Vec<f32> = (0..12).map(|i| ((i * 7 % 5) as f32 - 2.0) * 0.4).collect();
+        let w2: Vec<f32> = (0..8).map(|i| ((i * 3 % 4) as f32 - 1.5) * 0.5).collect();
+        let graph = GraphProto {
+            node: vec![
+                node("MatMul", &["input", "w1"], "h"),
+                node("Div", &["h", "theta"], "q1"),
+                node("Clip", &["q1", "zero", "one"], "q2"),
+                node("Mul", &["q2", "levels"], "q3"),
+                node("Add", &["q3", "half"], "q4"),
+                node("Floor", &["q4"], "q5"),
+                node("Div", &["q5", "levels"], "q6"),
+                node("Mul", &["q6", "theta"], "a"),
+                node("MatMul", &["a", "w2"], "output"),
+            ],
+            initializer: vec![
+                tensor_f32("w1", &[3, 4], &w1),
+                tensor_f32("w2", &[4, 2], &w2),
+                tensor_f32("theta", &[], &[1.0]),
+                tensor_f32("levels", &[], &[4.0]),
+                tensor_f32("zero", &[], &[0.0]),
+                tensor_f32("one", &[], &[1.0]),
+                tensor_f32("half", &[], &[0.5]),
+            ],
+            input: vec![float_value_info("input", &[None, Some(3)])],
+            output: vec![float_value_info("output", &[None, Some(2)])],
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+
+    fn spec() -> Spec {
+        Spec {
+            tau: 4,
+            timesteps: vec![1, 2, 4, 8],
+            batch: 8,
+            short_max: 4,
+            long_images: 16,
+            layer_images: 8,
+            layer_timesteps: vec![1, 2, 4],
+            calibration: None,
+        }
+    }
+
+    fn inputs(n: usize) -> ArrayD<f32> {
+        let values: Vec<f32> = (0..n * 3).map(|i| ((i * 7919 % 97) as f32 / 97.0 - 0.3) * 3.0).collect();
+        ArrayD::from_shape_vec(ndarray::IxDyn(&[n, 3]), values).unwrap()
+    }
+
+    #[test]
+    fn a_measurement_reports_every_figure_it_promises() {
+        let labels: Vec<usize> = (0..32).map(|i| i % 2).collect();
+        let m = measure(&mlp(), &inputs(32), Some(&labels), &spec(), &|_, _, _| {}).unwrap();
+        // τ = L = 4 at T = 1 is the ANN (docs/design.md §4.1).
+        let exact = m.exactness.as_ref().unwrap();
+        assert_eq!((exact.tau, exact.flips), (4, 0));
+        assert!(exact.relative_mse <= 1e-10, "{}", exact.relative_mse);
+        // One curve per neuron model, a point per T: T ≤ 4 on all 32 images, T = 8 on 16.
+        for c in &m.curves {
+            assert_eq!(c.mse.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 4, 8]);
+            assert_eq!(c.accuracy.len(), 4);
+        }
+        assert_eq!((m.images, m.long_images, m.short_max), (32, 16, 4));
+        // The stateful calls are the anytime rows.
+        assert_eq!(m.stateful.as_ref().map(|s| s.max_abs_diff), Some(0.0));
+        // One layer, its rate in spikes per neuron per step at most τ.
+        assert_eq!(m.layers.len(), 1);
+        assert!(m.layers[0].gn_rate > 0.0 && m.layers[0].gn_rate <= 4.0);
+        // MACs per image: 3 × 4 + 4 × 2; the second MatMul reads the spikes.
+        let ops = m.operations.as_ref().unwrap();
+        assert_eq!((ops.ann_macs, ops.analog_macs), (20, 12));
+        assert_eq!(ops.layers[1].site.as_deref(), Some("q5"));
+    }
+
+    #[test]
+    fn a_model_whose_site_writes_the_output_or_with_two_outputs_is_refused() {
+        let mut model = mlp();
+        let g = model.graph.as_mut().unwrap();
+        g.node.pop();
+        g.output[0].name = Some("a".into());
+        let err = measure(&model, &inputs(4), None, &spec(), &|_, _, _| {}).unwrap_err().to_string();
+        assert!(err.contains("writes the graph output 'a' itself"), "{err}");
+        let mut model = mlp();
+        model.graph.as_mut().unwrap().output.push(float_value_info("h", &[None, Some(4)]));
+        let err = measure(&model, &inputs(4), None, &spec(), &|_, _, _| {}).unwrap_err().to_string();
+        assert!(err.contains("verify compares one output, and the model has 2"), "{err}");
+        let err = measure(&mlp(), &inputs(4), Some(&[0, 1]), &spec(), &|_, _, _| {}).unwrap_err().to_string();
+        assert!(err.contains("2 labels for 4 inputs"), "{err}");
+    }
+}

@@ -146,3 +146,32 @@ pub(crate) fn unfold(folded: &ArrayD<f32>, timesteps: usize, images: usize, batc
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks of b images each hold `[T·b, …]`, step-major: regrouped, row (t, i) is image
+    /// i at step t.
+    #[test]
+    fn unfold_regroups_chunked_folded_rows_by_step_and_image() {
+        let (t, images, batch) = (3, 5, 2);
+        // Chunks of 2, 2 and 1 images; the value of (t, image) is 10·t + image.
+        let mut rows = Vec::new();
+        for (start, b) in [(0, 2), (2, 2), (4, 1)] {
+            for step in 0..t {
+                for i in 0..b {
+                    rows.push((10 * step + start + i) as f32);
+                }
+            }
+        }
+        let folded = ArrayD::from_shape_vec(IxDyn(&[rows.len(), 1]), rows).unwrap();
+        let steps = unfold(&folded, t, images, batch);
+        assert_eq!(steps.shape(), &[3, 5, 1]);
+        for step in 0..t {
+            for i in 0..images {
+                assert_eq!(steps[[step, i, 0]], (10 * step + i) as f32);
+            }
+        }
+    }
+}
