@@ -114,7 +114,7 @@ impl Recording {
                 "--percentile must be above 0 and at most 100, got {percentile}"
             )));
         }
-        let graph = crate::pipeline::prepare_ann(ann)?;
+        let graph = crate::check::prepare_ann(ann)?;
         let detection = crate::detect::detect(&graph);
         if detection.relu_sites.is_empty() {
             let why = match detection.sites.len() {

@@ -8,9 +8,10 @@
 
 use gn_onnx::data::tensor_to_f64;
 use gn_onnx::proto::{tensor_proto::DataType, ModelProto, NodeProto};
+use gn_onnx::Graph;
 
-use crate::emit::function;
 use crate::error::TranspileError;
+use crate::function::function;
 use crate::neuron::NeuronNode;
 use crate::opset::Opset;
 use crate::DOMAIN;
@@ -92,4 +93,30 @@ fn check_function(model: &ModelProto, node: &NodeProto, layer: &NeuronNode) -> R
         ));
     }
     Ok(())
+}
+
+/// Checks the graph's sources and drops nodes that reach no output (an activation nobody
+/// reads is not a spiking layer). Cycles were refused by [`check_model`].
+pub(crate) fn check_graph(graph: &mut Graph) -> Result<(), TranspileError> {
+    graph.check_sources()?;
+    if graph.proto.output.is_empty() {
+        return Err(TranspileError::NoOutputs);
+    }
+    graph.remove_dead_nodes();
+    Ok(())
+}
+
+/// `check_ann`, then the main graph as the passes' IR, checked and without dead nodes:
+/// where conversion and measurement start.
+pub fn prepare_ann(model: &ModelProto) -> Result<Graph, TranspileError> {
+    check_ann(model)?;
+    prepare(model)
+}
+
+/// `check_model`, then the main graph as the passes' IR, checked and without dead nodes.
+pub fn prepare(model: &ModelProto) -> Result<Graph, TranspileError> {
+    check_model(model)?;
+    let mut graph = Graph::new(model.graph.clone().ok_or(TranspileError::NoGraph)?);
+    check_graph(&mut graph)?;
+    Ok(graph)
 }

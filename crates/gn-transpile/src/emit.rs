@@ -21,15 +21,15 @@ use std::collections::HashMap;
 
 use gn_onnx::graph::attr;
 use gn_onnx::proto::{
-    tensor_shape_proto, type_proto, FunctionProto, ModelProto, NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto,
+    tensor_shape_proto, type_proto, ModelProto, NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto,
 };
 use gn_onnx::{Graph, Patch};
 
 use crate::detect::Site;
+use crate::function::function;
 use crate::lower::Lowered;
 use crate::metadata::{LayerRecord, Metadata, State};
-use crate::neuron::{attribute_names, expand_layer, Current, Expansion, NeuronKind, NeuronNode, Params};
-use crate::opset::Opset;
+use crate::neuron::{expand_layer, Current, Expansion, NeuronKind, NeuronNode, Params};
 use crate::options::Emit;
 use crate::pass::{Context, Planned};
 use crate::rate::{expand_max_pool, PoolState};
@@ -420,58 +420,12 @@ fn anytime_info(name: &str, y: Option<&ValueInfoProto>, timesteps: usize) -> Val
     ValueInfoProto { name: Some(name.into()), r#type: Some(ty), ..Default::default() }
 }
 
-/// The model-local function that defines a custom spiking-layer op: its body is
-/// [`expand_layer`] on a folded `[T·N, …]` input `X` (or, for the `direct` op, an `[N, …]`
-/// current read at every step), reading θ, τ and v(0) from the calling node's
-/// attributes, and for a `per_channel` op the factors of θ from its second input `Theta`.
-/// T is fixed by the body, so a model holds one function per op type and every node of
-/// that type runs T steps.
-pub fn function(kind: NeuronKind, opset: Opset, timesteps: usize, direct: bool, per_channel: bool) -> FunctionProto {
-    let mut g = Graph::new(Default::default());
-    let body = Expansion {
-        name: "neuron",
-        params: Params::Attributes(kind),
-        x: "X",
-        current: if direct { Current::Constant } else { Current::Folded },
-        timesteps,
-        output: "Y",
-        channels: per_channel.then_some("Theta"),
-        state: None,
-    };
-    expand_layer(&mut g, opset, &body);
-    debug_assert!(g.proto.initializer.is_empty(), "a function body holds no initializers");
-    let doc = match kind {
-        NeuronKind::If => "Integrate-and-fire neurons over T time steps folded into axis 0 ([T·N, …], step-major): threshold θ, v(0) = θ/2, soft reset.",
-        NeuronKind::Gn => "Group Neurons of τ members over T time steps folded into axis 0 ([T·N, …], step-major): member thresholds i·θ/τ, θ_GN = θ/τ, v(0) = θ_GN/2, lateral soft reset (Lyu et al., arXiv 2402.19061, Algorithm 1).",
-    };
-    let current = if direct { " The current X ([N, …]) is the same at every step; Y is [T·N, …]." } else { "" };
-    let channels = if per_channel {
-        " Theta ([1, C, 1, …]) scales the threshold of each channel: channel c fires in units of θ_GN · Theta_c."
-    } else {
-        ""
-    };
-    let mut input = vec!["X".to_string()];
-    if per_channel {
-        input.push("Theta".into());
-    }
-    FunctionProto {
-        name: Some(crate::neuron::op_type(kind, direct, per_channel).into()),
-        domain: Some(DOMAIN.into()),
-        input,
-        output: vec!["Y".into()],
-        attribute: attribute_names(kind).iter().map(|a| a.to_string()).collect(),
-        node: g.proto.node,
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset.0) }],
-        doc_string: Some(format!("{doc}{current}{channels} Runs {timesteps} steps.")),
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lower;
     use crate::neuron::Neuron;
+    use crate::opset::Opset;
     use crate::options::Options;
     use crate::pass;
     use gn_onnx::data::float_value_info;

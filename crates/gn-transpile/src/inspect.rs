@@ -117,7 +117,7 @@ pub struct LayerInfo {
 
 /// Audits `model`.
 pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
-    let mut graph = crate::pipeline::prepare(model)?;
+    let mut graph = crate::check::prepare(model)?;
     let mut audit = Audit::default();
     let meta = match Metadata::read(model) {
         Some(Ok(meta)) => Some(meta),

@@ -40,6 +40,7 @@ mod convert;
 pub mod detect;
 mod emit;
 mod error;
+mod function;
 mod group;
 pub mod inspect;
 mod lower;
@@ -60,12 +61,13 @@ pub mod tract_calibrate;
 #[cfg(feature = "tract")]
 pub mod tract_ops;
 
+pub use check::{prepare, prepare_ann};
 pub use commute::Move;
 pub use error::TranspileError;
 pub use neuron::NeuronKind;
 pub use opset::default_opset;
 pub use options::{Emit, Options, MAX_TAU, MAX_TIMESTEPS};
-pub use pipeline::{find_sites, prepare, prepare_ann, transpile, Report};
+pub use pipeline::{find_sites, transpile, Report};
 pub use time::static_batch;
 
 /// The ONNX domain of the spiking-layer nodes.

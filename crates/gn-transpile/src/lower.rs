@@ -23,7 +23,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use gn_onnx::graph::{attr, standard_op};
+use gn_onnx::graph::{attr, standard_op, Constants};
+use gn_onnx::proto::NodeProto;
 use gn_onnx::{Graph, Patch};
 
 use crate::error::TranspileError;
@@ -127,36 +128,8 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             continue;
         }
         let mut node = original.clone();
-        if node.output.first().is_some_and(|o| rebatched.contains(o)) && standard_op(&node) == "Slice" {
-            // A Slice keeping all of a static batch keeps all of T·N: its end on axis 0 opens.
-            let bound = |i: usize| node.input.get(i).filter(|s| !s.is_empty()).and_then(|b| consts.small(b)?.ok());
-            if let (Some(ends), axes) = (bound(2), bound(3)) {
-                let k = axes.map_or(Some(0), |a| a.values.iter().position(|&v| v == 0.0));
-                if let Some(k) = k {
-                    let mut ends: Vec<i64> = ends.values.iter().map(|&v| v as i64).collect();
-                    ends[k] = i64::MAX;
-                    let name =
-                        patch.add_initializer_i64(&format!("{}.folded", node.input[2]), &[ends.len() as i64], &ends);
-                    node.input[2] = name;
-                }
-            }
-        } else if node.output.first().is_some_and(|o| rebatched.contains(o)) {
-            // A static-batch target [N, …] on a folded tensor becomes [T·N, …] (Reshape),
-            // or [1, …] (Expand: the input's T·N rows stay as they are).
-            if let Some(Ok(target)) = node.input.get(1).and_then(|t| consts.small(t)) {
-                let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
-                dims[0] = if standard_op(&node) == "Expand" {
-                    1
-                } else {
-                    dims[0].checked_mul(t as i64).ok_or_else(|| TranspileError::Pass {
-                        pass: "lower",
-                        node: original.name().to_string(),
-                        reason: format!("{} its batch {} times T = {t} overflows", original.op_type(), dims[0]),
-                    })?
-                };
-                let name = patch.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);
-                node.input[1] = name;
-            }
+        if node.output.first().is_some_and(|o| rebatched.contains(o)) {
+            rebatch_constant(&mut node, &consts, &mut patch, t)?;
         }
         if ops::is_max_pool(standard_op(&node)) {
             patch.remove(idx);
@@ -191,6 +164,48 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
     lowered.folded_outputs =
         graph.output_names().into_iter().filter(|o| classes.get(o) == Some(&TimeClass::Folded)).collect();
     Ok(Planned { patch, report: lowered })
+}
+
+/// Rewrites the constant shape operand of a node whose static batch N lines up with the
+/// folded batch: a Slice end on axis 0 opens, a Reshape target [N, …] becomes [T·N, …],
+/// an Expand shape [N, …] becomes [1, …].
+fn rebatch_constant(
+    node: &mut NodeProto,
+    consts: &Constants,
+    patch: &mut Patch,
+    t: usize,
+) -> Result<(), TranspileError> {
+    if standard_op(node) == "Slice" {
+        // A Slice keeping all of a static batch keeps all of T·N: its end on axis 0 opens.
+        let bound = |i: usize| node.input.get(i).filter(|s| !s.is_empty()).and_then(|b| consts.small(b)?.ok());
+        if let (Some(ends), axes) = (bound(2), bound(3)) {
+            let k = axes.map_or(Some(0), |a| a.values.iter().position(|&v| v == 0.0));
+            if let Some(k) = k {
+                let mut ends: Vec<i64> = ends.values.iter().map(|&v| v as i64).collect();
+                ends[k] = i64::MAX;
+                let name = patch.add_initializer_i64(&format!("{}.folded", node.input[2]), &[ends.len() as i64], &ends);
+                node.input[2] = name;
+            }
+        }
+    } else {
+        // A static-batch target [N, …] on a folded tensor becomes [T·N, …] (Reshape),
+        // or [1, …] (Expand: the input's T·N rows stay as they are).
+        if let Some(Ok(target)) = node.input.get(1).and_then(|t| consts.small(t)) {
+            let mut dims: Vec<i64> = target.values.iter().map(|&v| v as i64).collect();
+            dims[0] = if standard_op(node) == "Expand" {
+                1
+            } else {
+                dims[0].checked_mul(t as i64).ok_or_else(|| TranspileError::Pass {
+                    pass: "lower",
+                    node: node.name().to_string(),
+                    reason: format!("{} its batch {} times T = {t} overflows", node.op_type(), dims[0]),
+                })?
+            };
+            let name = patch.add_initializer_i64(&format!("{}.folded", node.input[1]), &[dims.len() as i64], &dims);
+            node.input[1] = name;
+        }
+    }
+    Ok(())
 }
 
 /// The value `v` tiled `t` times along axis 0, `Concat(v, v, …, v)`: one tiling per value.

@@ -16,7 +16,7 @@
 use gn_onnx::proto::ModelProto;
 use gn_onnx::Graph;
 
-use crate::check::{check_ann, check_model};
+use crate::check::{check_ann, check_graph};
 use crate::detect::{detect, Detection};
 use crate::emit;
 use crate::error::TranspileError;
@@ -35,32 +35,6 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub nodes_before: usize,
     pub nodes_after: usize,
-}
-
-/// Checks the graph's sources and drops nodes that reach no output (an activation nobody
-/// reads is not a spiking layer). Cycles were refused by [`check_model`].
-fn check_graph(graph: &mut Graph) -> Result<(), TranspileError> {
-    graph.check_sources()?;
-    if graph.proto.output.is_empty() {
-        return Err(TranspileError::NoOutputs);
-    }
-    graph.remove_dead_nodes();
-    Ok(())
-}
-
-/// `check_ann`, then the main graph as the passes' IR, checked and without dead nodes:
-/// where conversion and measurement start.
-pub fn prepare_ann(model: &ModelProto) -> Result<Graph, TranspileError> {
-    check_ann(model)?;
-    prepare(model)
-}
-
-/// `check_model`, then the main graph as the passes' IR, checked and without dead nodes.
-pub fn prepare(model: &ModelProto) -> Result<Graph, TranspileError> {
-    check_model(model)?;
-    let mut graph = Graph::new(model.graph.clone().ok_or(TranspileError::NoGraph)?);
-    check_graph(&mut graph)?;
-    Ok(graph)
 }
 
 /// Runs the detect pass and turns "nothing found" into an error naming what was found

@@ -3,24 +3,8 @@
 
 use gn_transpile::NeuronKind;
 
-use serde::Serialize;
-
 use super::config::Gates;
-use super::report::{BuiltCheck, ModelResult, RuntimeRow};
-
-/// One gate: a named threshold check and its verdict, one line of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Gate {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
-
-impl Gate {
-    fn new(name: String, passed: bool, detail: String) -> Gate {
-        Gate { name, passed, detail }
-    }
-}
+use super::report::{BuiltCheck, Gate, ModelResult, RuntimeRow};
 
 /// Every gate's verdict.
 pub fn evaluate(g: &Gates, results: &[ModelResult], built: &[BuiltCheck], runtimes: &[RuntimeRow]) -> Vec<Gate> {

@@ -367,7 +367,7 @@ fn built(s: &mut String, r: &Report) {
 /// The gates, pass or fail.
 fn gates(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n### Gates\n");
-    for super::gates::Gate { name, passed: ok, detail } in &r.gates {
+    for super::report::Gate { name, passed: ok, detail } in &r.gates {
         let _ = writeln!(s, "- {} {name}: {detail}", if *ok { "pass" } else { "FAIL" });
     }
 }

@@ -347,7 +347,7 @@ fn write_report(report: &Report, args: &Args, spec: &Spec, root: &Path) -> anyho
         update_readme(&root.join("README.md"), &markdown, &render_summary(report), &args.out)?;
     }
     println!("{markdown}");
-    let failed: Vec<&gates::Gate> = report.gates.iter().filter(|g| !g.passed).collect();
+    let failed: Vec<&report::Gate> = report.gates.iter().filter(|g| !g.passed).collect();
     for gate in &failed {
         eprintln!("gate missed: {}: {}", gate.name, gate.detail);
     }

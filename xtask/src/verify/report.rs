@@ -140,8 +140,22 @@ pub struct Report {
     pub tau_sweep: Vec<(String, Vec<SweepPoint>)>,
     pub built: Vec<BuiltCheck>,
     pub runtimes: Vec<RuntimeRow>,
-    pub gates: Vec<super::gates::Gate>,
+    pub gates: Vec<Gate>,
     pub seconds: f64,
+}
+
+/// One gate: a named threshold check and its verdict, one line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gate {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl Gate {
+    pub fn new(name: String, passed: bool, detail: String) -> Gate {
+        Gate { name, passed, detail }
+    }
 }
 
 /// The paper's Table 1 for ResNet-20 on CIFAR-100 (τ = 4), for the report.
