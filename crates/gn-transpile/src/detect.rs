@@ -21,7 +21,7 @@ use gn_onnx::proto::NodeProto;
 use gn_onnx::Graph;
 
 /// One QCFS activation found in the graph.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Site {
     /// The site's name: the name of its `Floor` node.
     pub name: String,
@@ -48,7 +48,7 @@ pub struct Site {
 }
 
 /// Per-channel thresholds of a calibrated ReLU site.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PerChannel {
     /// θ of each channel (axis 1).
     pub theta: Vec<f64>,
@@ -59,7 +59,7 @@ pub struct PerChannel {
 /// A ReLU-family activation: `Relu`, or `Clip` with a lower bound of 0 (ReLU6 and the
 /// like). Not QCFS, so it has no θ of its own: `--calibrate` sets one from data
 /// ([`crate::calibrate`]) and it converts as a QCFS site of that θ.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ReluSite {
     /// The node's name (or `relu{index}` for an unnamed node).
     pub name: String,
@@ -72,7 +72,7 @@ pub struct ReluSite {
 }
 
 /// A chain around a `Floor` that is not a QCFS activation, and why.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NearMiss {
     pub node: String,
     pub ops: String,

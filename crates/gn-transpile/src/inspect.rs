@@ -10,7 +10,7 @@ use gn_onnx::graph::attr;
 use gn_onnx::proto::ModelProto;
 use serde::Serialize;
 
-use crate::detect::detect;
+use crate::detect::{detect, NearMiss, ReluSite, Site};
 use crate::error::TranspileError;
 use crate::metadata::{Metadata, State};
 use crate::neuron::{attr_name, NeuronNode};
@@ -22,15 +22,15 @@ pub struct Audit {
     /// Set when the model was written by gn-transpile.
     pub converted: Option<Converted>,
     /// The QCFS activations (an ANN).
-    pub sites: Vec<SiteInfo>,
+    pub sites: Vec<Site>,
     /// Chains around a `Floor` that are not QCFS, and why.
-    pub near_misses: Vec<NodeReason>,
+    pub near_misses: Vec<NearMiss>,
     /// Other activations seen (op type, count), when there is no QCFS activation.
     pub other_activations: Vec<(String, usize)>,
     /// ReLU-family activations (`Relu`, `Clip(0, c)`), when there is no QCFS activation:
     /// spiking layers once `--calibrate` sets their θ. The rest of the audit then shows
     /// the graph as converted with them.
-    pub relu_sites: Vec<ReluInfo>,
+    pub relu_sites: Vec<ReluSite>,
     /// Max-pools that move in front of a spiking layer (one line each).
     pub moves: Vec<String>,
     /// The static batch N, when the inputs declare one.
@@ -52,27 +52,6 @@ pub struct Audit {
     pub weighted: Vec<NodeReason>,
     /// What the audit could not trust in the model (malformed metadata).
     pub warnings: Vec<String>,
-}
-
-/// A QCFS site.
-#[derive(Debug, Clone, Serialize)]
-pub struct SiteInfo {
-    pub name: String,
-    pub theta: f64,
-    pub levels: u32,
-    pub input: String,
-    /// The op chain.
-    pub ops: String,
-}
-
-/// A ReLU-family activation.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReluInfo {
-    pub name: String,
-    pub op: String,
-    /// c of a `Clip(0, c)`.
-    pub bound: Option<f64>,
-    pub input: String,
 }
 
 /// A node and what is said about it.
@@ -141,30 +120,12 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
             detection.sites.len()
         ));
     }
-    audit.sites = detection
-        .sites
-        .iter()
-        .map(|s| SiteInfo {
-            name: s.name.clone(),
-            theta: s.theta,
-            levels: s.levels,
-            input: s.input.clone(),
-            ops: s.ops.clone(),
-        })
-        .collect();
-    audit.near_misses = detection
-        .near_misses
-        .iter()
-        .map(|m| NodeReason { node: m.node.clone(), op: m.ops.clone(), reason: m.reason.clone() })
-        .collect();
+    audit.sites = detection.sites.clone();
+    audit.near_misses = detection.near_misses.clone();
     let mut sites = detection.sites.clone();
     if detection.sites.is_empty() {
         audit.other_activations = detection.other_activations.clone().into_iter().collect();
-        audit.relu_sites = detection
-            .relu_sites
-            .iter()
-            .map(|r| ReluInfo { name: r.name.clone(), op: r.op.clone(), bound: r.bound, input: r.input.clone() })
-            .collect();
+        audit.relu_sites = detection.relu_sites.clone();
         if detection.relu_sites.is_empty() {
             return Ok(audit);
         }
@@ -365,7 +326,7 @@ fn render_ann(out: &mut String, a: &Audit) {
         let _ = writeln!(out, "  {}  θ = {:.6}  L = {}  input {}  ({})", s.name, s.theta, s.levels, s.input, s.ops);
     }
     for m in &a.near_misses {
-        let _ = writeln!(out, "near miss at '{}' ({}): {}", m.node, m.op, m.reason);
+        let _ = writeln!(out, "near miss at '{}' ({}): {}", m.node, m.ops, m.reason);
     }
     if a.sites.is_empty() {
         for (op, n) in &a.other_activations {

@@ -139,10 +139,12 @@ def _progress_bar(total):
 def inspect(model):
     """Audits a model without converting it; returns a dict.
 
-    For an ANN: "sites" (name, theta, levels, input, ops), "near_misses", "moves",
-    "time_invariant", "exact", "rate", "inexact", "refused" (node, op, reason), and
-    "other_activations" when there is no QCFS activation. For a converted model:
-    "converted" (neuron, tau, timesteps, form, layers, functions, states, nodes).
+    For an ANN: "sites" (name, input, output, theta, levels, nodes, values, ops,
+    per_channel), "near_misses" (node, ops, reason, fatal), "moves", "time_invariant",
+    "exact", "rate", "inexact", "refused" (node, op, reason), "weighted" (node, op, and
+    "spikes" or "analog": what it reads once converted), "warnings", and
+    "other_activations" and "relu_sites" when there is no QCFS activation. For a converted
+    model: "converted" (neuron, tau, timesteps, form, layers, functions, states, nodes).
     """
     path, data = _source(model)
     return json.loads(_native.inspect(path, data))
