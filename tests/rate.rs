@@ -20,6 +20,9 @@ enum Block {
     LayerNorm,
     /// One head of self-attention over 4 tokens: `softmax(Q Kᵀ / √8) V`.
     Attention,
+    /// `softmax(h) · h + softmax(h)`: a region output (the softmax) that the region reads
+    /// too, uncompensated, and the outside reads compensated.
+    Shared,
 }
 
 const TOKENS: i64 = 4;
@@ -61,6 +64,11 @@ fn tail(b: &mut ModelBuilder, block: Block, h: &str) -> String {
             let scale = b.constant(&[8], &[1.0, 0.5, 1.5, 1.0, 0.8, 1.2, 1.0, 0.9]);
             let bias = b.constant(&[8], &[0.1; 8]);
             b.node("LayerNormalization", &[h, &scale, &bias], vec![attr::int("axis", -1), attr::float("epsilon", 1e-3)])
+        }
+        Block::Shared => {
+            let a = b.node("Softmax", &[h], vec![attr::int("axis", -1)]);
+            let m = b.node("Mul", &[&a, h], vec![]);
+            b.node("Add", &[&m, &a], vec![])
         }
         Block::Attention => {
             let (wq, wk, wv) = (weights(b, 8, 8, 3), weights(b, 8, 8, 4), weights(b, 8, 8, 5));
@@ -133,7 +141,7 @@ fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
 #[test]
 fn the_readout_after_t_steps_is_the_tail_on_the_averages_of_t_steps() {
     let x = inputs(Block::Gate, 24);
-    for block in [Block::Gate, Block::LayerNorm, Block::Attention] {
+    for block in [Block::Gate, Block::LayerNorm, Block::Attention, Block::Shared] {
         let x = if matches!(block, Block::Attention) { inputs(block, 24) } else { x.clone() };
         let (whole, up_to, from) = models(block);
         for timesteps in [1, 2, 5] {
@@ -176,7 +184,7 @@ fn the_readout_after_t_steps_does_not_depend_on_later_steps() {
 /// anytime rows.
 #[test]
 fn every_form_computes_the_same_rows() {
-    for block in [Block::Gate, Block::LayerNorm, Block::Attention] {
+    for block in [Block::Gate, Block::LayerNorm, Block::Attention, Block::Shared] {
         let x = inputs(block, 16);
         let (whole, _, _) = models(block);
         let rows = run(&convert(&whole, &anytime(6, Emit::Standard)), &x);

@@ -255,12 +255,17 @@ pub fn stateful(
             rename_last_output(b, &s_out);
             averages.insert(x, b.add_node(x, "rate.average", "Div", &[&s_out, &k_out], vec![]));
         }
+        // F of each output before compensation, which the region's own nodes read.
+        let uncompensated: HashMap<&str, String> =
+            region.outputs.iter().map(|o| (o.as_str(), patch.unique_name(&format!("{o}.rate")))).collect();
         for value in &region.nodes {
             let Some(&i) = producers.get(value) else { continue };
             let mut node = node_at(i);
             for input in node.input.iter_mut() {
                 if let Some(average) = averages.get(input.as_str()) {
                     *input = average.clone();
+                } else if let Some(f) = uncompensated.get(input.as_str()) {
+                    *input = f.clone();
                 }
             }
             for (k, o) in graph.nodes()[i].output.iter().enumerate() {
@@ -270,7 +275,7 @@ pub fn stateful(
                 // The node's output as the rest of the one-step graph reads it (diverted
                 // to `{y}.step` where it is a graph output).
                 let written = node.output[k].clone();
-                let f = patch.unique_name(&format!("{written}.rate"));
+                let f = uncompensated[o.as_str()].clone();
                 node.output[k] = f.clone();
                 let (p_in, p_out) = states.add(&mut patch, &format!("{o}.rate.total"), o, o, 0.0)?;
                 let b = patch.builder();

@@ -96,9 +96,15 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
     let mut in_region: HashMap<String, usize> = HashMap::new();
     let mut averages: HashMap<String, String> = HashMap::new();
     let mut compensated: Vec<(String, String)> = Vec::new();
+    // F of each region output, before compensation: what the outside reads compensated,
+    // the region's own nodes read as it is.
+    let mut uncompensated: HashMap<String, String> = HashMap::new();
     if t > 1 {
         for (k, region) in lowered.rate_regions.iter().enumerate() {
             in_region.extend(region.nodes.iter().map(|n| (n.clone(), k)));
+            for o in &region.outputs {
+                uncompensated.insert(o.clone(), patch.unique_name(&format!("{o}.rate")));
+            }
             for x in &region.inputs {
                 if !averages.contains_key(x) {
                     averages.insert(x.clone(), rate::running_mean(patch.builder(), x, t));
@@ -148,11 +154,15 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         }
         if let Some(&k) = node.output.first().and_then(|o| in_region.get(o)) {
             let region = &lowered.rate_regions[k];
-            for input in node.input.iter_mut().filter(|i| region.inputs.contains(i)) {
-                *input = averages[input.as_str()].clone();
+            for input in node.input.iter_mut() {
+                if region.inputs.contains(input) {
+                    *input = averages[input.as_str()].clone();
+                } else if region.outputs.contains(input) {
+                    *input = uncompensated[input.as_str()].clone();
+                }
             }
             for output in node.output.iter_mut().filter(|o| region.outputs.contains(o)) {
-                let f = patch.unique_name(&format!("{output}.rate"));
+                let f = uncompensated[output.as_str()].clone();
                 compensated.push((std::mem::replace(output, f.clone()), f));
             }
         }
