@@ -162,3 +162,20 @@ fn layers_and_pools_that_write_the_graph_output_keep_their_state() {
         }
     }
 }
+
+/// A first spiking layer that reads the graph input itself (or through an Identity):
+/// its membrane's shape is the input's, which the stateful form takes from the input's
+/// declaration.
+#[test]
+fn a_layer_on_the_graph_input_keeps_its_state() {
+    let x = matrix(8, 6, 9, 2.0).into_dyn();
+    for through_identity in [false, true] {
+        let mut b = gn_tests::ModelBuilder::new(&[6]);
+        let source = if through_identity { b.node("Identity", &["input"], vec![]) } else { "input".to_string() };
+        let a = b.qcfs(&source, 1.5, 4);
+        let y = b.gemm(&a, &matrix(4, 6, 2, 0.7), &[0.1; 4]);
+        let model = b.finish(&y, &[4]);
+        let (worst, flips) = against_anytime(&model, &x, NeuronKind::Gn, 5);
+        assert_eq!((worst, flips), (0.0, 0), "through an Identity: {through_identity}");
+    }
+}

@@ -221,13 +221,44 @@ fn state_shapes(
     }
     values.sort();
     values.dedup();
-    let one_step = ModelProto { graph: Some(graph.proto.clone()), ..model.clone() };
-    let shapes = crate::tract_ops::value_shapes(&one_step, &values).map_err(|e| TranspileError::Pass {
-        pass: "emit",
-        node: String::new(),
-        reason: format!("cannot infer the shapes of the state tensors: {e}"),
-    })?;
-    Ok(values.into_iter().zip(shapes).collect())
+    // A value that is a graph input (or an Identity of one) has the input's declared
+    // shape; tract is asked for the others (it cannot take an input as an output).
+    let (declared, inferred): (Vec<String>, Vec<String>) =
+        values.into_iter().partition(|v| input_shape(graph, v).is_some());
+    let mut shapes: emit::Shapes =
+        declared.into_iter().filter_map(|v| input_shape(graph, &v).map(|dims| (v, dims))).collect();
+    if !inferred.is_empty() {
+        let one_step = ModelProto { graph: Some(graph.proto.clone()), ..model.clone() };
+        let found = crate::tract_ops::value_shapes(&one_step, &inferred).map_err(|e| TranspileError::Pass {
+            pass: "emit",
+            node: String::new(),
+            reason: format!("cannot infer the shapes of the state tensors: {e}"),
+        })?;
+        shapes.extend(inferred.into_iter().zip(found));
+    }
+    Ok(shapes)
+}
+
+/// The declared shape (`None` for a symbolic size) of `value` when it is a graph input or
+/// a chain of Identities of one.
+#[cfg(feature = "tract")]
+fn input_shape(graph: &Graph, value: &str) -> Option<Vec<Option<i64>>> {
+    use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
+    let producers = graph.producers();
+    let mut v = value.to_string();
+    for _ in 0..graph.nodes().len() + 1 {
+        match producers.get(&v) {
+            Some(&p) if gn_onnx::graph::standard_op(&graph.nodes()[p]) == "Identity" => {
+                v = graph.nodes()[p].input.first()?.clone();
+            }
+            Some(_) => return None,
+            None => break,
+        }
+    }
+    let input = graph.proto.input.iter().find(|i| i.name() == v)?;
+    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else { return None };
+    let dims = &t.shape.as_ref()?.dim;
+    Some(dims.iter().map(|d| if let Some(Value::DimValue(n)) = d.value { Some(n) } else { None }).collect())
 }
 
 #[cfg(not(feature = "tract"))]
