@@ -274,3 +274,59 @@ fn inspect_says_which_weighted_ops_read_spikes() {
     let text = gn_transpile::inspect::inspect(&whole).unwrap();
     assert!(text.contains("weighted ops reading spikes (accumulates): 1 of 3"), "{text}");
 }
+
+/// A Reshape target built from `Shape(x, start = -2, end = -1)` (axis 0 of a rank-2 input)
+/// or from `Size(x) / 16` holds the batch too: both are computed again with T·N.
+#[test]
+fn a_batch_read_by_a_negative_start_or_by_size_converts() {
+    let build = |how: &str| {
+        let mut b = ModelBuilder::new(&[16]);
+        let h = b.gemm("input", &matrix(16, 16, 1, 0.4), &[0.2; 16]);
+        let h = b.qcfs(&h, 1.5, 4);
+        let rest = b.constant_i64(&[2], &[4, 4]);
+        let target = match how {
+            "start" => {
+                let s = b.node("Shape", &["input"], vec![attr::int("start", -2), attr::int("end", -1)]);
+                b.node("Concat", &[&s, &rest], vec![attr::int("axis", 0)])
+            }
+            "size" => {
+                let s = b.node("Size", &["input"], vec![]);
+                let width = b.constant_i64(&[], &[16]);
+                let n = b.node("Div", &[&s, &width], vec![]);
+                let axes = b.constant_i64(&[1], &[0]);
+                let n1 = b.node("Unsqueeze", &[&n, &axes], vec![]);
+                b.node("Concat", &[&n1, &rest], vec![attr::int("axis", 0)])
+            }
+            _ => b.constant_i64(&[3], &[-1, 4, 4]),
+        };
+        let r = b.node("Reshape", &[&h, &target], vec![]);
+        let f = b.node("Flatten", &[&r], vec![attr::int("axis", 1)]);
+        let y = b.gemm(&f, &matrix(4, 16, 6, 0.5), &[0.0; 4]);
+        b.finish(&y, &[4])
+    };
+    let x = matrix(12, 16, 3, 2.0).into_dyn();
+    let want = run(&convert(&build("constant"), &anytime(4, Emit::Standard)), &x);
+    for how in ["start", "size"] {
+        let got = run(&convert(&build(how), &anytime(4, Emit::Standard)), &x);
+        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{how}");
+    }
+}
+
+/// The stateful form of a region whose input is also a graph output: the region sums the
+/// step's value, not the readout's average.
+#[test]
+fn a_region_input_that_is_a_graph_output_keeps_its_state() {
+    let (mut whole, _, _) = models(Block::Gate);
+    let site = gn_transpile::inspect::audit(&whole).unwrap().sites[0].output.clone();
+    whole.graph.as_mut().unwrap().output.push(gn_onnx::data::float_value_info(&site, &[None, Some(8)]));
+    let x = inputs(Block::Gate, 16);
+    let rows = run(&convert(&whole, &anytime(5, Emit::Standard)), &x);
+    let stateful = Options { neuron: NeuronKind::Gn, tau: 4, emit: Emit::Stateful, ..Default::default() };
+    let calls = gn_verify::run_stateful(&convert(&whole, &stateful), &vec![x.clone(); 5]).unwrap();
+    for (t, outputs) in calls.iter().enumerate() {
+        for k in 0..2 {
+            let diff = max_abs_diff(&outputs[k], &rows[2 + k].index_axis(Axis(0), t).to_owned());
+            assert!(diff <= 1e-4, "output {k}, call {}: differs by {diff}", t + 1);
+        }
+    }
+}

@@ -203,6 +203,9 @@ pub fn stateful(
     // it stays (diverted here) or is expanded below (a spiking layer or a max-pool on
     // spikes that writes a graph output expands the diverted node).
     let (readouts, mut diverted) = divert(graph, &mut patch, &lowered.folded_outputs, "step");
+    // What an added node reads for a graph output: the step value, not the readout.
+    let step_values: HashMap<String, String> = readouts.iter().cloned().collect();
+    let current = |v: &str| step_values.get(v).cloned().unwrap_or_else(|| v.to_string());
     let mut node_at = |i: usize| diverted.remove(&i).unwrap_or_else(|| graph.nodes()[i].clone());
     // The membranes, in node order.
     for (i, original) in graph.nodes().iter().enumerate() {
@@ -211,10 +214,11 @@ pub fn stateful(
         let name = node.name();
         let (v_in, v_out) = states.add(&mut patch, &format!("{name}.membrane"), &node.input[0], name, 0.5)?;
         patch.remove(i);
+        let x = current(&node.input[0]);
         let expansion = Expansion {
             name,
             params: Params::Inline(&layer.neuron),
-            x: &node.input[0],
+            x: &x,
             current: Current::Constant,
             timesteps: 1,
             output: &node.output[0],
@@ -233,7 +237,9 @@ pub fn stateful(
         let (p_in, p_out) = states.add(&mut patch, &format!("{name}.max"), pooled, name, 0.0)?;
         patch.remove(i);
         let state = PoolState { sum: (&c_in, &c_out), max: (&p_in, &p_out) };
-        expand_max_pool(patch.builder(), cx.opset, node.clone(), 1, Some(state));
+        let mut node = node.clone();
+        node.input[0] = current(&node.input[0]);
+        expand_max_pool(patch.builder(), cx.opset, node, 1, Some(state));
     }
     // The step count k, which the regions and the readout divide by.
     let k_out = if readouts.is_empty() && lowered.rate_regions.is_empty() {
@@ -251,7 +257,7 @@ pub fn stateful(
         for x in &region.inputs {
             let (s_in, s_out) = states.add(&mut patch, &format!("{x}.rate.sum"), x, x, 0.0)?;
             let b = patch.builder();
-            b.add_node(x, "rate.sum", "Add", &[&s_in, x], vec![]);
+            b.add_node(x, "rate.sum", "Add", &[&s_in, &current(x)], vec![]);
             rename_last_output(b, &s_out);
             averages.insert(x, b.add_node(x, "rate.average", "Div", &[&s_out, &k_out], vec![]));
         }

@@ -332,6 +332,18 @@ mod tests {
         lenient.options.allow_inexact = true;
         let planned = run(&graph(random, None), &lenient).unwrap();
         assert_eq!(planned.report.warnings.len(), 1);
+        // Ops that work along axis 0, or that are not known to act per sample, are not
+        // exact in rate.
+        for (op, attrs, why) in [
+            ("Softmax", vec![attr::int("axis", 0)], "axis 0"),
+            ("ReduceMin", vec![], "reduces over axis 0"),
+            ("ArgMax", vec![], "axis 0"),
+            ("MeanVarianceNormalization", vec![], "normalises over axis 0"),
+            ("Einsum", vec![], "not known to act on each sample"),
+        ] {
+            let err = run(&graph(node(op, &["c"], "y", attrs), None), &cx(2)).unwrap_err().to_string();
+            assert!(err.contains(why), "{op}: {err}");
+        }
         // A comparison whose booleans would leave the region is refused.
         let less = node("Less", &["c", "c"], "y", vec![]);
         let err = run(&graph(less, None), &cx(2)).unwrap_err().to_string();

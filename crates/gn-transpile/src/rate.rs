@@ -137,12 +137,12 @@ fn region(
                 region.inputs.push(v.clone());
             }
         }
-        for o in n.output.iter().filter(|o| !o.is_empty()) {
+        for (k, o) in n.output.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
             let read_outside = consumers.get(o).is_some_and(|c| c.iter().any(|j| !inside.contains(j)));
             if !(read_outside || outputs.contains(o)) {
                 continue;
             }
-            if ops::is_discrete(standard_op(n)) {
+            if ops::is_discrete(standard_op(n)) || (standard_op(n) == "TopK" && k == 1) {
                 return Err(TranspileError::Pass {
                     pass: "lower",
                     node: if n.name().is_empty() { o.clone() } else { n.name().to_string() },

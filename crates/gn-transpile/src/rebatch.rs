@@ -44,17 +44,26 @@ impl<'a> Rebatch<'a> {
         let Some(&p) = self.producers.get(v) else { return Ok(v.to_string()) };
         let node = &self.graph.nodes()[p];
         let refuse = |reason: String| TranspileError::Pass { pass: "lower", node: node.name().to_string(), reason };
+        if standard_op(node) == "Size" {
+            // N·(the other sizes), read as T·N·(the other sizes).
+            let t = patch.add_initializer_i64(&format!("{v}.steps"), &[], &[self.timesteps as i64]);
+            let scaled = patch.add_node(v, "folded", "Mul", &[v, &t], vec![]);
+            self.done.insert(v.to_string(), scaled.clone());
+            return Ok(scaled);
+        }
         if standard_op(node) == "Shape" {
-            let start = attr::get_int(node, "start").unwrap_or(0);
             let x = &node.input[0];
+            let rank = self.shapes.rank(x).ok_or_else(|| {
+                refuse(format!(
+                    "Shape of '{x}' gives the batch of a tensor that shapes a time-varying one, and the rank of '{x}' is not known, so its batch entry cannot be scaled by T"
+                ))
+            })?;
+            // `start` as ONNX reads it: negative counts from the end, clamped to [0, rank].
+            let start = attr::get_int(node, "start").unwrap_or(0);
+            let start = if start < 0 { start + rank as i64 } else { start }.clamp(0, rank as i64);
             let scaled = if start != 0 {
                 v.to_string()
             } else {
-                let rank = self.shapes.rank(x).ok_or_else(|| {
-                    refuse(format!(
-                        "Shape of '{x}' gives the batch of a tensor that shapes a time-varying one, and the rank of '{x}' is not known, so its batch entry cannot be scaled by T"
-                    ))
-                })?;
                 let end = attr::get_int(node, "end").map_or(rank as i64, |e| if e < 0 { rank as i64 + e } else { e });
                 let len = end.clamp(1, rank as i64) as usize;
                 let mut factor = vec![1i64; len];

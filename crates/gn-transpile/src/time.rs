@@ -124,12 +124,34 @@ fn node_name(n: &NodeProto, idx: usize) -> String {
 }
 
 /// Why a node that reads folded inputs would mix time with the batch, if it does.
-fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
+fn acts_on_batch_axis(consts: &Constants, n: &NodeProto, rank: Option<usize>) -> Option<String> {
+    // An axis as ONNX reads it: negative ones count from the end (-1 is never axis 0 of a
+    // folded tensor, whose rank is at least 2 once it has features).
+    let axis0 = |a: i64| match (a, rank) {
+        (a, Some(r)) if a < 0 => a + r as i64 == 0,
+        (a, _) => a == 0,
+    };
     let axis_attr = |name: &str, default: i64| attr::get_int(n, name).unwrap_or(default);
+    let ints = |name: &str, input: usize| {
+        n.attribute.iter().find(|a| a.name() == name).map(|a| a.ints.clone()).or_else(|| const_ints(consts, n, input))
+    };
     let msg = |what: &str| Some(format!("{what} axis 0, which holds time × batch after folding"));
     match standard_op(n) {
-        "Concat" | "Split" | "Gather" if axis_attr("axis", 0) == 0 => msg("works along"),
-        "Flatten" if axis_attr("axis", 1) == 0 => msg("flattens"),
+        "Concat" | "Split" | "Gather" if axis0(axis_attr("axis", 0)) => msg("works along"),
+        "Flatten" if axis0(axis_attr("axis", 1)) => msg("flattens"),
+        "Softmax" | "LogSoftmax" | "Hardmax" | "LpNormalization" | "TopK" if axis0(axis_attr("axis", -1)) => {
+            msg("works along")
+        }
+        "LayerNormalization" if axis0(axis_attr("axis", -1)) => msg("normalises over"),
+        "ArgMax" | "ArgMin" if axis0(axis_attr("axis", 0)) => msg("works along"),
+        "CumSum" => match const_ints(consts, n, 1).as_deref() {
+            Some([a]) if !axis0(*a) => None,
+            _ => msg("may sum along"),
+        },
+        "MeanVarianceNormalization" => match ints("axes", usize::MAX) {
+            Some(a) if !a.iter().any(|&a| axis0(a)) => None,
+            _ => msg("normalises over"),
+        },
         "Transpose" => {
             let perm = n.attribute.iter().find(|a| a.name() == "perm").map(|a| a.ints.clone());
             match perm {
@@ -137,18 +159,10 @@ fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
                 _ => msg("moves"),
             }
         }
-        "ReduceMean" | "ReduceSum" | "ReduceMax" => {
-            let axes = n
-                .attribute
-                .iter()
-                .find(|a| a.name() == "axes")
-                .map(|a| a.ints.clone())
-                .or_else(|| const_ints(consts, n, 1));
-            match axes {
-                Some(a) if !a.is_empty() && !a.contains(&0) => None,
-                _ => msg("reduces over"),
-            }
-        }
+        op if op.starts_with("Reduce") => match ints("axes", 1) {
+            Some(a) if !a.is_empty() && !a.iter().any(|&a| axis0(a)) => None,
+            _ => msg("reduces over"),
+        },
         "Tile" => {
             let repeats = n.input.get(1).and_then(|i| consts.small(i)?.ok());
             match repeats {
@@ -159,7 +173,7 @@ fn acts_on_batch_axis(consts: &Constants, n: &NodeProto) -> Option<String> {
         "Slice" => {
             let axes = n.input.get(3).filter(|s| !s.is_empty()).and_then(|i| consts.small(i)?.ok());
             match axes {
-                Some(a) if !a.values.contains(&0.0) => None,
+                Some(a) if !a.values.iter().any(|&v| axis0(v as i64)) => None,
                 _ => msg("slices"),
             }
         }
@@ -286,7 +300,7 @@ fn folded_role(
             rebatched.extend(n.output.first().cloned());
         }
         Role::Exact
-    } else if let Some(why) = acts_on_batch_axis(consts, n) {
+    } else if let Some(why) = acts_on_batch_axis(consts, n, n.input.first().and_then(|i| shapes.rank(i))) {
         Role::Refused(why)
     } else if let Some(verdict) = expand_of_folded(shapes, consts, classes, n, batch) {
         match verdict {
@@ -333,8 +347,24 @@ fn folded_role(
         || (standard_op(n) == "Div" && classes.get(&n.input[1]) == Some(&Folded))
     {
         // Not linear in its time-varying inputs: computed on their running averages and
-        // differenced over the steps (docs/design.md §5.4).
-        Role::Rate
+        // differenced over the steps (docs/design.md §5.4), if it acts on each sample.
+        let folded_ranks: Vec<Option<usize>> =
+            n.input.iter().filter(|i| classes.get(*i) == Some(&Folded)).map(|i| shapes.rank(i)).collect();
+        if !ops::per_sample(standard_op(n)) {
+            Role::Inexact(format!(
+                "{} is not known to act on each sample separately, so it is neither exact in time nor in rate",
+                n.op_type()
+            ))
+        } else if standard_op(n) == "MatMul"
+            && folded_ranks.len() > 1
+            && !folded_ranks.iter().all(|r| r.is_some_and(|r| r >= 3))
+        {
+            Role::Refused(
+                "a MatMul of two time-varying tensors multiplies across axis 0 unless both have a batch axis of their own (rank 3 or more, and known)".into(),
+            )
+        } else {
+            Role::Rate
+        }
     } else {
         Role::Exact
     }
