@@ -6,6 +6,8 @@
 //! ([`gn_neuron::check_factors`]), and its `timesteps` the T of its model-local
 //! function's body, where the model defines one.
 
+use std::collections::HashSet;
+
 use gn_onnx::data::tensor_to_f64;
 use gn_onnx::proto::{tensor_proto::DataType, ModelProto, NodeProto};
 use gn_onnx::Graph;
@@ -30,6 +32,8 @@ pub fn check_model(model: &ModelProto) -> Result<(), TranspileError> {
             });
         }
     }
+    // Each function body is compared once per T its nodes state, not once per node.
+    let mut bodies_checked: HashSet<(String, usize)> = HashSet::new();
     for (i, n) in graph.node.iter().enumerate() {
         let refuse = |reason: String| TranspileError::Node {
             node: if n.name().is_empty() { format!("#{i}") } else { n.name().to_string() },
@@ -38,7 +42,9 @@ pub fn check_model(model: &ModelProto) -> Result<(), TranspileError> {
         };
         let Some(layer) = NeuronNode::parse(n).map_err(refuse)? else { continue };
         check_thresholds(model, n, &layer).map_err(refuse)?;
-        check_function(model, n, &layer).map_err(refuse)?;
+        if bodies_checked.insert((n.op_type().to_string(), layer.timesteps.unwrap_or(0))) {
+            check_function(model, n, &layer).map_err(refuse)?;
+        }
     }
     Ok(())
 }

@@ -87,7 +87,8 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
     }
     lowered.rate_regions = rate::regions(graph, &analysis)?;
     let Analysis { classes, rebatched, batch_constants, batch_shapes, order, .. } = analysis;
-    let mut rebatch = Rebatch::new(graph, &classes, &order, cx.options.timesteps);
+    // Built (its shape inference run) only for a graph that has such shapes.
+    let mut rebatch: Option<Rebatch> = None;
     let t = cx.options.timesteps;
     let consts = graph.constants();
     let mut patch = Patch::new(graph);
@@ -112,7 +113,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             }
         }
     }
-    for idx in order {
+    for &idx in &order {
         let original = &graph.nodes()[idx];
         if NeuronNode::from_node(original).is_some() {
             lowered.spiking_layers.push(original.name().to_string());
@@ -149,6 +150,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         }
         for input in node.input.iter_mut() {
             if batch_shapes.contains(&(idx, input.clone())) {
+                let rebatch = rebatch.get_or_insert_with(|| Rebatch::new(graph, &classes, &order, t));
                 *input = rebatch.folded(&mut patch, input)?;
             }
         }

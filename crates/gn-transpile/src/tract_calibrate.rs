@@ -120,7 +120,8 @@ fn calibrate_groups(
     }
     let (outputs, activations) = (recording.outputs(), recording.activations().len());
     let plan = crate::tract_ops::load(recording.model(), true)?;
-    let batch = crate::time::static_batch_of(ann).map_or(spec.batch.max(1), |b| b as usize);
+    let static_batch = crate::time::static_batch_of(ann);
+    let batch = static_batch.map_or(spec.batch.max(1), |b| b as usize);
     let workers = rayon::current_num_threads().max(1);
     let mut done = 0;
     progress(0, total);
@@ -130,7 +131,7 @@ fn calibrate_groups(
         if rows == 0 {
             break;
         }
-        if crate::time::static_batch_of(ann).is_some() && rows % batch != 0 {
+        if static_batch.is_some() && rows % batch != 0 {
             return Err(data(format!(
                 "the model's inputs have a static batch of {batch}, and the {total} calibration inputs are not a multiple of it"
             )));
