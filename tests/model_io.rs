@@ -206,3 +206,62 @@ fn dead_nodes_are_removed_and_names_are_unique() {
     assert_eq!(graph.remove_dead_nodes(), 2);
     assert_eq!(graph.nodes().len(), before);
 }
+
+/// The written file is the model's encoding, whether tensor data was copied from the
+/// input file by the kernel or written from memory.
+#[test]
+fn save_loaded_writes_the_model_encoding_copying_data_from_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.onnx");
+    fs::write(&src, encode(&gn_tests::built::resnet18(32, 16, 3))).unwrap();
+    let external = gn_tests::fixtures().join("models/external/cnn_l4_dynamo_op18_external.onnx");
+    for input in [src.clone(), external] {
+        let loaded = load(&input).unwrap();
+        assert!(!loaded.mapped.is_empty(), "{} is mapped", input.display());
+        let (snn, _) = gn_transpile::transpile(&loaded.model, &Default::default()).unwrap();
+        let out = dir.path().join("out.onnx");
+        gn_onnx::save::save_loaded(&snn, &out, &loaded, Default::default()).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), encode(&snn), "{}", input.display());
+        assert!(matches!(
+            gn_onnx::save::save_loaded(&snn, &input, &loaded, Default::default()),
+            Err(IoError::Refused { .. })
+        ));
+    }
+}
+
+/// A model file rewritten or truncated after it was read: the writer refuses, nothing
+/// is written, and reading the data that is gone does not end the process.
+#[test]
+fn save_loaded_refuses_an_input_that_changed_after_it_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.onnx");
+    let bytes = encode(&gn_tests::built::resnet18(32, 16, 3));
+    let out = dir.path().join("out.onnx");
+    let leftovers = || fs::read_dir(dir.path()).unwrap().count();
+    for change in ["rewrite", "truncate"] {
+        fs::write(&src, &bytes).unwrap();
+        let loaded = load(&src).unwrap();
+        let (snn, _) = gn_transpile::transpile(&loaded.model, &Default::default()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let file = fs::OpenOptions::new().write(true).open(&src).unwrap();
+        match change {
+            "rewrite" => std::os::unix::fs::FileExt::write_all_at(&file, &vec![0u8; 4096], 100_000).unwrap(),
+            _ => file.set_len(bytes.len() as u64 / 3).unwrap(),
+        }
+        drop(file);
+        if change == "truncate" {
+            // Every tensor's data, read from memory: the part past the new end reads as
+            // zeros instead of ending the process.
+            let mut sum = 0u64;
+            for t in &loaded.model.graph.as_ref().unwrap().initializer {
+                sum += t.raw_data.as_ref().map_or(0, |r| r.iter().map(|&b| b as u64).sum::<u64>());
+            }
+            assert!(sum > 0);
+        }
+        let err = gn_onnx::save::save_loaded(&snn, &out, &loaded, Default::default()).unwrap_err().to_string();
+        let why = if change == "truncate" { "shrank while it was being read" } else { "modified" };
+        assert!(err.contains("in.onnx") && err.contains(why), "{change}: {err}");
+        assert!(!out.exists(), "{change}");
+        assert_eq!(leftovers(), 1, "{change}: only the input is left");
+    }
+}

@@ -179,3 +179,26 @@ fn a_layer_on_the_graph_input_keeps_its_state() {
         assert_eq!((worst, flips), (0.0, 0), "through an Identity: {through_identity}");
     }
 }
+
+/// Spiking layers joined by a variadic Sum, Mean or Max of many inputs: the states keep
+/// their shapes (inferred on a copy where the node is a tree of binary Adds) and the
+/// calls reproduce the anytime rows.
+#[test]
+fn layers_joined_by_a_wide_variadic_node_keep_their_state() {
+    let x = matrix(8, 6, 4, 2.0).into_dyn();
+    for op in ["Sum", "Mean", "Max"] {
+        let mut b = gn_tests::ModelBuilder::new(&[6]);
+        let branches: Vec<String> = (0..7)
+            .map(|k| {
+                let g = b.gemm("input", &matrix(5, 6, 10 + k, 0.6), &[0.05; 5]);
+                b.qcfs(&g, 1.0 + 0.1 * k as f32, 4)
+            })
+            .collect();
+        let refs: Vec<&str> = branches.iter().map(String::as_str).collect();
+        let joined = b.node(op, &refs, vec![]);
+        let y = b.gemm(&joined, &matrix(3, 5, 3, 0.7), &[0.0; 3]);
+        let model = b.finish(&y, &[3]);
+        let (worst, flips) = against_anytime(&model, &x, NeuronKind::Gn, 4);
+        assert_eq!((worst, flips), (0.0, 0), "{op}");
+    }
+}

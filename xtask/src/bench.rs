@@ -87,7 +87,7 @@ pub fn transpile_once(input: &std::path::Path, output: &std::path::Path, fsync: 
     let loaded = gn_onnx::io::load(input)?;
     let (snn, _) = transpile(&loaded.model, &Options::default())?;
     let durability = if fsync { gn_onnx::save::Durability::Fsync } else { gn_onnx::save::Durability::Atomic };
-    gn_onnx::save::save_as(&snn, output, &loaded.sources, durability)?;
+    gn_onnx::save::save_loaded(&snn, output, &loaded, durability)?;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     let status = std::fs::read_to_string("/proc/self/status")?;
     let peak = status

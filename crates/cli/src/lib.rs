@@ -288,9 +288,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let options = Options { calibration: args.calibration.run(&loaded.model)?, ..options };
     let (model, report) =
         transpile(&loaded.model, &options).with_context(|| format!("cannot convert {}", input.display()))?;
-    drop(loaded.model);
     let durability = if args.fsync { gn_onnx::save::Durability::Fsync } else { gn_onnx::save::Durability::Atomic };
-    gn_onnx::save::save_as(&model, &output, &loaded.sources, durability)?;
+    gn_onnx::save::save_loaded(&model, &output, &loaded, durability)?;
     for site in &report.detection.sites {
         match &site.per_channel {
             Some(pc) => {

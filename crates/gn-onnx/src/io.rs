@@ -3,11 +3,12 @@
 //!
 //! * [`decode`] / [`encode`] are exact inverses on any model written by a conforming
 //!   protobuf encoder (the schema is complete and proto2, so nothing is dropped).
-//! * [`load`] reads a model from a regular file and inlines tensors stored in side files
+//! * [`load`] maps a model from a regular file into memory ([`crate::mapped`]; it reads
+//!   the file where the system refuses the mapping) and inlines tensors stored in side files
 //!   (`TensorProto.data_location = EXTERNAL`, in every tensor-bearing field: initializers,
 //!   sparse initializers, attributes, subgraphs, functions, training info). Locations
-//!   must stay inside the model's folder and name regular files; each side file is read
-//!   once and shared by the tensors that point into it, and the ranges may not add up to
+//!   must stay inside the model's folder and name regular files; each side file is mapped
+//!   (or read) once and shared by the tensors that point into it, and the ranges may not add up to
 //!   more than the files hold (no amplification) or to more than one model can hold.
 //! * Writing a model atomically is [`crate::save`]'s.
 
@@ -16,10 +17,12 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use prost::bytes::Bytes;
 use prost::Message;
 
+use crate::mapped::MappedFile;
 use crate::proto::{tensor_proto, AttributeProto, GraphProto, ModelProto, TensorProto};
 
 /// Models larger than this are refused before decoding (protobuf's own limit is 2 GiB);
@@ -61,6 +64,9 @@ pub struct LoadedModel {
     /// Every file the model was read from (the model and its side files), canonical.
     /// [`crate::save::save`] never writes over one of them.
     pub sources: Vec<PathBuf>,
+    /// The files mapped into memory that tensor data points into: the writer copies
+    /// that data from them file to file ([`crate::save::save_loaded`]).
+    pub mapped: Vec<Arc<MappedFile>>,
 }
 
 /// Decodes model bytes exactly as stored, without touching external data.
@@ -101,6 +107,16 @@ const DIRECT_BYTES: usize = 64 << 10;
 /// and initializers are encoded one at a time, and large `raw_data` is written straight
 /// from the tensor. Fields go out in tag order, as prost encodes them.
 pub fn write_model(model: &ModelProto, w: &mut impl Write) -> std::io::Result<()> {
+    write_model_with(model, w, &mut |w, raw| w.write_all(raw))
+}
+
+/// [`write_model`], with `payload` writing each large `raw_data` (the bytes only; the
+/// key and length are written already).
+pub(crate) fn write_model_with<W: Write>(
+    model: &ModelProto,
+    w: &mut W,
+    payload: &mut dyn FnMut(&mut W, &Bytes) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use prost::encoding::{encode_key, encode_varint, WireType};
     let Some(graph) = &model.graph else { return w.write_all(&encode(model)) };
     let ModelProto {
@@ -131,7 +147,7 @@ pub fn write_model(model: &ModelProto, w: &mut impl Write) -> std::io::Result<()
     encode_key(7, WireType::LengthDelimited, &mut buf);
     encode_varint(graph.encoded_len() as u64, &mut buf);
     w.write_all(&buf)?;
-    write_graph(graph, w, &mut buf)?;
+    write_graph(graph, w, &mut buf, payload)?;
     let tail = ModelProto {
         opset_import: opset_import.clone(),
         metadata_props: metadata_props.clone(),
@@ -146,7 +162,12 @@ pub fn write_model(model: &ModelProto, w: &mut impl Write) -> std::io::Result<()
 }
 
 /// A graph's fields (without its key and length), nodes and initializers one at a time.
-fn write_graph(graph: &GraphProto, w: &mut impl Write, buf: &mut Vec<u8>) -> std::io::Result<()> {
+fn write_graph<W: Write>(
+    graph: &GraphProto,
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    payload: &mut dyn FnMut(&mut W, &Bytes) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use prost::encoding::{encode_key, encode_varint, WireType};
     let GraphProto {
         node,
@@ -209,7 +230,7 @@ fn write_graph(graph: &GraphProto, w: &mut impl Write, buf: &mut Vec<u8>) -> std
                 encode_key(9, WireType::LengthDelimited, buf);
                 encode_varint(raw.len() as u64, buf);
                 w.write_all(buf)?;
-                w.write_all(raw)?;
+                payload(w, raw)?;
                 buf.clear();
                 let after = TensorProto {
                     doc_string: doc_string.clone(),
@@ -277,9 +298,9 @@ fn advise_huge_pages(buf: &mut Vec<u8>) {
     }
 }
 
-/// Reads a whole regular file of at most `limit` bytes. Opening does not block (a FIFO
+/// Opens a regular file of at most `limit` bytes to read. Opening does not block (a FIFO
 /// is refused, not waited on) and the type is checked on the open handle.
-fn read_regular(path: &Path, limit: u64, what: &str) -> Result<(Vec<u8>, fs::Metadata), IoError> {
+fn open_regular(path: &Path, limit: u64, what: &str) -> Result<(fs::File, fs::Metadata), IoError> {
     let rerr = |cause| IoError::Read { path: path.into(), cause };
     let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(rerr)?;
     let meta = file.metadata().map_err(rerr)?;
@@ -289,6 +310,31 @@ fn read_regular(path: &Path, limit: u64, what: &str) -> Result<(Vec<u8>, fs::Met
     if meta.len() > limit {
         return Err(IoError::TooLarge { what: what.to_string(), size: meta.len() });
     }
+    Ok((file, meta))
+}
+
+/// A regular file's bytes, shared: mapped into memory where the system allows it
+/// (the mapping is returned too), read otherwise.
+fn share_regular(path: &Path, limit: u64, what: &str) -> Result<(Bytes, Option<Arc<MappedFile>>), IoError> {
+    let (file, meta) = open_regular(path, limit, what)?;
+    if meta.len() > 0 {
+        let probe = file.try_clone().map_err(|cause| IoError::Read { path: path.into(), cause })?;
+        if let Some(m) = MappedFile::map(path, probe, &meta) {
+            return Ok((m.bytes(), Some(m)));
+        }
+    }
+    let (bytes, _) = read_open(path, file, meta, limit, what)?;
+    Ok((Bytes::from(bytes), None))
+}
+
+fn read_open(
+    path: &Path,
+    file: fs::File,
+    meta: fs::Metadata,
+    limit: u64,
+    what: &str,
+) -> Result<(Vec<u8>, fs::Metadata), IoError> {
+    let rerr = |cause| IoError::Read { path: path.into(), cause };
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     advise_huge_pages(&mut bytes);
     file.take(limit + 1).read_to_end(&mut bytes).map_err(rerr)?;
@@ -306,14 +352,17 @@ pub fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Reads a model from a regular file and inlines its external data.
+/// Maps a model from a regular file (reads it where mapping is refused) and inlines its
+/// external data. Tensor data stays in the file's pages until something reads it.
 pub fn load(path: &Path) -> Result<LoadedModel, IoError> {
     let what = path.display().to_string();
-    let (bytes, _) = read_regular(path, MAX_MODEL_BYTES, &what)?;
-    let mut model = decode_shared(Bytes::from(bytes), &what)?;
+    let (bytes, mapping) = share_regular(path, MAX_MODEL_BYTES, &what)?;
+    let mut model = decode_shared(bytes, &what)?;
     let mut sources = vec![path.canonicalize().map_err(|cause| IoError::Read { path: path.into(), cause })?];
-    sources.extend(inline_external_data(&mut model, &folder_of(path))?);
-    Ok(LoadedModel { model, path: Some(path.to_path_buf()), sources })
+    let (side, side_mapped) = inline_external(&mut model, &folder_of(path))?;
+    sources.extend(side);
+    let mapped = mapping.into_iter().chain(side_mapped).collect();
+    Ok(LoadedModel { model, path: Some(path.to_path_buf()), sources, mapped })
 }
 
 /// Loads model bytes that carry no external data (tensors in side files are refused).
@@ -440,11 +489,17 @@ tensor_visitor!(
 /// Replaces every external tensor's reference by its bytes, read from `folder`.
 /// Returns the side files read (canonical paths).
 pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<Vec<PathBuf>, IoError> {
+    inline_external(model, folder).map(|(read, _)| read)
+}
+
+/// [`inline_external_data`], also returning the side files it mapped into memory.
+fn inline_external(model: &mut ModelProto, folder: &Path) -> Result<(Vec<PathBuf>, Vec<Arc<MappedFile>>), IoError> {
     let mut any = false;
     for_each_tensor(model, &mut |t| any |= is_external(t));
     if !any {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
+    let mut mapped = Vec::new();
     let root = folder.canonicalize().map_err(|cause| IoError::Read { path: folder.into(), cause })?;
     // Each side file is read once; tensors hold slices of the one buffer.
     let mut files: HashMap<PathBuf, Bytes> = HashMap::new();
@@ -480,7 +535,7 @@ pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<Vec
         let bytes = match files.get(&file) {
             Some(b) => b.clone(),
             None => {
-                let (data, _) = read_regular(&file, MAX_MODEL_BYTES, &location).map_err(|e| match e {
+                let (b, mapping) = share_regular(&file, MAX_MODEL_BYTES, &location).map_err(|e| match e {
                     IoError::NotRegular { kind, .. } => {
                         err(format!("file '{location}' is not a regular file ({kind})"))
                     }
@@ -490,8 +545,8 @@ pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<Vec
                     IoError::Read { cause, .. } => err(format!("file '{location}' cannot be read: {cause}")),
                     other => other,
                 })?;
-                file_bytes += data.len() as u64;
-                let b = Bytes::from(data);
+                file_bytes += b.len() as u64;
+                mapped.extend(mapping);
                 files.insert(file.clone(), b.clone());
                 b
             }
@@ -521,7 +576,7 @@ pub fn inline_external_data(model: &mut ModelProto, folder: &Path) -> Result<Vec
     })?;
     let mut read: Vec<PathBuf> = files.into_keys().collect();
     read.sort();
-    Ok(read)
+    Ok((read, mapped))
 }
 
 /// Checks that an external-data `location` stays inside the model's folder.

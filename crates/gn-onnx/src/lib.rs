@@ -7,6 +7,7 @@
 pub mod data;
 pub mod graph;
 pub mod io;
+pub mod mapped;
 pub mod patch;
 pub mod save;
 pub mod topology;

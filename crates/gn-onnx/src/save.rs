@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use prost::Message;
 
-use crate::io::{folder_of, kind_of, write_model, IoError, MAX_MODEL_BYTES};
+use crate::io::{folder_of, kind_of, write_model, write_model_with, IoError, LoadedModel, MAX_MODEL_BYTES};
 use crate::proto::ModelProto;
 
 /// Temporaries being written, removed by [`exit_removing_temporaries`] on interruption.
@@ -102,6 +102,95 @@ pub fn save_as(model: &ModelProto, path: &Path, protected: &[PathBuf], durabilit
         write_model(model, &mut w)?;
         w.flush()
     })
+}
+
+/// Writes a model converted from `loaded` atomically to `path`, as [`save_as`] does,
+/// never over one of `loaded`'s source files. Tensor data that still points into one of
+/// `loaded`'s mapped files is copied from that file to the output by the kernel
+/// (`copy_file_range`), not through this process. Refused, with nothing written, when a
+/// source file changed after it was read.
+pub fn save_loaded(
+    model: &ModelProto,
+    path: &Path,
+    loaded: &LoadedModel,
+    durability: Durability,
+) -> Result<(), IoError> {
+    let size = model.encoded_len() as u64;
+    if size > MAX_MODEL_BYTES {
+        return Err(IoError::TooLarge { what: format!("the model for {}", path.display()), size });
+    }
+    let unchanged = || -> std::io::Result<()> {
+        for m in &loaded.mapped {
+            m.unchanged().map_err(|why| std::io::Error::other(format!("the input {} {why}", m.path().display())))?;
+        }
+        Ok(())
+    };
+    unchanged().map_err(|cause| IoError::Write { path: path.into(), cause })?;
+    save_with(path, &loaded.sources, durability, &mut |f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        write_model_with(model, &mut w, &mut |w, raw| match loaded
+            .mapped
+            .iter()
+            .find_map(|m| m.offset_of(raw).map(|at| (m, at)))
+        {
+            Some((m, at)) => {
+                w.flush()?;
+                copy_range(m.file(), at, w.get_ref(), raw)
+            }
+            None => w.write_all(raw),
+        })?;
+        w.flush()?;
+        // The copies read the source files again: what they wrote is what was read only
+        // if nothing changed since.
+        unchanged()
+    })
+}
+
+/// Appends `data`, which is the bytes of `source` at `offset`, to `out` at its current
+/// position: by `copy_file_range` where the system has it for these two files, from
+/// memory otherwise.
+fn copy_range(source: &fs::File, offset: u64, out: &fs::File, data: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Set once the system refuses the call, so later copies write from memory at once.
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    let mut done = 0usize;
+    let mut at = offset as libc::loff_t;
+    while !UNSUPPORTED.load(Ordering::Relaxed) && done < data.len() {
+        // SAFETY: two open descriptors; `at` is ours; the output's own position is used
+        // and advanced.
+        let n = unsafe {
+            libc::copy_file_range(
+                source.as_raw_fd(),
+                &mut at,
+                out.as_raw_fd(),
+                std::ptr::null_mut(),
+                data.len() - done,
+                0,
+            )
+        };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the input ended before its tensor data",
+                ))
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) if done == 0 => {
+                        UNSUPPORTED.store(true, Ordering::Relaxed)
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    let mut out = out;
+    out.write_all(&data[done..])
 }
 
 /// Writes bytes atomically; see [`save`].

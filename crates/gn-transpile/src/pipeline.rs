@@ -15,6 +15,7 @@
 
 use gn_onnx::proto::ModelProto;
 use gn_onnx::Graph;
+use std::collections::HashMap;
 
 use crate::check::{check_ann, check_graph};
 use crate::detect::{detect, Detection};
@@ -223,10 +224,14 @@ fn state_shapes(
     values.dedup();
     // A value that is a graph input (or an Identity of one) has the input's declared
     // shape; tract is asked for the others (it cannot take an input as an output).
-    let (declared, inferred): (Vec<String>, Vec<String>) =
-        values.into_iter().partition(|v| input_shape(graph, v).is_some());
-    let mut shapes: emit::Shapes =
-        declared.into_iter().filter_map(|v| input_shape(graph, &v).map(|dims| (v, dims))).collect();
+    let mut shapes = emit::Shapes::new();
+    let mut inferred = Vec::new();
+    for v in values {
+        match input_shape(graph, &producers, &v) {
+            Some(dims) => drop(shapes.insert(v, dims)),
+            None => inferred.push(v),
+        }
+    }
     if !inferred.is_empty() {
         let one_step = ModelProto { graph: Some(graph.proto.clone()), ..model.clone() };
         let found = crate::tract_ops::value_shapes(&one_step, &inferred).map_err(|e| TranspileError::Pass {
@@ -242,9 +247,8 @@ fn state_shapes(
 /// The declared shape (`None` for a symbolic size) of `value` when it is a graph input or
 /// a chain of Identities of one.
 #[cfg(feature = "tract")]
-fn input_shape(graph: &Graph, value: &str) -> Option<Vec<Option<i64>>> {
+fn input_shape(graph: &Graph, producers: &HashMap<String, usize>, value: &str) -> Option<Vec<Option<i64>>> {
     use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
-    let producers = graph.producers();
     let mut v = value.to_string();
     for _ in 0..graph.nodes().len() + 1 {
         match producers.get(&v) {
