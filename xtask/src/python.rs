@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-/// What the tests import besides the package, and the build backend (installed once, so
-/// the package builds without fetching maturin each time).
-const PACKAGES: &[&str] = &["maturin>=1.5,<2", "pytest", "onnxruntime==1.31.1", "onnx==1.23.2", "numpy"];
+/// What the tests import besides the package (nir: the NIR export writes with it), and
+/// the build backend (installed once, so the package builds without fetching maturin
+/// each time).
+const PACKAGES: &[&str] = &["maturin>=1.5,<2", "pytest", "onnxruntime==1.31.1", "onnx==1.23.2", "numpy", "nir==1.0.4"];
 
 #[derive(clap::Args)]
 pub struct Args {

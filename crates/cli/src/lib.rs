@@ -10,6 +10,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 
+mod nir;
+
 const EXAMPLES: &str = "\
 Examples:
   gn-transpile fixtures/models/resnet20_l8.onnx snn.onnx --tau 4 --timesteps 4
@@ -18,6 +20,7 @@ Examples:
   gn-transpile ann.onnx snn_step.onnx --emit stateful      (one step per call; T chosen at run time)
   gn-transpile relu_ann.onnx snn.onnx --calibrate train_sample.npy --percentile 99.9
   gn-transpile inspect ann.onnx
+  gn-transpile export-nir ann.onnx snn.nir --tau 4      (NIR for sinabs, snnTorch, Norse; needs Python with nir)
   gn-transpile verify ann.onnx --data x.npy --labels y.npy --tau 4";
 
 /// Converts a QCFS ANN (ONNX) into a spiking network of Group Neurons (ONNX).
@@ -128,6 +131,8 @@ impl CalibrationArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write the spiking network as a NIR graph for neuromorphic simulators and hardware (runs Python with the nir package; docs/nir.md).
+    ExportNir(nir::ExportNir),
     /// Audit a model without writing anything: QCFS sites, θ, L, and ops that are not exact in time.
     Inspect {
         /// The model to audit (.onnx).
@@ -249,6 +254,7 @@ fn verify(
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Some(Command::ExportNir(export)) => return export.run(),
         Some(Command::Inspect { input }) => {
             let loaded = gn_onnx::io::load(&input)?;
             print!("{}", gn_transpile::inspect::inspect(&loaded.model)?);

@@ -318,3 +318,48 @@ fn calibration_inputs_and_options_that_cannot_work_are_refused_in_one_line() {
     let o = run(&[relu, out_s, "--per-channel"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// `export-nir` runs a Python: OUT appears only when it wrote the graph, and its refusal
+/// or a missing package comes back as one line, with nothing written. (The export itself
+/// is tested in Python, where the `nir` package is: crates/gn-transpile-py/tests.)
+#[test]
+fn export_nir_reports_what_python_says_and_writes_only_a_whole_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snn.nir");
+    let fake = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let model = fixture("cnn_l4.onnx");
+    let export = |python: &Path| {
+        run(&["export-nir", model.to_str().unwrap(), out.to_str().unwrap(), "--python", python.to_str().unwrap()])
+    };
+    // argv: -c PROGRAM IN TEMPORARY options…: the graph goes to the temporary ($4).
+    let writes = fake("writes", "printf graph > \"$4\"");
+    let o = export(&writes);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "graph");
+    std::fs::remove_file(&out).unwrap();
+    for (name, body, needle) in [
+        ("refuses", "echo 'to_nir: node pool (MaxPool): NIR has no max-pool node' >&2; exit 2", "cannot export"),
+        (
+            "lacks",
+            "echo \"needs the Python packages gn_transpile and nir (No module named 'nir')\" >&2; exit 3",
+            "pip install nir",
+        ),
+        ("crashes", "printf half > \"$4\"; echo 'Traceback: boom' >&2; exit 1", "failed: Traceback: boom"),
+    ] {
+        let o = export(&fake(name, body));
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        let e = stderr(&o);
+        assert!(e.contains(needle) && e.lines().count() == 1, "{name}: {e}");
+        assert!(!out.exists(), "{name}: nothing written");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 4, "only the fake Pythons: {leftovers:?}");
+    let o = export(Path::new("/nonexistent/python"));
+    assert!(stderr(&o).contains("cannot be started"), "{}", stderr(&o));
+}

@@ -545,6 +545,10 @@ pub mod attr {
     pub fn get_float(node: &NodeProto, name: &str) -> Option<f32> {
         node.attribute.iter().find(|a| a.name() == name).map(|a| a.f())
     }
+    /// The value of a string attribute of `node` (lossy UTF-8), if present.
+    pub fn get_string(node: &NodeProto, name: &str) -> Option<String> {
+        node.attribute.iter().find(|a| a.name() == name).map(|a| String::from_utf8_lossy(a.s()).into_owned())
+    }
 }
 
 #[cfg(test)]

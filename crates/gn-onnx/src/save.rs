@@ -97,7 +97,7 @@ pub fn save_as(model: &ModelProto, path: &Path, protected: &[PathBuf], durabilit
     if size > MAX_MODEL_BYTES {
         return Err(IoError::TooLarge { what: format!("the model for {}", path.display()), size });
     }
-    save_with(path, protected, durability, &mut |f| {
+    save_with(path, protected, durability, &mut |f, _| {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         write_model(model, &mut w)?;
         w.flush()
@@ -126,7 +126,7 @@ pub fn save_loaded(
         Ok(())
     };
     unchanged().map_err(|cause| IoError::Write { path: path.into(), cause })?;
-    save_with(path, &loaded.sources, durability, &mut |f| {
+    save_with(path, &loaded.sources, durability, &mut |f, _| {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         write_model_with(model, &mut w, &mut |w, raw| match loaded
             .mapped
@@ -195,7 +195,18 @@ fn copy_range(source: &fs::File, offset: u64, out: &fs::File, data: &[u8]) -> st
 
 /// Writes bytes atomically; see [`save`].
 pub fn save_bytes(bytes: &[u8], path: &Path, protected: &[PathBuf]) -> Result<(), IoError> {
-    save_with(path, protected, Durability::Atomic, &mut |mut f| f.write_all(bytes))
+    save_with(path, protected, Durability::Atomic, &mut |mut f, _| f.write_all(bytes))
+}
+
+/// Writes a file atomically with `write`, which is given the temporary's path (for a
+/// writer that opens files by name, such as another process); see [`save`]. The
+/// temporary exists, empty, when `write` is called.
+pub fn save_by_path(
+    path: &Path,
+    protected: &[PathBuf],
+    write: &mut dyn FnMut(&Path) -> std::io::Result<()>,
+) -> Result<(), IoError> {
+    save_with(path, protected, Durability::Atomic, &mut |_, temporary| write(temporary))
 }
 
 /// Writes a file atomically with `write`; see [`save`].
@@ -203,7 +214,7 @@ fn save_with(
     path: &Path,
     protected: &[PathBuf],
     durability: Durability,
-    write: &mut dyn FnMut(&fs::File) -> std::io::Result<()>,
+    write: &mut dyn FnMut(&fs::File, &Path) -> std::io::Result<()>,
 ) -> Result<(), IoError> {
     check_output(path, protected)?;
     let werr = |cause| IoError::Write { path: path.into(), cause };
@@ -224,7 +235,7 @@ fn save_with(
             return Err(werr(e));
         }
     };
-    let result = write(tmp.as_file()).and_then(|()| match durability {
+    let result = write(tmp.as_file(), tmp.path()).and_then(|()| match durability {
         Durability::Fsync => tmp.as_file().sync_all(),
         Durability::Atomic => Ok(()),
     });

@@ -62,6 +62,8 @@ const TABLE: &[(&str, u16)] = &[
     ("DepthToSpace", LINEAR | SAME_RANK | MOVES_VALUES),
     ("Div", LINEAR | BROADCAST | PER_SAMPLE),
     ("Dropout", LINEAR | SAME_RANK | MOVES_VALUES),
+    // Per sample only by its equation: see `time::einsum_mixes_samples`.
+    ("Einsum", LINEAR | PER_SAMPLE),
     ("Elu", SAME_RANK | ACTIVATION | PER_SAMPLE),
     ("Equal", BROADCAST | DISCRETE | PER_SAMPLE),
     ("Erf", PER_SAMPLE),

@@ -17,6 +17,10 @@ use crate::ops;
 pub struct Shapes {
     ranks: HashMap<String, usize>,
     dims: HashMap<String, Vec<i64>>,
+    /// The lengths of 1-D values computed from shapes (a Reshape target built by
+    /// `Concat(Unsqueeze(Gather(Shape(x), 0)), …)`, as exports that read the batch write
+    /// it): the rank of what they shape.
+    lengths: HashMap<String, usize>,
 }
 
 impl Shapes {
@@ -60,6 +64,45 @@ impl Shapes {
         self.ranks.get(name).copied()
     }
 
+    /// The length of a 1-D value: a constant's, or one computed from shapes.
+    fn length(&self, name: &str) -> Option<usize> {
+        match self.dims(name) {
+            Some([n]) => usize::try_from(*n).ok(),
+            Some(_) => None,
+            None => self.lengths.get(name).copied(),
+        }
+    }
+
+    /// The length of a 1-D value node `n` computes from shapes, if it follows from its
+    /// inputs: Shape (of a tensor of known rank, with its start and end), Unsqueeze of a
+    /// scalar, Concat, Gather, Cast, Identity, and element-wise arithmetic on them.
+    fn computed_length(&self, n: &NodeProto) -> Option<usize> {
+        let input = |i: usize| n.input.get(i).filter(|s| !s.is_empty());
+        let length = |i: usize| self.length(input(i)?);
+        match standard_op(n) {
+            "Shape" => {
+                let r = self.rank(input(0)?)? as i64;
+                let clamp = |a: i64| if a < 0 { (a + r).max(0) } else { a.min(r) };
+                let start = clamp(attr::get_int(n, "start").unwrap_or(0));
+                let end = clamp(attr::get_int(n, "end").unwrap_or(r));
+                usize::try_from((end - start).max(0)).ok()
+            }
+            "Unsqueeze" if self.rank(input(0)?) == Some(0) => Some(1),
+            "Concat" => (0..n.input.len()).map(length).sum(),
+            "Gather" => match self.rank(input(1)?) {
+                Some(1) => length(1),
+                _ => None,
+            },
+            "Cast" | "Identity" => length(0),
+            "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" => match (length(0), length(1)) {
+                (Some(a), Some(b)) if a == b || b == 1 => Some(a),
+                (Some(1), Some(b)) => Some(b),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The dims of a constant value (an initializer, a Constant node, or a node computing
     /// a constant of known shape: ConstantOfShape, Expand, Tile), if known.
     pub fn dims(&self, name: &str) -> Option<&[i64]> {
@@ -81,7 +124,8 @@ impl Shapes {
             ranks.and_then(|r| r.into_iter().max())
         } else {
             match standard_op(n) {
-                "Reshape" => values(1).map(|v| v.len()),
+                "Reshape" => values(1).map(|v| v.len()).or_else(|| self.length(n.input.get(1)?)),
+                "ConstantOfShape" => self.length(n.input.first()?),
                 "Flatten" | "Gemm" => Some(2),
                 "Shape" => Some(1),
                 "Size" => Some(0),
@@ -102,8 +146,8 @@ impl Shapes {
                         rank(0)?.checked_sub(axes_len()?)
                     }
                 }
-                "Expand" => match (rank(0), values(1)) {
-                    (Some(a), Some(s)) => Some(a.max(s.len())),
+                "Expand" => match (rank(0), values(1).map(|v| v.len()).or_else(|| self.length(n.input.get(1)?))) {
+                    (Some(a), Some(s)) => Some(a.max(s)),
                     _ => None,
                 },
                 _ => None,
@@ -133,6 +177,9 @@ impl Shapes {
         if let Some(d) = dims {
             self.set_dims(&out, d);
             return;
+        }
+        if let Some(len) = self.computed_length(n) {
+            self.lengths.insert(out.clone(), len);
         }
         let r = self.output_rank(n, consts);
         if let Some(r) = r {
@@ -172,5 +219,46 @@ mod tests {
         assert_eq!(broadcast(&[2, 1, 4], &[3, 1]), Some(vec![2, 3, 4]));
         assert_eq!(broadcast(&[1, 8, 1, 1], &[2, 8, 5, 5]), Some(vec![2, 8, 5, 5]));
         assert_eq!(broadcast(&[2, 3], &[4, 3]), None);
+    }
+
+    /// A Reshape whose target is computed from the input's batch, as the legacy exporter
+    /// writes `x.reshape(n, tokens, heads, d)` with `n = x.shape[0]`: the target's length
+    /// (1 + 3) is the rank of the result, which the MatMul of the attention reads.
+    #[test]
+    fn a_target_shape_computed_from_a_shape_gives_the_rank() {
+        use gn_onnx::data::{float_value_info, tensor_i64};
+        use gn_onnx::proto::{GraphProto, NodeProto};
+        let node = |op: &str, inputs: &[&str], output: &str, attribute| NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        };
+        let graph = Graph::new(GraphProto {
+            input: vec![float_value_info("x", &[None, Some(6), Some(8)])],
+            initializer: vec![
+                tensor_i64("zero", &[], &[0]),
+                tensor_i64("axes", &[1], &[0]),
+                tensor_i64("rest", &[3], &[6, 2, 4]),
+            ],
+            node: vec![
+                node("Shape", &["x"], "s", vec![]),
+                node("Gather", &["s", "zero"], "n", vec![attr::int("axis", 0)]),
+                node("Unsqueeze", &["n", "axes"], "n1", vec![]),
+                node("Concat", &["n1", "rest"], "target", vec![attr::int("axis", 0)]),
+                node("Reshape", &["x", "target"], "heads", vec![]),
+                node("Shape", &["heads"], "tail", vec![attr::int("start", -2)]),
+                node("Expand", &["x", "target"], "expanded", vec![]),
+            ],
+            ..Default::default()
+        });
+        let consts = graph.constants();
+        let order = graph.topo_order().unwrap();
+        let shapes = Shapes::infer(&graph, &consts, &order);
+        assert_eq!(shapes.length("target"), Some(4));
+        assert_eq!(shapes.rank("heads"), Some(4));
+        assert_eq!(shapes.length("tail"), Some(2));
+        assert_eq!(shapes.rank("expanded"), Some(4));
     }
 }

@@ -302,6 +302,8 @@ fn folded_role(
         Role::Exact
     } else if let Some(why) = acts_on_batch_axis(consts, n, n.input.first().and_then(|i| shapes.rank(i))) {
         Role::Refused(why)
+    } else if let Some(why) = einsum_mixes_samples(n, classes) {
+        Role::Refused(why)
     } else if let Some(verdict) = expand_of_folded(shapes, consts, classes, n, batch) {
         match verdict {
             Ok(()) => {
@@ -343,7 +345,8 @@ fn folded_role(
     } else if ops::is_random(standard_op(n)) {
         Role::Inexact(format!("{} draws random values: not a function of its inputs", n.op_type()))
     } else if !ops::is_linear(standard_op(n))
-        || (matches!(standard_op(n), "Mul" | "Div" | "MatMul") && inputs.iter().filter(|&&c| c == Folded).count() > 1)
+        || (matches!(standard_op(n), "Mul" | "Div" | "MatMul" | "Einsum")
+            && inputs.iter().filter(|&&c| c == Folded).count() > 1)
         || (standard_op(n) == "Div" && classes.get(&n.input[1]) == Some(&Folded))
     {
         // Not linear in its time-varying inputs: computed on their running averages and
@@ -368,6 +371,44 @@ fn folded_role(
     } else {
         Role::Exact
     }
+}
+
+/// Why an Einsum would mix samples, if it is one that does. It acts on each sample when
+/// the subscripts of every time-varying operand start with one letter (their batch axis),
+/// the output's start with it too, and no other operand has it: `bhid,bhjd->bhij` does,
+/// `bi,bj->ij` sums over the batch, `...` may hold it anywhere and is refused.
+fn einsum_mixes_samples(n: &NodeProto, classes: &HashMap<String, TimeClass>) -> Option<String> {
+    if standard_op(n) != "Einsum" {
+        return None;
+    }
+    let equation: String =
+        attr::get_string(n, "equation").unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
+    let refuse =
+        |why: &str| Some(format!("its equation '{equation}' {why}, and axis 0 holds time × batch after folding"));
+    let Some((inputs, output)) = equation.split_once("->") else {
+        return refuse("has no explicit output (->)");
+    };
+    if equation.contains("...") {
+        return refuse("uses '...', which may hold axis 0");
+    }
+    let terms: Vec<&str> = inputs.split(',').collect();
+    if terms.len() != n.input.len() {
+        return refuse("does not have one term per input");
+    }
+    let folded = |i: usize| classes.get(&n.input[i]) == Some(&TimeClass::Folded);
+    let Some(batch) = terms.iter().enumerate().find(|&(i, _)| folded(i)).and_then(|(_, t)| t.chars().next()) else {
+        return refuse("gives a time-varying operand no subscripts");
+    };
+    for (i, term) in terms.iter().enumerate() {
+        let carries = if folded(i) { term.starts_with(batch) } else { !term.contains(batch) };
+        if !carries || (folded(i) && term.chars().filter(|&c| c == batch).count() != 1) {
+            return refuse(&format!("does not keep '{batch}' as the batch axis of every time-varying operand only"));
+        }
+    }
+    if !output.starts_with(batch) || output.chars().filter(|&c| c == batch).count() != 1 {
+        return refuse(&format!("does not keep '{batch}' on the output's axis 0"));
+    }
+    None
 }
 
 /// What [`folded_role`] reads besides the node.
