@@ -20,6 +20,9 @@ enum Block {
     LayerNorm,
     /// One head of self-attention over 4 tokens: `softmax(Q Kᵀ / √8) V`.
     Attention,
+    /// The same attention with its two products written as Einsums (`bid,bjd->bij`,
+    /// `bij,bjd->bid`), as MaxViT's export has them.
+    Einsum,
     /// `softmax(h) · h + softmax(h)`: a region output (the softmax) that the region reads
     /// too, uncompensated, and the outside reads compensated.
     Shared,
@@ -30,7 +33,7 @@ const TOKENS: i64 = 4;
 /// The feature dims of the QCFS layer's output (after the batch).
 fn site_dims(block: Block) -> Vec<i64> {
     match block {
-        Block::Attention => vec![TOKENS, 8],
+        Block::Attention | Block::Einsum => vec![TOKENS, 8],
         _ => vec![8],
     }
 }
@@ -43,7 +46,7 @@ fn weights(b: &mut ModelBuilder, rows: usize, cols: usize, seed: u64) -> String 
 /// input → (Gemm or MatMul) → QCFS: the spiking layer's value.
 fn prefix(b: &mut ModelBuilder, block: Block) -> String {
     let x = match block {
-        Block::Attention => {
+        Block::Attention | Block::Einsum => {
             let w = weights(b, 6, 8, 1);
             b.node("MatMul", &["input", &w], vec![])
         }
@@ -83,6 +86,16 @@ fn tail(b: &mut ModelBuilder, block: Block, h: &str) -> String {
             let o = b.node("MatMul", &[&a, &v], vec![]);
             b.node("Flatten", &[&o], vec![attr::int("axis", 1)])
         }
+        Block::Einsum => {
+            let (wq, wk, wv) = (weights(b, 8, 8, 3), weights(b, 8, 8, 4), weights(b, 8, 8, 5));
+            let q = b.node("MatMul", &[h, &wq], vec![]);
+            let k = b.node("MatMul", &[h, &wk], vec![]);
+            let v = b.node("MatMul", &[h, &wv], vec![]);
+            let s = b.node("Einsum", &[&q, &k], vec![attr::string("equation", "bid,bjd->bij")]);
+            let a = b.node("Softmax", &[&s], vec![attr::int("axis", -1)]);
+            let o = b.node("Einsum", &[&a, &v], vec![attr::string("equation", "bij,bjd->bid")]);
+            b.node("Flatten", &[&o], vec![attr::int("axis", 1)])
+        }
     };
     let width = site_dims(block).iter().product::<i64>() as usize;
     b.gemm(&y, &matrix(4, width, 6, 0.5), &[0.0; 4])
@@ -90,7 +103,7 @@ fn tail(b: &mut ModelBuilder, block: Block, h: &str) -> String {
 
 fn input_dims(block: Block) -> Vec<i64> {
     match block {
-        Block::Attention => vec![TOKENS, 6],
+        Block::Attention | Block::Einsum => vec![TOKENS, 6],
         _ => vec![6],
     }
 }
@@ -141,8 +154,8 @@ fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
 #[test]
 fn the_readout_after_t_steps_is_the_tail_on_the_averages_of_t_steps() {
     let x = inputs(Block::Gate, 24);
-    for block in [Block::Gate, Block::LayerNorm, Block::Attention, Block::Shared] {
-        let x = if matches!(block, Block::Attention) { inputs(block, 24) } else { x.clone() };
+    for block in [Block::Gate, Block::LayerNorm, Block::Attention, Block::Einsum, Block::Shared] {
+        let x = if matches!(block, Block::Attention | Block::Einsum) { inputs(block, 24) } else { x.clone() };
         let (whole, up_to, from) = models(block);
         for timesteps in [1, 2, 5] {
             let rows = run(&convert(&whole, &anytime(timesteps, Emit::Standard)), &x);
@@ -168,7 +181,7 @@ fn the_readout_after_t_steps_is_the_tail_on_the_averages_of_t_steps() {
 /// T = 8 anytime output is the output of the model converted with T = t.
 #[test]
 fn the_readout_after_t_steps_does_not_depend_on_later_steps() {
-    for block in [Block::Gate, Block::LayerNorm, Block::Attention] {
+    for block in [Block::Gate, Block::LayerNorm, Block::Attention, Block::Einsum] {
         let x = inputs(block, 16);
         let (whole, _, _) = models(block);
         let rows = run(&convert(&whole, &anytime(8, Emit::Standard)), &x);
@@ -184,7 +197,7 @@ fn the_readout_after_t_steps_does_not_depend_on_later_steps() {
 /// anytime rows.
 #[test]
 fn every_form_computes_the_same_rows() {
-    for block in [Block::Gate, Block::LayerNorm, Block::Attention, Block::Shared] {
+    for block in [Block::Gate, Block::LayerNorm, Block::Attention, Block::Einsum, Block::Shared] {
         let x = inputs(block, 16);
         let (whole, _, _) = models(block);
         let rows = run(&convert(&whole, &anytime(6, Emit::Standard)), &x);
@@ -206,6 +219,7 @@ fn inspect_lists_the_ops_exact_in_rate() {
         (Block::Gate, vec!["Sigmoid", "Mul"]),
         (Block::LayerNorm, vec!["LayerNormalization"]),
         (Block::Attention, vec!["MatMul", "Softmax"]),
+        (Block::Einsum, vec!["Einsum", "Softmax"]),
     ] {
         let (whole, _, _) = models(block);
         let audit = gn_transpile::inspect::audit(&whole).unwrap();
@@ -328,5 +342,44 @@ fn a_region_input_that_is_a_graph_output_keeps_its_state() {
             let diff = max_abs_diff(&outputs[k], &rows[2 + k].index_axis(Axis(0), t).to_owned());
             assert!(diff <= 1e-4, "output {k}, call {}: differs by {diff}", t + 1);
         }
+    }
+}
+
+/// The trained fixtures with ops exact in rate (a squeeze-excite CNN and a vision
+/// transformer): the readout after t steps is the output of the model converted with
+/// T = t, on test images, and GN τ = L at T = 1 reproduces the ANN.
+#[test]
+fn trained_fixtures_with_regions_are_causal_and_exact_at_one_step() {
+    let (x, _) = gn_tests::test_set(16);
+    for name in ["secnn_l4", "vit_l4"] {
+        let path = gn_tests::fixtures().join(format!("models/{name}.onnx"));
+        let ann = gn_onnx::io::load(&path).unwrap().model;
+        let audit = gn_transpile::inspect::audit(&ann).unwrap();
+        assert!(!audit.rate.is_empty() && audit.inexact.is_empty() && audit.refused.is_empty(), "{name}");
+        let want = gn_tests::run_tract(&ann, &x, 16).remove(0);
+        let exact = Options { tau: 4, timesteps: 1, ..Default::default() };
+        let got = gn_tests::run_tract(&convert(&ann, &exact), &x, 16).remove(0);
+        assert!(max_abs_diff(&want, &got) <= 1e-4, "{name}: τ = L, T = 1 differs from the ANN");
+        let rows = gn_tests::run_tract(&convert(&ann, &anytime(8, Emit::Standard)), &x, 16);
+        for t in [1, 3, 8] {
+            let alone = gn_tests::run_tract(&convert(&ann, &anytime(t, Emit::Standard)), &x, 16);
+            let diff = max_abs_diff(&rows[1].index_axis(Axis(0), t - 1).to_owned(), &alone[0]);
+            assert!(diff <= 1e-4, "{name} t={t}: differs by {diff}");
+        }
+    }
+}
+
+/// An Einsum that sums over the batch letter, or puts it off axis 0, mixes samples once
+/// time is folded into the batch: refused, naming the equation.
+#[test]
+fn an_einsum_across_samples_is_refused() {
+    for equation in ["bid,bjd->ij", "bid,bjd->ibj", "...id,...jd->...ij"] {
+        let mut b = ModelBuilder::new(&input_dims(Block::Einsum));
+        let h = prefix(&mut b, Block::Einsum);
+        let s = b.node("Einsum", &[&h, &h], vec![attr::string("equation", equation)]);
+        let y = b.node("Flatten", &[&s], vec![attr::int("axis", 1)]);
+        let model = b.finish(&y, &[16]);
+        let err = transpile(&model, &Options::default()).unwrap_err().to_string();
+        assert!(err.contains("Einsum") && err.contains(equation) && err.contains("axis 0"), "{equation}: {err}");
     }
 }

@@ -11,6 +11,9 @@
     options = onnxruntime.SessionOptions()
     options.register_custom_ops_library(gn_transpile.ort_ops_library())
 
+    # The spiking network as a NIR graph (needs the nir and onnx packages, docs/nir.md):
+    graph = gn_transpile.to_nir("ann.onnx", tau=4)
+
 ``model`` is a path (external data is read beside it), the model's bytes, or an
 ``onnx.ModelProto``. Errors raise ``ValueError`` with the command's one-line message.
 """
@@ -20,7 +23,7 @@ import os
 
 from . import _native
 
-__all__ = ["calibrate", "convert", "inspect", "ort_ops_library", "__version__"]
+__all__ = ["calibrate", "convert", "inspect", "ort_ops_library", "to_nir", "__version__"]
 __version__ = _native.__version__
 
 
@@ -160,3 +163,12 @@ def ort_ops_library():
     which exports ONNX Runtime's ``RegisterCustomOps`` entry point.
     """
     return os.path.abspath(_native.__file__)
+
+
+def __getattr__(name):
+    """``to_nir`` (``gn_transpile.nir``), imported on first use: it needs the ``nir`` and ``onnx`` packages."""
+    if name == "to_nir":
+        from .nir import to_nir
+
+        return to_nir
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
