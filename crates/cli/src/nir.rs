@@ -51,7 +51,7 @@ pub struct ExportNir {
     #[arg(long, default_value = "if", value_parser = ["if", "exact"])]
     form: String,
     /// How average pools are written: conv (a C→C Conv2d, which every consumer reads) or
-    /// avgpool (NIR AvgPool2d, which sinabs and Norse drop).
+    /// avgpool (NIR AvgPool2d, which only snnTorch imports).
     #[arg(long, default_value = "conv", value_parser = ["conv", "avgpool"])]
     pool: String,
     /// Calibrate a ReLU network on these inputs (a float32 .npy, batch on axis 0), on
