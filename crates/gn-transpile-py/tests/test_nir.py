@@ -1,7 +1,7 @@
 """NIR export without the consumers (fixtures/nir_check.py runs sinabs, snnTorch and Norse):
-the nodes and edges, the weights against the ONNX model, the write/read round trip, the
-refusals, the metadata, and the exported graph run in numpy against the ONNX SNN on ONNX
-Runtime."""
+the nodes and edges, the weights against the ONNX model, the channel concatenations, the
+write/read round trip, the refusals, the metadata, and the exported graph run in numpy
+against the ONNX SNN on ONNX Runtime."""
 
 import gzip
 import pathlib
@@ -43,6 +43,12 @@ def relative_mse(y, ref):
 
 def predecessors(graph, name):
     return [a for a, b in graph.edges if b == name]
+
+
+def ifs_after(graph, onnx_node):
+    """The IF nodes that read a node written for ONNX node ``onnx_node``."""
+    written = {k for k, v in graph.metadata["onnx_nodes"].items() if v == onnx_node}
+    return {b for a, b in graph.edges if a in written and isinstance(graph.nodes[b], nir.IF)}
 
 
 def chain(graph):
@@ -224,8 +230,10 @@ def test_what_nir_cannot_hold_is_refused_in_one_line_naming_the_node():
         gn_transpile.to_nir(MODELS / "vgg_maxpool_l4.onnx")
     message = str(refused.value)
     assert "\n" not in message and f"node {first_max_pool} (MaxPool)" in message and "max-pool on spikes" in message
-    with pytest.raises(ValueError, match=r"\(Concat\): NIR has no concatenation"):
-        gn_transpile.to_nir(MODELS / "densenet_l4.onnx")
+    with pytest.raises(ValueError) as refused:
+        gn_transpile.to_nir(concat_ann(axis=2))
+    message = str(refused.value)
+    assert "\n" not in message and "node cat2 (Concat): concatenates along axis 2" in message
     with pytest.raises(ValueError, match="form 'exact' is not written"):
         gn_transpile.to_nir(MODELS / "cnn_l4.onnx", form="exact")
 
@@ -237,6 +245,8 @@ CASES = [
     ("resnet20_l8", "if", "conv", {}),
     ("cnn_l4_dynamo_op18", "gn", "conv", {}),
     ("relu_cnn", "gn", "conv", {"per_channel": True}),
+    ("densenet_l4", "gn", "conv", {}),
+    ("densenet_l4", "if", "avgpool", {}),
 ]
 
 
@@ -310,6 +320,131 @@ def test_batch_norm_and_groups_fold_into_one_dense_conv_and_matmul_add_into_an_a
     assert relative_mse(simulate(graph, x, 4), snn) <= 1e-5
 
 
+def qcfs(out, x, theta):
+    """The QCFS activation (4 levels) of threshold constant ``theta`` on tensor x."""
+    steps = [("Div", [x, theta]), ("Clip", ["zero", "one"]), ("Mul", ["levels"]), ("Add", ["half"]), ("Floor", [])]
+    steps += [("Div", ["levels"]), ("Mul", [theta])]
+    nodes, current = [], None
+    for i, (op, inputs) in enumerate(steps):
+        name = out if i == len(steps) - 1 else f"{out}.{i}"
+        nodes.append(helper.make_node(op, inputs if current is None else [current, *inputs], [name], name=name))
+        current = name
+    return nodes
+
+
+def concat_ann(axis=1):
+    """A QCFS network with channel concatenations: one read by a BatchNormalization and a spiking layer, one by a
+    Conv, and a nested one (``axis``: its axis) flattened into the readout (MatMul → Add), each layer of its own θ."""
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: rng.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
+    constants = {
+        "wa": f32(3, 2, 3, 3),
+        "wb": f32(2, 2, 3, 3),
+        "wc": f32(4, 5, 3, 3),
+        "wd": f32(5, 9, 1, 1),
+        "bd": f32(5),
+        "gamma": np.abs(f32(5)) + 0.5,
+        "beta": f32(5),
+        "mean": f32(5),
+        "var": np.abs(f32(5)) + 0.1,
+        "t0": np.float32(1.5),
+        "t1": np.float32(0.8),
+        "t2": np.float32(1.2),
+        "one": np.float32(1),
+        "zero": np.float32(0),
+        "levels": np.float32(4),
+        "half": np.float32(0.5),
+        "head": f32((9 + 5) * 36 if axis == 1 else 9 * 72, 10),
+        "head_bias": f32(10),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "wb"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["a", "b"], ["ab"], name="cat_ab", axis=1),
+        helper.make_node("BatchNormalization", ["ab", "gamma", "beta", "mean", "var"], ["ab_bn"], name="bn", epsilon=1e-5),
+        *qcfs("s0", "ab_bn", "t0"),
+        helper.make_node("Conv", ["s0", "wc"], ["c"], name="conv_c", pads=[1, 1, 1, 1]),
+        *qcfs("s1", "c", "t1"),
+        helper.make_node("Concat", ["s0", "s1"], ["cat1"], name="cat1", axis=1),
+        helper.make_node("Conv", ["cat1", "wd", "bd"], ["d"], name="conv_d"),
+        *qcfs("s2", "d", "t2"),
+        helper.make_node("Concat", ["cat1", "s2" if axis == 1 else "cat1"], ["cat2"], name="cat2", axis=axis),
+        helper.make_node("Flatten", ["cat2"], ["flat"], name="flat"),
+        helper.make_node("MatMul", ["flat", "head"], ["mm"], name="mm"),
+        helper.make_node("Add", ["mm", "head_bias"], ["y"], name="bias"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "concat",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_conv_reading_a_concatenation_is_one_conv2d_per_part_summed_by_the_next_layer():
+    graph = gn_transpile.to_nir(MODELS / "densenet_l4.onnx")
+    converted = custom_op_model(MODELS / "densenet_l4.onnx")
+    initializers = {t.name: numpy_helper.to_array(t) for t in converted.graph.initializer}
+    producer = {out: n for n in converted.graph.node for out in n.output}
+    ifs = {n.metadata["onnx_node"]: k for k, n in graph.nodes.items() if isinstance(n, nir.IF)}
+
+    def parts(tensor):
+        """The ONNX tensors a (nested) concatenation is made of, in channel order."""
+        node = producer[tensor]
+        return [p for i in node.input for p in parts(i)] if node.op_type == "Concat" else [tensor]
+
+    after_concat = [n for n in converted.graph.node if n.op_type == "Conv" and n.input[0] in producer]
+    after_concat = [n for n in after_concat if producer[n.input[0]].op_type == "Concat"]
+    assert len(after_concat) == 5
+    for conv in after_concat:
+        nodes = sorted(k for k, onnx_node in graph.metadata["onnx_nodes"].items() if onnx_node == conv.name)
+        (layer,) = [n.name for n in converted.graph.node if n.domain and n.input[0] == conv.output[0]]
+        assert sorted(predecessors(graph, ifs[layer])) == nodes and len(nodes) == len(parts(conv.input[0])) > 1
+        weight, bias, offset = initializers[conv.input[1]], initializers[conv.input[2]], 0
+        for name, tensor in zip(nodes, parts(conv.input[0])):
+            (source,) = predecessors(graph, name)
+            node = graph.nodes[name]
+            unit = graph.nodes[source].v_threshold.reshape(-1)[0] if isinstance(graph.nodes[source], nir.IF) else np.float32(1)
+            assert graph.metadata["onnx_nodes"].get(source) == producer[tensor].name
+            assert np.array_equal(node.weight, weight[:, offset : offset + node.weight.shape[1]] * unit)
+            assert np.array_equal(node.bias, bias if name == nodes[0] else np.zeros_like(bias))
+            offset += node.weight.shape[1]
+        assert offset == weight.shape[1]
+    assert_edges_join_equal_types(graph)
+
+
+@pytest.mark.parametrize("neuron", ["gn", "if"])
+def test_concatenations_read_by_a_layer_and_by_the_readout_are_written_into_their_channels(neuron):
+    ann = concat_ann()
+    graph = gn_transpile.to_nir(ann, tau=4, neuron=neuron)
+    kinds = {k: type(n).__name__ for k, n in graph.nodes.items()}
+    # The spiking layer on cat_ab reads 1×1 selection Conv2d nodes of conv_a and conv_b into channels 0–2 and 3–4,
+    # with the BatchNormalization folded in (its shift on the first only).
+    constants = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in ann.graph.initializer}
+    k = constants["gamma"] / np.sqrt(constants["var"] + 1e-5)
+    (layer,) = ifs_after(graph, "cat_ab")
+    selections = sorted(predecessors(graph, layer))
+    assert selections == ["cat_ab_part0", "cat_ab_part1"]
+    for name, (source, channels, offset) in zip(selections, [("conv_a", 3, 0), ("conv_b", 2, 3)]):
+        assert predecessors(graph, name) == [source]
+        expected = np.zeros((5, channels))
+        expected[offset + np.arange(channels), np.arange(channels)] = k[offset : offset + channels]
+        np.testing.assert_allclose(graph.nodes[name].weight[:, :, 0, 0], expected, rtol=1e-6)
+        shift = constants["beta"] - constants["mean"] * k if offset == 0 else np.zeros(5)
+        np.testing.assert_allclose(graph.nodes[name].bias, shift, rtol=1e-6, atol=1e-7)
+    # The readout reads the nested concatenation flattened part by part; its parts meet in one node before Output.
+    assert sorted(predecessors(graph, "mm_sum")) == ["mm_part0", "mm_part1", "mm_part2"]
+    assert predecessors(graph, "output") == ["mm_sum"] and kinds["mm_sum"] == "Affine"
+    assert [kinds[predecessors(graph, f"mm_part{i}")[0]] for i in range(3)] == ["Flatten"] * 3
+    assert np.array_equal(graph.nodes["mm_part0"].bias, numpy_helper.to_array(ann.graph.initializer[-1]))
+    assert_edges_join_equal_types(graph)
+    x = np.random.default_rng(1).random((16, 2, 6, 6), np.float32)
+    snn = run_onnx(gn_transpile.convert(ann, tau=4, timesteps=4, neuron=neuron), x)
+    assert relative_mse(simulate(graph, x, 4), snn) <= 1e-5
+
+
 def test_the_command_line_writes_the_graph_to_nir_returns(tmp_path):
     import os
     import subprocess
@@ -328,7 +463,9 @@ def test_the_command_line_writes_the_graph_to_nir_returns(tmp_path):
     for name, node in from_python.nodes.items():
         for field in ("weight", "bias", "v_threshold"):
             if hasattr(node, field):
-                np.testing.assert_array_equal(getattr(from_cli.nodes[name], field), getattr(node, field), err_msg=f"{name}.{field}")
+                np.testing.assert_array_equal(
+                    getattr(from_cli.nodes[name], field), getattr(node, field), err_msg=f"{name}.{field}"
+                )
     refused = subprocess.run(
         [cli, "export-nir", MODELS / "vgg_maxpool_l4.onnx", tmp_path / "pool.nir", "--python", sys.executable],
         capture_output=True,

@@ -6,7 +6,11 @@ the ``gn.transpile`` domain (``GroupNeuron``, ``IFNeuron`` and their ``PerChanne
 standard ONNX ops around it ``Conv2d``, ``Affine`` and ``Flatten`` nodes. An ``IF`` node
 emits its spike count c where the ONNX layer emits c·θ_GN: that factor is folded into the
 weights that read the spikes, or, where spikes reach a sum directly (a residual), into a
-diagonal 1×1 ``Conv2d`` (an ``Affine`` on vectors) on that edge.
+diagonal 1×1 ``Conv2d`` (an ``Affine`` on vectors) on that edge. A channel concatenation is
+kept as its parts: a Conv or Gemm reading it becomes one node per part (its weight's columns
+for that part's channels), summed by the node they feed; pools and Flatten apply part by
+part; any other reader gets the parts written into their channels by 1×1 ``Conv2d`` (or
+``Affine``) selection nodes, whose outputs are summed.
 """
 
 import collections
@@ -39,6 +43,10 @@ _ONE = np.float32(1)
 # factor from the node's output to the ONNX value, a scalar or an array broadcasting to
 # ``shape``), ``shape`` without the batch axis, ``spikes`` when it depends on a spiking layer.
 _Value = collections.namedtuple("_Value", "terms shape spikes")
+# A concatenation along the channel axis (axis 1 of [N, C, H, W] or [N, F]), not yet written as
+# NIR nodes: ``parts``, the _Values concatenated along their first axis; ``origin``, the ONNX
+# node that names the selection nodes if the concatenation has to be written (``_joined``).
+_Concat = collections.namedtuple("_Concat", "parts shape spikes origin")
 
 
 def to_nir(
@@ -96,7 +104,7 @@ class _Export:
         self.constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         self.readers = collections.Counter(name for node in model.graph.node for name in node.input if name)
         self.nodes, self.edges, self.values = {}, [], {}
-        self.onnx_nodes, self.layers, self.scaled = {}, {}, {}
+        self.onnx_nodes, self.layers, self.scaled, self.joined = {}, {}, {}, {}
         self.outputs = list(model.graph.output)
         self.meta = {p.key: p.value for p in model.metadata_props}
         self._input(model.graph)
@@ -107,9 +115,15 @@ class _Export:
         """The NIRGraph: the nodes, an Output node reading the model's output, and the metadata."""
         if len(self.outputs) != 1:
             raise ValueError(f"to_nir: the model has {len(self.outputs)} outputs; NIR export takes one")
-        value = self.values[self.outputs[0].name]
+        value = self._joined(self.values[self.outputs[0].name])
         self.nodes["output"] = nir.Output(output_type=np.array(value.shape))
-        self._connect(self._unscaled(value), "output")
+        sources = self._unscaled(value)
+        if len(sources) > 1:  # the importers return one node's output: a sum of several goes through one node
+            name = self._add_node(
+                self.onnx_nodes.get(sources[0], "input"), "sum", _selection(value.shape, np.ones(value.shape[0]), 0), sources
+            )
+            sources = [name]
+        self._connect(sources, "output")
         return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=self._metadata())
 
     def _metadata(self):
@@ -204,8 +218,9 @@ class _Export:
     # --- linear ops
 
     def _conv(self, node):
-        """Conv → Conv2d; a grouped convolution becomes its dense equivalent (block-diagonal weights)."""
-        value = self._value(node, node.input[0])
+        """Conv → Conv2d; a grouped convolution becomes its dense equivalent (block-diagonal weights).
+        On a concatenation, one Conv2d per part, of the weight's input channels for that part."""
+        value = self._lazy(node, node.input[0])
         attrs = _attributes(node)
         weight = self._constant(node, node.input[1])
         if weight.ndim != 4 or len(value.shape) != 3:
@@ -215,26 +230,31 @@ class _Export:
         padding = self._symmetric(node, attrs.get("pads", [0] * 4))
         bias = self._constant(node, node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(len(weight))
         weight = _dense(weight, attrs.get("group", 1))
-        sources, scale = self._common_scale(value)
-        weight = weight * _per_channel(scale, value.shape)[None, :, None, None]
-        self._emit(
-            node,
-            _conv2d(value.shape, weight, attrs.get("strides", [1, 1]), padding, attrs.get("dilations", [1, 1]), bias),
-            sources,
-        )
+        stride, dilation = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1])
+
+        def part(value, channels, first):
+            sources, scale = self._common_scale(value)
+            w = weight[:, channels] * _per_channel(scale, value.shape)[None, :, None, None]
+            return _conv2d(value.shape, w, stride, padding, dilation, bias if first else np.zeros(len(weight))), sources
+
+        self._split(node, value, part)
 
     def _batch_norm(self, node):
-        """BatchNormalization after a Conv: folded into its weights and bias."""
-        conv = self._only_reader_of(node, node.input[0], nir.Conv2d, "a BatchNormalization maps only directly after a Conv")
+        """BatchNormalization after a Conv (or a channel Concat, then its selection nodes): folded into the weights and bias."""
+        convs = self._only_reader_of(
+            node, node.input[0], nir.Conv2d, "a BatchNormalization maps only directly after a Conv or a channel Concat"
+        )
         gamma, beta, mean, var = (self._constant(node, name).astype(np.float64) for name in node.input[1:5])
         k = gamma / np.sqrt(var + _attributes(node).get("epsilon", 1e-5))
-        conv.weight = (conv.weight * k[:, None, None, None]).astype(np.float32)
-        conv.bias = ((conv.bias - mean) * k + beta).astype(np.float32)
+        for i, conv in enumerate(convs):  # the shift once: the convolution is the sum of the nodes
+            shift, offset = (mean, beta) if i == 0 else (0, 0)
+            conv.weight = (conv.weight * k[:, None, None, None]).astype(np.float32)
+            conv.bias = ((conv.bias - shift) * k + offset).astype(np.float32)
         self.values[node.output[0]] = self.values[node.input[0]]
 
     def _gemm(self, node):
         """Gemm → Affine (weight alpha·B', bias beta·C)."""
-        value = self._value(node, node.input[0])
+        value = self._lazy(node, node.input[0])
         attrs = _attributes(node)
         if attrs.get("transA", 0) or len(value.shape) != 1:
             raise _refuse(node, "only a Gemm of [batch, features] by a constant maps to NIR Affine")
@@ -248,15 +268,21 @@ class _Export:
 
     def _matmul(self, node):
         """MatMul of [batch, features] by a constant matrix → Affine of bias 0 (a following Add of a constant sets it)."""
-        value = self._value(node, node.input[0])
+        value = self._lazy(node, node.input[0])
         if node.input[1] not in self.constants or len(value.shape) != 1:
             raise _refuse(node, "only a MatMul of [batch, features] by a constant matrix maps to NIR Affine")
         weight = self.constants[node.input[1]].T
         self._affine(node, value, weight, np.zeros(len(weight)))
 
     def _affine(self, node, value, weight, bias):
-        sources, scale = self._common_scale(value)
-        self._emit(node, nir.Affine(weight=(weight * scale).astype(np.float32), bias=np.asarray(bias, np.float32)), sources)
+        """An Affine; on a concatenation, one Affine per part, of the weight's columns for that part."""
+
+        def part(value, columns, first):
+            sources, scale = self._common_scale(value)
+            b = bias if first else np.zeros(len(weight))
+            return nir.Affine(weight=(weight[:, columns] * scale).astype(np.float32), bias=np.asarray(b, np.float32)), sources
+
+        self._split(node, value, part)
 
     def _add(self, node):
         """Add: of a constant, into the bias of the Conv or Affine before it; of two tensors, their
@@ -276,7 +302,7 @@ class _Export:
     def _add_bias(self, node, tensor, constant):
         target = self._only_reader_of(
             node, tensor, (nir.Conv2d, nir.Affine), "adds a constant that no Conv or Affine before it can hold"
-        )
+        )[0]
         shape = self.values[tensor].shape
         full = np.broadcast_to(constant, (1, *shape)).reshape(shape)
         per_channel = full.reshape(shape[0], -1)
@@ -300,7 +326,7 @@ class _Export:
         self._pool(node, kernel, attrs.get("strides", [1] * len(kernel)), self._symmetric(node, pads))
 
     def _global_average_pool(self, node):
-        shape = self._value(node, node.input[0]).shape
+        shape = self._lazy(node, node.input[0]).shape
         self._pool(node, shape[1:], shape[1:], [0, 0])
 
     def _reduce_mean(self, node):
@@ -309,7 +335,7 @@ class _Export:
         axes = attrs.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self._constant(node, node.input[1]).tolist()
-        shape = self._value(node, node.input[0]).shape
+        shape = self._lazy(node, node.input[0]).shape
         if len(shape) != 3 or sorted(a % 4 for a in axes or []) != [2, 3]:
             raise _refuse(node, "only a mean over the spatial axes of [batch, C, H, W] maps to a NIR pool")
         self._pool(node, shape[1:], shape[1:], [0, 0])
@@ -317,31 +343,38 @@ class _Export:
             self._flatten(node, self.values[node.output[0]], "flat")
 
     def _pool(self, node, kernel, stride, padding):
-        """An average pool: a diagonal Conv2d C→C of 1/k² (pool="conv") or an AvgPool2d."""
-        value = self._value(node, node.input[0])
+        """An average pool: a diagonal Conv2d C→C of 1/k² (pool="conv") or an AvgPool2d; part by part on a concatenation."""
+        value = self._lazy(node, node.input[0])
         if len(value.shape) != 3:
             raise _refuse(node, "only 2-D pools of [batch, C, H, W] map to NIR")
-        sources, scale = self._common_scale(value)
-        channels = value.shape[0]
-        if self.pool == "conv":
-            weight = np.zeros((channels, channels, *kernel), np.float32)
-            weight[np.arange(channels), np.arange(channels)] = (_per_channel(scale, value.shape) / np.prod(kernel))[:, None, None]
-            self._emit(node, _conv2d(value.shape, weight, stride, padding, [1, 1], np.zeros(channels)), sources)
-            return
-        pool = nir.AvgPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding))
-        pool.input_type = {"input": np.array(value.shape)}
-        pool.output_type = {"output": np.array(_pooled_shape(value.shape, kernel, stride, padding, [1, 1]))}
-        self._emit(node, pool, sources, scale)
+
+        def part(value, suffix):
+            sources, scale = self._common_scale(value)
+            channels = value.shape[0]
+            if self.pool == "conv":
+                weight = np.zeros((channels, channels, *kernel), np.float32)
+                weight[np.arange(channels), np.arange(channels)] = (_per_channel(scale, value.shape) / np.prod(kernel))[
+                    :, None, None
+                ]
+                return self._emit(
+                    node, _conv2d(value.shape, weight, stride, padding, [1, 1], np.zeros(channels)), sources, _ONE, suffix
+                )
+            pool = nir.AvgPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding))
+            pool.input_type = {"input": np.array(value.shape)}
+            pool.output_type = {"output": np.array(_pooled_shape(value.shape, kernel, stride, padding, [1, 1]))}
+            return self._emit(node, pool, sources, scale, suffix)
+
+        self.values[node.output[0]] = self._per_part(node, value, part)
 
     def _flatten_op(self, node):
-        value = self._value(node, node.input[0])
+        value = self._lazy(node, node.input[0])
         if _attributes(node).get("axis", 1) not in (1, -len(value.shape)):
             raise _refuse(node, "only a Flatten to [batch, features] maps to NIR Flatten")
         self._flatten(node, value)
 
     def _reshape(self, node):
         """A Reshape to [batch, features] (target [-1|0|1, F|-1]) is a Flatten."""
-        value = self._value(node, node.input[0])
+        value = self._lazy(node, node.input[0])
         target = self.constants.get(node.input[1])
         features = int(np.prod(value.shape))
         flat = target is not None and len(target) == 2 and target[0] in (-1, 0, 1) and target[1] in (-1, features)
@@ -350,32 +383,87 @@ class _Export:
         self._flatten(node, value)
 
     def _flatten(self, node, value, suffix=""):
-        """A Flatten of the dimensions after the batch (negative dims, as every consumer reads them)."""
+        """A Flatten of the dimensions after the batch (negative dims, as every consumer reads them); part by
+        part on a concatenation of channels, whose flattened parts are the features in order."""
         if len(value.shape) == 1:
             self.values[node.output[0]] = value
             return
-        sources, scale = self._common_scale(value)
-        flat = nir.Flatten(input_type={"input": np.array(value.shape)}, start_dim=-len(value.shape), end_dim=-1)
-        if np.ndim(scale):
-            scale = np.broadcast_to(scale, value.shape).reshape(-1)
-        self._emit(node, flat, sources, scale, suffix)
+
+        def part(value, suffix):
+            sources, scale = self._common_scale(value)
+            flat = nir.Flatten(input_type={"input": np.array(value.shape)}, start_dim=-len(value.shape), end_dim=-1)
+            if np.ndim(scale):
+                scale = np.broadcast_to(scale, value.shape).reshape(-1)
+            return self._emit(node, flat, sources, scale, suffix)
+
+        self.values[node.output[0]] = self._per_part(node, value, part, suffix)
 
     def _identity(self, node):
-        self.values[node.output[0]] = self._value(node, node.input[0])
+        self.values[node.output[0]] = self._lazy(node, node.input[0])
+
+    def _concat(self, node):
+        """Concat of the channel axis: kept as its parts (a nested concatenation's parts included); the ops
+        reading it split along them (``_split``, ``_per_part``) or write it (``_joined``)."""
+        names = [name for name in node.input if name]
+        if any(name in self.constants for name in names):
+            raise _refuse(node, "concatenates a constant: NIR export maps only concatenations of computed tensors")
+        parts = [part for name in names for part in _parts(self._lazy(node, name))]
+        axis = _attributes(node).get("axis", 1)
+        if axis % (len(parts[0].shape) + 1) != 1:
+            raise _refuse(node, f"concatenates along axis {axis}: NIR export maps only a concatenation of channels (axis 1)")
+        shape = (sum(part.shape[0] for part in parts), *parts[0].shape[1:])
+        self.values[node.output[0]] = _Concat(parts, shape, any(part.spikes for part in parts), node.name)
 
     # --- bookkeeping
 
     def _emit(self, node, nir_node, sources, scale=_ONE, suffix=""):
-        """Adds ``nir_node`` for ONNX ``node``, edges from ``sources``, and the value of the node's output."""
-        name = self._name(node.name + ("_" + suffix if suffix else ""))
+        """Adds ``nir_node`` for ONNX ``node`` with edges from ``sources``; returns its output times ``scale`` as a value."""
+        name = self._add_node(node.name, suffix, nir_node, sources)
+        return _Value([(name, scale)], _output_shape(nir_node), self._reads_spikes(node))
+
+    def _add_node(self, onnx_name, suffix, nir_node, sources):
+        name = self._name(onnx_name + ("_" + suffix if suffix else ""))
         self.nodes[name] = nir_node
-        self.onnx_nodes[name] = node.name
+        self.onnx_nodes[name] = onnx_name
         self._connect(sources, name)
-        spikes = self._reads_spikes(node)
-        self.values[node.output[0]] = _Value([(name, scale)], tuple(int(d) for d in nir_node.output_type["output"]), spikes)
+        return name
 
     def _connect(self, sources, target):
         self.edges.extend((source, target) for source in sources)
+
+    def _split(self, node, value, part):
+        """A linear op (Conv, Gemm) on ``value``: ``part(piece, input channels, first)`` → (NIR node, sources) for each
+        part of a concatenation; the output is the sum of the parts' nodes (the bias on the first only)."""
+        terms, offset = [], 0
+        for i, piece in enumerate(_parts(value)):
+            nir_node, sources = part(piece, slice(offset, offset + piece.shape[0]), i == 0)
+            terms.append((self._add_node(node.name, _suffix(i, value), nir_node, sources), _ONE))
+            offset += piece.shape[0]
+        self.values[node.output[0]] = _Value(terms, _output_shape(nir_node), self._reads_spikes(node))
+
+    def _per_part(self, node, value, part, suffix=""):
+        """An op acting on each channel alone (pool, Flatten): ``part(piece, suffix)`` → _Value for each part of a
+        concatenation; the output is the concatenation of the results."""
+        if not isinstance(value, _Concat):
+            return part(value, suffix)
+        outputs = [part(piece, "_".join(filter(None, [suffix, _suffix(i, value)]))) for i, piece in enumerate(value.parts)]
+        shape = (sum(out.shape[0] for out in outputs), *outputs[0].shape[1:])
+        return _Concat(outputs, shape, value.spikes, node.name)
+
+    def _joined(self, value):
+        """A concatenation as NIR nodes: each part written into its channels by a selection node (a 1×1 Conv2d of
+        [C, C_part], an Affine for vectors; the part's spike unit folded in), the value their sum. Once per value."""
+        if not isinstance(value, _Concat):
+            return value
+        if id(value) not in self.joined:
+            terms, offset = [], 0
+            for i, part in enumerate(value.parts):
+                sources, scale = self._common_scale(part)
+                selection = _selection(value.shape, _per_channel(scale, part.shape), offset, part.shape[0])
+                terms.append((self._add_node(value.origin, _suffix(i, value), selection, sources), _ONE))
+                offset += part.shape[0]
+            self.joined[id(value)] = (value, _Value(terms, value.shape, value.spikes))
+        return self.joined[id(value)][1]
 
     def _common_scale(self, value):
         """(sources, scale): NIR nodes whose summed outputs times ``scale`` are the value."""
@@ -393,29 +481,32 @@ class _Export:
         if np.all(scale == 1):
             return term
         if term not in self.scaled:
-            diagonal = _per_channel(scale, shape)
-            if len(shape) == 3:
-                weight = np.diag(diagonal)[:, :, None, None]
-                scaler = _conv2d(shape, weight, [1, 1], [0, 0], [1, 1], np.zeros(shape[0]))
-            else:
-                scaler = nir.Affine(weight=np.diag(diagonal), bias=np.zeros(shape[0], np.float32))
             name = self._name(term + "_scale")
-            self.nodes[name] = scaler
+            self.nodes[name] = _selection(shape, _per_channel(scale, shape))
             self.onnx_nodes[name] = self.onnx_nodes[term]
             self._connect([term], name)
             self.scaled[term] = name
         return self.scaled[term]
 
     def _only_reader_of(self, node, tensor, kinds, reason):
-        """The Conv2d or Affine that alone produces ``tensor``, when ``node`` is its only reader."""
+        """The Conv2d or Affine nodes of one ONNX node (several: split over a concatenation) whose summed outputs
+        are ``tensor``, when ``node`` is its only reader."""
         value = self._value(node, tensor)
-        if len(value.terms) == 1 and self.readers[tensor] == 1:
-            term, scale = value.terms[0]
-            if isinstance(self.nodes[term], kinds) and np.all(scale == 1):
-                return self.nodes[term]
+        terms = [term for term, _ in value.terms]
+        if (
+            self.readers[tensor] == 1
+            and len({self.onnx_nodes.get(term) for term in terms}) == 1
+            and all(isinstance(self.nodes[term], kinds) and np.all(scale == 1) for term, scale in value.terms)
+        ):
+            return [self.nodes[term] for term in terms]
         raise _refuse(node, reason)
 
     def _value(self, node, name):
+        """The value of tensor ``name`` as NIR nodes (a concatenation written by ``_joined``)."""
+        return self._joined(self._lazy(node, name))
+
+    def _lazy(self, node, name):
+        """The value of tensor ``name``: a _Value, or a _Concat its reader may split along."""
         if name not in self.values:
             raise _refuse(node, f"reads {name}, which is neither a constant nor mapped")
         return self.values[name]
@@ -455,6 +546,7 @@ _OPS = {
     "Reshape": _Export._reshape,
     "Identity": _Export._identity,
     "Dropout": _Export._identity,
+    "Concat": _Export._concat,
 }
 
 
@@ -465,8 +557,6 @@ def _reason(node, spikes):
         return "a max-pool on spikes runs on their running sums (exact in rate, docs/design.md §5.4): NIR has no max-pool node"
     if op in _MAX_POOLS:
         return "NIR has no max-pool node"
-    if op == "Concat":
-        return "NIR has no concatenation: edges into one node are summed"
     if op in _RATE and spikes:
         return f"{op} of spikes is a function of their rates (exact in rate, docs/design.md §5.4): NIR has no node for it"
     return f"NIR export maps no {op}"
@@ -490,6 +580,31 @@ def _dense(weight, groups):
     for g in range(groups):
         dense[g * step : (g + 1) * step, g * per_group : (g + 1) * per_group] = weight[g * step : (g + 1) * step]
     return dense
+
+
+def _parts(value):
+    """The parts of a concatenation along its first axis; a value that is not one is its own part."""
+    return list(value.parts) if isinstance(value, _Concat) else [value]
+
+
+def _suffix(i, value):
+    """The NIR name suffix of part i of ``value``: none when it is a single part."""
+    return f"part{i}" if isinstance(value, _Concat) and len(value.parts) > 1 else ""
+
+
+def _output_shape(nir_node):
+    return tuple(int(d) for d in nir_node.output_type["output"])
+
+
+def _selection(shape, diagonal, offset=0, channels=None):
+    """A node writing its input (of ``shape``, ``channels`` channels) times ``diagonal`` (one factor per channel) into
+    the channels offset… of ``shape``: a 1×1 Conv2d on [C, H, W], an Affine on [F]."""
+    channels = shape[0] if channels is None else channels
+    weight = np.zeros((shape[0], channels), np.float32)
+    weight[offset + np.arange(channels), np.arange(channels)] = diagonal
+    if len(shape) == 3:
+        return _conv2d((channels, *shape[1:]), weight[:, :, None, None], [1, 1], [0, 0], [1, 1], np.zeros(shape[0]))
+    return nir.Affine(weight=weight, bias=np.zeros(shape[0], np.float32))
 
 
 def _per_channel(scale, shape):
