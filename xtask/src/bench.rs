@@ -107,14 +107,24 @@ struct Subject {
 }
 
 fn subjects(only: &[String]) -> anyhow::Result<Vec<Subject>> {
+    const FIXTURES: [&str; 6] = ["cnn_l4", "resnet20_l8", "vgg_l4", "vgg_maxpool_l4", "secnn_l4", "vit_l4"];
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if let Some(unknown) = only.iter().find(|o| !FIXTURES.contains(&o.as_str()) && o.as_str() != "resnet18") {
+        anyhow::bail!("--models: no model '{unknown}' (known: {}, resnet18)", FIXTURES.join(", "));
+    }
     let mut list = Vec::new();
-    for name in ["cnn_l4", "resnet20_l8", "vgg_l4", "vgg_maxpool_l4"] {
+    for name in FIXTURES.into_iter().filter(|n| wanted(n)) {
         let path = crate::workspace().join(format!("fixtures/models/{name}.onnx"));
         let ann = gn_onnx::io::load(&path).with_context(|| format!("{}", path.display()))?.model;
         list.push(Subject { name: name.into(), ann, image: vec![1, 28, 28] });
     }
-    list.push(Subject { name: "resnet18".into(), ann: gn_tests::built::resnet18(64, 64, 18), image: vec![3, 64, 64] });
-    list.retain(|s| only.is_empty() || only.contains(&s.name));
+    if wanted("resnet18") {
+        list.push(Subject {
+            name: "resnet18".into(),
+            ann: gn_tests::built::resnet18(64, 64, 18),
+            image: vec![3, 64, 64],
+        });
+    }
     Ok(list)
 }
 
