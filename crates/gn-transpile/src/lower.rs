@@ -341,7 +341,9 @@ mod tests {
             ("ReduceMin", vec![], "reduces over axis 0"),
             ("ArgMax", vec![], "axis 0"),
             ("MeanVarianceNormalization", vec![], "normalises over axis 0"),
-            ("Einsum", vec![], "not known to act on each sample"),
+            ("STFT", vec![], "not known to act on each sample"),
+            ("Einsum", vec![], "has no explicit output"),
+            ("Einsum", vec![attr::string("equation", "bi->i")], "does not keep 'b' on the output's axis 0"),
         ] {
             let err = run(&graph(node(op, &["c"], "y", attrs), None), &cx(2)).unwrap_err().to_string();
             assert!(err.contains(why), "{op}: {err}");
