@@ -300,7 +300,8 @@ def qcfs_ann(channels=4, groups=2, theta=1.5, levels=4):
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR version 8 (opset 17): what the pinned ONNX Runtime reads, whatever onnx writes by default.
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_batch_norm_and_groups_fold_into_one_dense_conv_and_matmul_add_into_an_affine():
@@ -380,7 +381,8 @@ def concat_ann(axis=1):
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR version 8 (opset 17): what the pinned ONNX Runtime reads, whatever onnx writes by default.
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_a_conv_reading_a_concatenation_is_one_conv2d_per_part_summed_by_the_next_layer():
