@@ -54,16 +54,10 @@ pub struct ExportNir {
     /// avgpool (NIR AvgPool2d, which only snnTorch imports).
     #[arg(long, default_value = "conv", value_parser = ["conv", "avgpool"])]
     pool: String,
-    /// Calibrate a ReLU network on these inputs (a float32 .npy, batch on axis 0), on
-    /// ONNX Runtime in the Python that exports.
-    #[arg(long, value_name = "X.npy")]
-    calibrate: Option<PathBuf>,
-    /// With --calibrate: θ is this percentile of each activation's values.
-    #[arg(long, value_name = "P", default_value_t = gn_transpile::calibrate::DEFAULT_PERCENTILE, requires = "calibrate")]
-    percentile: f64,
-    /// With --calibrate: one θ per output channel.
-    #[arg(long, requires = "calibrate")]
-    per_channel: bool,
+    // --calibrate and its options, as for a conversion; the calibration runs on ONNX
+    // Runtime in the Python that exports.
+    #[command(flatten)]
+    calibration: crate::CalibrationArgs,
     /// The Python to run (with the packages gn_transpile and nir) [default: $GN_TRANSPILE_PYTHON, else python3].
     #[arg(long, value_name = "PY")]
     python: Option<PathBuf>,
@@ -80,7 +74,7 @@ impl ExportNir {
         let input =
             self.input.canonicalize().map_err(|cause| gn_onnx::IoError::Read { path: self.input.clone(), cause })?;
         let mut protected = vec![input.clone()];
-        protected.extend(self.calibrate.iter().filter_map(|p| p.canonicalize().ok()));
+        protected.extend(self.calibration.calibrate.iter().filter_map(|p| p.canonicalize().ok()));
         gn_onnx::save::check_output(&self.output, &protected)?;
         let mut failure = None;
         let saved = gn_onnx::save::save_by_path(&self.output, &protected, &mut |temporary| match self
@@ -101,7 +95,8 @@ impl ExportNir {
 
     /// Runs the export in `python`, writing `target`.
     fn export(&self, python: &Path, input: &Path, target: &Path) -> anyhow::Result<()> {
-        let calibrate = self.calibrate.as_deref().map(Path::as_os_str).unwrap_or_default().to_string_lossy();
+        let calibration = &self.calibration;
+        let calibrate = calibration.calibrate.as_deref().map(Path::as_os_str).unwrap_or_default().to_string_lossy();
         let mut command = Command::new(python);
         command.arg("-c").arg(PROGRAM).arg(input).arg(target).args([
             format!("tau={}", self.tau),
@@ -109,8 +104,8 @@ impl ExportNir {
             format!("form={}", self.form),
             format!("pool={}", self.pool),
             format!("calibrate={calibrate}"),
-            format!("percentile={}", self.percentile),
-            format!("per_channel={}", u8::from(self.per_channel)),
+            format!("percentile={}", calibration.percentile),
+            format!("per_channel={}", u8::from(calibration.per_channel)),
             "batch=64".to_string(),
         ]);
         let done = command.output().with_context(|| {

@@ -323,25 +323,19 @@ fn share_regular(path: &Path, limit: u64, what: &str) -> Result<(Bytes, Option<A
             return Ok((m.bytes(), Some(m)));
         }
     }
-    let (bytes, _) = read_open(path, file, meta, limit, what)?;
-    Ok((Bytes::from(bytes), None))
+    Ok((Bytes::from(read_open(path, file, meta.len(), limit, what)?), None))
 }
 
-fn read_open(
-    path: &Path,
-    file: fs::File,
-    meta: fs::Metadata,
-    limit: u64,
-    what: &str,
-) -> Result<(Vec<u8>, fs::Metadata), IoError> {
+/// Reads an open file of `len` bytes (at most `limit`).
+fn read_open(path: &Path, file: fs::File, len: u64, limit: u64, what: &str) -> Result<Vec<u8>, IoError> {
     let rerr = |cause| IoError::Read { path: path.into(), cause };
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(len as usize);
     advise_huge_pages(&mut bytes);
     file.take(limit + 1).read_to_end(&mut bytes).map_err(rerr)?;
     if bytes.len() as u64 > limit {
         return Err(IoError::TooLarge { what: what.to_string(), size: bytes.len() as u64 });
     }
-    Ok((bytes, meta))
+    Ok(bytes)
 }
 
 /// The folder a path lives in (`.` for a bare file name).

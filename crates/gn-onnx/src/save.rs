@@ -10,11 +10,12 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 
-use crate::io::{folder_of, kind_of, write_model, write_model_with, IoError, LoadedModel, MAX_MODEL_BYTES};
+use crate::io::{folder_of, kind_of, write_model_with, IoError, LoadedModel, MAX_MODEL_BYTES};
+use crate::mapped::MappedFile;
 use crate::proto::ModelProto;
 
 /// Temporaries being written, removed by [`exit_removing_temporaries`] on interruption.
@@ -93,15 +94,7 @@ pub fn save(model: &ModelProto, path: &Path, protected: &[PathBuf]) -> Result<()
 
 /// [`save`], with the durability asked for.
 pub fn save_as(model: &ModelProto, path: &Path, protected: &[PathBuf], durability: Durability) -> Result<(), IoError> {
-    let size = model.encoded_len() as u64;
-    if size > MAX_MODEL_BYTES {
-        return Err(IoError::TooLarge { what: format!("the model for {}", path.display()), size });
-    }
-    save_with(path, protected, durability, &mut |f, _| {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        write_model(model, &mut w)?;
-        w.flush()
-    })
+    save_model(model, path, protected, &[], durability)
 }
 
 /// Writes a model converted from `loaded` atomically to `path`, as [`save_as`] does,
@@ -115,21 +108,32 @@ pub fn save_loaded(
     loaded: &LoadedModel,
     durability: Durability,
 ) -> Result<(), IoError> {
+    save_model(model, path, &loaded.sources, &loaded.mapped, durability)
+}
+
+/// Writes `model`, streamed; large tensor data that points into one of `mapped` is
+/// copied from that file (none of them may have changed since it was mapped).
+fn save_model(
+    model: &ModelProto,
+    path: &Path,
+    protected: &[PathBuf],
+    mapped: &[Arc<MappedFile>],
+    durability: Durability,
+) -> Result<(), IoError> {
     let size = model.encoded_len() as u64;
     if size > MAX_MODEL_BYTES {
         return Err(IoError::TooLarge { what: format!("the model for {}", path.display()), size });
     }
     let unchanged = || -> std::io::Result<()> {
-        for m in &loaded.mapped {
+        for m in mapped {
             m.unchanged().map_err(|why| std::io::Error::other(format!("the input {} {why}", m.path().display())))?;
         }
         Ok(())
     };
     unchanged().map_err(|cause| IoError::Write { path: path.into(), cause })?;
-    save_with(path, &loaded.sources, durability, &mut |f, _| {
+    save_with(path, protected, durability, &mut |f, _| {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        write_model_with(model, &mut w, &mut |w, raw| match loaded
-            .mapped
+        write_model_with(model, &mut w, &mut |w, raw| match mapped
             .iter()
             .find_map(|m| m.offset_of(raw).map(|at| (m, at)))
         {

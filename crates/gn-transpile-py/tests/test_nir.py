@@ -260,6 +260,31 @@ def test_the_exported_graph_run_in_numpy_reproduces_the_onnx_snn(fixture, neuron
     assert relative_mse(simulate(graph, x, 4), snn) <= 1e-5
 
 
+def qcfs(out, x, theta):
+    """The QCFS activation of threshold constant ``theta`` on tensor x (its L: the constant ``levels``)."""
+    steps = [("Div", [x, theta]), ("Clip", ["zero", "one"]), ("Mul", ["levels"]), ("Add", ["half"]), ("Floor", [])]
+    steps += [("Div", ["levels"]), ("Mul", [theta])]
+    nodes, current = [], None
+    for i, (op, inputs) in enumerate(steps):
+        name = out if i == len(steps) - 1 else f"{out}.{i}"
+        nodes.append(helper.make_node(op, inputs if current is None else [current, *inputs], [name], name=name))
+        current = name
+    return nodes
+
+
+def model_of(name, nodes, constants):
+    """A model of input x [N, 2, 6, 6] and output y [N, 10]; IR version 8 (opset 17), what the pinned ONNX Runtime
+    reads, whatever onnx writes by default."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 def qcfs_ann(channels=4, groups=2, theta=1.5, levels=4):
     """A small QCFS network: Conv (grouped) → BatchNormalization → QCFS → Flatten → MatMul → Add."""
     rng = np.random.default_rng(0)
@@ -282,26 +307,12 @@ def qcfs_ann(channels=4, groups=2, theta=1.5, levels=4):
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["conv"], name="conv", pads=[1, 1, 1, 1], group=groups),
         helper.make_node("BatchNormalization", ["conv", "gamma", "beta", "mean", "var"], ["bn"], name="bn", epsilon=1e-5),
-        helper.make_node("Div", ["bn", "theta"], ["q1"], name="q1"),
-        helper.make_node("Clip", ["q1", "zero", "one"], ["q2"], name="q2"),
-        helper.make_node("Mul", ["q2", "levels"], ["q3"], name="q3"),
-        helper.make_node("Add", ["q3", "half"], ["q4"], name="q4"),
-        helper.make_node("Floor", ["q4"], ["q5"], name="q5"),
-        helper.make_node("Div", ["q5", "levels"], ["q6"], name="q6"),
-        helper.make_node("Mul", ["q6", "theta"], ["act"], name="act"),
+        *qcfs("act", "bn", "theta"),
         helper.make_node("Flatten", ["act"], ["flat"], name="flat"),
         helper.make_node("MatMul", ["flat", "head"], ["mm"], name="mm"),
         helper.make_node("Add", ["mm", "head_bias"], ["y"], name="bias"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "qcfs",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 6, 6])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
-    )
-    # IR version 8 (opset 17): what the pinned ONNX Runtime reads, whatever onnx writes by default.
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return model_of("qcfs", nodes, constants)
 
 
 def test_batch_norm_and_groups_fold_into_one_dense_conv_and_matmul_add_into_an_affine():
@@ -319,18 +330,6 @@ def test_batch_norm_and_groups_fold_into_one_dense_conv_and_matmul_add_into_an_a
     assert np.abs(conv2d(x, conv) - run_onnx(linear.SerializeToString(), x)).max() <= 1e-5
     snn = run_onnx(gn_transpile.convert(ann, tau=4, timesteps=4), x)
     assert relative_mse(simulate(graph, x, 4), snn) <= 1e-5
-
-
-def qcfs(out, x, theta):
-    """The QCFS activation (4 levels) of threshold constant ``theta`` on tensor x."""
-    steps = [("Div", [x, theta]), ("Clip", ["zero", "one"]), ("Mul", ["levels"]), ("Add", ["half"]), ("Floor", [])]
-    steps += [("Div", ["levels"]), ("Mul", [theta])]
-    nodes, current = [], None
-    for i, (op, inputs) in enumerate(steps):
-        name = out if i == len(steps) - 1 else f"{out}.{i}"
-        nodes.append(helper.make_node(op, inputs if current is None else [current, *inputs], [name], name=name))
-        current = name
-    return nodes
 
 
 def concat_ann(axis=1):
@@ -374,15 +373,7 @@ def concat_ann(axis=1):
         helper.make_node("MatMul", ["flat", "head"], ["mm"], name="mm"),
         helper.make_node("Add", ["mm", "head_bias"], ["y"], name="bias"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "concat",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 6, 6])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
-    )
-    # IR version 8 (opset 17): what the pinned ONNX Runtime reads, whatever onnx writes by default.
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return model_of("concat", nodes, constants)
 
 
 def test_a_conv_reading_a_concatenation_is_one_conv2d_per_part_summed_by_the_next_layer():
