@@ -236,6 +236,12 @@ def test_what_nir_cannot_hold_is_refused_in_one_line_naming_the_node():
     assert "\n" not in message and "node cat2 (Concat): concatenates along axis 2" in message
     with pytest.raises(ValueError, match="form 'exact' is not written"):
         gn_transpile.to_nir(MODELS / "cnn_l4.onnx", form="exact")
+    with pytest.raises(ValueError, match="form must be 'if' or 'exact', not 'bogus'"):
+        gn_transpile.to_nir(MODELS / "cnn_l4.onnx", form="bogus")
+    with pytest.raises(ValueError, match="pool must be 'conv' or 'avgpool', not 'max'"):
+        gn_transpile.to_nir(MODELS / "cnn_l4.onnx", pool="max")
+    with pytest.raises(ValueError, match="tau"):
+        gn_transpile.to_nir(MODELS / "cnn_l4.onnx", tau=0)
 
 
 CASES = [
