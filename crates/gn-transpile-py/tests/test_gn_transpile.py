@@ -55,9 +55,21 @@ def test_every_form_runs_on_onnx_runtime():
     assert standard[1].shape == (4, 8, 10)
     compact = run(gn_transpile.convert(FIXTURE, timesteps=4, emit="custom-op"), x)[0]
     assert np.abs(compact - standard[0]).max() < 1e-5
-    # The stateful form infers its state shapes with tract, which the wheel leaves out.
-    with pytest.raises(ValueError, match="feature `tract`"):
-        gn_transpile.convert(FIXTURE, emit="stateful")
+
+
+
+def test_the_stateful_form_gives_the_unrolled_anytime_rows_call_by_call():
+    x = images(8)
+    rows = run(gn_transpile.convert(FIXTURE, timesteps=5, anytime=True), x)[1]
+    stateful = onnx.load_from_string(gn_transpile.convert(FIXTURE, emit="stateful"))
+    states = json.loads({p.key: p.value for p in stateful.metadata_props}["gn_transpile.state"])
+    session = ort.InferenceSession(stateful.SerializeToString())
+    names = [i.name for i in session.get_inputs()]
+    state = {s["input"]: np.full([len(x) if d == "N" else d for d in s["shape"]], s["init"], np.float32) for s in states}
+    for t in range(5):
+        outputs = session.run(None, {names[0]: x, **state})
+        state = {s["input"]: o for s, o in zip(states, outputs[len(outputs) - len(states) :])}
+        np.testing.assert_allclose(outputs[0], rows[t], atol=1e-5)
 
 
 def test_the_fused_kernels_run_the_custom_op_form_with_the_same_results(tmp_path):

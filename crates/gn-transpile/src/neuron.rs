@@ -107,6 +107,7 @@ pub fn op_type(kind: NeuronKind, direct: bool, per_channel: bool) -> &'static st
 pub const VARIANTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
 
 /// Every op type of the `gn.transpile` domain.
+#[cfg(any(feature = "tract", test))]
 pub fn op_types() -> impl Iterator<Item = &'static str> {
     NeuronKind::ALL
         .into_iter()

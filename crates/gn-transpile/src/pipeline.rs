@@ -15,7 +15,6 @@
 
 use gn_onnx::proto::ModelProto;
 use gn_onnx::Graph;
-use std::collections::HashMap;
 
 use crate::check::{check_ann, check_graph};
 use crate::detect::{detect, Detection};
@@ -25,6 +24,7 @@ use crate::neuron::{NeuronKind, NeuronNode};
 use crate::opset::{default_opset, Opset};
 use crate::options::{Emit, Options, MAX_LAYER_STEPS, MAX_TAU};
 use crate::pass::{self, Context};
+use crate::shapes::StaticShapes;
 
 /// What the conversion found and did, for the summary on stderr.
 #[derive(Debug, Clone)]
@@ -170,7 +170,7 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
     );
     let (states, anytime_outputs) = match options.emit {
         Emit::Stateful => {
-            let shapes = state_shapes(&model, &graph, &lowered)?;
+            let shapes = state_shapes(&graph, &lowered, cx.opset)?;
             (pass::run(&mut graph, "emit", |g| emit::stateful(g, &cx, &lowered, &shapes))?, Vec::new())
         }
         Emit::Standard | Emit::CustomOp => {
@@ -195,14 +195,9 @@ pub fn transpile(model: &ModelProto, options: &Options) -> Result<(ModelProto, R
 }
 
 /// The shapes of the values the stateful form keeps as state (the spiking layers' and
-/// the max-pools' inputs, the pooled values, the outputs), inferred by tract on the
-/// lowered one-step graph.
-#[cfg(feature = "tract")]
-fn state_shapes(
-    model: &ModelProto,
-    graph: &Graph,
-    lowered: &crate::lower::Lowered,
-) -> Result<emit::Shapes, TranspileError> {
+/// the max-pools' inputs, the pooled values, the outputs, the rate regions' inputs and
+/// outputs), inferred statically on the lowered one-step graph ([`StaticShapes`]).
+fn state_shapes(graph: &Graph, lowered: &crate::lower::Lowered, opset: Opset) -> Result<emit::Shapes, TranspileError> {
     let producers = graph.producers();
     let mut values: Vec<String> = Vec::new();
     for n in graph.nodes() {
@@ -222,57 +217,141 @@ fn state_shapes(
     }
     values.sort();
     values.dedup();
-    // A value that is a graph input (or an Identity of one) has the input's declared
-    // shape; tract is asked for the others (it cannot take an input as an output).
-    let mut shapes = emit::Shapes::new();
-    let mut inferred = Vec::new();
-    for v in values {
-        match input_shape(graph, &producers, &v) {
-            Some(dims) => drop(shapes.insert(v, dims)),
-            None => inferred.push(v),
-        }
-    }
-    if !inferred.is_empty() {
-        let one_step = ModelProto { graph: Some(graph.proto.clone()), ..model.clone() };
-        let found = crate::tract_ops::value_shapes(&one_step, &inferred).map_err(|e| TranspileError::Pass {
-            pass: "emit",
-            node: String::new(),
-            reason: format!("cannot infer the shapes of the state tensors: {e}"),
-        })?;
-        shapes.extend(inferred.into_iter().zip(found));
-    }
-    Ok(shapes)
+    let inferred = StaticShapes::infer(graph, opset.0)?;
+    values
+        .into_iter()
+        .map(|v| {
+            let shape = inferred.state_shape(&v)?;
+            Ok((v, shape))
+        })
+        .collect()
 }
 
-/// The declared shape (`None` for a symbolic size) of `value` when it is a graph input or
-/// a chain of Identities of one.
-#[cfg(feature = "tract")]
-fn input_shape(graph: &Graph, producers: &HashMap<String, usize>, value: &str) -> Option<Vec<Option<i64>>> {
-    use gn_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
-    let mut v = value.to_string();
-    for _ in 0..graph.nodes().len() + 1 {
-        match producers.get(&v) {
-            Some(&p) if gn_onnx::graph::standard_op(&graph.nodes()[p]) == "Identity" => {
-                v = graph.nodes()[p].input.first()?.clone();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::states;
+    use gn_onnx::data::{float_value_info, tensor_f32, tensor_i64};
+    use gn_onnx::graph::attr;
+    use gn_onnx::proto::{AttributeProto, GraphProto, NodeProto, OperatorSetIdProto};
+
+    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            name: Some(output.into()),
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    /// θ·clip(⌊x·L/θ + 1/2⌋/L, 0, 1) writing `y`, in the Div-Clip-Mul-Add-Floor-Div-Mul chain.
+    fn qcfs(x: &str, y: &str) -> Vec<NodeProto> {
+        let v = |s: &str| format!("{y}.{s}");
+        vec![
+            node("Div", &[x, "theta"], &v("a"), vec![]),
+            node("Clip", &[&v("a"), "zero", "one"], &v("b"), vec![]),
+            node("Mul", &[&v("b"), "levels"], &v("c"), vec![]),
+            node("Add", &[&v("c"), "half"], &v("d"), vec![]),
+            node("Floor", &[&v("d")], &v("e"), vec![]),
+            node("Div", &[&v("e"), "levels"], &v("f"), vec![]),
+            node("Mul", &[&v("f"), "theta"], y, vec![]),
+        ]
+    }
+
+    /// x [N, 1, 4, 4] ─► Conv 3×3 ─► QCFS ─► Conv 1×1 ─► QCFS ─► MaxPool 2×2/2 ─► Reshape
+    /// to [N, −1] (the target built from Shape(x)[0]) ─► Gemm ─► y [N, 3].
+    fn two_layers_and_a_pool() -> ModelProto {
+        let mut nodes = vec![node("Conv", &["x", "w1"], "c1", vec![attr::ints("pads", &[1, 1, 1, 1])])];
+        nodes.extend(qcfs("c1", "a1"));
+        nodes.push(node("Conv", &["a1", "w2"], "c2", vec![]));
+        nodes.extend(qcfs("c2", "a2"));
+        nodes.extend([
+            node(
+                "MaxPool",
+                &["a2"],
+                "pooled",
+                vec![attr::ints("kernel_shape", &[2, 2]), attr::ints("strides", &[2, 2])],
+            ),
+            node("Shape", &["pooled"], "s", vec![]),
+            node("Gather", &["s", "zero_i"], "n", vec![attr::int("axis", 0)]),
+            node("Unsqueeze", &["n", "axes"], "n1", vec![]),
+            node("Concat", &["n1", "minus_one"], "target", vec![attr::int("axis", 0)]),
+            node("Reshape", &["pooled", "target"], "flat", vec![]),
+            node("Gemm", &["flat", "w3"], "y", vec![attr::int("transB", 1)]),
+        ]);
+        let graph = GraphProto {
+            node: nodes,
+            initializer: vec![
+                tensor_f32("w1", &[2, 1, 3, 3], &[0.3; 18]),
+                tensor_f32("w2", &[2, 2, 1, 1], &[0.9, -0.4, 0.5, 0.7]),
+                tensor_f32("w3", &[3, 8], &[0.1; 24]),
+                tensor_f32("theta", &[1], &[1.5]),
+                tensor_f32("zero", &[], &[0.0]),
+                tensor_f32("one", &[], &[1.0]),
+                tensor_f32("levels", &[], &[4.0]),
+                tensor_f32("half", &[], &[0.5]),
+                tensor_i64("zero_i", &[], &[0]),
+                tensor_i64("axes", &[1], &[0]),
+                tensor_i64("minus_one", &[1], &[-1]),
+            ],
+            input: vec![float_value_info("x", &[None, Some(1), Some(4), Some(4)])],
+            output: vec![float_value_info("y", &[None, Some(3)])],
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_stateful_form_declares_its_state_shapes_from_the_static_inference() {
+        let options = Options { emit: Emit::Stateful, ..Default::default() };
+        let (snn, _) = transpile(&two_layers_and_a_pool(), &options).expect("a stateful conversion");
+        let mut declared: Vec<(String, Vec<Option<i64>>)> =
+            states(&snn).expect("state metadata").into_iter().map(|s| (s.input, s.shape)).collect();
+        declared.sort();
+        let n = None;
+        let expected = [
+            ("a1.e.gn.membrane", vec![n, Some(2), Some(4), Some(4)]),
+            ("a2.e.gn.membrane", vec![n, Some(2), Some(4), Some(4)]),
+            ("gn_transpile.steps", vec![]),
+            ("pooled.max", vec![n, Some(2), Some(2), Some(2)]),
+            ("pooled.sum", vec![n, Some(2), Some(4), Some(4)]),
+            ("y.sum", vec![n, Some(3)]),
+        ];
+        let expected: Vec<(String, Vec<Option<i64>>)> = expected.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        assert_eq!(declared, expected);
+    }
+
+    /// Every shipped fixture that converts to the unrolled form converts to the stateful
+    /// form too: the shapes of its state tensors follow without tract.
+    #[test]
+    fn every_fixture_that_converts_has_the_state_shapes_of_its_stateful_form() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models");
+        let Ok(entries) = std::fs::read_dir(&folder) else { return };
+        let mut paths: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let ann = gn_onnx::io::load(&path).expect("a fixture").model;
+            let standard = Options { timesteps: 2, ..Default::default() };
+            if let Err(e) = transpile(&ann, &standard) {
+                eprintln!("{}: not converted ({e})", path.display());
+                continue;
             }
-            Some(_) => return None,
-            None => break,
+            let stateful = Options { emit: Emit::Stateful, ..Default::default() };
+            let (snn, _) = transpile(&ann, &stateful).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let declared = states(&snn).expect("state metadata");
+            eprintln!("{}: {} state tensors", path.display(), declared.len());
+            assert!(!declared.is_empty(), "{}", path.display());
         }
     }
-    let input = graph.proto.input.iter().find(|i| i.name() == v)?;
-    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else { return None };
-    let dims = &t.shape.as_ref()?.dim;
-    Some(dims.iter().map(|d| if let Some(Value::DimValue(n)) = d.value { Some(n) } else { None }).collect())
-}
-
-#[cfg(not(feature = "tract"))]
-fn state_shapes(
-    _model: &ModelProto,
-    _graph: &Graph,
-    _lowered: &crate::lower::Lowered,
-) -> Result<emit::Shapes, TranspileError> {
-    Err(TranspileError::Option(
-        "--emit stateful infers the shapes of its state tensors with tract, which this build leaves out (feature `tract`)"
-            .into(),
-    ))
 }

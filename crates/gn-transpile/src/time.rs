@@ -93,6 +93,7 @@ pub struct Analysis {
 }
 
 /// [`static_batch`] of a model's main graph.
+#[cfg(feature = "tract")]
 pub fn static_batch_of(model: &gn_onnx::proto::ModelProto) -> Option<i64> {
     static_batch(&Graph::new(model.graph.clone()?))
 }

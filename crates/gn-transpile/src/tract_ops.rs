@@ -33,74 +33,6 @@ pub fn load(model: &ModelProto, optimize: bool) -> Result<TractModel, TractError
     TractModel::with_ops(model, optimize, OPS)
 }
 
-/// The shapes tract infers for `values` of `model` (whose nodes may be `gn.transpile`
-/// ops), one per value: `None` for a symbolic size (the batch).
-pub fn value_shapes(model: &ModelProto, values: &[String]) -> Result<Vec<Vec<Option<i64>>>, TractError> {
-    use gn_onnx::proto::ValueInfoProto;
-    let mut model = model.clone();
-    if let Some(g) = model.graph.as_mut() {
-        g.output = values.iter().map(|v| ValueInfoProto { name: Some(v.clone()), ..Default::default() }).collect();
-        g.value_info.clear();
-        as_binary_trees(g);
-    }
-    // A hostile model must not take the converter down with it, even through a panic
-    // inside tract's analysis.
-    let typed = std::panic::catch_unwind(|| gn_onnx::tract_bridge::typed_model_with(&model, OPS))
-        .map_err(|_| TractError("shape inference failed (tract panicked on this model)".into()))??;
-    let outlets = typed.output_outlets().map_err(|e| TractError(e.to_string()))?;
-    outlets
-        .iter()
-        .map(|&o| {
-            let fact = typed.outlet_fact(o).map_err(|e| TractError(e.to_string()))?;
-            Ok(fact.shape.iter().map(|d| d.to_i64().ok()).collect())
-        })
-        .collect()
-}
-
-/// Replaces each variadic Sum, Mean, Max or Min of more than two inputs by a balanced
-/// tree of binary Adds writing the same output: the same shape under ONNX's
-/// broadcasting, and the same element type. tract's inference of a variadic node is
-/// quadratic in its arity (a Sum of 2,000 inputs took seconds); the tree is linear.
-/// Only the copy tract infers shapes on is rewritten.
-fn as_binary_trees(graph: &mut gn_onnx::proto::GraphProto) {
-    const VARIADIC: [&str; 4] = ["Sum", "Mean", "Max", "Min"];
-    let wide = |n: &gn_onnx::proto::NodeProto| {
-        n.input.len() > 2 && n.output.len() == 1 && VARIADIC.contains(&gn_onnx::graph::standard_op(n))
-    };
-    if !graph.node.iter().any(wide) {
-        return;
-    }
-    let mut g = gn_onnx::Graph::new(std::mem::take(graph));
-    let nodes = std::mem::take(&mut g.proto.node);
-    for n in nodes {
-        if !wide(&n) {
-            g.proto.node.push(n);
-            continue;
-        }
-        let mut level: Vec<String> = n.input.clone();
-        // Each added node's name is fresh on the first try: `{node}.shape{depth}_{k}`.
-        let mut depth = 0;
-        while level.len() > 2 {
-            depth += 1;
-            let mut next = Vec::with_capacity(level.len().div_ceil(2));
-            for (k, pair) in level.chunks(2).enumerate() {
-                match pair {
-                    [a, b] => next.push(g.add_node(n.name(), &format!("shape{depth}_{k}"), "Add", &[a, b], Vec::new())),
-                    [a] => next.push(a.clone()),
-                    _ => {}
-                }
-            }
-            level = next;
-        }
-        let refs: Vec<&str> = level.iter().map(String::as_str).collect();
-        g.add_node(n.name(), "shape", "Add", &refs, Vec::new());
-        if let Some(last) = g.proto.node.last_mut() {
-            last.output = n.output.clone();
-        }
-    }
-    *graph = g.proto;
-}
-
 fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     if node.domain != DOMAIN {
         bail!(
@@ -260,39 +192,4 @@ impl TypedOp for NeuronKernel {
     }
 
     as_op!();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use gn_onnx::proto::{GraphProto, NodeProto};
-
-    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
-        NodeProto {
-            name: Some(output.into()),
-            op_type: Some(op.into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_wide_variadic_node_becomes_a_tree_of_adds_writing_its_output() {
-        let inputs: Vec<String> = (0..5).map(|i| format!("x{i}")).collect();
-        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let mut g = GraphProto {
-            node: vec![node("Max", &refs, "y"), node("Sum", &["x0", "x1"], "z"), node("Relu", &["y"], "w")],
-            ..Default::default()
-        };
-        as_binary_trees(&mut g);
-        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type()).collect();
-        // Five inputs: 2 + 1 Adds on the first level, 1 on the second, the last writes y.
-        assert_eq!(ops, ["Add", "Add", "Add", "Add", "Sum", "Relu"]);
-        assert_eq!(g.node[3].output, ["y"]);
-        assert!(g.node.iter().all(|n| n.input.len() <= 2));
-        let written: std::collections::HashSet<&str> =
-            g.node.iter().flat_map(|n| n.output.iter().map(String::as_str)).collect();
-        assert_eq!(written.len(), g.node.len(), "every output is fresh");
-    }
 }
