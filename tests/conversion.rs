@@ -86,18 +86,35 @@ fn synaptic_operations_match_the_reference_spike_counts() {
         layer_images: 64,
         layer_timesteps: vec![1, 2, 4],
         calibration: None,
+        energy: gn_verify::EnergyTable::default(),
     };
     let m = measure(&model, &x.clone().into_dyn(), None, &spec, &|_, _, _| {}).unwrap();
     let ops = m.operations.expect("the MLP has weighted layers");
     assert_eq!(ops.ann_macs, 6 * 12 + 12 * 10 + 10 * 4);
-    assert_eq!(ops.analog_macs, 6 * 12);
-    for (model, sops) in [(Model::If, &ops.if_sops), (Model::Group { tau: 4 }, &ops.gn_sops)] {
+    let first = 6 * 12;
+    for (model, kind, tau) in [(Model::If, NeuronKind::If, 1), (Model::Group { tau: 4 }, NeuronKind::Gn, 4)] {
         let (_, spikes) = reference::simulate(&layers, &x, model, 4);
-        for &(t, got) in sops.iter() {
-            // Fan-outs: the first spiking layer feeds 10 outputs, the second 4.
+        for t in [1, 2, 4] {
+            let cost = ops.cost(kind, t).expect("a cost per network and T");
+            // Fan-outs: the first spiking layer feeds 10 outputs, the second 4. The first
+            // layer reads the input once, whatever T.
             let expected = (spikes[t - 1][0] * 10 + spikes[t - 1][1] * 4) as f64 / 64.0;
-            eprintln!("{model:?} T={t}: SOPs {got:.3}, reference {expected:.3}");
+            let got = cost.effective_acs;
+            eprintln!("{model:?} T={t}: ACs {got:.3}, reference {expected:.3}");
             assert!((got - expected).abs() <= 1e-3 * expected.max(1.0), "{model:?} T={t}: {got} vs {expected}");
+            assert_eq!(cost.effective_macs, first as f64);
+            assert_eq!(cost.dense, (first + t * (12 * 10 + 10 * 4)) as f64);
+            assert_eq!(cost.membrane_updates, (t * (12 + 10)) as f64);
+            let reference_spikes = (spikes[t - 1][0] + spikes[t - 1][1]) as f64 / 64.0;
+            assert!((cost.spikes - reference_spikes).abs() <= 1e-3 * reference_spikes.max(1.0));
+            // A count of c member spikes is one event: events ≤ spikes, equal for IF.
+            assert!(cost.events <= cost.spikes + 1e-9);
+            if kind == NeuronKind::If {
+                assert!((cost.events - cost.spikes).abs() <= 1e-9);
+            }
+            assert_eq!(cost.tau, tau);
+            let e = gn_verify::EnergyTable::default();
+            assert!((cost.energy_pj - (got * e.ac_pj + first as f64 * e.mac_pj)).abs() <= 1e-6 * cost.energy_pj);
         }
     }
 }

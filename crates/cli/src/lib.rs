@@ -142,7 +142,7 @@ enum Command {
     /// Run the ANN and its IF and GN conversions on your data; print the MSE and accuracy per T.
     #[cfg(feature = "verify")]
     Verify {
-        /// The QCFS ANN (.onnx).
+        /// The QCFS ANN, or with --calibrate a ReLU network (.onnx).
         #[arg(value_name = "IN")]
         input: PathBuf,
         /// Inputs: a float32 .npy with the batch on axis 0.
@@ -157,21 +157,43 @@ enum Command {
         /// The T values to report (comma-separated); the largest is simulated.
         #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
         timesteps: Vec<usize>,
+        /// Energy per operation for the cost report: 45nm-fp32 (4.6 pJ per MAC, 0.9 pJ per AC), 45nm-fp16, 45nm-int8, or mac=PJ,ac=PJ.
+        #[arg(long, default_value = "45nm-fp32", value_parser = parse_energy)]
+        energy: gn_verify::EnergyTable,
+        /// Also print each weighted op's and each spiking layer's figures.
+        #[arg(long)]
+        per_layer: bool,
+        /// Print the measurement as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         calibration: CalibrationArgs,
     },
 }
 
 #[cfg(feature = "verify")]
-fn verify(
+fn parse_energy(s: &str) -> Result<gn_verify::EnergyTable, String> {
+    s.parse()
+}
+
+/// What `gn-transpile verify` is asked for.
+#[cfg(feature = "verify")]
+struct VerifyArgs {
     input: PathBuf,
     data: PathBuf,
     labels: Option<PathBuf>,
     tau: u32,
     timesteps: Vec<usize>,
+    energy: gn_verify::EnergyTable,
+    per_layer: bool,
+    json: bool,
     calibration: CalibrationArgs,
-) -> anyhow::Result<()> {
+}
+
+#[cfg(feature = "verify")]
+fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     use gn_verify::{measure, read_npy_inputs, read_npy_labels, Spec};
+    let VerifyArgs { input, data, labels, tau, timesteps, energy, per_layer, json, calibration } = args;
     if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::MAX_TIMESTEPS) {
         anyhow::bail!("--timesteps must list values between 1 and {}", gn_transpile::MAX_TIMESTEPS);
     }
@@ -184,70 +206,25 @@ fn verify(
     if let Some(l) = &labels {
         anyhow::ensure!(l.len() == n, "{} labels for {n} inputs", l.len());
     }
-    let t_max = timesteps.iter().copied().max().unwrap_or(1);
-    let spec = Spec {
-        tau,
-        timesteps: timesteps.clone(),
-        batch: 100,
-        short_max: t_max,
-        long_images: n,
-        layer_images: n.min(100),
-        layer_timesteps: {
-            let short: Vec<usize> = timesteps.iter().copied().filter(|&t| t <= 8).collect();
-            if short.is_empty() {
-                vec![1]
-            } else {
-                short
-            }
-        },
-        calibration,
-    };
-    let progress = |stage: &str, _done: usize, _total: usize| {
+    let spec = Spec { calibration, energy, ..Spec::for_inputs(n, tau, &timesteps) };
+    // Each call reports one finished batch of a stage.
+    let done = std::sync::Mutex::new((String::new(), 0));
+    let progress = |stage: &str, batch: usize, total: usize| {
+        let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+        if done.0 != stage {
+            *done = (stage.to_string(), 0);
+        }
+        done.1 += batch;
         PROGRESS_LINE.store(true, Ordering::Relaxed);
-        eprint!("\r{stage:<16}");
+        eprint!("\r{stage:<16} {}/{total} inputs   ", done.1);
     };
     let m = measure(&model, &x, labels.as_deref(), &spec, &progress)
         .with_context(|| format!("cannot verify {}", input.display()))?;
     end_progress_line();
-    let header: Vec<String> = timesteps.iter().map(|t| format!("T={t}")).collect();
-    println!("MSE between the ANN's and the SNN's outputs ({n} inputs)");
-    println!("| | {} |", header.join(" | "));
-    for c in &m.curves {
-        let row: Vec<String> = c.mse.iter().map(|p| format!("{:.4}", p.1)).collect();
-        println!("| {} | {} |", c.label(), row.join(" | "));
-    }
-    if let Some(ann) = m.ann_accuracy {
-        println!("\ntop-1 accuracy (%); ANN {:.2}", ann * 100.0);
-        println!("| | {} |", header.join(" | "));
-        for c in &m.curves {
-            let row: Vec<String> = c.accuracy.iter().map(|p| format!("{:.2}", p.1 * 100.0)).collect();
-            println!("| {} | {} |", c.label(), row.join(" | "));
-        }
-    }
-    if let Some(ops) = &m.operations {
-        println!(
-            "\nsynaptic operations per input (first {} inputs), against the ANN's {} MACs:",
-            spec.layer_images, ops.ann_macs
-        );
-        for (tag, sops) in [(NeuronKind::If.label(1), &ops.if_sops), (NeuronKind::Gn.label(tau), &ops.gn_sops)] {
-            let row: Vec<String> = sops
-                .iter()
-                .map(|p| format!("T={}: {:.0} ({:.2}×)", p.0, p.1, p.1 / ops.ann_macs.max(1) as f64))
-                .collect();
-            println!("  {tag}: {}", row.join(", "));
-        }
-    }
-    if let Some(st) = &m.stateful {
-        println!(
-            "\n--emit stateful (GN τ={tau}): {} calls against the unrolled model's anytime rows, first {} inputs: max |diff| {:.1e}",
-            st.calls, st.images, st.max_abs_diff
-        );
-    }
-    if let Some(e) = &m.exactness {
-        println!(
-            "\nGN with τ = L = {} at T = 1: top-1 agreement {:.4}, relative MSE {:.1e}",
-            e.tau, e.top1_agreement, e.relative_mse
-        );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        print!("{}", m.to_markdown(per_layer));
     }
     Ok(())
 }
@@ -261,8 +238,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         #[cfg(feature = "verify")]
-        Some(Command::Verify { input, data, labels, tau, timesteps, calibration }) => {
-            return verify(input, data, labels, tau, timesteps, calibration)
+        Some(Command::Verify { input, data, labels, tau, timesteps, energy, per_layer, json, calibration }) => {
+            return verify(VerifyArgs { input, data, labels, tau, timesteps, energy, per_layer, json, calibration })
         }
         None => {}
     }

@@ -541,6 +541,10 @@ pub mod attr {
     pub fn get_int(node: &NodeProto, name: &str) -> Option<i64> {
         node.attribute.iter().find(|a| a.name() == name).map(|a| a.i())
     }
+    /// The values of an integer-list attribute of `node`, if present.
+    pub fn get_ints<'a>(node: &'a NodeProto, name: &str) -> Option<&'a [i64]> {
+        node.attribute.iter().find(|a| a.name() == name).map(|a| a.ints.as_slice())
+    }
     /// The value of a float attribute of `node`, if present.
     pub fn get_float(node: &NodeProto, name: &str) -> Option<f32> {
         node.attribute.iter().find(|a| a.name() == name).map(|a| a.f())

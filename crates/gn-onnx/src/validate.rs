@@ -240,6 +240,20 @@ fn check_attribute_tensors(a: &crate::proto::AttributeProto, place: &str) -> Res
     Ok(())
 }
 
+/// Bits per element of a tensor of type `ty` in `raw_data` (0 for strings).
+pub fn element_bits(ty: DataType) -> u64 {
+    use DataType::*;
+    match ty {
+        Float | Int32 | Uint32 => 32,
+        Double | Int64 | Uint64 | Complex64 => 64,
+        Complex128 => 128,
+        Float16 | Bfloat16 | Int16 | Uint16 => 16,
+        Uint8 | Int8 | Bool | Float8e4m3fn | Float8e4m3fnuz | Float8e5m2 | Float8e5m2fnuz | Float8e8m0 => 8,
+        Uint4 | Int4 | Float4e2m1 => 4,
+        String | Undefined => 0,
+    }
+}
+
 /// Checks one tensor: known data type, sane dims, and exactly the data they need.
 pub fn check_tensor(t: &TensorProto) -> Result<(), Invalid> {
     let place = format!("tensor '{}'", t.name());
@@ -260,15 +274,7 @@ pub fn check_tensor(t: &TensorProto) -> Result<(), Invalid> {
     })?;
     use DataType::*;
     // Bits per element in raw_data, and the typed field with its length.
-    let bits: u64 = match ty {
-        Float | Int32 | Uint32 => 32,
-        Double | Int64 | Uint64 | Complex64 => 64,
-        Complex128 => 128,
-        Float16 | Bfloat16 | Int16 | Uint16 => 16,
-        Uint8 | Int8 | Bool | Float8e4m3fn | Float8e4m3fnuz | Float8e5m2 | Float8e5m2fnuz | Float8e8m0 => 8,
-        Uint4 | Int4 | Float4e2m1 => 4,
-        String | Undefined => 0,
-    };
+    let bits = element_bits(ty);
     let typed = match ty {
         Float | Complex64 => t.float_data.len(),
         Double | Complex128 => t.double_data.len(),

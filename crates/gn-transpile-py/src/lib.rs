@@ -141,6 +141,114 @@ impl Recorder {
     }
 }
 
+/// A [`gn_verify::Runtime`] in Python: `load(model_bytes, optimize)` returns a function
+/// that runs the model on a list of (shape, float32 bytes) inputs and returns its
+/// outputs alike (the wrapper builds ONNX Runtime sessions).
+struct PyRuntime {
+    load: Py<PyAny>,
+}
+
+struct PyPlan {
+    run: Py<PyAny>,
+}
+
+fn runtime_error(e: PyErr) -> gn_verify::VerifyError {
+    gn_verify::VerifyError::Runtime(Python::with_gil(|py| e.value(py).to_string()))
+}
+
+impl gn_verify::Runtime for PyRuntime {
+    fn load(
+        &self,
+        model: &gn_onnx::proto::ModelProto,
+        optimize: bool,
+    ) -> Result<Box<dyn gn_verify::Plan>, gn_verify::VerifyError> {
+        let bytes = gn_onnx::io::encode(model);
+        Python::with_gil(|py| {
+            let run = self.load.call1(py, (PyBytes::new(py, &bytes), optimize)).map_err(runtime_error)?;
+            Ok(Box::new(PyPlan { run }) as Box<dyn gn_verify::Plan>)
+        })
+    }
+
+    /// ONNX Runtime runs each batch on its own threads.
+    fn parallel(&self) -> bool {
+        false
+    }
+}
+
+impl gn_verify::Plan for PyPlan {
+    fn run(&self, inputs: Vec<ndarray::ArrayD<f32>>) -> Result<Vec<ndarray::ArrayD<f32>>, gn_verify::VerifyError> {
+        let outputs: Vec<(Vec<usize>, Vec<u8>)> = Python::with_gil(|py| {
+            let args: Vec<(Vec<usize>, Bound<'_, PyBytes>)> = inputs
+                .iter()
+                .map(|a| {
+                    let bytes: Vec<u8> = a.iter().flat_map(|v| v.to_ne_bytes()).collect();
+                    (a.shape().to_vec(), PyBytes::new(py, &bytes))
+                })
+                .collect();
+            self.run.call1(py, (args,)).and_then(|out| out.extract(py)).map_err(runtime_error)
+        })?;
+        outputs
+            .into_iter()
+            .map(|(shape, bytes)| {
+                let values: Vec<f32> =
+                    bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values)
+                    .map_err(|e| gn_verify::VerifyError::Runtime(format!("an output of the wrong size: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// Measures a conversion on ONNX Runtime, as `gn-transpile verify` does on tract; returns
+/// the measurement as JSON, its tables, and its tables with the per-layer figures.
+#[pyfunction]
+#[pyo3(signature = (path, data, inputs, labels, tau, timesteps, calibration, energy, load, progress))]
+#[allow(clippy::too_many_arguments)]
+fn verify(
+    py: Python<'_>,
+    path: Option<PathBuf>,
+    data: Option<Vec<u8>>,
+    inputs: (Vec<usize>, Vec<u8>),
+    labels: Option<Vec<usize>>,
+    tau: u32,
+    timesteps: Vec<usize>,
+    calibration: Option<&str>,
+    energy: &str,
+    load: Py<PyAny>,
+    progress: Py<PyAny>,
+) -> PyResult<(String, String, String)> {
+    let model = self::load(path, data.as_deref())?;
+    let (shape, bytes) = inputs;
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values)
+        .map_err(|e| PyValueError::new_err(format!("the inputs do not fill their shape: {e}")))?;
+    let calibration = calibration
+        .map(|json| serde_json::from_str::<Calibration>(json).map(std::sync::Arc::new))
+        .transpose()
+        .map_err(|e| PyValueError::new_err(format!("the calibration is not one gn_transpile wrote: {e}")))?;
+    let energy: gn_verify::EnergyTable = energy.parse().map_err(PyValueError::new_err)?;
+    if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::MAX_TIMESTEPS) {
+        return Err(PyValueError::new_err(format!(
+            "timesteps must list values between 1 and {}",
+            gn_transpile::MAX_TIMESTEPS
+        )));
+    }
+    let n = shape.first().copied().unwrap_or(0);
+    let spec = gn_verify::Spec { calibration, energy, ..gn_verify::Spec::for_inputs(n, tau, &timesteps) };
+    let runtime = PyRuntime { load };
+    let report = |stage: &str, batch: usize, total: usize| {
+        Python::with_gil(|py| {
+            // A failing progress callback does not stop the measurement.
+            let _ = progress.call1(py, (stage, batch, total));
+        })
+    };
+    let m = py
+        .allow_threads(|| gn_verify::measure_on(&runtime, &model, &x, labels.as_deref(), &spec, &report))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let json = serde_json::to_string(&m).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((json, m.to_markdown(false), m.to_markdown(true)))
+}
+
 /// Runs the `gn-transpile` command on `argv` (program name first); returns its exit code.
 #[pyfunction]
 fn main(py: Python<'_>, argv: Vec<String>) -> u8 {
@@ -152,6 +260,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_class::<Recorder>()?;
     m.add("__version__", gn_transpile::VERSION)?;
     Ok(())

@@ -134,11 +134,9 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
     }
     let moves = crate::pipeline::convert_sites(&mut graph, &sites)?;
     audit.moves = moves.iter().map(|m| m.to_string()).collect();
-    let spikes = crate::spikes::spike_values(&graph)?;
-    for n in graph.nodes().iter().filter(|n| crate::spikes::is_weighted(gn_onnx::graph::standard_op(n))) {
-        let reads = n.input.iter().take(2).any(|i| spikes.contains(i));
-        let reason = if reads { "spikes" } else { "analog" };
-        audit.weighted.push(NodeReason { node: n.name().to_string(), op: n.op_type().into(), reason: reason.into() });
+    for w in crate::spikes::converted_reads(&graph)? {
+        let reason = if matches!(w.reads, crate::spikes::Reads::Spikes(_)) { "spikes" } else { "analog" };
+        audit.weighted.push(NodeReason { node: w.node, op: w.op, reason: reason.into() });
     }
     let analysis = analyze(&graph)?;
     audit.static_batch = analysis.static_batch;

@@ -54,7 +54,8 @@ mod pipeline;
 mod rank;
 mod rate;
 mod rebatch;
-mod spikes;
+mod shapes;
+pub mod spikes;
 mod time;
 #[cfg(feature = "tract")]
 pub mod tract_calibrate;

@@ -9,13 +9,15 @@ use gn_transpile::detect::Site;
 use gn_transpile::find_sites;
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 
+use crate::cost::count_operations;
 use crate::metrics::{accuracy, mse, relative_mse, top1};
-use crate::operations::count_operations;
-use crate::run::{batch_for, expose, run_batched, run_stateful, static_batch, unfold};
+use crate::run::{batch_for, expose, run_batched_on, run_stateful_on, static_batch, unfold};
+use crate::runtime::Runtime;
 use crate::{Curve, Exactness, Layer, Measurement, Spec, StatefulAgreement, VerifyError};
 
 /// One measurement's inputs and the facts every stage shares.
 struct Run<'a> {
+    runtime: &'a dyn Runtime,
     ann: &'a ModelProto,
     x: &'a ArrayD<f32>,
     labels: Option<&'a [usize]>,
@@ -36,8 +38,23 @@ type Outputs = Vec<ArrayD<f32>>;
 /// first images.
 type Emitted = (Vec<(String, ModelProto)>, Vec<Vec<ArrayD<f32>>>);
 
-/// Measures `ann` on images `x` (batch on axis 0) with optional labels.
+/// Measures `ann` on images `x` (batch on axis 0) with optional labels, on tract.
+#[cfg(feature = "tract")]
 pub fn measure(
+    ann: &ModelProto,
+    x: &ArrayD<f32>,
+    labels: Option<&[usize]>,
+    spec: &Spec,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<Measurement, VerifyError> {
+    measure_on(&crate::Tract, ann, x, labels, spec, progress)
+}
+
+/// Measures `ann` on images `x` (batch on axis 0) with optional labels, every model run
+/// on `runtime`. `progress` is told each finished batch: (stage, its inputs, the stage's
+/// inputs).
+pub fn measure_on(
+    runtime: &dyn Runtime,
     ann: &ModelProto,
     x: &ArrayD<f32>,
     labels: Option<&[usize]>,
@@ -53,9 +70,9 @@ pub fn measure(
     let t_max = spec.timesteps.iter().copied().max().unwrap_or(1);
     let long = spec.long_images.min(n);
     let m = spec.layer_images.min(n).min(long.max(1));
-    let run = Run { ann, x, labels, spec, progress, n, t_max, m };
+    let run = Run { runtime, ann, x, labels, spec, progress, n, t_max, m };
 
-    let ann_out = run_batched(ann, x, spec.batch, &|k| progress("ANN", k, n))?.remove(0);
+    let ann_out = run_batched_on(runtime, ann, x, spec.batch, true, &|k| progress("ANN", k, n))?.remove(0);
     let ann_pred = top1(&ann_out);
     let (curves, (mut emitted, mut emitted_outputs)) = output_curves(&run, &ann_out, long)?;
     let stateful = stateful_agreement(&run, &emitted_outputs[1][1])?;
@@ -66,8 +83,10 @@ pub fn measure(
     let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
     let layers = layer_errors(&run, &sites, &xs)?;
     let one_image = xs.slice_axis(Axis(0), (0..1).into()).to_owned();
-    let operations = count_operations(ann, &graph, &sites, &layers, &one_image)?;
+    let operations = count_operations(runtime, ann, &graph, &sites, &layers, spec.tau, &spec.energy, &one_image)?;
     Ok(Measurement {
+        tau: spec.tau,
+        layer_images: m,
         stateful,
         images: n,
         long_images: long,
@@ -139,7 +158,7 @@ fn short_max(spec: &Spec) -> usize {
 /// The IF and GN curves (MSE and accuracy per T): T ≤ short_max on every image, longer
 /// T on the first `long` (one anytime run each).
 fn output_curves(run: &Run, ann_out: &ArrayD<f32>, long: usize) -> Result<(Vec<Curve>, Emitted), VerifyError> {
-    let Run { ann, x, labels, spec, progress, n, t_max, m } = *run;
+    let Run { runtime, ann, x, labels, spec, progress, n, t_max, m } = *run;
     let calibration = &spec.calibration;
     let t_short = short_max(spec);
     let xl = x.slice_axis(Axis(0), (0..long).into()).to_owned();
@@ -166,7 +185,7 @@ fn output_curves(run: &Run, ann_out: &ArrayD<f32>, long: usize) -> Result<(Vec<C
             let (snn, _) = transpile(ann, &options)?;
             let label = format!("{tag} T={steps}");
             let input = if images == n { x } else { &xl };
-            let outs = run_batched(&snn, input, spec.batch, &|k| progress(&label, k, images))?;
+            let outs = run_batched_on(runtime, &snn, input, spec.batch, true, &|k| progress(&label, k, images))?;
             let reference = ann_out.slice_axis(Axis(0), (0..images).into()).to_owned();
             for &t in spec.timesteps.iter().filter(|&&t| if pass == 0 { t <= t_short } else { t > t_short }) {
                 let readout = outs[1].index_axis(Axis(0), t - 1).to_owned();
@@ -191,7 +210,7 @@ fn output_curves(run: &Run, ann_out: &ArrayD<f32>, long: usize) -> Result<(Vec<C
 /// The stateful form: one call per step, against the GN anytime rows `rows` (`[T, m, …]`).
 /// A model whose state shapes are not fixed has no stateful form: `None`.
 fn stateful_agreement(run: &Run, rows: &ArrayD<f32>) -> Result<Option<StatefulAgreement>, VerifyError> {
-    let Run { ann, x, spec, progress, t_max, m, .. } = *run;
+    let Run { runtime, ann, x, spec, progress, t_max, m, .. } = *run;
     let calls = spec.layer_timesteps.iter().copied().max().unwrap_or(1).min(t_max);
     let options = Options {
         neuron: NeuronKind::Gn,
@@ -205,7 +224,7 @@ fn stateful_agreement(run: &Run, rows: &ArrayD<f32>) -> Result<Option<StatefulAg
     let m = static_batch(ann).map_or(m, |b| b.min(m));
     let xm = x.slice_axis(Axis(0), (0..m).into()).to_owned();
     progress("GN stateful", 0, m);
-    let readouts = run_stateful(&model, &vec![xm; calls])?;
+    let readouts = run_stateful_on(runtime, &model, &vec![xm; calls])?;
     progress("GN stateful", m, m);
     let max_abs_diff = readouts
         .iter()
@@ -228,10 +247,10 @@ fn exactness(
     ann_pred: &[usize],
     (emitted, emitted_outputs): (&mut Vec<(String, ModelProto)>, &mut Vec<Outputs>),
 ) -> Result<Exactness, VerifyError> {
-    let Run { ann, x, spec, progress, n, m, .. } = *run;
+    let Run { runtime, ann, x, spec, progress, n, m, .. } = *run;
     let options = Options { neuron: NeuronKind::Gn, tau: l, timesteps: 1, ..Default::default() };
     let (snn, _) = transpile(ann, &options)?;
-    let out = run_batched(&snn, x, spec.batch, &|k| progress("GN τ=L T=1", k, n))?.remove(0);
+    let out = run_batched_on(runtime, &snn, x, spec.batch, true, &|k| progress("GN τ=L T=1", k, n))?.remove(0);
     let pred = top1(&out);
     let flips = pred.iter().zip(ann_pred).filter(|(a, b)| a != b).count();
     emitted.push((format!("gn_tau{l}_t1"), snn));
@@ -247,7 +266,7 @@ fn exactness(
 /// Per layer, on the first images `xs`: each site's MSE against the ANN's activation and
 /// its firing rate, per T, for IF and GN.
 fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer>, VerifyError> {
-    let Run { ann, spec, progress, m, .. } = *run;
+    let Run { runtime, ann, spec, progress, m, .. } = *run;
     let calibration = &spec.calibration;
     // A site whose max-pool moved in front of it writes the pool's output in the SNN: the
     // layer is compared there, against the ANN's pooled activation.
@@ -260,11 +279,12 @@ fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer
             moved.map_or_else(|| s.output.clone(), |m| m.output.clone())
         })
         .collect();
-    let ann_acts = run_batched(&expose(ann, &site_values), xs, spec.batch, &|k| progress("ANN layers", k, m))?;
+    let ann_acts =
+        run_batched_on(runtime, &expose(ann, &site_values), xs, spec.batch, true, &|k| progress("ANN layers", k, m))?;
     let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
     // Per neuron model: per site, (T, MSE) and (T, firing rate).
     type Series = Vec<(usize, f64)>;
-    let mut per_neuron: Vec<(Vec<Series>, Vec<Series>)> = Vec::new();
+    let mut per_neuron: Vec<(Vec<Series>, Vec<Series>, Vec<Series>)> = Vec::new();
     for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
         let options = Options {
             neuron,
@@ -277,9 +297,11 @@ fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer
         };
         let (snn, _) = transpile(ann, &options)?;
         let stage = if neuron == NeuronKind::If { "IF layers" } else { "GN layers" };
-        let outs = run_batched(&expose(&snn, &site_values), xs, spec.batch, &|k| progress(stage, k, m))?;
+        let outs =
+            run_batched_on(runtime, &expose(&snn, &site_values), xs, spec.batch, true, &|k| progress(stage, k, m))?;
         let mut errors = Vec::new();
         let mut rates = Vec::new();
+        let mut events = Vec::new();
         for (k, site) in sites.iter().enumerate() {
             // The folded [T·M, …] output of a batch-concatenated run is batch-major per
             // chunk; regroup it to [T, M, …] chunk by chunk.
@@ -301,28 +323,31 @@ fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer
                 None => vec![site.theta / tau as f64],
             };
             let inner: usize = steps.shape().iter().skip(3).product();
-            let per_step: Vec<f64> = steps
+            // Per step: (member spikes, events: neurons with a count above 0) per neuron.
+            let per_step: Vec<(f64, f64)> = steps
                 .outer_iter()
                 .map(|s| {
-                    let spikes: f64 = s
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| (*v as f64 / units[(i / inner.max(1)) % units.len()]).round())
-                        .sum();
-                    spikes / s.len().max(1) as f64
+                    let (spikes, events) = s.iter().enumerate().fold((0.0, 0.0), |(spikes, events), (i, v)| {
+                        let c = (*v as f64 / units[(i / inner.max(1)) % units.len()]).round();
+                        (spikes + c, events + if c > 0.0 { 1.0 } else { 0.0 })
+                    });
+                    let neurons = s.len().max(1) as f64;
+                    (spikes / neurons, events / neurons)
                 })
                 .collect();
-            let prefix_rate = |t: usize| per_step[..t].iter().sum::<f64>() / t as f64;
-            rates.push(spec.layer_timesteps.iter().map(|&t| (t, prefix_rate(t))).collect::<Vec<_>>());
+            let prefix = |t: usize, f: fn(&(f64, f64)) -> f64| per_step[..t].iter().map(f).sum::<f64>() / t as f64;
+            rates.push(spec.layer_timesteps.iter().map(|&t| (t, prefix(t, |p| p.0))).collect::<Vec<_>>());
+            events.push(spec.layer_timesteps.iter().map(|&t| (t, prefix(t, |p| p.1))).collect::<Vec<_>>());
             errors.push(curve);
         }
-        per_neuron.push((errors, rates));
+        per_neuron.push((errors, rates, events));
     }
     let layers = sites
         .iter()
         .enumerate()
         .map(|(k, s)| Layer {
             site: s.name.clone(),
+            output: site_values[k].clone(),
             theta: s.theta,
             levels: s.levels,
             channel_thetas: s.per_channel.as_ref().map(|pc| pc.theta.clone()).unwrap_or_default(),
@@ -332,6 +357,8 @@ fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer
             gn_rate: per_neuron[1].1[k].last().map_or(0.0, |r| r.1),
             if_rates: per_neuron[0].1[k].clone(),
             gn_rates: per_neuron[1].1[k].clone(),
+            if_events: per_neuron[0].2[k].clone(),
+            gn_events: per_neuron[1].2[k].clone(),
             neurons: ann_acts[k + 1].len() / m.max(1),
         })
         .collect::<Vec<Layer>>();
@@ -401,6 +428,7 @@ mod tests {
             layer_images: 8,
             layer_timesteps: vec![1, 2, 4],
             calibration: None,
+            energy: crate::EnergyTable::default(),
         }
     }
 
@@ -430,8 +458,9 @@ mod tests {
         assert!(m.layers[0].gn_rate > 0.0 && m.layers[0].gn_rate <= 4.0);
         // MACs per image: 3 × 4 + 4 × 2; the second MatMul reads the spikes.
         let ops = m.operations.as_ref().unwrap();
-        assert_eq!((ops.ann_macs, ops.analog_macs), (20, 12));
-        assert_eq!(ops.layers[1].site.as_deref(), Some("q5"));
+        assert_eq!(ops.ann_macs, 20);
+        assert_eq!(ops.layers[0].reads, gn_transpile::spikes::Reads::Once);
+        assert_eq!(ops.layers[1].reads, gn_transpile::spikes::Reads::Spikes(vec!["a".into()]));
     }
 
     #[test]

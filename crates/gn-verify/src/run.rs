@@ -1,12 +1,12 @@
-//! Running models on tract: in parallel batches (an ANN, or any emitted form) and call by
-//! call (the stateful form), and exposing inner values as outputs.
-
-use std::sync::Arc;
+//! Running models on a [`Runtime`]: in batches (an ANN, or any emitted form) and call by
+//! call (the stateful form), and exposing inner values as outputs. The functions without
+//! a runtime argument run on tract.
 
 use gn_onnx::proto::{ModelProto, ValueInfoProto};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
+use crate::runtime::Runtime;
 use crate::VerifyError;
 
 /// The static batch N of a model whose inputs all declare the same numeric leading
@@ -21,21 +21,36 @@ pub fn batch_for(model: &ModelProto, requested: usize) -> usize {
     static_batch(model).unwrap_or(requested.max(1))
 }
 
-/// Runs `model` on `x` in parallel batches (of the model's static batch, if it has one);
-/// returns every output, concatenated along the batch axis (axis 1 for the outputs the
-/// conversion wrote with the steps in front: `gn_transpile.anytime_outputs`).
+/// Runs `model` on `x` through tract in parallel batches ([`run_batched_on`]).
+#[cfg(feature = "tract")]
 pub fn run_batched(
     model: &ModelProto,
     x: &ArrayD<f32>,
     batch: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<ArrayD<f32>>, VerifyError> {
-    run_batched_as(model, x, batch, true, progress)
+    run_batched_on(&crate::Tract, model, x, batch, true, progress)
 }
 
 /// [`run_batched`], on a plan tract optimised or not (unoptimised, tract evaluates every
 /// op as written, without folding constants into its neighbours).
+#[cfg(feature = "tract")]
 pub fn run_batched_as(
+    model: &ModelProto,
+    x: &ArrayD<f32>,
+    batch: usize,
+    optimize: bool,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<ArrayD<f32>>, VerifyError> {
+    run_batched_on(&crate::Tract, model, x, batch, optimize, progress)
+}
+
+/// Runs `model` on `x` on `runtime`, in batches (of the model's static batch, if it has
+/// one; in parallel where the runtime allows); returns every output, concatenated along
+/// the batch axis (axis 1 for the outputs the conversion wrote with the steps in front:
+/// `gn_transpile.anytime_outputs`). `progress` is told the inputs of each finished batch.
+pub fn run_batched_on(
+    runtime: &dyn Runtime,
     model: &ModelProto,
     x: &ArrayD<f32>,
     batch: usize,
@@ -49,26 +64,28 @@ pub fn run_batched_as(
             "the model's inputs have a static batch of {batch}, and {rows} inputs are not a multiple of it"
         )));
     }
-    let plan = Arc::new(gn_transpile::tract_ops::load(model, optimize)?);
+    let plan = runtime.load(model, optimize)?;
     let names: Vec<String> =
         model.graph.as_ref().map(|g| g.output.iter().map(|o| o.name().to_string()).collect()).unwrap_or_default();
     let stacked = gn_transpile::metadata::Metadata::read(model).and_then(Result::ok).map(|m| m.anytime_outputs);
     let stacked = stacked.unwrap_or_default();
     let chunks: Vec<ArrayD<f32>> = x.axis_chunks_iter(Axis(0), batch.max(1)).map(|c| c.to_owned()).collect();
-    let results: Result<Vec<Vec<ArrayD<f32>>>, VerifyError> = chunks
-        .into_par_iter()
-        .map(|c| {
-            let n = c.shape()[0];
-            let out = plan.run(vec![c]).map_err(VerifyError::from);
-            progress(n);
-            out
-        })
-        .collect();
+    let run = |c: ArrayD<f32>| {
+        let n = c.shape()[0];
+        let out = plan.run(vec![c]);
+        progress(n);
+        out
+    };
+    let results: Result<Vec<Vec<ArrayD<f32>>>, VerifyError> = if runtime.parallel() {
+        chunks.into_par_iter().map(run).collect()
+    } else {
+        chunks.into_iter().map(run).collect()
+    };
     let results = results?;
     let outputs = names.len();
     if results.iter().any(|r| r.len() != outputs) {
         return Err(VerifyError::Data(format!(
-            "tract returned a different number of outputs than the model's {outputs}"
+            "the runtime returned a different number of outputs than the model's {outputs}"
         )));
     }
     (0..outputs)
@@ -86,16 +103,26 @@ pub fn initial_states(states: &[gn_transpile::metadata::State], n: usize) -> Vec
     states.iter().map(|s| ArrayD::from_elem(IxDyn(&s.dims(n)), s.init)).collect()
 }
 
+/// [`run_stateful_on`] on tract.
+#[cfg(feature = "tract")]
+pub fn run_stateful(model: &ModelProto, steps: &[ArrayD<f32>]) -> Result<Vec<Vec<ArrayD<f32>>>, VerifyError> {
+    run_stateful_on(&crate::Tract, model, steps)
+}
+
 /// Runs a stateful model (`--emit stateful`) for `steps.len()` calls, input `steps[t]`
 /// at call t, each state filled with its `init` before the first call and fed back
 /// after each; returns the model's non-state outputs after every call.
-pub fn run_stateful(model: &ModelProto, steps: &[ArrayD<f32>]) -> Result<Vec<Vec<ArrayD<f32>>>, VerifyError> {
+pub fn run_stateful_on(
+    runtime: &dyn Runtime,
+    model: &ModelProto,
+    steps: &[ArrayD<f32>],
+) -> Result<Vec<Vec<ArrayD<f32>>>, VerifyError> {
     let states = gn_transpile::metadata::states(model).ok_or_else(|| {
         VerifyError::Data("the model has no gn_transpile.state metadata: it is not a stateful model".into())
     })?;
     let Some(first) = steps.first() else { return Ok(Vec::new()) };
     let n = first.shape().first().copied().unwrap_or(1);
-    let plan = gn_transpile::tract_ops::load(model, true)?;
+    let plan = runtime.load(model, true)?;
     let mut state = initial_states(&states, n);
     let mut readouts = Vec::with_capacity(steps.len());
     for x in steps {

@@ -6,7 +6,7 @@ use gn_onnx::proto::ModelProto;
 use gn_transpile::NeuronKind;
 use ndarray::ArrayD;
 
-use crate::operations::Operations;
+use crate::cost::Operations;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -27,6 +27,29 @@ pub struct Spec {
     pub layer_timesteps: Vec<usize>,
     /// θ of the ReLU-family activations (a ReLU network), from `calibrate`.
     pub calibration: Option<Arc<gn_transpile::calibrate::Calibration>>,
+    /// The energy of an operation, for the cost report.
+    pub energy: crate::EnergyTable,
+}
+
+impl Spec {
+    /// What `gn-transpile verify` and `gn_transpile.verify` measure on `n` inputs: every T
+    /// on every input, per-layer figures on the first 100 inputs at the T up to 8, batches
+    /// of 100.
+    pub fn for_inputs(n: usize, tau: u32, timesteps: &[usize]) -> Spec {
+        let t_max = timesteps.iter().copied().max().unwrap_or(1);
+        let short: Vec<usize> = timesteps.iter().copied().filter(|&t| t <= 8).collect();
+        Spec {
+            tau,
+            timesteps: timesteps.to_vec(),
+            batch: 100,
+            short_max: t_max,
+            long_images: n,
+            layer_images: n.min(100),
+            layer_timesteps: if short.is_empty() { vec![1] } else { short },
+            calibration: None,
+            energy: crate::EnergyTable::default(),
+        }
+    }
 }
 
 /// One neuron model's curve over T.
@@ -60,6 +83,9 @@ pub struct Exactness {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Layer {
     pub site: String,
+    /// The value the spiking layer writes once converted (the site's output, or the
+    /// output of the max-pool that moved in front of it).
+    pub output: String,
     /// θ (1 for a site calibrated per channel, whose θ are `channel_thetas`).
     pub theta: f64,
     /// L (0 for a calibrated ReLU site).
@@ -79,6 +105,12 @@ pub struct Layer {
     pub if_rates: Vec<(usize, f64)>,
     /// (T, spikes per group neuron per step over the first T steps), GN.
     pub gn_rates: Vec<(usize, f64)>,
+    /// (T, spike events per neuron per step over the first T steps), IF: the share of
+    /// neuron-steps with a spike.
+    pub if_events: Vec<(usize, f64)>,
+    /// (T, spike events per group neuron per step over the first T steps), GN: the share
+    /// of neuron-steps with a count above 0 (a count of c member spikes is one event).
+    pub gn_events: Vec<(usize, f64)>,
     /// Elements of the activation per image.
     pub neurons: usize,
 }
@@ -86,7 +118,11 @@ pub struct Layer {
 /// Everything measured on one model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Measurement {
+    /// Members per Group Neuron of the GN curve.
+    pub tau: u32,
     pub images: usize,
+    /// Images behind the per-layer figures and the cost report (a prefix of the data).
+    pub layer_images: usize,
     /// Images behind the figures for T above `short_max`.
     pub long_images: usize,
     pub short_max: usize,
@@ -98,7 +134,8 @@ pub struct Measurement {
     pub curves: Vec<Curve>,
     pub exactness: Option<Exactness>,
     pub layers: Vec<Layer>,
-    /// Multiply-accumulates of the ANN and synaptic operations of the SNNs, per image.
+    /// The cost report: the ANN's multiply-accumulates and the spiking networks'
+    /// synaptic operations, spikes and energy, per input.
     pub operations: Option<Operations>,
     /// The stateful form (GN) run call by call against the unrolled anytime rows.
     pub stateful: Option<StatefulAgreement>,
@@ -132,8 +169,12 @@ pub struct StatefulAgreement {
 pub enum VerifyError {
     #[error(transparent)]
     Transpile(#[from] gn_transpile::TranspileError),
+    #[cfg(feature = "tract")]
     #[error(transparent)]
     Tract(#[from] gn_onnx::tract_bridge::TractError),
+    /// A failure of the runtime the models ran on.
+    #[error("{0}")]
+    Runtime(String),
     #[error("{0}")]
     Data(String),
 }

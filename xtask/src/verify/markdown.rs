@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use gn_transpile::NeuronKind;
 
-use super::report::{cells, si, ModelResult, Report, PAPER_TABLE1};
+use gn_verify::si;
+
+use super::report::{cells, ModelResult, Report, PAPER_TABLE1};
 
 /// The T values of the first model's curves, the columns of the per-T tables.
 fn steps(r: &Report) -> Vec<usize> {
@@ -196,38 +198,22 @@ fn per_layer(s: &mut String, r: &Report) {
     }
 }
 
-/// Operations per image: ANN MACs against SNN synaptic operations.
+/// The cost per image: ANN MACs against the spiking networks' operations and energy.
 fn operations(s: &mut String, r: &Report) {
-    let _ = writeln!(s, "### Operations per image: ANN MACs against SNN synaptic operations\n");
-    let _ = writeln!(s, "Counting rule: a weighted layer (Conv, Gemm, MatMul) fed by a spiking layer does one accumulate per synapse per input spike, so its SOPs over T steps are its ANN MACs × (spikes per input neuron per step, measured over the first T steps) × T. A Group Neuron counts its member spikes. A weighted layer that reads the image runs once on the time-invariant input and keeps its MACs (the \"analog MACs\" column). Pooling between a spiking layer and a weighted layer is taken to preserve the rate. Shapes come from tract, rates from the per-layer run above. An accumulate is cheaper than a multiply-accumulate (about 0.9 pJ against 4.6 pJ in 45 nm CMOS), so a ratio below about 5× can still save energy on hardware that exploits sparsity.\n");
-    let mut op_header = false;
+    let _ = writeln!(s, "### Cost per image: the ANN's MACs against the spiking networks' operations and energy\n");
+    let _ = writeln!(s, "Names as NeuroBench defines them (docs/cost.md). A weighted op (Conv, Gemm, MatMul) reading spikes does one accumulate (AC) per synapse per member spike: its ANN MACs × (member spikes per input neuron per step, over the first T steps) × T. One reading analog values does multiply-accumulates (MACs): once if the values are computed once per image (the first layer on the image), at every step if they change (a rate-coded op's output, an averaging pool's). Energy: 45 nm FP32, 4.6 pJ per MAC and 0.9 pJ per AC. Shapes come from one image run, rates from the per-layer run above.\n");
     for m in &r.models {
         let Some(ops) = &m.measurement.operations else { continue };
-        if !op_header {
-            let ts: Vec<usize> = ops.gn_sops.iter().map(|p| p.0).collect();
-            let _ = writeln!(
-                s,
-                "| model | ANN MACs | analog MACs | neuron | {} |",
-                ts.iter().map(|t| format!("SOPs T={t} (× ANN MACs)")).collect::<Vec<_>>().join(" | ")
-            );
-            let _ = writeln!(s, "| --- | --- | --- | --- |{}", " --- |".repeat(ts.len()));
-            op_header = true;
-        }
-        for (tag, sops) in [("IF", &ops.if_sops), (&*NeuronKind::Gn.label(r.tau), &ops.gn_sops)] {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {tag} | {} |",
-                m.name,
-                si(ops.ann_macs as f64),
-                si(ops.analog_macs as f64),
-                sops.iter()
-                    .map(|p| format!("{} ({:.2}×)", si(p.1), p.1 / ops.ann_macs.max(1) as f64))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            );
-        }
+        let _ = writeln!(
+            s,
+            "**{}**: the ANN does {} MACs per image ({}); {} bytes of parameters.\n",
+            m.name,
+            si(ops.ann_macs as f64),
+            gn_verify::energy(ops.ann_energy_pj),
+            ops.footprint
+        );
+        let _ = writeln!(s, "{}", gn_verify::cost_table(ops));
     }
-    let _ = writeln!(s);
     let _ = writeln!(s, "### ONNX Runtime against tract (emitted models)\n");
     let _ = writeln!(s, "Both runtimes compute every elementwise op of the neurons identically, but sum convolutions in different orders; where a membrane lies within float rounding of a threshold, a spike moves by one step or one layer, which changes that image's readout by about one spike's weight. The T = 1 models show the agreement without that effect.\n");
     let _ = writeln!(s, "| model | emitted | max abs diff | images beyond 1e-4 | relative MSE | top-1 flips | onnx.checker |\n| --- | --- | --- | --- | --- | --- | --- |");

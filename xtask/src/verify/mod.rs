@@ -99,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         short_max: config.short_max,
         long_images: if args.full { config.long_images_full } else { config.long_images },
         calibration: None,
+        energy: gn_verify::EnergyTable::default(),
     };
     let runtime = if args.no_ort {
         None

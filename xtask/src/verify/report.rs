@@ -166,16 +166,6 @@ pub fn cells(points: &[(usize, f64)], format: impl Fn(f64) -> String) -> String 
     points.iter().map(|p| format(p.1)).collect::<Vec<_>>().join(" | ")
 }
 
-/// A count with an SI suffix: 1.23M.
-pub fn si(v: f64) -> String {
-    match v {
-        v if v >= 1e9 => format!("{:.2}G", v / 1e9),
-        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
-        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
-        v => format!("{v:.0}"),
-    }
-}
-
 /// The README's summary of a report: accuracy and MSE at a glance, the exactness check,
 /// the forms and runtimes, the gates, and where the full report is.
 pub fn render_summary(r: &Report) -> String {

@@ -11,6 +11,10 @@
     options = onnxruntime.SessionOptions()
     options.register_custom_ops_library(gn_transpile.ort_ops_library())
 
+    # ANN against IF and GN per T on your data, with the cost report (ONNX Runtime):
+    result = gn_transpile.verify("ann.onnx", images, labels, timesteps=(1, 2, 4, 8))
+    print(result.to_markdown())
+
     # The spiking network as a NIR graph (needs the nir and onnx packages, docs/nir.md):
     graph = gn_transpile.to_nir("ann.onnx", tau=4)
 
@@ -23,7 +27,7 @@ import os
 
 from . import _native
 
-__all__ = ["calibrate", "convert", "inspect", "ort_ops_library", "to_nir", "__version__"]
+__all__ = ["calibrate", "convert", "inspect", "ort_ops_library", "to_nir", "verify", "Verification", "__version__"]
 __version__ = _native.__version__
 
 
@@ -135,6 +139,125 @@ def _progress_bar(total):
         bar.update(done - bar.n)
         if done >= _total:
             bar.close()
+
+    return update
+
+
+class Verification(dict):
+    """What ``verify`` measured, as a dict (the command line's ``--json``), with the
+    command line's tables as ``to_markdown()``."""
+
+    def __init__(self, figures, markdown, markdown_per_layer):
+        super().__init__(figures)
+        self._markdown = (markdown, markdown_per_layer)
+
+    def to_markdown(self, per_layer=False):
+        """The tables ``gn-transpile verify`` prints (``--per-layer``: with each weighted
+        op's and spiking layer's figures)."""
+        return self._markdown[1 if per_layer else 0]
+
+    def to_json(self, **kwargs):
+        """The figures as JSON (``json.dumps`` keyword arguments apply)."""
+        return json.dumps(self, **kwargs)
+
+
+def verify(
+    model,
+    data,
+    labels=None,
+    *,
+    tau=4,
+    timesteps=(1, 2, 4, 8),
+    calibrate=None,
+    percentile=99.9,
+    per_channel=False,
+    energy="45nm-fp32",
+    progress=None,
+):
+    """Runs the ANN and its IF and GN conversions on ONNX Runtime and measures them, as
+    ``gn-transpile verify`` does on tract: output MSE and top-1 accuracy per T, the
+    tau = L, T = 1 check, the stateful form against the unrolled one, per-layer errors
+    and firing rates, and the cost per input (accumulates, multiply-accumulates, spikes,
+    activation sparsity, membrane updates, energy; NeuroBench's names, docs/cost.md).
+    Returns a ``Verification``: a dict, with ``to_markdown()`` and ``to_json()``.
+
+    data: inputs, an array with the batch on axis 0 or the path of a float32 .npy file.
+    labels: one integer per input (an array or a .npy path), for accuracy.
+    tau: members per Group Neuron. timesteps: the T values reported.
+    calibrate: for a ReLU network, as in ``convert`` (inputs, a path, or a calibration).
+    energy: "45nm-fp32" (4.6 pJ per MAC, 0.9 pJ per AC), "45nm-fp16", "45nm-int8", or
+        "mac=PJ,ac=PJ".
+    progress: called as ``progress(stage, done, total)``; by default a tqdm bar per stage
+        where tqdm is installed and the run is long.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    path, bytes_ = _source(model)
+    if isinstance(data, (str, os.PathLike)):
+        data = np.load(os.fspath(data))
+    x = np.ascontiguousarray(data, dtype=np.float32)
+    if x.ndim < 1 or len(x) == 0:
+        raise ValueError("verify: the inputs need the batch on axis 0 and at least one input")
+    if labels is not None:
+        if isinstance(labels, (str, os.PathLike)):
+            labels = np.load(os.fspath(labels))
+        labels = [int(v) for v in np.asarray(labels).reshape(-1)]
+        if any(v < 0 for v in labels):
+            raise ValueError("verify: labels are class indices, 0 or more")
+    calibration = None
+    if calibrate is not None:
+        if not isinstance(calibrate, dict):
+            calibrate = _calibrate(model, calibrate, percentile=percentile, per_channel=per_channel)
+        calibration = json.dumps(calibrate)
+
+    def load(model_bytes, optimize):
+        options = ort.SessionOptions()
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(bytes(model_bytes), options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+
+        def run(inputs):
+            feed = {n: np.frombuffer(b, dtype=np.float32).reshape(shape) for n, (shape, b) in zip(names, inputs)}
+            return [(list(r.shape), np.ascontiguousarray(r, dtype=np.float32).tobytes()) for r in session.run(None, feed)]
+
+        return run
+
+    progress = progress or _stage_bars(len(x))
+    figures, markdown, per_layer = _native.verify(
+        path,
+        bytes_,
+        (list(x.shape), x.tobytes()),
+        labels,
+        int(tau),
+        [int(t) for t in timesteps],
+        calibration,
+        str(energy),
+        load,
+        progress,
+    )
+    return Verification(json.loads(figures), markdown, per_layer)
+
+
+def _stage_bars(total):
+    """A tqdm bar per stage (each call reports one finished batch) where tqdm is installed
+    and the run is long, else nothing."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda stage, done, total: None
+    if total < 1000:
+        return lambda stage, done, total: None
+    bars = {}
+
+    def update(stage, done, total):
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[stage] = tqdm(total=total, unit="inputs", desc=stage)
+        bar.update(done)
 
     return update
 
