@@ -17,7 +17,7 @@ FIXTURE = ROOT / "fixtures" / "models" / "cnn_l4.onnx"
 DATA = ROOT / "fixtures" / "data"
 
 
-def test_set(n):
+def fashion(n):
     raw = gzip.open(DATA / "t10k-images-idx3-ubyte.gz").read()[16 : 16 + n * 784]
     x = (np.frombuffer(raw, np.uint8).reshape(n, 1, 28, 28) / 255).astype(np.float32)
     y = np.frombuffer(gzip.open(DATA / "t10k-labels-idx1-ubyte.gz").read()[8 : 8 + n], np.uint8).astype(np.int64)
@@ -26,7 +26,7 @@ def test_set(n):
 
 @pytest.fixture(scope="module")
 def measured():
-    x, y = test_set(200)
+    x, y = fashion(200)
     stages = []
     result = gn_transpile.verify(FIXTURE, x, y, tau=4, timesteps=(1, 2, 4), progress=lambda *a: stages.append(a))
     return x, y, result, stages
@@ -36,13 +36,13 @@ def test_verify_reports_curves_exactness_and_the_cost(measured):
     x, y, m, stages = measured
     assert m["images"] == 200 and m["tau"] == 4
     curves = {c["neuron"]: c for c in m["curves"]}
-    assert [p[0] for p in curves["gn"]["mse"]] == [1, 2, 4]
+    assert [p[0] for p in curves["GN"]["mse"]] == [1, 2, 4]
     # GN with tau = L = 4 at T = 1 is the ANN.
     assert m["exactness"]["flips"] == 0 and m["exactness"]["relative_mse"] < 1e-10
     # GN follows the ANN from T = 1 on real images; IF needs more steps.
-    gn_acc = dict(curves["gn"]["accuracy"])
+    gn_acc = dict(curves["GN"]["accuracy"])
     assert gn_acc[4] >= m["ann_accuracy"] - 0.02
-    assert dict(curves["gn"]["mse"])[4] < dict(curves["if"]["mse"])[4]
+    assert dict(curves["GN"]["mse"])[4] < dict(curves["IF"]["mse"])[4]
     ops = m["operations"]
     assert ops["ann_macs"] > 0 and ops["footprint"] > 0 and ops["energy"]["name"] == "45nm-fp32"
     for c in ops["costs"]:
@@ -100,7 +100,7 @@ def test_the_command_line_prints_the_same_numbers(measured, tmp_path):
 
 
 def test_verify_refuses_bad_requests_in_one_line():
-    x, y = test_set(4)
+    x, y = fashion(4)
     with pytest.raises(ValueError, match="energy table"):
         gn_transpile.verify(FIXTURE, x, y, energy="7nm")
     with pytest.raises(ValueError, match="3 labels for 4 inputs"):

@@ -222,13 +222,15 @@ pub(crate) fn count_operations(
             Reads::PooledSpikes { pool, input, .. } => window(pool, input),
             _ => 1,
         };
-        weighted.push(WeightedLayer {
-            node: r.node,
-            op: r.op,
-            macs: out_elems as u64 * fan_in.max(0) as u64,
-            reads: r.reads,
-            window,
-        });
+        let dense = out_elems as u64 * fan_in.max(0) as u64;
+        // A convolution's taps on its padding are no synapses.
+        let macs = match constants.dims(weight) {
+            Some(w) if node.op_type() == "Conv" => {
+                conv_synapses(node, &w, &shape_of(&node.input[0]), &shape_of(&node.output[0])).unwrap_or(dense)
+            }
+            _ => dense,
+        };
+        weighted.push(WeightedLayer { node: r.node, op: r.op, macs, reads: r.reads, window });
     }
     let ann_macs: u64 = weighted.iter().map(|w| w.macs).sum();
     let site_layer = |output: &str| layers.iter().find(|l| l.output == output);
@@ -308,6 +310,51 @@ pub(crate) fn count_operations(
     }))
 }
 
+/// The synapses of a convolution with weight dims `w` from input `x` to output `y`
+/// (`[N, C, spatial…]` each): output positions × kernel taps that fall inside the input,
+/// per pair of channels it connects. `None` when the shapes do not fit the weight.
+fn conv_synapses(node: &gn_onnx::proto::NodeProto, w: &[i64], x: &[usize], y: &[usize]) -> Option<u64> {
+    use gn_onnx::graph::attr;
+    let spatial = w.len().checked_sub(2)?;
+    if x.len() != w.len() || y.len() != w.len() || spatial == 0 {
+        return None;
+    }
+    let get = |name: &str, default: i64| -> Vec<i64> {
+        attr::get_ints(node, name).filter(|v| v.len() >= spatial).map_or(vec![default; spatial], |v| v.to_vec())
+    };
+    let (strides, dilations, pads) = (get("strides", 1), get("dilations", 1), get("pads", 0));
+    let auto_pad = attr::get_string(node, "auto_pad").unwrap_or_default();
+    let mut taps: u64 = 1;
+    for i in 0..spatial {
+        let (h, o, k) = (x[i + 2] as i64, y[i + 2] as i64, w[i + 2]);
+        let (s, d) = (strides[i].max(1), dilations[i].max(1));
+        let begin = match auto_pad.as_str() {
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let total = ((o - 1) * s + (k - 1) * d + 1 - h).max(0);
+                if auto_pad == "SAME_UPPER" {
+                    total / 2
+                } else {
+                    total - total / 2
+                }
+            }
+            "VALID" => 0,
+            _ => pads[i],
+        };
+        // For each kernel offset, the output positions whose tap lands inside [0, h).
+        let mut inside = 0;
+        for j in 0..k {
+            let offset = j * d - begin;
+            // o·s + offset ∈ [0, h)  ⇔  o ∈ [ceil(−offset / s), ceil((h − offset) / s)).
+            let first = ((-offset).max(0) as u64).div_ceil(s as u64) as i64;
+            let last = (((h - offset).max(0) as u64).div_ceil(s as u64) as i64).min(o);
+            inside += (last - first).max(0);
+        }
+        taps = taps.checked_mul(inside as u64)?;
+    }
+    let channels = (y[1] as u64).checked_mul(w[1].max(0) as u64)?;
+    (y[0] as u64).checked_mul(channels)?.checked_mul(taps)
+}
+
 /// Bytes of a model's initializers (and Constant nodes' tensors).
 pub fn footprint(model: &ModelProto) -> u64 {
     let Some(g) = &model.graph else { return 0 };
@@ -325,6 +372,26 @@ pub fn footprint(model: &ModelProto) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_convolution_s_synapses_leave_out_its_padding_taps() {
+        let conv = |attrs: Vec<gn_onnx::proto::AttributeProto>| gn_onnx::proto::NodeProto {
+            op_type: Some("Conv".into()),
+            attribute: attrs,
+            ..Default::default()
+        };
+        use gn_onnx::graph::attr::ints;
+        // 4×4 input, 3×3 kernel, padding 1: 16 outputs × 9 taps, less the 44 on padding
+        // (each border row or column of outputs loses 3 taps per side; corners overlap).
+        let node = conv(vec![ints("pads", &[1, 1, 1, 1])]);
+        assert_eq!(conv_synapses(&node, &[1, 1, 3, 3], &[1, 1, 4, 4], &[1, 1, 4, 4]), Some(100));
+        // No padding: every tap lands inside; 2 output and 3 input channels.
+        assert_eq!(conv_synapses(&conv(vec![]), &[2, 3, 3, 3], &[1, 3, 5, 5], &[1, 2, 3, 3]), Some(2 * 3 * 9 * 9));
+        // Stride 2, padding 1, 5 → 3: per axis, offsets 0, 1, 2 reach 2, 3, 2 outputs.
+        let node = conv(vec![ints("pads", &[1, 1, 1, 1]), ints("strides", &[2, 2])]);
+        assert_eq!(conv_synapses(&node, &[1, 1, 3, 3], &[1, 1, 5, 5], &[1, 1, 3, 3]), Some(7 * 7));
+        assert_eq!(conv_synapses(&conv(vec![]), &[1, 1, 3, 3], &[1, 1, 4], &[1, 1, 2, 2]), None);
+    }
 
     #[test]
     fn energy_tables_are_presets_or_two_costs() {
