@@ -207,16 +207,9 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         anyhow::ensure!(l.len() == n, "{} labels for {n} inputs", l.len());
     }
     let spec = Spec { calibration, energy, ..Spec::for_inputs(n, tau, &timesteps) };
-    // Each call reports one finished batch of a stage.
-    let done = std::sync::Mutex::new((String::new(), 0));
-    let progress = |stage: &str, batch: usize, total: usize| {
-        let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
-        if done.0 != stage {
-            *done = (stage.to_string(), 0);
-        }
-        done.1 += batch;
-        PROGRESS_LINE.store(true, Ordering::Relaxed);
-        eprint!("\r{stage:<16} {}/{total} inputs   ", done.1);
+    let line = ProgressLine::default();
+    let progress = |stage: &str, done: usize, total: usize| {
+        line.show(done == total, || format!("{stage:<16} {done}/{total} inputs   "));
     };
     let m = measure(&model, &x, labels.as_deref(), &spec, &progress)
         .with_context(|| format!("cannot verify {}", input.display()))?;

@@ -51,7 +51,7 @@ pub fn measure(
 }
 
 /// Measures `ann` on images `x` (batch on axis 0) with optional labels, every model run
-/// on `runtime`. `progress` is told each finished batch: (stage, its inputs, the stage's
+/// on `runtime`. `progress` is told, after each batch, (stage, inputs done, the stage's
 /// inputs).
 pub fn measure_on(
     runtime: &dyn Runtime,

@@ -48,7 +48,8 @@ pub fn run_batched_as(
 /// Runs `model` on `x` on `runtime`, in batches (of the model's static batch, if it has
 /// one; in parallel where the runtime allows); returns every output, concatenated along
 /// the batch axis (axis 1 for the outputs the conversion wrote with the steps in front:
-/// `gn_transpile.anytime_outputs`). `progress` is told the inputs of each finished batch.
+/// `gn_transpile.anytime_outputs`). `progress` is told, after each batch, how many inputs
+/// are done.
 pub fn run_batched_on(
     runtime: &dyn Runtime,
     model: &ModelProto,
@@ -70,10 +71,11 @@ pub fn run_batched_on(
     let stacked = gn_transpile::metadata::Metadata::read(model).and_then(Result::ok).map(|m| m.anytime_outputs);
     let stacked = stacked.unwrap_or_default();
     let chunks: Vec<ArrayD<f32>> = x.axis_chunks_iter(Axis(0), batch.max(1)).map(|c| c.to_owned()).collect();
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let run = |c: ArrayD<f32>| {
         let n = c.shape()[0];
         let out = plan.run(vec![c]);
-        progress(n);
+        progress(done.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n);
         out
     };
     let results: Result<Vec<Vec<ArrayD<f32>>>, VerifyError> = if runtime.parallel() {

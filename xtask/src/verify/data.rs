@@ -1,24 +1,16 @@
 //! The test data and the progress display.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use gn_onnx::data::read_idx_u8;
 use ndarray::{ArrayD, IxDyn};
 
-/// Progress on stderr: one line per stage, updated in place.
+/// Progress on stderr: one line per stage, updated in place; told (stage, inputs done,
+/// the stage's inputs).
 pub fn progress() -> impl Fn(&str, usize, usize) + Sync {
-    let done = AtomicUsize::new(0);
-    let stage = std::sync::Mutex::new(String::new());
     let last = std::sync::Mutex::new(Instant::now());
-    move |name: &str, k: usize, total: usize| {
-        let mut s = stage.lock().unwrap_or_else(|e| e.into_inner());
-        if *s != name {
-            *s = name.to_string();
-            done.store(0, Ordering::SeqCst);
-        }
-        let d = done.fetch_add(k, Ordering::SeqCst) + k;
+    move |name: &str, d: usize, total: usize| {
         eprint!("\r  {name:<16} {d:>6}/{total} images");
         if d >= total {
             let mut l = last.lock().unwrap_or_else(|e| e.into_inner());

@@ -194,11 +194,8 @@ fn calibration(
                 per_channel: mc.per_channel,
                 batch: spec.batch,
             };
-            let (bar, seen) = (progress(), std::sync::atomic::AtomicUsize::new(0));
-            let step = |done: usize, total: usize| {
-                let before = seen.swap(done, std::sync::atomic::Ordering::SeqCst);
-                bar("calibrate", done - before, total)
-            };
+            let bar = progress();
+            let step = |done: usize, total: usize| bar("calibrate", done, total);
             let c = gn_transpile::tract_calibrate::calibrate_file(ann, data, &cs, &step)
                 .with_context(|| format!("cannot calibrate {} on {}", mc.name, data.display()))?;
             Some(std::sync::Arc::new(c))

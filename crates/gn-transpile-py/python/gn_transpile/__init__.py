@@ -241,8 +241,7 @@ def verify(
 
 
 def _stage_bars(total):
-    """A tqdm bar per stage (each call reports one finished batch) where tqdm is installed
-    and the run is long, else nothing."""
+    """A tqdm bar per stage where tqdm is installed and the run is long, else nothing."""
     try:
         from tqdm import tqdm
     except ImportError:
@@ -257,7 +256,7 @@ def _stage_bars(total):
             for other in bars.values():
                 other.close()
             bar = bars[stage] = tqdm(total=total, unit="inputs", desc=stage)
-        bar.update(done)
+        bar.update(done - bar.n)
 
     return update
 
