@@ -25,6 +25,7 @@ use std::rc::Rc;
 
 use gn_onnx::graph::{attr, standard_op, Constants};
 use gn_onnx::proto::{tensor_shape_proto::dimension::Value as DimValue, type_proto, NodeProto, ValueInfoProto};
+use gn_onnx::window::{Padding, Window};
 use gn_onnx::Graph;
 
 use crate::error::TranspileError;
@@ -946,21 +947,13 @@ fn range(cx: &Cx) -> Rule<Fact> {
 /// that would start in the end padding), or ⌈in / s⌉ with auto_pad SAME_*.
 fn windows(cx: &Cx, spatial: &[Dim], kernel: &[i64], ceil: bool) -> Rule<Vec<Dim>> {
     let s = spatial.len();
-    let list = |name: &str, default: i64, len: usize| -> Rule<Vec<i64>> {
-        match cx.ints_attr(name) {
-            Some(v) if v.len() == len => Ok(v),
-            Some(v) => here(format!("'{name}' has {} entries, not {len}", v.len())),
-            None => Ok(vec![default; len]),
-        }
+    let Window { strides, dilations, padding } = match Window::of(cx.node, s) {
+        Ok(w) => w,
+        Err(why) => return here(why),
     };
-    let strides = list("strides", 1, s)?;
-    let dilations = list("dilations", 1, s)?;
-    let auto_pad = attr::get_string(cx.node, "auto_pad").unwrap_or_default();
-    let pads = match auto_pad.as_str() {
-        "" | "NOTSET" => list("pads", 0, 2 * s)?,
-        "VALID" => vec![0; 2 * s],
-        "SAME_UPPER" | "SAME_LOWER" => Vec::new(),
-        other => return here(format!("auto_pad '{other}' is not an ONNX padding mode")),
+    let pads = match padding {
+        Padding::Explicit(pads) => pads,
+        Padding::Same { .. } => Vec::new(),
     };
     if kernel.len() != s {
         return here(format!("the kernel has {} axes, the input {s} spatial axes", kernel.len()));

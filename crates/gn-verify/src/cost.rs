@@ -314,32 +314,16 @@ pub(crate) fn count_operations(
 /// (`[N, C, spatial…]` each): output positions × kernel taps that fall inside the input,
 /// per pair of channels it connects. `None` when the shapes do not fit the weight.
 fn conv_synapses(node: &gn_onnx::proto::NodeProto, w: &[i64], x: &[usize], y: &[usize]) -> Option<u64> {
-    use gn_onnx::graph::attr;
     let spatial = w.len().checked_sub(2)?;
     if x.len() != w.len() || y.len() != w.len() || spatial == 0 {
         return None;
     }
-    let get = |name: &str, default: i64| -> Vec<i64> {
-        attr::get_ints(node, name).filter(|v| v.len() >= spatial).map_or(vec![default; spatial], |v| v.to_vec())
-    };
-    let (strides, dilations, pads) = (get("strides", 1), get("dilations", 1), get("pads", 0));
-    let auto_pad = attr::get_string(node, "auto_pad").unwrap_or_default();
+    let window = gn_onnx::window::Window::of(node, spatial).ok()?;
     let mut taps: u64 = 1;
     for i in 0..spatial {
         let (h, o, k) = (x[i + 2] as i64, y[i + 2] as i64, w[i + 2]);
-        let (s, d) = (strides[i].max(1), dilations[i].max(1));
-        let begin = match auto_pad.as_str() {
-            "SAME_UPPER" | "SAME_LOWER" => {
-                let total = ((o - 1) * s + (k - 1) * d + 1 - h).max(0);
-                if auto_pad == "SAME_UPPER" {
-                    total / 2
-                } else {
-                    total - total / 2
-                }
-            }
-            "VALID" => 0,
-            _ => pads[i],
-        };
+        let (s, d) = (window.strides[i].max(1), window.dilations[i].max(1));
+        let begin = window.begin(i, h, o, k);
         // For each kernel offset, the output positions whose tap lands inside [0, h).
         let mut inside = 0;
         for j in 0..k {
