@@ -192,7 +192,7 @@ pub(crate) fn count_operations(
         exposed.iter().position(|e| e == v).map_or_else(Vec::new, |k| outs[k + 1].shape().to_vec())
     };
     // The window of an averaging pool: its kernel, or a global pool's whole input.
-    let window = |pool: &str, input: &str| -> u64 {
+    let pool_window = |pool: &str, input: &str| -> u64 {
         let node = by_name.get(pool);
         let kernel = node.and_then(|n| gn_onnx::graph::attr::get_ints(n, "kernel_shape"));
         match kernel {
@@ -219,7 +219,7 @@ pub(crate) fn count_operations(
             (_, None) => shape_of(&node.input[0]).last().map_or(0, |&d| d as i64),
         };
         let window = match &r.reads {
-            Reads::PooledSpikes { pool, input, .. } => window(pool, input),
+            Reads::PooledSpikes { pool, input, .. } => pool_window(pool, input),
             _ => 1,
         };
         let dense = out_elems as u64 * fan_in.max(0) as u64;
@@ -238,7 +238,6 @@ pub(crate) fn count_operations(
     let timesteps: Vec<usize> = layers.first().map(|l| l.if_rates.iter().map(|r| r.0).collect()).unwrap_or_default();
     let mut costs = Vec::new();
     for (neuron, tau) in [(NeuronKind::If, 1), (NeuronKind::Gn, tau)] {
-        let gn = neuron == NeuronKind::Gn;
         for (i, &t) in timesteps.iter().enumerate() {
             let steps = t as f64;
             let (mut acs, mut macs, mut dense, mut synaptic_events) = (0.0, 0.0, 0.0, 0.0);
@@ -261,9 +260,9 @@ pub(crate) fn count_operations(
                         // their sizes: the mean rate weighted by size.
                         let (mut spikes, mut events, mut size) = (0.0, 0.0, 0.0);
                         for l in sources.iter().filter_map(|s| site_layer(s)) {
-                            let n = l.neurons as f64;
-                            spikes += n * if gn { l.gn_rates[i].1 } else { l.if_rates[i].1 };
-                            events += n * if gn { l.gn_events[i].1 } else { l.if_events[i].1 };
+                            let (n, (rates, per_step)) = (l.neurons as f64, l.activity(neuron));
+                            spikes += n * rates[i].1;
+                            events += n * per_step[i].1;
                             size += n;
                         }
                         let share = |x: f64| if size > 0.0 { x / size * w.window as f64 } else { 0.0 };
@@ -277,9 +276,9 @@ pub(crate) fn count_operations(
             }
             let (mut spikes, mut events) = (0.0, 0.0);
             for l in layers {
-                let n = l.neurons as f64 * steps;
-                spikes += n * if gn { l.gn_rates[i].1 } else { l.if_rates[i].1 };
-                events += n * if gn { l.gn_events[i].1 } else { l.if_events[i].1 };
+                let (n, (rates, per_step)) = (l.neurons as f64 * steps, l.activity(neuron));
+                spikes += n * rates[i].1;
+                events += n * per_step[i].1;
             }
             let updates = neurons as f64 * steps;
             costs.push(Cost {

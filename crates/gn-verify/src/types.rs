@@ -115,6 +115,20 @@ pub struct Layer {
     pub neurons: usize,
 }
 
+/// (T, a figure) per T.
+type Points = [(usize, f64)];
+
+impl Layer {
+    /// (T, member spikes per neuron per step) and (T, events per neuron per step) of one
+    /// neuron kind.
+    pub fn activity(&self, kind: NeuronKind) -> (&Points, &Points) {
+        match kind {
+            NeuronKind::If => (&self.if_rates, &self.if_events),
+            NeuronKind::Gn => (&self.gn_rates, &self.gn_events),
+        }
+    }
+}
+
 /// Everything measured on one model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Measurement {
