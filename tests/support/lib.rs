@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use gn_onnx::data::{read_idx_u8, tensor_f32};
-use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+use gn_onnx::proto::{GraphProto, ModelProto, NodeProto};
 use ndarray::{s, Array2, Array4, ArrayD, Axis};
 
 pub mod built;
@@ -233,13 +233,7 @@ impl ModelBuilder {
             ..Default::default()
         });
         self.graph.output.push(gn_onnx::data::float_value_info("output", &dims));
-        ModelProto {
-            ir_version: Some(8),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(self.opset) }],
-            producer_name: Some("gn-tests".into()),
-            graph: Some(self.graph),
-            ..Default::default()
-        }
+        ModelProto { producer_name: Some("gn-tests".into()), ..gn_onnx::data::model(self.graph, self.opset) }
     }
 }
 

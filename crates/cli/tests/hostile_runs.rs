@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use gn_onnx::data::tensor_f32;
 use gn_onnx::graph::attr;
 use gn_onnx::io::{encode, load};
-use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
+use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 use common::*;
 
@@ -166,19 +166,15 @@ fn sequential_sites(k: usize) -> ModelProto {
 }
 
 fn model_of(nodes: Vec<NodeProto>, output: &str, initializer: Vec<TensorProto>) -> ModelProto {
-    ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
-        graph: Some(GraphProto {
-            node: nodes,
-            name: Some("g".into()),
-            initializer,
-            input: vec![gn_onnx::data::float_value_info("x", &[None, Some(4)])],
-            output: vec![gn_onnx::data::float_value_info(output, &[None, Some(4)])],
-            ..Default::default()
-        }),
+    let graph = GraphProto {
+        node: nodes,
+        name: Some("g".into()),
+        initializer,
+        input: vec![gn_onnx::data::float_value_info("x", &[None, Some(4)])],
+        output: vec![gn_onnx::data::float_value_info(output, &[None, Some(4)])],
         ..Default::default()
-    }
+    };
+    gn_onnx::data::model(graph, 13)
 }
 
 #[test]

@@ -135,6 +135,34 @@ pub fn read_idx_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>), IdxError> {
     Ok((dims, bytes))
 }
 
+/// A node of the default domain writing `output`, named after it (models built in code).
+pub fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<crate::proto::AttributeProto>,
+) -> crate::proto::NodeProto {
+    crate::proto::NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: Some(output.into()),
+        op_type: Some(op.into()),
+        attribute,
+        ..Default::default()
+    }
+}
+
+/// A model of `graph` importing the default domain at `opset`, IR version 8 (models built
+/// in code; the IR version every supported runtime reads).
+pub fn model(graph: crate::proto::GraphProto, opset: i64) -> crate::proto::ModelProto {
+    crate::proto::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![crate::proto::OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
 /// A float32 `ValueInfoProto` of the given dims; `None` is the symbolic batch `batch`.
 pub fn float_value_info(name: &str, dims: &[Option<i64>]) -> crate::proto::ValueInfoProto {
     use crate::proto::tensor_shape_proto::{dimension::Value, Dimension};

@@ -178,20 +178,15 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
-        NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            name: Some(output.into()),
-            op_type: Some(op.into()),
-            ..Default::default()
-        }
-    }
+    use crate::data::node;
 
     fn graph() -> Graph {
         Graph::new(GraphProto {
-            node: vec![node("Relu", &["x"], "a"), node("Neg", &["a"], "b"), node("Abs", &["b"], "y")],
+            node: vec![
+                node("Relu", &["x"], "a", vec![]),
+                node("Neg", &["a"], "b", vec![]),
+                node("Abs", &["b"], "y", vec![]),
+            ],
             input: vec![crate::data::float_value_info("x", &[None])],
             output: vec![crate::data::float_value_info("y", &[None])],
             ..Default::default()
@@ -230,7 +225,7 @@ mod tests {
     fn replace_and_remove_act_on_the_planned_indices() {
         let mut g = graph();
         let mut p = Patch::new(&g);
-        p.replace(1, node("Sigmoid", &["a"], "b"));
+        p.replace(1, node("Sigmoid", &["a"], "b", vec![]));
         g.apply(p).unwrap();
         assert!(g.render().contains("b: Sigmoid(a) -> b"));
         let mut p = Patch::new(&g);

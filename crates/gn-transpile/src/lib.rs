@@ -56,6 +56,8 @@ mod rate;
 mod rebatch;
 mod shapes;
 pub mod spikes;
+#[cfg(test)]
+mod test_graphs;
 mod time;
 #[cfg(feature = "tract")]
 pub mod tract_calibrate;

@@ -237,19 +237,8 @@ mod tests {
     use crate::neuron::{Neuron, NeuronKind};
     use crate::opset::Opset;
     use crate::options::Options;
-    use gn_onnx::data::{float_value_info, tensor_f32};
+    use gn_onnx::data::{float_value_info, node, tensor_f32};
     use gn_onnx::proto::{GraphProto, NodeProto};
-
-    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<gn_onnx::proto::AttributeProto>) -> NodeProto {
-        NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            name: Some(output.into()),
-            op_type: Some(op.into()),
-            attribute,
-            ..Default::default()
-        }
-    }
 
     fn layer(input: &str, output: &str) -> NodeProto {
         let neuron = Neuron { kind: NeuronKind::Gn, theta: 1.0, tau: 2, levels: 4 };

@@ -231,34 +231,10 @@ fn state_shapes(graph: &Graph, lowered: &crate::lower::Lowered, opset: Opset) ->
 mod tests {
     use super::*;
     use crate::metadata::states;
-    use gn_onnx::data::{float_value_info, tensor_f32, tensor_i64};
+    use crate::test_graphs::{qcfs, qcfs_constants};
+    use gn_onnx::data::{float_value_info, model, node, tensor_f32, tensor_i64};
     use gn_onnx::graph::attr;
-    use gn_onnx::proto::{AttributeProto, GraphProto, NodeProto, OperatorSetIdProto};
-
-    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
-        NodeProto {
-            name: Some(output.into()),
-            op_type: Some(op.into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            attribute,
-            ..Default::default()
-        }
-    }
-
-    /// θ·clip(⌊x·L/θ + 1/2⌋/L, 0, 1) writing `y`, in the Div-Clip-Mul-Add-Floor-Div-Mul chain.
-    fn qcfs(x: &str, y: &str) -> Vec<NodeProto> {
-        let v = |s: &str| format!("{y}.{s}");
-        vec![
-            node("Div", &[x, "theta"], &v("a"), vec![]),
-            node("Clip", &[&v("a"), "zero", "one"], &v("b"), vec![]),
-            node("Mul", &[&v("b"), "levels"], &v("c"), vec![]),
-            node("Add", &[&v("c"), "half"], &v("d"), vec![]),
-            node("Floor", &[&v("d")], &v("e"), vec![]),
-            node("Div", &[&v("e"), "levels"], &v("f"), vec![]),
-            node("Mul", &[&v("f"), "theta"], y, vec![]),
-        ]
-    }
+    use gn_onnx::proto::GraphProto;
 
     /// x [N, 1, 4, 4] ─► Conv 3×3 ─► QCFS ─► Conv 1×1 ─► QCFS ─► MaxPool 2×2/2 ─► Reshape
     /// to [N, −1] (the target built from Shape(x)[0]) ─► Gemm ─► y [N, 3].
@@ -283,29 +259,23 @@ mod tests {
         ]);
         let graph = GraphProto {
             node: nodes,
-            initializer: vec![
-                tensor_f32("w1", &[2, 1, 3, 3], &[0.3; 18]),
-                tensor_f32("w2", &[2, 2, 1, 1], &[0.9, -0.4, 0.5, 0.7]),
-                tensor_f32("w3", &[3, 8], &[0.1; 24]),
-                tensor_f32("theta", &[1], &[1.5]),
-                tensor_f32("zero", &[], &[0.0]),
-                tensor_f32("one", &[], &[1.0]),
-                tensor_f32("levels", &[], &[4.0]),
-                tensor_f32("half", &[], &[0.5]),
-                tensor_i64("zero_i", &[], &[0]),
-                tensor_i64("axes", &[1], &[0]),
-                tensor_i64("minus_one", &[1], &[-1]),
-            ],
+            initializer: [
+                vec![
+                    tensor_f32("w1", &[2, 1, 3, 3], &[0.3; 18]),
+                    tensor_f32("w2", &[2, 2, 1, 1], &[0.9, -0.4, 0.5, 0.7]),
+                    tensor_f32("w3", &[3, 8], &[0.1; 24]),
+                    tensor_i64("zero_i", &[], &[0]),
+                    tensor_i64("axes", &[1], &[0]),
+                    tensor_i64("minus_one", &[1], &[-1]),
+                ],
+                qcfs_constants(1.5),
+            ]
+            .concat(),
             input: vec![float_value_info("x", &[None, Some(1), Some(4), Some(4)])],
             output: vec![float_value_info("y", &[None, Some(3)])],
             ..Default::default()
         };
-        ModelProto {
-            ir_version: Some(8),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
-            graph: Some(graph),
-            ..Default::default()
-        }
+        model(graph, 17)
     }
 
     #[test]

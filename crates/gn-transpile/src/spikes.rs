@@ -164,49 +164,28 @@ fn spike_sources(graph: &Graph, producers: &std::collections::HashMap<String, us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gn_onnx::data::{float_value_info, tensor_f32};
-    use gn_onnx::proto::{GraphProto, NodeProto};
-
-    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
-        NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            name: Some(output.into()),
-            op_type: Some(op.into()),
-            ..Default::default()
-        }
-    }
+    use crate::test_graphs::{qcfs, qcfs_constants};
+    use gn_onnx::data::{float_value_info, node, tensor_f32};
+    use gn_onnx::proto::GraphProto;
 
     /// x [N, 4] → MatMul w → QCFS → MatMul w (spikes), → Sigmoid → MatMul w (analog per
     /// step), and → GlobalAveragePool → MatMul w (averaged spikes); the product of the
     /// first two (two varying operands).
     #[test]
     fn weighted_ops_read_spikes_per_step_analog_values_or_the_input_once() {
-        let nodes = vec![
-            node("MatMul", &["x", "w"], "h"),
-            node("Div", &["h", "theta"], "q1"),
-            node("Clip", &["q1", "zero", "one"], "q2"),
-            node("Mul", &["q2", "levels"], "q3"),
-            node("Add", &["q3", "half"], "q4"),
-            node("Floor", &["q4"], "q5"),
-            node("Div", &["q5", "levels"], "q6"),
-            node("Mul", &["q6", "theta"], "a"),
-            node("Flatten", &["a"], "f"),
-            node("MatMul", &["f", "w"], "on_spikes"),
-            node("Sigmoid", &["a"], "s"),
-            node("MatMul", &["s", "w"], "on_steps"),
-            node("MatMul", &["on_spikes", "on_steps"], "product"),
-            node("GlobalAveragePool", &["a"], "pooled"),
-            node("MatMul", &["pooled", "w"], "on_pooled"),
-        ];
-        let initializer = vec![
-            tensor_f32("w", &[4, 4], &[0.5; 16]),
-            tensor_f32("theta", &[], &[1.0]),
-            tensor_f32("zero", &[], &[0.0]),
-            tensor_f32("one", &[], &[1.0]),
-            tensor_f32("levels", &[], &[4.0]),
-            tensor_f32("half", &[], &[0.5]),
-        ];
+        let mut nodes = vec![node("MatMul", &["x", "w"], "h", vec![])];
+        nodes.extend(qcfs("h", "a"));
+        nodes.extend([
+            node("Flatten", &["a"], "f", vec![]),
+            node("MatMul", &["f", "w"], "on_spikes", vec![]),
+            node("Sigmoid", &["a"], "s", vec![]),
+            node("MatMul", &["s", "w"], "on_steps", vec![]),
+            node("MatMul", &["on_spikes", "on_steps"], "product", vec![]),
+            node("GlobalAveragePool", &["a"], "pooled", vec![]),
+            node("MatMul", &["pooled", "w"], "on_pooled", vec![]),
+        ]);
+        let mut initializer = vec![tensor_f32("w", &[4, 4], &[0.5; 16])];
+        initializer.extend(qcfs_constants(1.0));
         let graph = GraphProto {
             node: nodes,
             initializer,

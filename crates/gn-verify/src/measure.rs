@@ -368,18 +368,8 @@ fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gn_onnx::data::{float_value_info, tensor_f32};
-    use gn_onnx::proto::{GraphProto, NodeProto, OperatorSetIdProto};
-
-    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
-        NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            name: Some(output.into()),
-            op_type: Some(op.into()),
-            ..Default::default()
-        }
-    }
+    use gn_onnx::data::{float_value_info, model, node, tensor_f32};
+    use gn_onnx::proto::GraphProto;
 
     /// input [N, 3] → Gemm (4 × 3) → QCFS (θ = 1, L = 4, the dynamo form) → Gemm (2 × 4).
     fn mlp() -> ModelProto {
@@ -387,15 +377,15 @@ mod tests {
         let w2: Vec<f32> = (0..8).map(|i| ((i * 3 % 4) as f32 - 1.5) * 0.5).collect();
         let graph = GraphProto {
             node: vec![
-                node("MatMul", &["input", "w1"], "h"),
-                node("Div", &["h", "theta"], "q1"),
-                node("Clip", &["q1", "zero", "one"], "q2"),
-                node("Mul", &["q2", "levels"], "q3"),
-                node("Add", &["q3", "half"], "q4"),
-                node("Floor", &["q4"], "q5"),
-                node("Div", &["q5", "levels"], "q6"),
-                node("Mul", &["q6", "theta"], "a"),
-                node("MatMul", &["a", "w2"], "output"),
+                node("MatMul", &["input", "w1"], "h", vec![]),
+                node("Div", &["h", "theta"], "q1", vec![]),
+                node("Clip", &["q1", "zero", "one"], "q2", vec![]),
+                node("Mul", &["q2", "levels"], "q3", vec![]),
+                node("Add", &["q3", "half"], "q4", vec![]),
+                node("Floor", &["q4"], "q5", vec![]),
+                node("Div", &["q5", "levels"], "q6", vec![]),
+                node("Mul", &["q6", "theta"], "a", vec![]),
+                node("MatMul", &["a", "w2"], "output", vec![]),
             ],
             initializer: vec![
                 tensor_f32("w1", &[3, 4], &w1),
@@ -410,12 +400,7 @@ mod tests {
             output: vec![float_value_info("output", &[None, Some(2)])],
             ..Default::default()
         };
-        ModelProto {
-            ir_version: Some(8),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
-            graph: Some(graph),
-            ..Default::default()
-        }
+        model(graph, 17)
     }
 
     fn spec() -> Spec {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use gn_onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+use gn_onnx::proto::{GraphProto, ModelProto, ValueInfoProto};
 use gn_transpile::{transpile, NeuronKind, Options};
 use gn_verify::{run_batched, Spec};
 use ndarray::{ArrayD, IxDyn};
@@ -112,15 +112,9 @@ pub fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
 
 /// A model of one QCFS activation on a [N, 1] input, for the staircase plot.
 fn single_site(theta: f32, levels: u32) -> ModelProto {
-    use gn_onnx::data::tensor_f32;
+    use gn_onnx::data::{model, tensor_f32};
     let c = |name: &str, v: f32| tensor_f32(name, &[], &[v]);
-    let node = |op: &str, i: &[&str], o: &str| NodeProto {
-        input: i.iter().map(|s| s.to_string()).collect(),
-        output: vec![o.into()],
-        name: Some(o.into()),
-        op_type: Some(op.into()),
-        ..Default::default()
-    };
+    let node = |op: &str, i: &[&str], o: &str| gn_onnx::data::node(op, i, o, vec![]);
     let graph = GraphProto {
         name: Some("qcfs".into()),
         node: vec![
@@ -137,10 +131,5 @@ fn single_site(theta: f32, levels: u32) -> ModelProto {
         output: vec![ValueInfoProto { name: Some("y".into()), ..Default::default() }],
         ..Default::default()
     };
-    ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
-        graph: Some(graph),
-        ..Default::default()
-    }
+    model(graph, 17)
 }
