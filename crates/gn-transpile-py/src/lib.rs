@@ -23,6 +23,20 @@ fn load(path: Option<PathBuf>, data: Option<&[u8]>) -> PyResult<gn_onnx::proto::
     model.map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// float32 values from their bytes in native order (what numpy's `tobytes()` writes).
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// An array of `shape` from float32 bytes in native order; an error when they do not
+/// fill it exactly.
+fn array(shape: &[usize], bytes: &[u8]) -> Result<ndarray::ArrayD<f32>, String> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(format!("{} bytes are not a whole number of float32 values", bytes.len()));
+    }
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), f32s(bytes)).map_err(|e| e.to_string())
+}
+
 fn parse<T: clap::ValueEnum>(what: &str, value: &str) -> PyResult<T> {
     T::from_str(value, true).map_err(|_| {
         let names: Vec<String> = T::value_variants()
@@ -117,10 +131,7 @@ impl Recorder {
     /// Adds one batch of `rows` inputs: each activation as (shape, float32 bytes in
     /// native order, row-major).
     fn add(&mut self, py: Python<'_>, rows: usize, activations: Vec<(Vec<usize>, Vec<u8>)>) -> PyResult<()> {
-        let values: Vec<Vec<f32>> = activations
-            .iter()
-            .map(|(_, bytes)| bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
-            .collect();
+        let values: Vec<Vec<f32>> = activations.iter().map(|(_, bytes)| f32s(bytes)).collect();
         let views: Vec<(&[usize], &[f32])> =
             activations.iter().zip(&values).map(|((shape, _), v)| (shape.as_slice(), v.as_slice())).collect();
         let recording = self.recording.as_mut().ok_or_else(|| PyValueError::new_err("the calibration is finished"))?;
@@ -190,9 +201,7 @@ impl gn_verify::Plan for PyPlan {
         outputs
             .into_iter()
             .map(|(shape, bytes)| {
-                let values: Vec<f32> =
-                    bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
-                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values)
+                array(&shape, &bytes)
                     .map_err(|e| gn_verify::VerifyError::Runtime(format!("an output of the wrong size: {e}")))
             })
             .collect()
@@ -219,9 +228,8 @@ fn verify(
 ) -> PyResult<(String, String, String)> {
     let model = self::load(path, data.as_deref())?;
     let (shape, bytes) = inputs;
-    let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), values)
-        .map_err(|e| PyValueError::new_err(format!("the inputs do not fill their shape: {e}")))?;
+    let x =
+        array(&shape, &bytes).map_err(|e| PyValueError::new_err(format!("the inputs do not fill their shape: {e}")))?;
     let calibration = calibration
         .map(|json| serde_json::from_str::<Calibration>(json).map(std::sync::Arc::new))
         .transpose()

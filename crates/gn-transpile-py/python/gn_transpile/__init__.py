@@ -73,11 +73,7 @@ def convert(
         are as in ``calibrate()``.
     """
     path, data = _source(model)
-    calibration = None
-    if calibrate is not None:
-        if not isinstance(calibrate, dict):
-            calibrate = _calibrate(model, calibrate, percentile=percentile, per_channel=per_channel, batch=batch)
-        calibration = json.dumps(calibrate)
+    calibration = _calibration_json(model, calibrate, percentile, per_channel, batch)
     return _native.convert(path, data, tau, timesteps, neuron, emit, anytime, allow_inexact, calibration)
 
 
@@ -125,22 +121,20 @@ def calibrate(model, inputs, *, percentile=99.9, per_channel=False, batch=64, pr
 _calibrate = calibrate
 
 
+def _calibration_json(model, calibrate, percentile, per_channel, batch):
+    """The native functions' calibration: ``calibrate`` run on inputs (an array or a path),
+    or a calibration ``calibrate()`` returned, as JSON; None without one."""
+    if calibrate is None:
+        return None
+    if not isinstance(calibrate, dict):
+        calibrate = _calibrate(model, calibrate, percentile=percentile, per_channel=per_channel, batch=batch)
+    return json.dumps(calibrate)
+
+
 def _progress_bar(total):
     """A tqdm bar where tqdm is installed and the run is long, else nothing."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return lambda done, total: None
-    if total < 1000:
-        return lambda done, total: None
-    bar = tqdm(total=total, unit="inputs", desc="calibrating")
-
-    def update(done, _total):
-        bar.update(done - bar.n)
-        if done >= _total:
-            bar.close()
-
-    return update
+    bars = _stage_bars(total)
+    return lambda done, total: bars("calibrating", done, total)
 
 
 class Verification(dict):
@@ -205,11 +199,7 @@ def verify(
         labels = [int(v) for v in np.asarray(labels).reshape(-1)]
         if any(v < 0 for v in labels):
             raise ValueError("verify: labels are class indices, 0 or more")
-    calibration = None
-    if calibrate is not None:
-        if not isinstance(calibrate, dict):
-            calibrate = _calibrate(model, calibrate, percentile=percentile, per_channel=per_channel)
-        calibration = json.dumps(calibrate)
+    calibration = _calibration_json(model, calibrate, percentile, per_channel, 64)
 
     def load(model_bytes, optimize):
         options = ort.SessionOptions()
@@ -241,7 +231,8 @@ def verify(
 
 
 def _stage_bars(total):
-    """A tqdm bar per stage where tqdm is installed and the run is long, else nothing."""
+    """A tqdm bar per stage, closed when the stage is done, where tqdm is installed and
+    the run is long (``total`` inputs), else nothing."""
     try:
         from tqdm import tqdm
     except ImportError:
@@ -253,10 +244,10 @@ def _stage_bars(total):
     def update(stage, done, total):
         bar = bars.get(stage)
         if bar is None:
-            for other in bars.values():
-                other.close()
             bar = bars[stage] = tqdm(total=total, unit="inputs", desc=stage)
         bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
 
     return update
 
