@@ -251,6 +251,25 @@ fn verify_reports_mse_and_accuracy_per_timestep_on_user_data() {
     assert!(out.contains("| GN τ=4 | 0.0000 |"), "τ = L = 4 at T = 1 is exact: {out}");
     assert!(out.contains("top-1 agreement 1.0000"), "{out}");
     assert!(out.contains("top-1 accuracy (%); ANN"), "{out}");
+    assert!(out.contains("cost per input (first 40 inputs; energy 45nm-fp32"), "{out}");
+    let (x, y) = (xp.to_str().unwrap(), yp.to_str().unwrap());
+    let model = fixture("cnn_l4.onnx");
+    let model = model.to_str().unwrap();
+    // The figures as JSON, the energy table named; the per-layer tables on request.
+    let o = run(&["verify", model, "--data", x, "--labels", y, "--timesteps", "1", "--energy", "45nm-int8", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    assert_eq!(json["operations"]["energy"]["name"], "45nm-int8");
+    let o = run(&["verify", model, "--data", x, "--timesteps", "1", "--energy", "mac=2,ac=0.5", "--per-layer"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("weighted ops (GN τ=4, T=1)"), "{out}");
+    // A malformed energy table is one line and exit code 2 (clap), before any work.
+    for bad in ["7nm", "mac=1", "mac=1,ac=-2", "mac=x,ac=1"] {
+        let o = run(&["verify", model, "--data", x, "--energy", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("energy"), "{bad}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{bad}");
+    }
 }
 
 #[test]

@@ -107,3 +107,7 @@ def test_verify_refuses_bad_requests_in_one_line():
         gn_transpile.verify(FIXTURE, x, y[:3])
     with pytest.raises(ValueError, match="timesteps must list values"):
         gn_transpile.verify(FIXTURE, x, y, timesteps=(0, 2))
+    with pytest.raises(ValueError, match="at least one input"):
+        gn_transpile.verify(FIXTURE, x[:0], None)
+    with pytest.raises(ValueError, match="labels are class indices"):
+        gn_transpile.verify(FIXTURE, x, -y - 1)
