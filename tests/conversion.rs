@@ -87,6 +87,7 @@ fn synaptic_operations_match_the_reference_spike_counts() {
         layer_timesteps: vec![1, 2, 4],
         calibration: None,
         energy: gn_verify::EnergyTable::default(),
+        pareto_taus: Vec::new(),
     };
     let m = measure(&model, &x.clone().into_dyn(), None, &spec, &|_, _, _| {}).unwrap();
     let ops = m.operations.expect("the MLP has weighted layers");

@@ -114,6 +114,7 @@ fn verify_measures_a_network_whose_stem_pool_moved() {
         layer_timesteps: vec![1, 2],
         calibration: None,
         energy: gn_verify::EnergyTable::default(),
+        pareto_taus: Vec::new(),
     };
     let m = measure(&stem(), &x, None, &spec, &|_, _, _| {}).expect("verify runs on a moved pool");
     assert_eq!(m.layers.len(), 2);

@@ -67,6 +67,7 @@ fn verify_measures_a_model_whose_output_is_named_like_an_anytime_output() {
         layer_timesteps: vec![1, 2],
         calibration: None,
         energy: gn_verify::EnergyTable::default(),
+        pareto_taus: Vec::new(),
     };
     let m = gn_verify::measure(&ann, &x.into_dyn(), Some(&labels), &spec, &|_, _, _| {}).unwrap();
     assert_eq!(m.exactness.map(|e| e.flips), Some(0));

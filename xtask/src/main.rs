@@ -12,7 +12,6 @@
 mod bench;
 mod fuzz;
 mod onnxruntime;
-mod plot;
 mod python;
 mod venv;
 mod verify;

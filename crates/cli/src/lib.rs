@@ -139,38 +139,10 @@ enum Command {
         #[arg(value_name = "IN")]
         input: PathBuf,
     },
-    /// Run the ANN and its IF and GN conversions on your data; print the MSE and accuracy per T.
+    /// Run the ANN and its IF and GN conversions on your data; print the MSE and accuracy per T, and the cost.
     #[cfg(feature = "verify")]
-    Verify {
-        /// The QCFS ANN, or with --calibrate a ReLU network (.onnx).
-        #[arg(value_name = "IN")]
-        input: PathBuf,
-        /// Inputs: a float32 .npy with the batch on axis 0.
-        #[arg(long)]
-        data: PathBuf,
-        /// Labels: an integer .npy, one per input (for accuracy).
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// Members per Group Neuron (τ).
-        #[arg(long, default_value_t = 4)]
-        tau: u32,
-        /// The T values to report (comma-separated); the largest is simulated.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
-        timesteps: Vec<usize>,
-        /// Energy per operation for the cost report: 45nm-fp32 (4.6 pJ per MAC, 0.9 pJ per AC), 45nm-fp16, 45nm-int8, or mac=PJ,ac=PJ.
-        #[arg(long, default_value = "45nm-fp32", value_parser = parse_energy)]
-        energy: gn_verify::EnergyTable,
-        /// Also print each weighted op's and each spiking layer's figures.
-        #[arg(long)]
-        per_layer: bool,
-        /// Print the measurement as JSON instead of tables.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        calibration: CalibrationArgs,
-    },
+    Verify(VerifyArgs),
 }
-
 #[cfg(feature = "verify")]
 fn parse_energy(s: &str) -> Result<gn_verify::EnergyTable, String> {
     s.parse()
@@ -178,26 +150,63 @@ fn parse_energy(s: &str) -> Result<gn_verify::EnergyTable, String> {
 
 /// What `gn-transpile verify` is asked for.
 #[cfg(feature = "verify")]
+#[derive(clap::Args, Debug)]
 struct VerifyArgs {
+    /// The QCFS ANN, or with --calibrate a ReLU network (.onnx).
+    #[arg(value_name = "IN")]
     input: PathBuf,
+    /// Inputs: a float32 .npy with the batch on axis 0.
+    #[arg(long)]
     data: PathBuf,
+    /// Labels: an integer .npy, one per input (for accuracy).
+    #[arg(long)]
     labels: Option<PathBuf>,
+    /// Members per Group Neuron (τ).
+    #[arg(long, default_value_t = 4)]
     tau: u32,
+    /// The T values to report (comma-separated); the largest is simulated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     timesteps: Vec<usize>,
+    /// Energy per operation for the cost report: 45nm-fp32 (4.6 pJ per MAC, 0.9 pJ per AC), 45nm-fp16, 45nm-int8, or mac=PJ,ac=PJ.
+    #[arg(long, default_value = "45nm-fp32", value_parser = parse_energy)]
     energy: gn_verify::EnergyTable,
+    /// Also print each weighted op's and each spiking layer's figures.
+    #[arg(long)]
     per_layer: bool,
+    /// Also measure GN at these τ (default 1,2,4,8; τ = 1 is IF) at each T up to 8, and print accuracy and MSE against energy, marking the points no other point beats.
+    #[arg(long, value_name = "TAUS", value_delimiter = ',', num_args = 0..=1, default_missing_value = "1,2,4,8")]
+    pareto: Option<Vec<u32>>,
+    /// With --pareto: also draw accuracy (MSE without labels) against energy as an SVG chart here.
+    #[arg(long, value_name = "FILE.svg", requires = "pareto")]
+    plot: Option<PathBuf>,
+    /// Print the measurement as JSON instead of tables.
+    #[arg(long)]
     json: bool,
+    #[command(flatten)]
     calibration: CalibrationArgs,
 }
 
 #[cfg(feature = "verify")]
 fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     use gn_verify::{measure, read_npy_inputs, read_npy_labels, Spec};
-    let VerifyArgs { input, data, labels, tau, timesteps, energy, per_layer, json, calibration } = args;
+    let VerifyArgs { input, data, labels, tau, timesteps, energy, per_layer, pareto, plot, json, calibration } = args;
     if timesteps.is_empty() || timesteps.iter().any(|&t| t == 0 || t > gn_transpile::MAX_TIMESTEPS) {
         anyhow::bail!("--timesteps must list values between 1 and {}", gn_transpile::MAX_TIMESTEPS);
     }
     Options { tau, ..Default::default() }.validate()?;
+    let pareto_taus = pareto.unwrap_or_default();
+    if let Some(k) = pareto_taus.iter().find(|&&k| k == 0 || k > gn_transpile::MAX_TAU) {
+        anyhow::bail!("--pareto: τ = {k} is out of range (1 to {})", gn_transpile::MAX_TAU);
+    }
+    // The chart's file is checked before the work: it may not overwrite an input.
+    let protected: Vec<PathBuf> = [Some(&input), Some(&data), labels.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    if let Some(path) = &plot {
+        gn_onnx::save::check_output(path, &protected)?;
+    }
     let model = gn_onnx::io::load(&input)?.model;
     let calibration = calibration.run(&model)?;
     let x = read_npy_inputs(&data)?;
@@ -206,7 +215,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     if let Some(l) = &labels {
         anyhow::ensure!(l.len() == n, "{} labels for {n} inputs", l.len());
     }
-    let spec = Spec { calibration, energy, ..Spec::for_inputs(n, tau, &timesteps) };
+    let spec = Spec { calibration, energy, pareto_taus, ..Spec::for_inputs(n, tau, &timesteps) };
     let line = ProgressLine::default();
     let progress = |stage: &str, done: usize, total: usize| {
         line.show(done == total, || format!("{stage:<16} {done}/{total} inputs   "));
@@ -218,6 +227,14 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {
         print!("{}", m.to_markdown(per_layer));
+    }
+    if let Some(path) = plot {
+        let (Some(p), Some(ops)) = (&m.pareto, &m.operations) else {
+            anyhow::bail!("no chart for {}: the model has no weighted op to count", input.display());
+        };
+        let title = format!("{}: accuracy for energy", input.file_stem().unwrap_or_default().to_string_lossy());
+        gn_onnx::save::save_bytes(p.to_svg(&title, m.ann_accuracy, ops.ann_energy_pj).as_bytes(), &path, &protected)?;
+        eprintln!("accuracy for energy drawn in {}", path.display());
     }
     Ok(())
 }
@@ -231,9 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         #[cfg(feature = "verify")]
-        Some(Command::Verify { input, data, labels, tau, timesteps, energy, per_layer, json, calibration }) => {
-            return verify(VerifyArgs { input, data, labels, tau, timesteps, energy, per_layer, json, calibration })
-        }
+        Some(Command::Verify(args)) => return verify(args),
         None => {}
     }
     let (Some(input), Some(output)) = (cli.input, cli.output) else {

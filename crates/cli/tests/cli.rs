@@ -263,6 +263,40 @@ fn verify_reports_mse_and_accuracy_per_timestep_on_user_data() {
     let o = run(&["verify", model, "--data", x, "--timesteps", "1", "--energy", "mac=2,ac=0.5", "--per-layer"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && out.contains("weighted ops (GN τ=4, T=1)"), "{out}");
+    // Accuracy for energy at τ = 1 (IF), 2, 4, and its chart, written whole.
+    let svg = dir.path().join("pareto.svg");
+    let o = run(&["verify", model, "--data", x, "--labels", y, "--timesteps", "1,2", "--pareto", "1,2,4", "--plot"]);
+    assert_eq!(o.status.code(), Some(2), "--plot needs a file: {}", stderr(&o));
+    let o = run(&[
+        "verify",
+        model,
+        "--data",
+        x,
+        "--labels",
+        y,
+        "--timesteps",
+        "1,2",
+        "--pareto",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("accuracy for energy (accuracy and MSE on 40 inputs"), "{out}");
+    let table = &out[out.find("accuracy for energy").unwrap()..];
+    for network in ["IF", "GN τ=2", "GN τ=4", "GN τ=8"] {
+        assert_eq!(table.matches(&format!("\n| {network} | ")).count(), 2, "{network}: {table}");
+    }
+    let chart = std::fs::read_to_string(&svg).expect("--plot writes the chart");
+    assert!(chart.starts_with("<svg") && chart.contains("GN τ=8") && chart.contains(r#"r="7""#), "{chart}");
+    // --plot without --pareto, and a chart over an input, are refused before any work.
+    let o = run(&["verify", model, "--data", x, "--plot", svg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(&["verify", model, "--data", x, "--pareto", "--plot", x]);
+    assert!(!o.status.success() && o.stdout.is_empty(), "{}", stderr(&o));
+    assert!(Path::new(x).metadata().unwrap().len() > 1000, "the inputs are untouched");
+    let o = run(&["verify", model, "--data", x, "--pareto", "0,2"]);
+    assert!(!o.status.success() && stderr(&o).contains("--pareto"), "{}", stderr(&o));
     // A malformed energy table is one line and exit code 2 (clap), before any work.
     for bad in ["7nm", "mac=1", "mac=1,ac=-2", "mac=x,ac=1"] {
         let o = run(&["verify", model, "--data", x, "--energy", bad]);

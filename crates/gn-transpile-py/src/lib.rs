@@ -209,9 +209,10 @@ impl gn_verify::Plan for PyPlan {
 }
 
 /// Measures a conversion on ONNX Runtime, as `gn-transpile verify` does on tract; returns
-/// the measurement as JSON, its tables, and its tables with the per-layer figures.
+/// the measurement as JSON, its tables, its tables with the per-layer figures, and with
+/// `pareto` τ values the accuracy-for-energy chart (SVG).
 #[pyfunction]
-#[pyo3(signature = (path, data, inputs, labels, tau, timesteps, calibration, energy, load, progress))]
+#[pyo3(signature = (path, data, inputs, labels, tau, timesteps, calibration, energy, pareto, load, progress))]
 #[allow(clippy::too_many_arguments)]
 fn verify(
     py: Python<'_>,
@@ -223,9 +224,10 @@ fn verify(
     timesteps: Vec<usize>,
     calibration: Option<&str>,
     energy: &str,
+    pareto: Vec<u32>,
     load: Py<PyAny>,
     progress: Py<PyAny>,
-) -> PyResult<(String, String, String)> {
+) -> PyResult<(String, String, String, Option<String>)> {
     let model = self::load(path, data.as_deref())?;
     let (shape, bytes) = inputs;
     let x =
@@ -242,7 +244,8 @@ fn verify(
         )));
     }
     let n = shape.first().copied().unwrap_or(0);
-    let spec = gn_verify::Spec { calibration, energy, ..gn_verify::Spec::for_inputs(n, tau, &timesteps) };
+    let spec =
+        gn_verify::Spec { calibration, energy, pareto_taus: pareto, ..gn_verify::Spec::for_inputs(n, tau, &timesteps) };
     let runtime = PyRuntime { load };
     let report = |stage: &str, batch: usize, total: usize| {
         Python::with_gil(|py| {
@@ -254,7 +257,11 @@ fn verify(
         .allow_threads(|| gn_verify::measure_on(&runtime, &model, &x, labels.as_deref(), &spec, &report))
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let json = serde_json::to_string(&m).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok((json, m.to_markdown(false), m.to_markdown(true)))
+    let svg = match (&m.pareto, &m.operations) {
+        (Some(p), Some(ops)) => Some(p.to_svg("accuracy for energy", m.ann_accuracy, ops.ann_energy_pj)),
+        _ => None,
+    };
+    Ok((json, m.to_markdown(false), m.to_markdown(true), svg))
 }
 
 /// Runs the `gn-transpile` command on `argv` (program name first); returns its exit code.

@@ -233,16 +233,54 @@ pub(crate) fn count_operations(
         weighted.push(WeightedLayer { node: r.node, op: r.op, macs, reads: r.reads, window });
     }
     let ann_macs: u64 = weighted.iter().map(|w| w.macs).sum();
-    let site_layer = |output: &str| layers.iter().find(|l| l.output == output);
-    let neurons: u64 = layers.iter().map(|l| l.neurons as u64).sum();
-    let timesteps: Vec<usize> = layers.first().map(|l| l.if_rates.iter().map(|r| r.0).collect()).unwrap_or_default();
-    let mut costs = Vec::new();
+    let mut operations = Operations {
+        layers: weighted,
+        ann_macs,
+        ann_energy_pj: ann_macs as f64 * energy.mac_pj,
+        footprint: footprint(ann),
+        neurons: layers.iter().map(|l| l.neurons as u64).sum(),
+        energy: energy.clone(),
+        costs: Vec::new(),
+    };
     for (neuron, tau) in [(NeuronKind::If, 1), (NeuronKind::Gn, tau)] {
+        let activity: Vec<Activity> = layers.iter().map(|l| Activity::of(l, neuron)).collect();
+        let costs = operations.network_costs(neuron, tau, &activity);
+        operations.costs.extend(costs);
+    }
+    Ok(Some(operations))
+}
+
+/// What one spiking layer of one network does per step, as the cost report reads it.
+pub(crate) struct Activity<'a> {
+    /// The value the layer writes.
+    pub output: &'a str,
+    /// Neurons per input.
+    pub neurons: usize,
+    /// (T, member spikes per neuron per step over the first T steps).
+    pub rates: &'a [(usize, f64)],
+    /// (T, spike events per neuron per step over the first T steps).
+    pub events: &'a [(usize, f64)],
+}
+
+impl<'a> Activity<'a> {
+    /// One neuron kind's activity of a measured layer.
+    pub fn of(layer: &'a Layer, neuron: NeuronKind) -> Self {
+        let (rates, events) = layer.activity(neuron);
+        Activity { output: &layer.output, neurons: layer.neurons, rates, events }
+    }
+}
+
+impl Operations {
+    /// The cost of one spiking network at each T its layers' activity was measured at.
+    pub(crate) fn network_costs(&self, neuron: NeuronKind, tau: u32, activity: &[Activity]) -> Vec<Cost> {
+        let site_layer = |output: &str| activity.iter().find(|l| l.output == output);
+        let timesteps: Vec<usize> = activity.first().map(|l| l.rates.iter().map(|r| r.0).collect()).unwrap_or_default();
+        let mut costs = Vec::new();
         for (i, &t) in timesteps.iter().enumerate() {
             let steps = t as f64;
             let (mut acs, mut macs, mut dense, mut synaptic_events) = (0.0, 0.0, 0.0, 0.0);
-            let mut per_op = Vec::with_capacity(weighted.len());
-            for w in &weighted {
+            let mut per_op = Vec::with_capacity(self.layers.len());
+            for w in &self.layers {
                 let m = w.macs as f64;
                 match &w.reads {
                     Reads::Once => {
@@ -260,9 +298,9 @@ pub(crate) fn count_operations(
                         // their sizes: the mean rate weighted by size.
                         let (mut spikes, mut events, mut size) = (0.0, 0.0, 0.0);
                         for l in sources.iter().filter_map(|s| site_layer(s)) {
-                            let (n, (rates, per_step)) = (l.neurons as f64, l.activity(neuron));
-                            spikes += n * rates[i].1;
-                            events += n * per_step[i].1;
+                            let n = l.neurons as f64;
+                            spikes += n * l.rates[i].1;
+                            events += n * l.events[i].1;
                             size += n;
                         }
                         let share = |x: f64| if size > 0.0 { x / size * w.window as f64 } else { 0.0 };
@@ -275,12 +313,12 @@ pub(crate) fn count_operations(
                 }
             }
             let (mut spikes, mut events) = (0.0, 0.0);
-            for l in layers {
-                let (n, (rates, per_step)) = (l.neurons as f64 * steps, l.activity(neuron));
-                spikes += n * rates[i].1;
-                events += n * per_step[i].1;
+            for l in activity {
+                let n = l.neurons as f64 * steps;
+                spikes += n * l.rates[i].1;
+                events += n * l.events[i].1;
             }
-            let updates = neurons as f64 * steps;
+            let updates = self.neurons as f64 * steps;
             costs.push(Cost {
                 neuron,
                 tau,
@@ -293,20 +331,12 @@ pub(crate) fn count_operations(
                 events,
                 membrane_updates: updates,
                 activation_sparsity: if updates > 0.0 { 1.0 - events / updates } else { 1.0 },
-                energy_pj: macs * energy.mac_pj + acs * energy.ac_pj,
+                energy_pj: macs * self.energy.mac_pj + acs * self.energy.ac_pj,
                 per_op,
             });
         }
+        costs
     }
-    Ok(Some(Operations {
-        layers: weighted,
-        ann_macs,
-        ann_energy_pj: ann_macs as f64 * energy.mac_pj,
-        footprint: footprint(ann),
-        neurons,
-        energy: energy.clone(),
-        costs,
-    }))
 }
 
 /// The synapses of a convolution with weight dims `w` from input `x` to output `y`

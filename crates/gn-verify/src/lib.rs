@@ -10,6 +10,8 @@ mod cost;
 mod measure;
 mod metrics;
 mod npy;
+mod pareto;
+pub mod plot;
 mod report;
 mod run;
 mod runtime;
@@ -21,6 +23,7 @@ pub use measure::measure;
 pub use measure::measure_on;
 pub use metrics::{accuracy, mse, relative_mse, top1};
 pub use npy::{read_npy_inputs, read_npy_labels};
+pub use pareto::{Pareto, ParetoPoint};
 pub use report::{cost_table, energy, si};
 pub use run::{batch_for, initial_states, run_batched_on, run_stateful_on, static_batch};
 #[cfg(feature = "tract")]

@@ -16,19 +16,19 @@ use crate::runtime::Runtime;
 use crate::{Curve, Exactness, Layer, Measurement, Spec, StatefulAgreement, VerifyError};
 
 /// One measurement's inputs and the facts every stage shares.
-struct Run<'a> {
-    runtime: &'a dyn Runtime,
-    ann: &'a ModelProto,
-    x: &'a ArrayD<f32>,
-    labels: Option<&'a [usize]>,
-    spec: &'a Spec,
-    progress: &'a (dyn Fn(&str, usize, usize) + Sync),
+pub(crate) struct Run<'a> {
+    pub runtime: &'a dyn Runtime,
+    pub ann: &'a ModelProto,
+    pub x: &'a ArrayD<f32>,
+    pub labels: Option<&'a [usize]>,
+    pub spec: &'a Spec,
+    pub progress: &'a (dyn Fn(&str, usize, usize) + Sync),
     /// Images.
-    n: usize,
+    pub n: usize,
     /// The largest T.
-    t_max: usize,
+    pub t_max: usize,
     /// Images of the per-layer stage and of the rows kept (a prefix of the data).
-    m: usize,
+    pub m: usize,
 }
 
 /// One emitted model's outputs on the first images.
@@ -84,6 +84,10 @@ pub fn measure_on(
     let layers = layer_errors(&run, &sites, &xs)?;
     let one_image = xs.slice_axis(Axis(0), (0..1).into()).to_owned();
     let operations = count_operations(runtime, ann, &graph, &sites, &layers, spec.tau, &spec.energy, &one_image)?;
+    let pareto = match &operations {
+        Some(ops) if !spec.pareto_taus.is_empty() => crate::pareto::measure(&run, &sites, &xs, &ann_out, &curves, ops)?,
+        _ => None,
+    };
     Ok(Measurement {
         tau: spec.tau,
         layer_images: m,
@@ -98,6 +102,7 @@ pub fn measure_on(
         exactness,
         layers,
         operations,
+        pareto,
         emitted,
         emitted_outputs,
     })
@@ -115,6 +120,12 @@ fn check_request(x: &ArrayD<f32>, labels: Option<&[usize]>, spec: &Spec) -> Resu
         }
     }
     gn_transpile::Options { tau: spec.tau, ..Default::default() }.validate()?;
+    if let Some(&k) = spec.pareto_taus.iter().find(|&&k| k == 0 || k > gn_transpile::MAX_TAU) {
+        return Err(VerifyError::Data(format!(
+            "τ = {k} of the accuracy-for-energy table is out of range (1 to {})",
+            gn_transpile::MAX_TAU
+        )));
+    }
     if let Some(&t) = spec.timesteps.iter().find(|&&t| t == 0 || t > gn_transpile::MAX_TIMESTEPS) {
         return Err(VerifyError::Data(format!("T = {t} is out of range (1 to {})", gn_transpile::MAX_TIMESTEPS)));
     }
@@ -151,7 +162,7 @@ fn sites_before_the_output(ann: &ModelProto, graph: &gn_onnx::Graph, spec: &Spec
 }
 
 /// The largest T measured on every image.
-fn short_max(spec: &Spec) -> usize {
+pub(crate) fn short_max(spec: &Spec) -> usize {
     spec.timesteps.iter().copied().filter(|&t| t <= spec.short_max).max().unwrap_or(1)
 }
 
@@ -263,106 +274,131 @@ fn exactness(
     })
 }
 
-/// Per layer, on the first images `xs`: each site's MSE against the ANN's activation and
-/// its firing rate, per T, for IF and GN.
-fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer>, VerifyError> {
-    let Run { runtime, ann, spec, progress, m, .. } = *run;
-    let calibration = &spec.calibration;
-    // A site whose max-pool moved in front of it writes the pool's output in the SNN: the
-    // layer is compared there, against the ANN's pooled activation.
-    let (_, report) =
-        transpile(ann, &Options { timesteps: 1, calibration: calibration.clone(), ..Default::default() })?;
-    let site_values: Vec<String> = sites
+/// (T, a figure) per T.
+type Series = Vec<(usize, f64)>;
+
+/// One site of one spiking network on the first images: (T, MSE against the ANN's
+/// activation), (T, member spikes per neuron per step), (T, events per neuron per step).
+pub(crate) struct SiteSeries {
+    pub errors: Series,
+    pub rates: Series,
+    pub events: Series,
+}
+
+/// The values the sites write in the SNN: a site whose max-pool moved in front of it
+/// writes the pool's output, and is compared there, against the ANN's pooled activation.
+pub(crate) fn site_values(run: &Run, sites: &[Site]) -> Result<Vec<String>, VerifyError> {
+    let options = Options { timesteps: 1, calibration: run.spec.calibration.clone(), ..Default::default() };
+    let (_, report) = transpile(run.ann, &options)?;
+    Ok(sites
         .iter()
         .map(|s| {
             let moved = report.moves.iter().find(|m| m.activation == s.output);
             moved.map_or_else(|| s.output.clone(), |m| m.output.clone())
         })
-        .collect();
+        .collect())
+}
+
+/// Per layer, on the first images `xs`: each site's MSE against the ANN's activation and
+/// its firing rate, per T, for IF and GN.
+fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer>, VerifyError> {
+    let Run { runtime, ann, spec, progress, m, .. } = *run;
+    let values = site_values(run, sites)?;
     let ann_acts =
-        run_batched_on(runtime, &expose(ann, &site_values), xs, spec.batch, true, &|k| progress("ANN layers", k, m))?;
-    let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
-    // Per neuron model: per site, (T, MSE) and (T, firing rate).
-    type Series = Vec<(usize, f64)>;
-    let mut per_neuron: Vec<(Vec<Series>, Vec<Series>, Vec<Series>)> = Vec::new();
-    for (neuron, tau) in [(NeuronKind::If, 1u32), (NeuronKind::Gn, spec.tau)] {
-        let options = Options {
-            neuron,
-            tau,
-            timesteps: t_layer,
-            anytime: false,
-            allow_inexact: false,
-            calibration: calibration.clone(),
-            ..Default::default()
-        };
-        let (snn, _) = transpile(ann, &options)?;
-        let stage = if neuron == NeuronKind::If { "IF layers" } else { "GN layers" };
-        let outs =
-            run_batched_on(runtime, &expose(&snn, &site_values), xs, spec.batch, true, &|k| progress(stage, k, m))?;
-        let mut errors = Vec::new();
-        let mut rates = Vec::new();
-        let mut events = Vec::new();
-        for (k, site) in sites.iter().enumerate() {
-            // The folded [T·M, …] output of a batch-concatenated run is batch-major per
-            // chunk; regroup it to [T, M, …] chunk by chunk.
-            let folded = &outs[k + 1];
-            let steps = unfold(folded, t_layer, m, batch_for(ann, spec.batch));
-            let reference = &ann_acts[k + 1];
-            let mut sum = ArrayD::<f32>::zeros(reference.raw_dim());
-            let mut curve = Vec::new();
-            for t in 1..=t_layer {
-                sum = sum + steps.index_axis(Axis(0), t - 1);
-                if spec.layer_timesteps.contains(&t) {
-                    curve.push((t, mse(&(&sum / t as f32), reference)));
-                }
-            }
-            // A step's output is (spikes) × θ_GN: member spikes for a Group Neuron. With
-            // θ per channel (axis 1 of each image's activation), θ_GN is per channel.
-            let units: Vec<f64> = match &site.per_channel {
-                Some(pc) => pc.theta.iter().map(|t| t / tau as f64).collect(),
-                None => vec![site.theta / tau as f64],
-            };
-            let inner: usize = steps.shape().iter().skip(3).product();
-            // Per step: (member spikes, events: neurons with a count above 0) per neuron.
-            let per_step: Vec<(f64, f64)> = steps
-                .outer_iter()
-                .map(|s| {
-                    let (spikes, events) = s.iter().enumerate().fold((0.0, 0.0), |(spikes, events), (i, v)| {
-                        let c = (*v as f64 / units[(i / inner.max(1)) % units.len()]).round();
-                        (spikes + c, events + if c > 0.0 { 1.0 } else { 0.0 })
-                    });
-                    let neurons = s.len().max(1) as f64;
-                    (spikes / neurons, events / neurons)
-                })
-                .collect();
-            let prefix = |t: usize, f: fn(&(f64, f64)) -> f64| per_step[..t].iter().map(f).sum::<f64>() / t as f64;
-            rates.push(spec.layer_timesteps.iter().map(|&t| (t, prefix(t, |p| p.0))).collect::<Vec<_>>());
-            events.push(spec.layer_timesteps.iter().map(|&t| (t, prefix(t, |p| p.1))).collect::<Vec<_>>());
-            errors.push(curve);
-        }
-        per_neuron.push((errors, rates, events));
-    }
+        run_batched_on(runtime, &expose(ann, &values), xs, spec.batch, true, &|k| progress("ANN layers", k, m))?;
+    let if_ = site_series(run, sites, &values, xs, &ann_acts, NeuronKind::If, 1)?;
+    let gn = site_series(run, sites, &values, xs, &ann_acts, NeuronKind::Gn, spec.tau)?;
     let layers = sites
         .iter()
+        .zip(values)
+        .zip(if_.into_iter().zip(gn))
         .enumerate()
-        .map(|(k, s)| Layer {
+        .map(|(k, ((s, output), (i, g)))| Layer {
             site: s.name.clone(),
-            output: site_values[k].clone(),
+            output,
             theta: s.theta,
             levels: s.levels,
             channel_thetas: s.per_channel.as_ref().map(|pc| pc.theta.clone()).unwrap_or_default(),
-            if_mse: per_neuron[0].0[k].clone(),
-            gn_mse: per_neuron[1].0[k].clone(),
-            if_rate: per_neuron[0].1[k].last().map_or(0.0, |r| r.1),
-            gn_rate: per_neuron[1].1[k].last().map_or(0.0, |r| r.1),
-            if_rates: per_neuron[0].1[k].clone(),
-            gn_rates: per_neuron[1].1[k].clone(),
-            if_events: per_neuron[0].2[k].clone(),
-            gn_events: per_neuron[1].2[k].clone(),
+            if_rate: i.rates.last().map_or(0.0, |r| r.1),
+            gn_rate: g.rates.last().map_or(0.0, |r| r.1),
+            if_mse: i.errors,
+            gn_mse: g.errors,
+            if_rates: i.rates,
+            gn_rates: g.rates,
+            if_events: i.events,
+            gn_events: g.events,
             neurons: ann_acts[k + 1].len() / m.max(1),
         })
         .collect::<Vec<Layer>>();
     Ok(layers)
+}
+
+/// One spiking network's sites on the first images `xs`, against the ANN's activations
+/// `ann_acts` (the model's output, then the sites' `values`), at the per-layer T.
+pub(crate) fn site_series(
+    run: &Run,
+    sites: &[Site],
+    values: &[String],
+    xs: &ArrayD<f32>,
+    ann_acts: &[ArrayD<f32>],
+    neuron: NeuronKind,
+    tau: u32,
+) -> Result<Vec<SiteSeries>, VerifyError> {
+    let Run { runtime, ann, spec, progress, m, .. } = *run;
+    let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
+    let options = Options {
+        neuron,
+        tau,
+        timesteps: t_layer,
+        anytime: false,
+        allow_inexact: false,
+        calibration: spec.calibration.clone(),
+        ..Default::default()
+    };
+    let (snn, _) = transpile(ann, &options)?;
+    let stage = format!("{} layers", neuron.label(tau));
+    let outs = run_batched_on(runtime, &expose(&snn, values), xs, spec.batch, true, &|k| progress(&stage, k, m))?;
+    let mut series = Vec::new();
+    for (k, site) in sites.iter().enumerate() {
+        // The folded [T·M, …] output of a batch-concatenated run is batch-major per
+        // chunk; regroup it to [T, M, …] chunk by chunk.
+        let steps = unfold(&outs[k + 1], t_layer, m, batch_for(ann, spec.batch));
+        let reference = &ann_acts[k + 1];
+        let mut sum = ArrayD::<f32>::zeros(reference.raw_dim());
+        let mut errors = Vec::new();
+        for t in 1..=t_layer {
+            sum = sum + steps.index_axis(Axis(0), t - 1);
+            if spec.layer_timesteps.contains(&t) {
+                errors.push((t, mse(&(&sum / t as f32), reference)));
+            }
+        }
+        // A step's output is (spikes) × θ_GN: member spikes for a Group Neuron. With
+        // θ per channel (axis 1 of each image's activation), θ_GN is per channel.
+        let units: Vec<f64> = match &site.per_channel {
+            Some(pc) => pc.theta.iter().map(|t| t / tau as f64).collect(),
+            None => vec![site.theta / tau as f64],
+        };
+        let inner: usize = steps.shape().iter().skip(3).product();
+        // Per step: (member spikes, events: neurons with a count above 0) per neuron.
+        let per_step: Vec<(f64, f64)> = steps
+            .outer_iter()
+            .map(|s| {
+                let (spikes, events) = s.iter().enumerate().fold((0.0, 0.0), |(spikes, events), (i, v)| {
+                    let c = (*v as f64 / units[(i / inner.max(1)) % units.len()]).round();
+                    (spikes + c, events + if c > 0.0 { 1.0 } else { 0.0 })
+                });
+                let neurons = s.len().max(1) as f64;
+                (spikes / neurons, events / neurons)
+            })
+            .collect();
+        let prefix = |t: usize, f: fn(&(f64, f64)) -> f64| per_step[..t].iter().map(f).sum::<f64>() / t as f64;
+        series.push(SiteSeries {
+            errors,
+            rates: spec.layer_timesteps.iter().map(|&t| (t, prefix(t, |p| p.0))).collect(),
+            events: spec.layer_timesteps.iter().map(|&t| (t, prefix(t, |p| p.1))).collect(),
+        });
+    }
+    Ok(series)
 }
 
 #[cfg(test)]
@@ -414,6 +450,7 @@ mod tests {
             layer_timesteps: vec![1, 2, 4],
             calibration: None,
             energy: crate::EnergyTable::default(),
+            pareto_taus: Vec::new(),
         }
     }
 
@@ -446,6 +483,43 @@ mod tests {
         assert_eq!(ops.ann_macs, 20);
         assert_eq!(ops.layers[0].reads, gn_transpile::spikes::Reads::Once);
         assert_eq!(ops.layers[1].reads, gn_transpile::spikes::Reads::Spikes(vec!["a".into()]));
+    }
+
+    #[test]
+    fn the_accuracy_for_energy_table_measures_each_tau_as_its_own_measurement_would() {
+        let labels: Vec<usize> = (0..32).map(|i| i % 2).collect();
+        let x = inputs(32);
+        let swept = Spec { pareto_taus: vec![1, 2, 4, 8], ..spec() };
+        let m = measure(&mlp(), &x, Some(&labels), &swept, &|_, _, _| {}).unwrap();
+        let p = m.pareto.as_ref().expect("a table was asked for");
+        // IF (τ = 1), then GN τ = 2, 4, 8, each at the per-layer T up to short_max.
+        let keys: Vec<(NeuronKind, u32, usize)> = p.points.iter().map(|q| (q.neuron, q.tau, q.timesteps)).collect();
+        let mut expected = vec![];
+        for (neuron, tau) in [(NeuronKind::If, 1), (NeuronKind::Gn, 2), (NeuronKind::Gn, 4), (NeuronKind::Gn, 8)] {
+            expected.extend([1, 2, 4].map(|t| (neuron, tau, t)));
+        }
+        assert_eq!(keys, expected);
+        assert_eq!((p.images, p.cost_images), (32, 8));
+        // τ = 2's points are what a measurement at τ = 2 reports for GN.
+        let at2 = measure(&mlp(), &x, Some(&labels), &Spec { tau: 2, ..spec() }, &|_, _, _| {}).unwrap();
+        let ops = at2.operations.as_ref().unwrap();
+        for q in p.points.iter().filter(|q| q.tau == 2) {
+            let curve = at2.curve(NeuronKind::Gn);
+            assert_eq!(Some(q.mse), curve.mse.iter().find(|c| c.0 == q.timesteps).map(|c| c.1));
+            assert_eq!(q.accuracy, curve.accuracy.iter().find(|c| c.0 == q.timesteps).map(|c| c.1));
+            let cost = ops.cost(NeuronKind::Gn, q.timesteps).unwrap();
+            assert_eq!(q.energy_pj, cost.energy_pj);
+            assert_eq!(q.synaptic_operations, cost.effective_acs + cost.effective_macs);
+        }
+        // Nothing is cheaper than the cheapest points: one of them is on each front.
+        let cheapest = p.points.iter().map(|q| q.energy_pj).fold(f64::INFINITY, f64::min);
+        assert!(p.points.iter().any(|q| q.energy_pj == cheapest && q.front_accuracy));
+        assert!(p.points.iter().any(|q| q.energy_pj == cheapest && q.front_mse));
+        assert!(m.to_markdown(false).contains("accuracy for energy"));
+        // A τ out of range is refused before any work.
+        let bad = Spec { pareto_taus: vec![0], ..spec() };
+        let err = measure(&mlp(), &x, None, &bad, &|_, _, _| {}).unwrap_err().to_string();
+        assert!(err.contains("τ = 0 of the accuracy-for-energy table is out of range"), "{err}");
     }
 
     #[test]

@@ -68,6 +68,9 @@ impl Measurement {
             if per_layer {
                 self.layer_tables(&mut s);
             }
+            if let Some(p) = &self.pareto {
+                s.push_str(&p.to_markdown(ops.ann_energy_pj));
+            }
         }
         if let Some(st) = &self.stateful {
             let _ = writeln!(

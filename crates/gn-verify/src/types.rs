@@ -29,6 +29,9 @@ pub struct Spec {
     pub calibration: Option<Arc<gn_transpile::calibrate::Calibration>>,
     /// The energy of an operation, for the cost report.
     pub energy: crate::EnergyTable,
+    /// τ values of the accuracy-for-energy table (GN at each, IF, at the per-layer T);
+    /// empty for none.
+    pub pareto_taus: Vec<u32>,
 }
 
 impl Spec {
@@ -48,6 +51,7 @@ impl Spec {
             layer_timesteps: if short.is_empty() { vec![1] } else { short },
             calibration: None,
             energy: crate::EnergyTable::default(),
+            pareto_taus: Vec::new(),
         }
     }
 }
@@ -151,6 +155,8 @@ pub struct Measurement {
     /// The cost report: the ANN's multiply-accumulates and the spiking networks'
     /// synaptic operations, spikes and energy, per input.
     pub operations: Option<Operations>,
+    /// Accuracy and MSE against energy for GN at each τ of `Spec::pareto_taus` and IF.
+    pub pareto: Option<crate::Pareto>,
     /// The stateful form (GN) run call by call against the unrolled anytime rows.
     pub stateful: Option<StatefulAgreement>,
     /// The emitted models (IF and GN at the largest T, anytime), for cross-runtime checks.

@@ -16,7 +16,7 @@ pub struct Config {
     pub long_images: usize,
     pub long_images_full: usize,
     pub models: Vec<ModelConfig>,
-    pub tau_sweep: TauSweep,
+    pub pareto: ParetoConfig,
     pub custom_op: CustomOpConfig,
     pub stateful: StatefulConfig,
     /// Images for the runtime matrix (onnx.reference is slow).
@@ -60,14 +60,26 @@ pub struct ModelConfig {
     pub full_only: bool,
 }
 
+/// The accuracy-for-energy table: GN at each τ (and IF) at the per-layer T.
 #[derive(Deserialize)]
-pub struct TauSweep {
+pub struct ParetoConfig {
     pub models: Vec<String>,
-    /// Models swept only with `--full`.
+    /// Models measured so only with `--full`.
     #[serde(default)]
     pub models_full: Vec<String>,
     pub taus: Vec<u32>,
-    pub timesteps: Vec<usize>,
+}
+
+impl ParetoConfig {
+    /// The τ values of `model`'s table: empty for a model without one.
+    pub fn taus_of(&self, model: &str, full: bool) -> Vec<u32> {
+        let listed = self.models.iter().chain(self.models_full.iter().filter(|_| full)).any(|m| m == model);
+        if listed {
+            self.taus.clone()
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone)]

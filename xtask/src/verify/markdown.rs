@@ -39,9 +39,9 @@ pub fn render_markdown(r: &Report) -> String {
     intro(&mut s, r);
     table1(&mut s, r);
     table2(&mut s, r);
-    tau_sweep(&mut s, r);
     per_layer(&mut s, r);
     operations(&mut s, r);
+    pareto(&mut s, r);
     stateful(&mut s, r);
     runtimes(&mut s, r);
     custom_op(&mut s, r);
@@ -130,21 +130,13 @@ fn table2(s: &mut String, r: &Report) {
     }
 }
 
-/// GN against τ, on the swept models.
-fn tau_sweep(s: &mut String, r: &Report) {
-    for (model, points) in &r.tau_sweep {
-        let ts: Vec<usize> = points.first().map(|p| p.mse.iter().map(|q| q.0).collect()).unwrap_or_default();
-        let _ = writeln!(s, "\n### GN against τ on {model}\n");
-        let _ = writeln!(s, "| τ | {} |", ts.iter().map(|t| format!("MSE T={t}")).collect::<Vec<_>>().join(" | "));
-        let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
-        for p in points {
-            let _ = writeln!(s, "| {} | {} |", p.tau, cells(&p.mse, |v| format!("{v:.4}")));
-        }
-        let _ = writeln!(s, "\n| τ | {} |", ts.iter().map(|t| format!("acc T={t}")).collect::<Vec<_>>().join(" | "));
-        let _ = writeln!(s, "| --- |{}", " --- |".repeat(ts.len()));
-        for p in points {
-            let _ = writeln!(s, "| {} | {} |", p.tau, cells(&p.accuracy, |v| format!("{:.2}", v * 100.0)));
-        }
+/// Accuracy and MSE against energy, GN at each τ and IF, on the models that have the table.
+fn pareto(s: &mut String, r: &Report) {
+    for m in &r.models {
+        let (Some(p), Some(ops)) = (&m.measurement.pareto, &m.measurement.operations) else { continue };
+        let _ = writeln!(s, "\n### Accuracy for energy on {}\n", m.name);
+        let _ = writeln!(s, "![accuracy for energy](pareto_{}.svg)", m.name);
+        s.push_str(&p.to_markdown(ops.ann_energy_pj));
     }
 }
 

@@ -6,7 +6,6 @@
 //! - `config`: `xtask/verify.yaml`
 //! - `data`: test images, labels, progress display
 //! - `checks`: ONNX Runtime against tract, custom-op against standard, built networks
-//! - `sweep`: the τ sweep
 //! - `gates`: thresholds applied to the results
 //! - `report`: the report's types, Markdown and the README's measured section
 //! - `plots`: the SVG figures
@@ -18,7 +17,6 @@ mod gates;
 mod markdown;
 mod plots;
 mod report;
-mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -100,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         long_images: if args.full { config.long_images_full } else { config.long_images },
         calibration: None,
         energy: gn_verify::EnergyTable::default(),
+        pareto_taus: Vec::new(),
     };
     let runtime = if args.no_ort {
         None
@@ -112,9 +111,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let ort = runtime.as_ref().map(|(venv, rt, ops)| Ort { rt, venv, out: &args.out, ops });
     let mut results = Vec::new();
     for mc in &models {
+        let spec = Spec { pareto_taus: config.pareto.taus_of(&mc.name, args.full), ..spec.clone() };
         results.push(measure_model(mc, &x, labels.as_deref(), &spec, &config, ort.as_ref(), &args.out)?);
     }
-    let tau_sweep = tau_sweeps(&args, &config, &models, &results, &x, labels.as_deref(), spec.batch)?;
     let t0 = Instant::now();
     let built = match &ort {
         Some(ort) if args.model.is_none() => built_checks(ort.rt, ort.venv, &args.out)?,
@@ -134,7 +133,6 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         images: n,
         tau,
         models: results,
-        tau_sweep,
         built,
         runtimes,
         gates,
@@ -284,31 +282,6 @@ fn emitted_checks(
         c.checker = v;
     }
     Ok(checks)
-}
-
-/// GN against τ on the configured models.
-fn tau_sweeps(
-    args: &Args,
-    config: &Config,
-    models: &[ModelConfig],
-    results: &[ModelResult],
-    x: &ArrayD<f32>,
-    labels: Option<&[usize]>,
-    batch: usize,
-) -> anyhow::Result<Vec<(String, Vec<report::SweepPoint>)>> {
-    let t0 = Instant::now();
-    let mut tau_sweep = Vec::new();
-    let swept = config.tau_sweep.models.iter().chain(config.tau_sweep.models_full.iter().filter(|_| args.full));
-    for name in swept.filter(|_| args.model.is_none()) {
-        let Some(path) = models.iter().find(|m| &m.name == name).map(|m| m.path.clone()) else { continue };
-        if results.iter().any(|r| &r.name == name) {
-            tau_sweep.push(sweep::run(&config.tau_sweep, name, results, &path, x, labels, batch)?);
-        }
-    }
-    if !tau_sweep.is_empty() {
-        eprintln!("τ sweep: done in {:.0} s", t0.elapsed().as_secs_f64());
-    }
-    Ok(tau_sweep)
 }
 
 /// The runtime matrix: every form of every model on ONNX Runtime, onnx.reference and

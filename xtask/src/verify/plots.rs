@@ -9,7 +9,7 @@ use gn_verify::{run_batched, Spec};
 use ndarray::{ArrayD, IxDyn};
 
 use super::report::Report;
-use crate::plot::{line_chart, Axes, Series};
+use gn_verify::plot::{line_chart, Axes, Series};
 
 pub fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
     const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
@@ -19,11 +19,8 @@ pub fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
             .curves
             .iter()
             .enumerate()
-            .map(|(i, c)| Series {
-                name: c.label(),
-                color: COLORS[i],
-                points: c.mse.iter().map(|&(t, v)| (t as f64, v)).collect(),
-                dashed: false,
+            .map(|(i, c)| {
+                Series::line(c.label(), COLORS[i], c.mse.iter().map(|&(t, v)| (t as f64, v)).collect(), false)
             })
             .collect();
         let axes = Axes {
@@ -40,20 +37,22 @@ pub fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
             .curves
             .iter()
             .enumerate()
-            .map(|(i, c)| Series {
-                name: c.label(),
-                color: COLORS[i],
-                points: c.accuracy.iter().map(|&(t, v)| (t as f64, v * 100.0)).collect(),
-                dashed: false,
+            .map(|(i, c)| {
+                Series::line(
+                    c.label(),
+                    COLORS[i],
+                    c.accuracy.iter().map(|&(t, v)| (t as f64, v * 100.0)).collect(),
+                    false,
+                )
             })
             .collect();
         if let Some(a) = m.measurement.ann_accuracy {
-            series.push(Series {
-                name: "ANN".into(),
-                color: "#444",
-                points: spec.timesteps.iter().map(|&t| (t as f64, a * 100.0)).collect(),
-                dashed: true,
-            });
+            series.push(Series::line(
+                "ANN",
+                "#444",
+                spec.timesteps.iter().map(|&t| (t as f64, a * 100.0)).collect(),
+                true,
+            ));
         }
         let axes = Axes {
             title: format!("{}: top-1 accuracy vs T", m.name),
@@ -64,6 +63,11 @@ pub fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
             steps: false,
         };
         std::fs::write(out.join(format!("accuracy_{}.svg", m.name)), line_chart(&axes, &series))?;
+        if let (Some(p), Some(ops)) = (&m.measurement.pareto, &m.measurement.operations) {
+            let title = format!("{}: accuracy for energy", m.name);
+            let svg = p.to_svg(&title, m.measurement.ann_accuracy, ops.ann_energy_pj);
+            std::fs::write(out.join(format!("pareto_{}.svg", m.name)), svg)?;
+        }
     }
     // Fig. 2: firing-rate staircase of one IF and one GN neuron against the ANN, T = 4.
     if let Some(layer) = r.models.iter().find_map(|m| m.measurement.layers.iter().find(|l| l.levels > 0).cloned()) {
@@ -73,12 +77,12 @@ pub fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
         let x = ArrayD::from_shape_vec(IxDyn(&[currents.len(), 1]), currents.clone())?;
         let mut series = Vec::new();
         let ann = run_batched(&model, &x, 1000, &|_| {})?.remove(0);
-        series.push(Series {
-            name: format!("ANN (QCFS L={levels})"),
-            color: "#444",
-            points: currents.iter().zip(ann.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(),
-            dashed: true,
-        });
+        series.push(Series::line(
+            format!("ANN (QCFS L={levels})"),
+            "#444",
+            currents.iter().zip(ann.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(),
+            true,
+        ));
         for (i, (neuron, tau, name)) in
             [(NeuronKind::If, 1, NeuronKind::If.label(1)), (NeuronKind::Gn, r.tau, NeuronKind::Gn.label(r.tau))]
                 .into_iter()
@@ -90,12 +94,8 @@ pub fn write_plots(r: &Report, out: &Path, spec: &Spec) -> anyhow::Result<()> {
             )?
             .0;
             let out = run_batched(&snn, &x, 1000, &|_| {})?.remove(0);
-            series.push(Series {
-                name,
-                color: COLORS[i],
-                points: currents.iter().zip(out.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect(),
-                dashed: false,
-            });
+            let points = currents.iter().zip(out.iter()).map(|(&c, &a)| (c as f64, a as f64)).collect();
+            series.push(Series::line(name, COLORS[i], points, false));
         }
         let axes = Axes {
             title: format!("Firing rate × θ at T = 4 (θ = {theta:.3})"),

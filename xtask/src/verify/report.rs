@@ -124,20 +124,12 @@ pub struct ModelResult {
 }
 
 #[derive(Serialize)]
-pub struct SweepPoint {
-    pub tau: u32,
-    pub mse: Vec<(usize, f64)>,
-    pub accuracy: Vec<(usize, f64)>,
-}
-
-#[derive(Serialize)]
 pub struct Report {
     /// What the images are: "Fashion-MNIST test images", or the user's file.
     pub data: String,
     pub images: usize,
     pub tau: u32,
     pub models: Vec<ModelResult>,
-    pub tau_sweep: Vec<(String, Vec<SweepPoint>)>,
     pub built: Vec<BuiltCheck>,
     pub runtimes: Vec<RuntimeRow>,
     pub gates: Vec<Gate>,
@@ -173,7 +165,7 @@ pub fn render_summary(r: &Report) -> String {
     let passed = r.gates.iter().filter(|g| g.passed).count();
     let _ = writeln!(
         s,
-        "### Verification: ANN vs IF vs GN (τ = {}) on {} {}\n\n{passed} of {} gates pass. The full report (per-layer errors, firing rates, synaptic operations, the τ sweep, every check and gate) is [docs/verify/report.md](docs/verify/report.md).\n",
+        "### Verification: ANN vs IF vs GN (τ = {}) on {} {}\n\n{passed} of {} gates pass. The full report (per-layer errors, firing rates, synaptic operations, accuracy for energy, every check and gate) is [docs/verify/report.md](docs/verify/report.md).\n",
         r.tau,
         r.images,
         r.data,

@@ -139,11 +139,24 @@ def _progress_bar(total):
 
 class Verification(dict):
     """What ``verify`` measured, as a dict (the command line's ``--json``), with the
-    command line's tables as ``to_markdown()``."""
+    command line's tables as ``to_markdown()`` and, when ``verify`` was given ``pareto``,
+    the accuracy-for-energy chart as ``pareto_svg()``."""
 
-    def __init__(self, figures, markdown, markdown_per_layer):
+    def __init__(self, figures, markdown, markdown_per_layer, svg=None):
         super().__init__(figures)
         self._markdown = (markdown, markdown_per_layer)
+        self._svg = svg
+
+    def pareto_svg(self, path=None):
+        """The chart of accuracy (MSE without labels) against energy per input, a line per
+        network through its T, the points no other point beats ringed (``gn-transpile
+        verify --pareto --plot``), as SVG text; also written to ``path`` when given."""
+        if self._svg is None:
+            raise ValueError("no accuracy-for-energy chart: call verify with pareto=(1, 2, 4, 8)")
+        if path is not None:
+            with open(os.fspath(path), "w", encoding="utf-8") as f:
+                f.write(self._svg)
+        return self._svg
 
     def to_markdown(self, per_layer=False):
         """The tables ``gn-transpile verify`` prints (``--per-layer``: with each weighted
@@ -166,6 +179,7 @@ def verify(
     percentile=99.9,
     per_channel=False,
     energy="45nm-fp32",
+    pareto=None,
     progress=None,
 ):
     """Runs the ANN and its IF and GN conversions on ONNX Runtime and measures them, as
@@ -181,6 +195,9 @@ def verify(
     calibrate: for a ReLU network, as in ``convert`` (inputs, a path, or a calibration).
     energy: "45nm-fp32" (4.6 pJ per MAC, 0.9 pJ per AC), "45nm-fp16", "45nm-int8", or
         "mac=PJ,ac=PJ".
+    pareto: tau values (True: 1, 2, 4, 8; tau = 1 is IF): also measure GN at each, at the
+        T up to 8, for the accuracy-for-energy table (``pareto`` in the result, the points
+        no other point beats marked) and chart (``pareto_svg()``).
     progress: called as ``progress(stage, done, total)``; by default a tqdm bar per stage
         where tqdm is installed and the run is long.
     """
@@ -200,6 +217,9 @@ def verify(
         if any(v < 0 for v in labels):
             raise ValueError("verify: labels are class indices, 0 or more")
     calibration = _calibration_json(model, calibrate, percentile, per_channel, 64)
+    if pareto is True:
+        pareto = (1, 2, 4, 8)
+    pareto = [int(k) for k in (pareto or ())]
 
     def load(model_bytes, optimize):
         options = ort.SessionOptions()
@@ -215,7 +235,7 @@ def verify(
         return run
 
     progress = progress or _stage_bars(len(x))
-    figures, markdown, per_layer = _native.verify(
+    figures, markdown, per_layer, svg = _native.verify(
         path,
         bytes_,
         (list(x.shape), x.tobytes()),
@@ -224,10 +244,11 @@ def verify(
         [int(t) for t in timesteps],
         calibration,
         str(energy),
+        pareto,
         load,
         progress,
     )
-    return Verification(json.loads(figures), markdown, per_layer)
+    return Verification(json.loads(figures), markdown, per_layer, svg)
 
 
 def _stage_bars(total):

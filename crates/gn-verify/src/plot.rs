@@ -1,4 +1,5 @@
-//! Minimal SVG line charts for the report: no dependencies, one function.
+//! Minimal SVG line charts (no dependencies, one function): the harness report's figures
+//! and the accuracy-for-energy chart of `verify --pareto`.
 
 use std::fmt::Write as _;
 
@@ -8,6 +9,31 @@ pub struct Series {
     pub color: &'static str,
     pub points: Vec<(f64, f64)>,
     pub dashed: bool,
+    /// Draw a dot at each point.
+    pub dots: bool,
+    /// Indices of points to ring (the points no other point beats).
+    pub ringed: Vec<usize>,
+}
+
+impl Series {
+    /// A plain line.
+    pub fn line(name: impl Into<String>, color: &'static str, points: Vec<(f64, f64)>, dashed: bool) -> Series {
+        Series { name: name.into(), color, points, dashed, dots: false, ringed: Vec::new() }
+    }
+}
+
+/// A tick label: three significant digits, without trailing zeros.
+fn tick(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return "0".into();
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 /// Axes of a chart.
@@ -61,18 +87,21 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> String {
     let _ =
         writeln!(s, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - bottom, w - right, h - bottom);
     let _ = writeln!(s, r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#, h - bottom);
-    // Ticks.
+    // Ticks: on a log axis (T), at the first series' points when they are few.
     let xticks: Vec<f64> = series.first().map(|s| s.points.iter().map(|p| tx(p.0)).collect()).unwrap_or_default();
-    let xticks: Vec<f64> =
-        if xticks.len() <= 12 { xticks } else { (0..=6).map(|i| x0 + (x1 - x0) * i as f64 / 6.0).collect() };
+    let xticks: Vec<f64> = if axes.log_x && xticks.len() <= 12 {
+        xticks
+    } else {
+        (0..=6).map(|i| x0 + (x1 - x0) * i as f64 / 6.0).collect()
+    };
     for x in xticks {
-        let label = if axes.log_x { format!("{}", 2f64.powf(x).round()) } else { format!("{x:.2}") };
+        let label = if axes.log_x { tick(2f64.powf(x)) } else { tick(x) };
         let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{label}</text>"#, px(x), h - bottom + 16.0);
     }
     let ny = if axes.log_y { (y1 - y0) as usize } else { 5 };
     for i in 0..=ny.max(1) {
         let y = y0 + (y1 - y0) * i as f64 / ny.max(1) as f64;
-        let label = if axes.log_y { format!("1e{}", y.round()) } else { format!("{y:.3}") };
+        let label = if axes.log_y { format!("1e{}", y.round()) } else { tick(y) };
         let _ = writeln!(s, r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#ddd"/>"##, py(y), w - right);
         let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{label}</text>"#, left - 6.0, py(y) + 4.0);
     }
@@ -109,6 +138,15 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> String {
         }
         let dash = if series.dashed { r#" stroke-dasharray="6,4""# } else { "" };
         let _ = writeln!(s, r#"<path d="{d}" fill="none" stroke="{}" stroke-width="2"{dash}/>"#, series.color);
+        for (k, &(x, y)) in series.points.iter().enumerate() {
+            let (x, y) = (px(tx(x)), py(ty(y)));
+            if series.dots {
+                let _ = writeln!(s, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{}"/>"#, series.color);
+            }
+            if series.ringed.contains(&k) {
+                let _ = writeln!(s, r#"<circle cx="{x:.1}" cy="{y:.1}" r="7" fill="none" stroke="black"/>"#);
+            }
+        }
         let ly = top + 10.0 + 18.0 * i as f64;
         let _ = writeln!(
             s,
@@ -121,4 +159,38 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_keep_three_significant_digits() {
+        assert_eq!(
+            [tick(12.345), tick(0.012345), tick(4.0), tick(1234.6), tick(0.0)],
+            ["12.3", "0.0123", "4", "1235", "0"]
+        );
+    }
+
+    #[test]
+    fn a_chart_draws_every_series_its_dots_and_its_rings() {
+        let axes = Axes {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            log_x: false,
+            log_y: false,
+            steps: false,
+        };
+        let mut a = Series::line("a", "red", vec![(1.0, 1.0), (2.0, 3.0), (3.0, 2.0)], false);
+        a.dots = true;
+        a.ringed = vec![1];
+        let b = Series::line("b", "blue", vec![(1.0, 0.0), (3.0, 1.0)], true);
+        let svg = line_chart(&axes, &[a, b]);
+        assert_eq!(svg.matches("<path").count(), 2);
+        assert_eq!(svg.matches(r#"r="3""#).count(), 3);
+        assert_eq!(svg.matches(r#"r="7""#).count(), 1);
+        assert!(svg.contains(">a</text>") && svg.contains(">b</text>") && svg.ends_with("</svg>\n"));
+    }
 }
