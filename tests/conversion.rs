@@ -339,9 +339,13 @@ fn a_static_batch_model_converts_and_keeps_its_shapes() {
     let huge = i64::MAX / 2;
     let err = transpile(&static_batch_mlp(huge, huge), &options(NeuronKind::Gn, 4, 4, false)).expect_err("refused");
     assert!(err.to_string().contains("overflows"), "{err}");
-    // A leading entry that is neither 0, -1 nor the static batch is still refused, named.
-    let err = transpile(&static_batch_mlp(5, 2), &options(NeuronKind::Gn, 4, 4, false)).expect_err("refused");
-    assert!(err.to_string().contains("the model's static batch 5"), "{err}");
+    // A leading entry that is neither 0, -1 nor the static batch reshapes each step's
+    // rows as the ANN does: the node runs once per step, named by inspect.
+    let ann = static_batch_mlp(5, 2);
+    transpile(&ann, &options(NeuronKind::Gn, 4, 4, false)).expect("converts");
+    let audit = gn_transpile::inspect::audit(&ann).unwrap();
+    assert_eq!(audit.per_step.len(), 1, "{:?}", audit.per_step);
+    assert!(audit.per_step[0].reason.contains("the model's static batch 5"), "{:?}", audit.per_step);
 }
 
 /// A static-batch MLP (batch `n`) whose constants carry the batch, as constant folding

@@ -43,6 +43,9 @@ pub struct Audit {
     pub exact: usize,
     /// Max-pools on spikes, exact in rate.
     pub rate: Vec<NodeReason>,
+    /// Linear nodes that act along axis 0 of a folded value: run once per step, exact in
+    /// time.
+    pub per_step: Vec<NodeReason>,
     /// Nodes not exact in time (converted only with `--allow-inexact`).
     pub inexact: Vec<NodeReason>,
     /// Nodes that cannot be lowered.
@@ -146,6 +149,7 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
         match v.role {
             Role::TimeInvariant => audit.time_invariant += 1,
             Role::Exact => audit.exact += 1,
+            Role::PerStep(r) => audit.per_step.push(entry(format!("runs once per step: {r}"))),
             Role::Rate if crate::ops::is_max_pool(&v.op) => audit.rate.push(entry(
                 "max-pool over running spike counts; its time average is the max-pool of the inputs' time averages"
                     .into(),
@@ -356,6 +360,10 @@ fn render_ann(out: &mut String, a: &Audit) {
     }
     let _ = writeln!(out, "time-invariant nodes (computed once): {}", a.time_invariant);
     let _ = writeln!(out, "nodes exact in time (run once over T·N samples): {}", a.exact);
+    let _ = writeln!(out, "nodes exact in time, run once per step (they act along axis 0): {}", a.per_step.len());
+    for r in &a.per_step {
+        let _ = writeln!(out, "  {} ({}): {}", r.node, r.op, r.reason);
+    }
     let _ = writeln!(out, "nodes exact in rate: {}", a.rate.len());
     for r in &a.rate {
         let _ = writeln!(out, "  {} ({}): {}", r.node, r.op, r.reason);

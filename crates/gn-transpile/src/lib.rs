@@ -50,6 +50,7 @@ mod ops;
 mod opset;
 mod options;
 mod pass;
+mod per_step;
 mod pipeline;
 mod rank;
 mod rate;

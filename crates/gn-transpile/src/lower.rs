@@ -18,8 +18,9 @@
 //! or a shape computed from one of the latter two. A node that mixes a time-invariant
 //! operand into folded ones gets that operand tiled T times along axis 0. Ops that are
 //! not linear in their folded inputs (MaxPool, Softmax, …) make the time-averaged output
-//! differ from the ANN's and are refused unless the user accepts that; ops that act on
-//! axis 0 or compute with the batch size of a time-invariant tensor are refused.
+//! differ from the ANN's and are computed on running averages (exact in rate); linear ops
+//! that act along axis 0 run once per step ([`crate::per_step`]); ops that compute with
+//! the batch size of a time-invariant tensor outside a shape operand are refused.
 
 use std::collections::{HashMap, HashSet};
 
@@ -86,6 +87,13 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         }
     }
     lowered.rate_regions = rate::regions(graph, &analysis)?;
+    let per_step: HashSet<usize> = analysis
+        .order
+        .iter()
+        .zip(&analysis.verdicts)
+        .filter(|(_, v)| matches!(v.role, Role::PerStep(_)))
+        .map(|(&i, _)| i)
+        .collect();
     let Analysis { classes, rebatched, batch_constants, batch_shapes, order, .. } = analysis;
     // Built (its shape inference run) only for a graph that has such shapes.
     let mut rebatch: Option<Rebatch> = None;
@@ -141,6 +149,13 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         if ops::is_max_pool(standard_op(&node)) {
             patch.remove(idx);
             expand_max_pool(patch.builder(), cx.opset, node, t, None);
+            continue;
+        }
+        if per_step.contains(&idx) {
+            patch.remove(idx);
+            let folded: Vec<String> =
+                node.input.iter().filter(|i| classes.get(*i) == Some(&TimeClass::Folded)).cloned().collect();
+            crate::per_step::lower(&mut patch, cx.opset, &node, &folded, t);
             continue;
         }
         for input in node.input.iter_mut() {
@@ -299,15 +314,27 @@ mod tests {
     }
 
     #[test]
-    fn ops_that_mix_time_with_the_batch_are_refused_and_random_ones_need_consent() {
+    fn linear_ops_along_axis_0_run_per_step_and_random_ones_need_consent() {
+        // A Concat along axis 0 runs once per step on that step's rows: each step's slice
+        // (a Gather of the [T, −1, …] view) concatenated with itself, the steps stacked.
         let concat = node("Concat", &["c", "c"], "y", vec![attr::int("axis", 0)]);
-        let err = run(&graph(concat, None), &cx(2)).unwrap_err().to_string();
-        assert!(err.contains("axis 0, which holds time × batch"), "{err}");
-        for (first, ok) in [(2, false), (1, true)] {
+        let g = graph(concat, None);
+        let role = &analyze(&g).unwrap().verdicts[3].role;
+        assert!(matches!(role, Role::PerStep(why) if why.contains("works along axis 0")), "{role:?}");
+        let mut lowered = g.clone();
+        crate::pass::run(&mut lowered, "lower", |g| run(g, &cx(2))).unwrap();
+        let render = lowered.render();
+        assert!(
+            render.contains("Concat(y.step0.1, y.step0.1)") && render.contains("Concat(y.step0.3, y.step1.3) -> y"),
+            "{render}"
+        );
+        // A Tile that repeats along axis 0 too; one that keeps it runs over all steps.
+        for (first, per_step) in [(2, true), (1, false)] {
             let mut g = graph(node("Tile", &["c", "repeats"], "y", vec![]), None);
             g.proto.initializer.push(gn_onnx::data::tensor_i64("repeats", &[2], &[first, 3]));
-            let result = run(&g, &cx(2));
-            assert_eq!(result.is_ok(), ok, "repeats [{first}, 3]");
+            let role = analyze(&g).unwrap().verdicts[3].role.clone();
+            assert_eq!(matches!(role, Role::PerStep(_)), per_step, "repeats [{first}, 3]: {role:?}");
+            assert!(run(&g, &cx(2)).is_ok());
         }
         // A Softmax is exact in rate: one region, its input averaged, its output compensated.
         let softmax = node("Softmax", &["c"], "y", vec![]);
@@ -372,18 +399,19 @@ mod tests {
 
     #[test]
     fn a_slice_of_the_whole_static_batch_keeps_all_t_times_n() {
-        // Slice [0, N) on axis 0 opens its end; [0, 2) of 5 would drop samples: refused.
-        for (end, ok) in [(5, true), (7, true), (2, false)] {
+        // Slice [0, N) on axis 0 opens its end; [0, 2) of 5 keeps 2 rows of each step: it
+        // runs once per step, its end as it is.
+        for (end, whole) in [(5, true), (7, true), (2, false)] {
             let mut g = graph(node("Slice", &["c", "starts", "ends", "axes"], "y", vec![]), Some(5));
             g.proto.initializer.push(gn_onnx::data::tensor_i64("starts", &[2], &[0, 1]));
             g.proto.initializer.push(gn_onnx::data::tensor_i64("ends", &[2], &[end, 3]));
             g.proto.initializer.push(gn_onnx::data::tensor_i64("axes", &[2], &[0, 1]));
-            let lowered = crate::pass::run(&mut g, "lower", |g| run(g, &cx(3)));
-            assert_eq!(lowered.is_ok(), ok, "end {end}: {:?}", lowered.err());
-            if ok {
-                let ends = g.nodes().iter().find(|n| n.op_type() == "Slice").unwrap().input[2].clone();
-                assert_eq!(g.constant(&ends).unwrap().unwrap().values, [i64::MAX as f64, 3.0]);
-            }
+            crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
+            let slices: Vec<&NodeProto> =
+                g.nodes().iter().filter(|n| n.op_type() == "Slice" && n.input.len() == 4).collect();
+            assert_eq!(slices.len(), if whole { 1 } else { 3 }, "end {end}");
+            let ends = g.constant(&slices[0].input[2]).unwrap().unwrap().values;
+            assert_eq!(ends, [if whole { i64::MAX as f64 } else { 2.0 }, 3.0]);
         }
     }
 

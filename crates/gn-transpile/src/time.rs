@@ -20,7 +20,7 @@ use gn_onnx::Graph;
 use crate::error::TranspileError;
 use crate::neuron::NeuronNode;
 use crate::ops;
-use crate::rank::{const_ints, Shapes};
+use crate::rank::{self, const_ints, Shapes};
 
 /// When a value is computed, relative to the time steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,11 @@ pub enum Role {
     Spiking,
     /// Runs once over all T·N samples; exact in time (linear in its folded inputs).
     Exact,
+    /// Linear, but acts along axis 0 of a folded value (a Transpose that moves it, a
+    /// Reshape, Gather, Slice or Concat across it): runs once per step, on each step's
+    /// slice as the ANN runs it ([`crate::per_step`]); exact in time. The reason says what
+    /// it does along axis 0.
+    PerStep(String),
     /// Not linear in its time-varying inputs, and a function of its current inputs: exact
     /// in rate. Its output averaged over the first t steps is the op applied to its inputs
     /// averaged over them, at every t: a max-pool by the running sums
@@ -153,6 +158,25 @@ fn acts_on_batch_axis(consts: &Constants, n: &NodeProto, rank: Option<usize>) ->
             Some(a) if !a.iter().any(|&a| axis0(a)) => None,
             _ => msg("normalises over"),
         },
+        // A new axis 0, or axis 0 removed: the steps' rows are no longer on axis 0.
+        "Unsqueeze" => match ints("axes", 1) {
+            Some(a) => {
+                // A negative axis counts in the output, one axis longer per entry.
+                let out = rank.map(|r| (r + a.len()) as i64);
+                let first = a.iter().any(|&x| x == 0 || out.map_or(x < 0, |r| x + r == 0));
+                if first {
+                    msg("inserts an axis before")
+                } else {
+                    None
+                }
+            }
+            None => msg("may insert an axis before"),
+        },
+        "Squeeze" => match ints("axes", 1) {
+            Some(a) if !a.is_empty() && !a.iter().any(|&x| axis0(x)) => None,
+            Some(a) if !a.is_empty() => msg("removes"),
+            _ => msg("may remove"),
+        },
         "Transpose" => {
             let perm = n.attribute.iter().find(|a| a.name() == "perm").map(|a| a.ints.clone());
             match perm {
@@ -189,6 +213,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
     let consts = graph.constants();
     let batch = static_batch(graph);
     let shapes = Shapes::infer(graph, &consts, &order);
+    let producers = graph.producers();
     let mut rebatched = HashSet::new();
     let mut batch_constants = HashSet::new();
     let mut batch_shapes = HashSet::new();
@@ -223,7 +248,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 _ => (Const, Role::TimeInvariant),
             }
         } else if has(Folded) {
-            let cx = FoldedContext { consts: &consts, shapes: &shapes, classes: &classes, batch };
+            let cx = FoldedContext { consts: &consts, shapes: &shapes, classes: &classes, batch, graph, producers: &producers };
             let role = folded_role(&cx, n, idx, &mut rebatched, &mut batch_constants, &mut batch_shapes);
             (Folded, role)
         } else if has(ShapeOfFolded) {
@@ -278,10 +303,31 @@ fn folded_role(
     batch_shapes: &mut HashSet<(usize, String)>,
 ) -> Role {
     use TimeClass::*;
-    let FoldedContext { consts, shapes, classes, batch } = *cx;
+    let FoldedContext { consts, shapes, classes, batch, .. } = *cx;
     let inputs: Vec<TimeClass> =
         n.input.iter().filter(|i| !i.is_empty()).map(|i| classes.get(i).copied().unwrap_or(Static)).collect();
     let has = |c: TimeClass| inputs.contains(&c);
+    // A folded value is its per-step values stacked along axis 0: an op that mixes
+    // along that axis runs step by step, if it is linear (so exact in time) and reads no
+    // shape of a folded value (which holds T times the step's extent).
+    if slice_of_whole_batch(consts, n, batch).is_none() {
+        let rank = n.input.first().and_then(|i| shapes.rank(i));
+        let along = acts_on_batch_axis(consts, n, rank)
+            .or_else(|| hard_coded_batch(consts, n, batch))
+            .or_else(|| computed_target_off_rows(cx, n));
+        if let Some(why) = along {
+            let products = matches!(standard_op(n), "Mul" | "Div" | "MatMul" | "Einsum")
+                && inputs.iter().filter(|&&c| c == Folded).count() > 1;
+            // A shape read from a folded tensor holds T times the step's rows on axis 0:
+            // the step's copy may read its other entries only.
+            let shape_rows = n.input.iter().any(|i| classes.get(i) == Some(&ShapeOfFolded) && reads_folded_rows(cx, i, 0));
+            return if ops::is_linear(standard_op(n)) && !products && !shape_rows {
+                Role::PerStep(why)
+            } else {
+                Role::Refused(why)
+            };
+        }
+    }
     if has(ShapeOfStatic) {
         // A shape read from a time-invariant tensor holds N where the folded tensor has
         // T·N rows: as a shape operand, the lower pass computes it again with T·N.
@@ -301,8 +347,6 @@ fn folded_role(
             rebatched.extend(n.output.first().cloned());
         }
         Role::Exact
-    } else if let Some(why) = acts_on_batch_axis(consts, n, n.input.first().and_then(|i| shapes.rank(i))) {
-        Role::Refused(why)
     } else if let Some(why) = einsum_mixes_samples(n, classes) {
         Role::Refused(why)
     } else if let Some(verdict) = expand_of_folded(shapes, consts, classes, n, batch) {
@@ -317,21 +361,11 @@ fn folded_role(
         batch_constants.extend(tiled.into_iter().map(|c| (idx, c)));
     }) {
         Role::Refused(why)
-    } else if let Some(leading) = reshape_leading_entry(consts, n).filter(|&d| d != 0.0 && d != -1.0) {
-        // A leading 0 or -1 follows the input's batch; the static batch N is
-        // rewritten to T·N when lowered; anything else fixes the batch.
-        match batch {
-            Some(b) if leading == b as f64 => {
-                rebatched.extend(n.output.first().cloned());
-                Role::Exact
-            }
-            Some(b) => Role::Refused(format!(
-                "its target shape's first entry is neither 0, -1 nor the model's static batch {b}"
-            )),
-            None => {
-                Role::Refused("its target shape hard-codes the batch size; use 0 or -1 for the batch dimension".into())
-            }
-        }
+    } else if reshape_leading_entry(consts, n).is_some_and(|d| d != 0.0 && d != -1.0) {
+        // A leading 0 or -1 follows the input's batch; the static batch N (anything else
+        // runs step by step: `hard_coded_batch`) is rewritten to T·N when lowered.
+        rebatched.extend(n.output.first().cloned());
+        Role::Exact
     } else if ops::is_max_pool(standard_op(n)) {
         if standard_op(n) == "MaxPool" && n.output.get(1).is_some_and(|o| !o.is_empty()) {
             Role::Refused("its Indices output depends on the step; only the pooled values convert".into())
@@ -412,6 +446,77 @@ fn einsum_mixes_samples(n: &NodeProto, classes: &HashMap<String, TimeClass>) -> 
     None
 }
 
+/// Why a Reshape whose target is computed from a folded tensor's shape does not keep
+/// axis 0 as it is: its first entry is not 0, −1 or axis 0 of a folded tensor's shape.
+fn computed_target_off_rows(cx: &FoldedContext, n: &NodeProto) -> Option<String> {
+    let target = n.input.get(1).filter(|t| cx.classes.get(*t) == Some(&TimeClass::ShapeOfFolded))?;
+    if standard_op(n) != "Reshape" || follows_folded_rows(cx, target, 0) {
+        return None;
+    }
+    Some("its target shape, computed at run time, sets axis 0 to something other than 0, −1 or axis 0 of a time-varying tensor".into())
+}
+
+/// Whether the shape vector `v` may hold axis 0 of a folded tensor's shape (T times the
+/// step's rows): a Shape of a folded tensor is read whole or at index 0 somewhere in its
+/// computation. Reads of its other entries are the step's own.
+fn reads_folded_rows(cx: &FoldedContext, v: &str, depth: usize) -> bool {
+    if depth > 64 {
+        return true;
+    }
+    if cx.consts.small(v).is_some() {
+        return false;
+    }
+    let folded_shape = |x: &str| {
+        cx.producers.get(x).map(|&p| &cx.graph.nodes()[p]).filter(|s| {
+            standard_op(s) == "Shape"
+                && s.input.first().is_some_and(|i| cx.classes.get(i) == Some(&TimeClass::Folded))
+                && attr::get_int(s, "start").unwrap_or(0) == 0
+        })
+    };
+    let Some(&p) = cx.producers.get(v) else { return false };
+    let n = &cx.graph.nodes()[p];
+    match standard_op(n) {
+        "Shape" => n.input.first().is_some_and(|i| cx.classes.get(i) == Some(&TimeClass::Folded)),
+        // An entry other than 0 of a folded tensor's shape.
+        "Gather" if n.input.first().is_some_and(|s| folded_shape(s).is_some()) => {
+            !rank::const_ints(cx.consts, n, 1).is_some_and(|idx| !idx.is_empty() && idx.iter().all(|&i| i > 0))
+        }
+        "Slice" if n.input.first().is_some_and(|s| folded_shape(s).is_some()) => {
+            !rank::const_ints(cx.consts, n, 1).is_some_and(|starts| starts.iter().all(|&i| i > 0))
+        }
+        _ => n
+            .input
+            .iter()
+            .filter(|i| cx.classes.get(*i) == Some(&TimeClass::ShapeOfFolded))
+            .any(|i| reads_folded_rows(cx, i, depth + 1)),
+    }
+}
+
+/// Whether the first entry of the shape vector `v` follows the rows of a folded value:
+/// 0 or −1, or read from axis 0 of a folded tensor's shape (through Concat, Gather,
+/// Slice, Unsqueeze, Squeeze, Cast, Identity). Such a Reshape target gives T times the
+/// step's rows; any other first entry (a number, a product) gives the step's.
+fn follows_folded_rows(cx: &FoldedContext, v: &str, depth: usize) -> bool {
+    if let Some(Ok(c)) = cx.consts.small(v) {
+        return matches!(c.values.first(), Some(&d) if d == 0.0 || d == -1.0);
+    }
+    let Some(&p) = cx.producers.get(v) else { return false };
+    let n = &cx.graph.nodes()[p];
+    let first = || n.input.first().map(String::as_str).unwrap_or_default();
+    let index0 = |i: usize| rank::const_ints(cx.consts, n, i).is_some_and(|v| v.first() == Some(&0));
+    if depth > 32 {
+        return false;
+    }
+    match standard_op(n) {
+        "Shape" => {
+            cx.classes.get(first()) == Some(&TimeClass::Folded) && attr::get_int(n, "start").unwrap_or(0) == 0
+        }
+        "Gather" | "Slice" if index0(1) => follows_folded_rows(cx, first(), depth + 1),
+        "Concat" | "Unsqueeze" | "Squeeze" | "Cast" | "Identity" => follows_folded_rows(cx, first(), depth + 1),
+        _ => false,
+    }
+}
+
 /// What [`folded_role`] reads besides the node.
 #[derive(Clone, Copy)]
 struct FoldedContext<'a> {
@@ -419,6 +524,8 @@ struct FoldedContext<'a> {
     shapes: &'a Shapes,
     classes: &'a HashMap<String, TimeClass>,
     batch: Option<i64>,
+    graph: &'a Graph,
+    producers: &'a HashMap<String, usize>,
 }
 
 /// For an Expand of a folded tensor to a constant shape: `Some(Ok(()))` where the shape's
@@ -497,6 +604,17 @@ fn constants_on_the_batch_axis(
 
 /// The first entry of a Reshape's constant target (`None` for other ops, and for a
 /// target computed at run time).
+/// Why a Reshape's constant target does not keep axis 0 of its folded input as it is: a
+/// first entry other than 0, -1 or the static batch N (which becomes T·N).
+fn hard_coded_batch(consts: &Constants, n: &NodeProto, batch: Option<i64>) -> Option<String> {
+    let leading = reshape_leading_entry(consts, n).filter(|&d| d != 0.0 && d != -1.0)?;
+    match batch {
+        Some(b) if leading == b as f64 => None,
+        Some(b) => Some(format!("its target shape's first entry is neither 0, -1 nor the model's static batch {b}")),
+        None => Some("its target shape sets axis 0 to a number, not 0 or -1".into()),
+    }
+}
+
 fn reshape_leading_entry(consts: &Constants, n: &NodeProto) -> Option<f64> {
     if standard_op(n) != "Reshape" {
         return None;
