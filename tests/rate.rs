@@ -29,7 +29,8 @@ enum Block {
     /// Two heads of self-attention written sequence-first, as `nn.MultiheadAttention`'s
     /// legacy export has it: the tokens moved to axis 0 (`Transpose [1, 0, 2]`), the
     /// heads split with the batch as the minor factor of a merged axis (`Reshape [L, −1,
-    /// 4]`), the products on `[N·heads, L, 4]`, and everything moved back.
+    /// 4]`), the products on `[N·heads, L, 4]`, and everything moved back, the merged
+    /// rows L·N computed from a shape.
     SequenceFirst,
 }
 
@@ -108,7 +109,17 @@ fn tail(b: &mut ModelBuilder, block: Block, h: &str) -> String {
             let a = b.node("Softmax", &[&scaled], vec![attr::int("axis", -1)]);
             let o = b.node("MatMul", &[&a, &split[2]], vec![]);
             let back = b.node("Transpose", &[&o], perm(&[1, 0, 2]));
-            let merged = b.constant_i64(&[2], &[-1, 8]);
+            // The merged rows L·N computed from the sequence-first tensor's shape, as the
+            // legacy export computes them: a target the steps' copies compute again.
+            let shape = b.node("Shape", &[&t], vec![]);
+            let (zero, one) = (b.constant_i64(&[], &[0]), b.constant_i64(&[], &[1]));
+            let tokens = b.node("Gather", &[&shape, &zero], vec![attr::int("axis", 0)]);
+            let batch = b.node("Gather", &[&shape, &one], vec![attr::int("axis", 0)]);
+            let merged_rows = b.node("Mul", &[&tokens, &batch], vec![]);
+            let axes = b.constant_i64(&[1], &[0]);
+            let merged_rows = b.node("Unsqueeze", &[&merged_rows, &axes], vec![]);
+            let width = b.constant_i64(&[1], &[8]);
+            let merged = b.node("Concat", &[&merged_rows, &width], vec![attr::int("axis", 0)]);
             let rows = b.node("Reshape", &[&back, &merged], vec![]);
             let w = weights(b, 8, 8, 6);
             let out = b.node("MatMul", &[&rows, &w], vec![]);
@@ -235,13 +246,6 @@ fn every_form_computes_the_same_rows() {
         let custom = run(&convert(&whole, &anytime(6, Emit::CustomOp)), &x);
         assert!(max_abs_diff(&rows[1], &custom[1]) <= 1e-5, "{block:?}: custom-op");
         let stateful = Options { neuron: NeuronKind::Gn, tau: 4, emit: Emit::Stateful, ..Default::default() };
-        if let Block::SequenceFirst = block {
-            // The attention's running sums are [2·N, L, 4] (heads × batch on axis 0): a
-            // state the record cannot size yet, refused in one line.
-            let err = transpile(&whole, &stateful).unwrap_err().to_string();
-            assert!(err.contains("has size 2·N on axis 0; a state tensor's size is fixed or the batch N"), "{err}");
-            continue;
-        }
         let calls = gn_verify::run_stateful(&convert(&whole, &stateful), &vec![x.clone(); 6]).unwrap();
         for (t, outputs) in calls.iter().enumerate() {
             let diff = max_abs_diff(&outputs[0], &rows[1].index_axis(Axis(0), t).to_owned());
@@ -421,4 +425,21 @@ fn an_einsum_across_samples_is_refused() {
         let err = transpile(&model, &Options::default()).unwrap_err().to_string();
         assert!(err.contains("Einsum") && err.contains(equation) && err.contains("axis 0"), "{equation}: {err}");
     }
+}
+
+/// Sequence-first attention: the Transposes that move axis 0 and the Reshapes across it
+/// run once per step, named by `inspect`; the merged rows, computed from a shape of a
+/// time-varying tensor, are computed again for one step (axis 0 divided by T).
+#[test]
+fn sequence_first_attention_moves_axis_0_step_by_step() {
+    let (whole, _, _) = models(Block::SequenceFirst);
+    let audit = gn_transpile::inspect::audit(&whole).unwrap();
+    let per_step: Vec<&str> = audit.per_step.iter().map(|r| r.op.as_str()).collect();
+    assert_eq!(per_step.iter().filter(|&&op| op == "Transpose").count(), 6, "{per_step:?}");
+    assert_eq!(per_step.iter().filter(|&&op| op == "Reshape").count(), 5, "{per_step:?}");
+    assert!(audit.refused.is_empty() && audit.inexact.is_empty());
+    let snn = convert(&whole, &anytime(4, Emit::Standard));
+    let nodes = &snn.graph.as_ref().unwrap().node;
+    assert!(nodes.iter().any(|n| n.op_type() == "Div" && n.name().ends_with(".step_rows")));
+    assert!(nodes.iter().filter(|n| n.name().contains(".step3")).count() >= 11);
 }

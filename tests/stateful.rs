@@ -5,7 +5,7 @@
 use gn_onnx::proto::ModelProto;
 use gn_tests::reference::{self, matrix, mlp, Model};
 use gn_tests::{base_models, max_abs_diff, step, test_set};
-use gn_transpile::metadata::states;
+use gn_transpile::metadata::{states, StateDim};
 use gn_transpile::{transpile, Emit, NeuronKind, Options};
 use gn_verify::run_stateful;
 use ndarray::ArrayD;
@@ -68,7 +68,7 @@ fn max_pools_on_spikes_and_static_batches_keep_their_state() {
     let (worst, _) = against_anytime(&fixed, &x, NeuronKind::Gn, 5);
     assert_eq!(worst, 0.0, "static batch: max |diff| {worst}");
     let declared = states(&convert(&fixed, &stateful(NeuronKind::Gn, 4))).unwrap();
-    assert!(declared.iter().all(|s| s.shape.first().is_none_or(|d| *d == Some(8))), "{declared:?}");
+    assert!(declared.iter().all(|s| s.shape.first().is_none_or(|d| *d == StateDim::Size(8))), "{declared:?}");
     let pooled = states(&convert(&gn_tests::built::two_layers(true), &stateful(NeuronKind::Gn, 4))).unwrap();
     // Two membranes, the pool's running sum and last maximum, the readout's sum, the step count.
     assert_eq!(pooled.len(), 6, "{pooled:?}");
@@ -109,8 +109,9 @@ fn the_interface_is_self_describing() {
     // Two membranes at v(0) = θ_GN/2 (u = 1/2 in units of θ_GN), then the readout's step count and sum.
     let inits: Vec<f32> = declared.iter().map(|s| s.init).collect();
     assert_eq!(inits, [0.5, 0.5, 0.0, 0.0]);
-    let shapes: Vec<&[Option<i64>]> = declared.iter().map(|s| s.shape.as_slice()).collect();
-    assert_eq!(shapes, [&[None, Some(12)][..], &[None, Some(10)], &[], &[None, Some(4)]]);
+    let shapes: Vec<&[StateDim]> = declared.iter().map(|s| s.shape.as_slice()).collect();
+    let (n, size) = (StateDim::Batch(1), StateDim::Size);
+    assert_eq!(shapes, [&[n, size(12)][..], &[n, size(10)], &[], &[n, size(4)]]);
     let json = &snn.metadata_props.iter().find(|p| p.key() == "gn_transpile.state").unwrap().value;
     assert!(json.as_deref().unwrap().contains(r#""shape":["N",12]"#), "{json:?}");
     let emit = snn.metadata_props.iter().find(|p| p.key() == "gn_transpile.emit").unwrap();

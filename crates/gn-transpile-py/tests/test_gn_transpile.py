@@ -65,7 +65,9 @@ def test_the_stateful_form_gives_the_unrolled_anytime_rows_call_by_call():
     states = json.loads({p.key: p.value for p in stateful.metadata_props}["gn_transpile.state"])
     session = ort.InferenceSession(stateful.SerializeToString())
     names = [i.name for i in session.get_inputs()]
-    state = {s["input"]: np.full([len(x) if d == "N" else d for d in s["shape"]], s["init"], np.float32) for s in states}
+    # A state dimension is a size, "N" (the batch) or "kN" (k times it).
+    dim = lambda d: d if isinstance(d, int) else int(d[:-1] or 1) * len(x)  # noqa: E731
+    state = {s["input"]: np.full([dim(d) for d in s["shape"]], s["init"], np.float32) for s in states}
     for t in range(5):
         outputs = session.run(None, {names[0]: x, **state})
         state = {s["input"]: o for s, o in zip(states, outputs[len(outputs) - len(states) :])}

@@ -28,7 +28,7 @@ use gn_onnx::{Graph, Patch};
 use crate::detect::Site;
 use crate::function::function;
 use crate::lower::Lowered;
-use crate::metadata::{LayerRecord, Metadata, State};
+use crate::metadata::{LayerRecord, Metadata, State, StateDim};
 use crate::neuron::{expand_layer, Current, Expansion, NeuronKind, NeuronNode, Params};
 use crate::options::Emit;
 use crate::pass::{Context, Planned};
@@ -175,9 +175,9 @@ pub fn neurons(graph: &Graph, cx: &Context, lowered: &Lowered) -> Planned {
     Planned::patch(patch)
 }
 
-/// The shapes of values of the lowered graph (`None` for the batch), as the stateful
-/// emission needs them for its state tensors.
-pub type Shapes = HashMap<String, Vec<Option<i64>>>;
+/// The shapes of values of the lowered graph, as the stateful emission needs them for its
+/// state tensors.
+pub type Shapes = HashMap<String, Vec<StateDim>>;
 
 /// Plans the stateful form from a graph lowered at T = 1: one call runs one step.
 ///
@@ -332,23 +332,34 @@ impl StateList<'_> {
             .shapes
             .get(value)
             .ok_or_else(|| error(format!("the shape of '{value}' is unknown, and a state tensor needs one")))?;
-        if shape.iter().skip(1).any(Option::is_none) {
-            return Err(error(format!(
-                "'{value}' has a size other than the batch that is known only at run time; a state tensor needs it fixed"
-            )));
-        }
         Ok(self.declare(patch, base, shape.clone(), init))
     }
 
-    fn declare(&mut self, patch: &mut Patch, base: &str, shape: Vec<Option<i64>>, init: f32) -> (String, String) {
-        use gn_onnx::data::float_value_info;
+    fn declare(&mut self, patch: &mut Patch, base: &str, shape: Vec<StateDim>, init: f32) -> (String, String) {
         let input = patch.unique_name(base);
         let output = patch.unique_name(&format!("{base}.next"));
-        patch.add_input(float_value_info(&input, &shape));
-        patch.add_output(float_value_info(&output, &shape));
+        patch.add_input(state_value_info(&input, &shape));
+        patch.add_output(state_value_info(&output, &shape));
         self.states.push(State { input: input.clone(), output: output.clone(), init, shape });
         (input, output)
     }
+}
+
+/// A float state tensor's declaration: its sizes, `batch` for N and `k*batch` for k·N.
+fn state_value_info(name: &str, shape: &[StateDim]) -> gn_onnx::proto::ValueInfoProto {
+    use gn_onnx::proto::tensor_shape_proto::dimension::Value;
+    let mut info = gn_onnx::data::float_value_info(name, &vec![None; shape.len()]);
+    if let Some(gn_onnx::proto::type_proto::Value::TensorType(t)) = info.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        for (dim, d) in t.shape.iter_mut().flat_map(|s| s.dim.iter_mut()).zip(shape) {
+            dim.value = Some(match *d {
+                StateDim::Size(n) => Value::DimValue(n),
+                StateDim::Batch(1) => Value::DimParam("batch".into()),
+                StateDim::Batch(k) => Value::DimParam(format!("{k}*batch")),
+            });
+        }
+    }
+    info
 }
 
 /// Puts the emitted graph into `model`: the graph sorted and without dead nodes, the

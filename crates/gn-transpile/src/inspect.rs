@@ -314,7 +314,7 @@ fn render_converted(out: &mut String, c: &Converted) {
             c.states.len()
         );
         for s in &c.states {
-            let shape: Vec<String> = s.shape.iter().map(|d| d.map_or("N".into(), |d| d.to_string())).collect();
+            let shape: Vec<String> = s.shape.iter().map(ToString::to_string).collect();
             let _ = writeln!(out, "  {} → {}  [{}]  init {}", s.input, s.output, shape.join(", "), s.init);
         }
     }

@@ -99,6 +99,7 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
     let mut rebatch: Option<Rebatch> = None;
     let t = cx.options.timesteps;
     let consts = graph.constants();
+    let producers = graph.producers();
     let mut patch = Patch::new(graph);
     // Each region reads the running averages of its time-varying inputs, and its outputs
     // are compensated after it.
@@ -153,9 +154,8 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         }
         if per_step.contains(&idx) {
             patch.remove(idx);
-            let folded: Vec<String> =
-                node.input.iter().filter(|i| classes.get(*i) == Some(&TimeClass::Folded)).cloned().collect();
-            crate::per_step::lower(&mut patch, cx.opset, &node, &folded, t);
+            let steps = crate::per_step::Steps { graph, classes: &classes, producers: &producers, opset: cx.opset, t };
+            crate::per_step::lower(&mut patch, &steps, &node);
             continue;
         }
         for input in node.input.iter_mut() {

@@ -44,15 +44,40 @@ pub struct State {
     pub input: String,
     pub output: String,
     pub init: f32,
-    /// `None` is the batch N.
+    /// Recorded as sizes, `"N"` for the batch and `"kN"` for k times it.
     #[serde(serialize_with = "batch_dims", deserialize_with = "read_batch_dims")]
-    pub shape: Vec<Option<i64>>,
+    pub shape: Vec<StateDim>,
+}
+
+/// One dimension of a state tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StateDim {
+    /// A fixed size.
+    Size(i64),
+    /// k times the batch N (`Batch(1)` is N; attention's heads × batch is `Batch(heads)`).
+    Batch(u64),
+}
+
+impl std::fmt::Display for StateDim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateDim::Size(n) => write!(f, "{n}"),
+            StateDim::Batch(1) => write!(f, "N"),
+            StateDim::Batch(k) => write!(f, "{k}N"),
+        }
+    }
 }
 
 impl State {
     /// The state's shape for a batch of `n`.
     pub fn dims(&self, n: usize) -> Vec<usize> {
-        self.shape.iter().map(|d| d.map_or(n, |d| d as usize)).collect()
+        self.shape
+            .iter()
+            .map(|d| match *d {
+                StateDim::Size(s) => s as usize,
+                StateDim::Batch(k) => k as usize * n,
+            })
+            .collect()
     }
 }
 
@@ -181,7 +206,7 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn read_batch_dims<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Option<i64>>, D::Error> {
+fn read_batch_dims<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<StateDim>, D::Error> {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum Dim {
@@ -191,20 +216,24 @@ fn read_batch_dims<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Option<
     let dims: Vec<Dim> = serde::Deserialize::deserialize(d)?;
     dims.into_iter()
         .map(|d| match d {
-            Dim::Size(n) if n >= 0 => Ok(Some(n)),
-            Dim::Batch(b) if b == "N" => Ok(None),
-            _ => Err(serde::de::Error::custom("a state dimension is a size or \"N\"")),
+            Dim::Size(n) if n >= 0 => Ok(StateDim::Size(n)),
+            Dim::Batch(b) if b == "N" => Ok(StateDim::Batch(1)),
+            Dim::Batch(b) => match b.strip_suffix('N').and_then(|k| k.parse::<u64>().ok()) {
+                Some(k) if k >= 1 => Ok(StateDim::Batch(k)),
+                _ => Err(serde::de::Error::custom("a state dimension is a size, \"N\" or \"kN\"")),
+            },
+            _ => Err(serde::de::Error::custom("a state dimension is a size, \"N\" or \"kN\"")),
         })
         .collect()
 }
 
-fn batch_dims<S: serde::Serializer>(dims: &[Option<i64>], s: S) -> Result<S::Ok, S::Error> {
+fn batch_dims<S: serde::Serializer>(dims: &[StateDim], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;
     let mut seq = s.serialize_seq(Some(dims.len()))?;
     for d in dims {
         match d {
-            Some(n) => seq.serialize_element(n)?,
-            None => seq.serialize_element("N")?,
+            StateDim::Size(n) => seq.serialize_element(n)?,
+            batch => seq.serialize_element(&batch.to_string())?,
         }
     }
     seq.end()
@@ -225,12 +254,20 @@ mod tests {
             emit: Emit::Stateful,
             layers: vec![LayerRecord { site: "relu\u{1}\"quoted\"\n".into(), theta: 2.5, levels: 4 }],
             calibration: None,
-            state: Some(vec![State {
-                input: "u".into(),
-                output: "u.next".into(),
-                init: 0.5,
-                shape: vec![None, Some(3)],
-            }]),
+            state: Some(vec![
+                State {
+                    input: "u".into(),
+                    output: "u.next".into(),
+                    init: 0.5,
+                    shape: vec![StateDim::Batch(1), StateDim::Size(3)],
+                },
+                State {
+                    input: "s".into(),
+                    output: "s.next".into(),
+                    init: 0.0,
+                    shape: vec![StateDim::Batch(12), StateDim::Size(4)],
+                },
+            ]),
         }
     }
 
@@ -244,10 +281,14 @@ mod tests {
     fn the_record_round_trips_with_any_node_name() {
         let meta = record();
         let model = model_with(&meta);
-        assert_eq!(Metadata::read(&model), Some(Ok(meta)));
+        assert_eq!(Metadata::read(&model), Some(Ok(meta.clone())));
         let layers = model.metadata_props.iter().find(|p| p.key() == "gn_transpile.layers").unwrap();
         // JSON escapes, not Rust's Debug escapes: `\u0001`, never `\u{1}`.
         assert!(layers.value().contains("\\u0001") && !layers.value().contains("\\u{1}"), "{}", layers.value());
+        // The batch is "N", and k times it "kN".
+        let state = model.metadata_props.iter().find(|p| p.key() == "gn_transpile.state").unwrap();
+        assert!(state.value().contains(r#""shape":["N",3]"#) && state.value().contains(r#""shape":["12N",4]"#));
+        assert_eq!(meta.state.as_ref().unwrap()[1].dims(5), [60, 4]);
     }
 
     #[test]
@@ -265,6 +306,11 @@ mod tests {
             ("layers", "[{", "gn_transpile.layers is not valid"),
             ("layers", "[{\"site\":\"a\",\"theta\":-1,\"levels\":4}]", "θ = -1"),
             ("state", "[{\"input\":1}]", "gn_transpile.state is not valid"),
+            (
+                "state",
+                "[{\"input\":\"u\",\"output\":\"v\",\"init\":0,\"shape\":[\"0N\"]}]",
+                "gn_transpile.state is not valid",
+            ),
             ("emit", "custom-op", "present exactly when"),
         ] {
             let mut model = model_with(&record());

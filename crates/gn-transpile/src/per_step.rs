@@ -12,25 +12,53 @@
 //!
 //! Being linear, its output averaged over the first t steps is the op on its inputs
 //! averaged over them: exact in time. Its other operands (weights, shapes read from the
-//! network input, time-invariant tensors) are read as they are, as the ANN reads them.
+//! network input, time-invariant tensors) are read as they are, as the ANN reads them; a
+//! shape computed from folded tensors (T times the step's rows on axis 0) is computed
+//! again from the step's shapes: each `Shape(v)` of a folded `v` in its computation
+//! becomes `Shape(v)` with axis 0 divided by T.
 
-use gn_onnx::graph::attr;
+use std::collections::HashMap;
+
+use gn_onnx::graph::{attr, standard_op};
 use gn_onnx::proto::NodeProto;
-use gn_onnx::Patch;
+use gn_onnx::{Graph, Patch};
 
 use crate::opset::Opset;
+use crate::time::TimeClass;
+
+/// What the step's copies read from the lowered graph.
+pub struct Steps<'a> {
+    pub graph: &'a Graph,
+    pub classes: &'a HashMap<String, TimeClass>,
+    pub producers: &'a HashMap<String, usize>,
+    pub opset: Opset,
+    pub t: usize,
+}
 
 /// Replaces `node` (already removed from the patch's graph) by `t` copies, one per step:
-/// each of its `folded` operands is cut into its `t` steps along axis 0, and each output
-/// is the copies' outputs concatenated along axis 0.
-pub fn lower(patch: &mut Patch, opset: Opset, node: &NodeProto, folded: &[String], t: usize) {
+/// each of its folded operands is cut into its `t` steps along axis 0, each shape operand
+/// computed from folded tensors is computed again for one step, and each output is the
+/// copies' outputs concatenated along axis 0.
+pub fn lower(patch: &mut Patch, cx: &Steps, node: &NodeProto) {
+    let (opset, t) = (cx.opset, cx.t);
     let base =
         if node.name().is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name().into() };
     let mut steps: Vec<(String, Vec<String>)> = Vec::new();
-    for f in folded {
-        if !steps.iter().any(|(v, _)| v == f) {
-            let parts = cut(patch, opset, &base, f, t);
-            steps.push((f.clone(), parts));
+    let mut shapes: HashMap<String, String> = HashMap::new();
+    for f in &node.input {
+        if steps.iter().any(|(v, _)| v == f) {
+            continue;
+        }
+        match cx.classes.get(f) {
+            Some(TimeClass::Folded) => {
+                let parts = cut(patch, opset, &base, f, t);
+                steps.push((f.clone(), parts));
+            }
+            Some(TimeClass::ShapeOfFolded) => {
+                let step = step_shape(patch, cx, &mut shapes, f, 0);
+                steps.push((f.clone(), vec![step; t]));
+            }
+            _ => {}
         }
     }
     let mut outputs: Vec<Vec<String>> = vec![Vec::new(); node.output.len()];
@@ -89,4 +117,51 @@ fn cut(patch: &mut Patch, opset: Opset, base: &str, x: &str, t: usize) -> Vec<St
             g.add_node(base, &format!("step{s}"), "Gather", &[&steps, &index], vec![attr::int("axis", 0)])
         })
         .collect()
+}
+
+/// The shape vector `v` (computed from folded tensors' shapes) as one step sees it: its
+/// computation again, each `Shape(x)` of a folded `x` replaced by that shape with axis 0
+/// divided by T. One per value.
+fn step_shape(patch: &mut Patch, cx: &Steps, memo: &mut HashMap<String, String>, v: &str, depth: usize) -> String {
+    if let Some(s) = memo.get(v) {
+        return s.clone();
+    }
+    let Some(&p) = cx.producers.get(v) else { return v.to_string() };
+    if cx.classes.get(v) != Some(&TimeClass::ShapeOfFolded) || depth > 256 {
+        return v.to_string();
+    }
+    let n = &cx.graph.nodes()[p];
+    let folded_input = n.input.first().is_some_and(|i| cx.classes.get(i) == Some(&TimeClass::Folded));
+    let step = if standard_op(n) == "Shape" && folded_input {
+        if attr::get_int(n, "start").unwrap_or(0) != 0 {
+            // A Shape from axis 1 on reads no rows.
+            v.to_string()
+        } else {
+            let g = patch.builder();
+            let zero = g.add_initializer_i64(&format!("{v}.zero"), &[1], &[0]);
+            let one = g.add_initializer_i64(&format!("{v}.one"), &[1], &[1]);
+            let end = g.add_initializer_i64(&format!("{v}.end"), &[1], &[i64::MAX]);
+            let steps = g.add_initializer_i64(&format!("{v}.t"), &[1], &[cx.t as i64]);
+            let rows = g.add_node(v, "rows", "Slice", &[v, &zero, &one], vec![]);
+            let step_rows = g.add_node(v, "step_rows", "Div", &[&rows, &steps], vec![]);
+            let rest = g.add_node(v, "rest", "Slice", &[v, &one, &end], vec![]);
+            g.add_node(v, "step", "Concat", &[&step_rows, &rest], vec![attr::int("axis", 0)])
+        }
+    } else {
+        let mut copy = n.clone();
+        for input in copy.input.iter_mut().filter(|i| !i.is_empty()) {
+            *input = step_shape(patch, cx, memo, &input.clone(), depth + 1);
+        }
+        let name = patch.unique_name(&format!("{}.step", n.name()));
+        copy.name = Some(name);
+        for output in copy.output.iter_mut().filter(|o| !o.is_empty()) {
+            *output = patch.unique_name(&format!("{output}.step"));
+        }
+        let k = n.output.iter().position(|o| o == v).unwrap_or(0);
+        let out = copy.output[k].clone();
+        patch.push(copy);
+        out
+    };
+    memo.insert(v.to_string(), step.clone());
+    step
 }

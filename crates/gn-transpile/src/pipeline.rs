@@ -230,7 +230,7 @@ fn state_shapes(graph: &Graph, lowered: &crate::lower::Lowered, opset: Opset) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::states;
+    use crate::metadata::{states, StateDim};
     use crate::test_graphs::{qcfs, qcfs_constants};
     use gn_onnx::data::{float_value_info, model, node, tensor_f32, tensor_i64};
     use gn_onnx::graph::attr;
@@ -282,19 +282,19 @@ mod tests {
     fn the_stateful_form_declares_its_state_shapes_from_the_static_inference() {
         let options = Options { emit: Emit::Stateful, ..Default::default() };
         let (snn, _) = transpile(&two_layers_and_a_pool(), &options).expect("a stateful conversion");
-        let mut declared: Vec<(String, Vec<Option<i64>>)> =
+        let mut declared: Vec<(String, Vec<StateDim>)> =
             states(&snn).expect("state metadata").into_iter().map(|s| (s.input, s.shape)).collect();
         declared.sort();
-        let n = None;
+        let (n, s) = (StateDim::Batch(1), StateDim::Size);
         let expected = [
-            ("a1.e.gn.membrane", vec![n, Some(2), Some(4), Some(4)]),
-            ("a2.e.gn.membrane", vec![n, Some(2), Some(4), Some(4)]),
+            ("a1.e.gn.membrane", vec![n, s(2), s(4), s(4)]),
+            ("a2.e.gn.membrane", vec![n, s(2), s(4), s(4)]),
             ("gn_transpile.steps", vec![]),
-            ("pooled.max", vec![n, Some(2), Some(2), Some(2)]),
-            ("pooled.sum", vec![n, Some(2), Some(4), Some(4)]),
-            ("y.sum", vec![n, Some(3)]),
+            ("pooled.max", vec![n, s(2), s(2), s(2)]),
+            ("pooled.sum", vec![n, s(2), s(4), s(4)]),
+            ("y.sum", vec![n, s(3)]),
         ];
-        let expected: Vec<(String, Vec<Option<i64>>)> = expected.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let expected: Vec<(String, Vec<StateDim>)> = expected.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         assert_eq!(declared, expected);
     }
 

@@ -29,6 +29,7 @@ use gn_onnx::window::{Padding, Window};
 use gn_onnx::Graph;
 
 use crate::error::TranspileError;
+use crate::metadata::StateDim;
 use crate::neuron::NeuronNode;
 
 /// The most elements of a tensor followed by value (a shape or a piece of one).
@@ -275,22 +276,17 @@ impl StaticShapes {
         }
     }
 
-    /// The shape of `value` as a state tensor records it ([`crate::metadata::State`]):
-    /// `None` for the batch N. A size k·N other than N is refused, which the record
-    /// cannot express.
-    pub fn state_shape(&self, value: &str) -> Result<Vec<Option<i64>>, TranspileError> {
+    /// The shape of `value` as a state tensor records it ([`crate::metadata::State`]).
+    pub fn state_shape(&self, value: &str) -> Result<Vec<StateDim>, TranspileError> {
         self.shape(value)?
             .iter()
-            .enumerate()
-            .map(|(axis, d)| match d {
-                Dim::Fixed(n) => Ok(Some(*n)),
-                Dim::Batch(1) => Ok(None),
+            .map(|d| match *d {
+                Dim::Fixed(n) => Ok(StateDim::Size(n)),
+                Dim::Batch(k) if k >= 1 => Ok(StateDim::Batch(k as u64)),
                 Dim::Batch(_) => Err(TranspileError::Pass {
                     pass: "emit",
                     node: value.to_string(),
-                    reason: format!(
-                        "'{value}' has size {d} on axis {axis}; a state tensor's size is fixed or the batch N"
-                    ),
+                    reason: format!("'{value}' has size {d}, which no batch gives a state tensor"),
                 }),
             })
             .collect()
@@ -1817,8 +1813,8 @@ mod tests {
         assert_eq!(shape(&s, "mean"), [N, f(7)]);
         assert_eq!(shape(&s, "total"), [f(1), f(1), f(1)]);
         assert_eq!(shape(&s, "argmax"), [N, f(10), f(1)]);
-        assert!(s.state_shape("cat0").unwrap_err().to_string().contains("2·N on axis 0"));
-        assert_eq!(s.state_shape("t").unwrap(), [None, Some(7), Some(10)]);
+        assert_eq!(s.state_shape("cat0").unwrap()[0], StateDim::Batch(2));
+        assert_eq!(s.state_shape("t").unwrap(), [StateDim::Batch(1), StateDim::Size(7), StateDim::Size(10)]);
     }
 
     #[test]

@@ -248,7 +248,14 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 _ => (Const, Role::TimeInvariant),
             }
         } else if has(Folded) {
-            let cx = FoldedContext { consts: &consts, shapes: &shapes, classes: &classes, batch, graph, producers: &producers };
+            let cx = FoldedContext {
+                consts: &consts,
+                shapes: &shapes,
+                classes: &classes,
+                batch,
+                graph,
+                producers: &producers,
+            };
             let role = folded_role(&cx, n, idx, &mut rebatched, &mut batch_constants, &mut batch_shapes);
             (Folded, role)
         } else if has(ShapeOfFolded) {
@@ -318,14 +325,9 @@ fn folded_role(
         if let Some(why) = along {
             let products = matches!(standard_op(n), "Mul" | "Div" | "MatMul" | "Einsum")
                 && inputs.iter().filter(|&&c| c == Folded).count() > 1;
-            // A shape read from a folded tensor holds T times the step's rows on axis 0:
-            // the step's copy may read its other entries only.
-            let shape_rows = n.input.iter().any(|i| classes.get(i) == Some(&ShapeOfFolded) && reads_folded_rows(cx, i, 0));
-            return if ops::is_linear(standard_op(n)) && !products && !shape_rows {
-                Role::PerStep(why)
-            } else {
-                Role::Refused(why)
-            };
+            // A shape read from a folded tensor is computed again for the step's copies
+            // ([`crate::per_step`]).
+            return if ops::is_linear(standard_op(n)) && !products { Role::PerStep(why) } else { Role::Refused(why) };
         }
     }
     if has(ShapeOfStatic) {
@@ -456,42 +458,6 @@ fn computed_target_off_rows(cx: &FoldedContext, n: &NodeProto) -> Option<String>
     Some("its target shape, computed at run time, sets axis 0 to something other than 0, −1 or axis 0 of a time-varying tensor".into())
 }
 
-/// Whether the shape vector `v` may hold axis 0 of a folded tensor's shape (T times the
-/// step's rows): a Shape of a folded tensor is read whole or at index 0 somewhere in its
-/// computation. Reads of its other entries are the step's own.
-fn reads_folded_rows(cx: &FoldedContext, v: &str, depth: usize) -> bool {
-    if depth > 64 {
-        return true;
-    }
-    if cx.consts.small(v).is_some() {
-        return false;
-    }
-    let folded_shape = |x: &str| {
-        cx.producers.get(x).map(|&p| &cx.graph.nodes()[p]).filter(|s| {
-            standard_op(s) == "Shape"
-                && s.input.first().is_some_and(|i| cx.classes.get(i) == Some(&TimeClass::Folded))
-                && attr::get_int(s, "start").unwrap_or(0) == 0
-        })
-    };
-    let Some(&p) = cx.producers.get(v) else { return false };
-    let n = &cx.graph.nodes()[p];
-    match standard_op(n) {
-        "Shape" => n.input.first().is_some_and(|i| cx.classes.get(i) == Some(&TimeClass::Folded)),
-        // An entry other than 0 of a folded tensor's shape.
-        "Gather" if n.input.first().is_some_and(|s| folded_shape(s).is_some()) => {
-            !rank::const_ints(cx.consts, n, 1).is_some_and(|idx| !idx.is_empty() && idx.iter().all(|&i| i > 0))
-        }
-        "Slice" if n.input.first().is_some_and(|s| folded_shape(s).is_some()) => {
-            !rank::const_ints(cx.consts, n, 1).is_some_and(|starts| starts.iter().all(|&i| i > 0))
-        }
-        _ => n
-            .input
-            .iter()
-            .filter(|i| cx.classes.get(*i) == Some(&TimeClass::ShapeOfFolded))
-            .any(|i| reads_folded_rows(cx, i, depth + 1)),
-    }
-}
-
 /// Whether the first entry of the shape vector `v` follows the rows of a folded value:
 /// 0 or −1, or read from axis 0 of a folded tensor's shape (through Concat, Gather,
 /// Slice, Unsqueeze, Squeeze, Cast, Identity). Such a Reshape target gives T times the
@@ -508,9 +474,7 @@ fn follows_folded_rows(cx: &FoldedContext, v: &str, depth: usize) -> bool {
         return false;
     }
     match standard_op(n) {
-        "Shape" => {
-            cx.classes.get(first()) == Some(&TimeClass::Folded) && attr::get_int(n, "start").unwrap_or(0) == 0
-        }
+        "Shape" => cx.classes.get(first()) == Some(&TimeClass::Folded) && attr::get_int(n, "start").unwrap_or(0) == 0,
         "Gather" | "Slice" if index0(1) => follows_folded_rows(cx, first(), depth + 1),
         "Concat" | "Unsqueeze" | "Squeeze" | "Cast" | "Identity" => follows_folded_rows(cx, first(), depth + 1),
         _ => false,
