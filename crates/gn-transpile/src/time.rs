@@ -262,7 +262,26 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             if has(Static) || has(ShapeOfStatic) {
                 (ShapeOfFolded, Role::Refused("it mixes the folded batch size with a time-invariant tensor".into()))
             } else if matches!(standard_op(n), "ConstantOfShape" | "Range") {
-                (Folded, Role::Exact)
+                // Made from a step's sizes only (no rows): the same at every step, a
+                // constant; from the rows: T·N rows, folded.
+                let cx = FoldedContext {
+                    consts: &consts,
+                    shapes: &shapes,
+                    classes: &classes,
+                    batch,
+                    graph,
+                    producers: &producers,
+                };
+                let rows = n
+                    .input
+                    .iter()
+                    .filter(|i| classes.get(*i) == Some(&ShapeOfFolded))
+                    .any(|i| reads_folded_rows(&cx, i, 0));
+                if rows {
+                    (Folded, Role::Exact)
+                } else {
+                    (Const, Role::TimeInvariant)
+                }
             } else {
                 (ShapeOfFolded, Role::Exact)
             }
@@ -456,6 +475,40 @@ fn computed_target_off_rows(cx: &FoldedContext, n: &NodeProto) -> Option<String>
         return None;
     }
     Some("its target shape, computed at run time, sets axis 0 to something other than 0, −1 or axis 0 of a time-varying tensor".into())
+}
+
+/// Whether the shape vector `v` may hold axis 0 of a folded tensor's shape (T times the
+/// step's rows): a Shape of a folded tensor is read whole or at index 0 somewhere in its
+/// computation. Reads of its other entries are the step's own.
+fn reads_folded_rows(cx: &FoldedContext, v: &str, depth: usize) -> bool {
+    if depth > 64 {
+        return true;
+    }
+    if cx.consts.small(v).is_some() {
+        return false;
+    }
+    let folded = |x: &String| cx.classes.get(x) == Some(&TimeClass::Folded);
+    let whole_shape = |s: &NodeProto| {
+        standard_op(s) == "Shape" && s.input.first().is_some_and(folded) && attr::get_int(s, "start").unwrap_or(0) == 0
+    };
+    let of_whole_shape = |x: &String| cx.producers.get(x).is_some_and(|&p| whole_shape(&cx.graph.nodes()[p]));
+    let Some(&p) = cx.producers.get(v) else { return false };
+    let n = &cx.graph.nodes()[p];
+    match standard_op(n) {
+        "Shape" => whole_shape(n),
+        // Entries other than the first of a folded tensor's shape.
+        "Gather" if n.input.first().is_some_and(of_whole_shape) => {
+            !rank::const_ints(cx.consts, n, 1).is_some_and(|idx| !idx.is_empty() && idx.iter().all(|&i| i > 0))
+        }
+        "Slice" if n.input.first().is_some_and(of_whole_shape) => {
+            !rank::const_ints(cx.consts, n, 1).is_some_and(|starts| starts.iter().all(|&i| i > 0))
+        }
+        _ => n
+            .input
+            .iter()
+            .filter(|i| cx.classes.get(*i) == Some(&TimeClass::ShapeOfFolded))
+            .any(|i| reads_folded_rows(cx, i, depth + 1)),
+    }
 }
 
 /// Whether the first entry of the shape vector `v` follows the rows of a folded value:
