@@ -330,6 +330,15 @@ fn inspect_says_which_weighted_ops_read_spikes() {
     assert_eq!(reads, ["analog", "spikes", "analog"], "{:?}", audit.weighted);
     let text = gn_transpile::inspect::inspect(&whole).unwrap();
     assert!(text.contains("weighted ops reading spikes (accumulates): 1 of 3"), "{text}");
+    // Per value: the spiking layer's output carries spikes; the gate's sum, its sigmoid,
+    // the product, the head and the graph output change every step; the first Gemm runs
+    // once.
+    let site = &audit.sites[0].output;
+    let t = &audit.tensors;
+    assert_eq!(t.spikes, std::slice::from_ref(site), "{t:?}");
+    assert_eq!(t.analog_once, [audit.sites[0].input.clone()], "{t:?}");
+    assert_eq!(t.analog_steps.len(), 5, "{t:?}");
+    assert!(text.contains(&format!("values carrying spikes (per step, a count of θ_GN from 0 to τ; 0 or θ for IF): 1; analog values changing every step: 5; analog values computed once: 1\n  spikes: {site}\n")), "{text}");
 }
 
 /// A Reshape target built from `Shape(x, start = -2, end = -1)` (axis 0 of a rank-2 input)

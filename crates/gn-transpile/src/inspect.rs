@@ -14,7 +14,7 @@ use crate::detect::{detect, NearMiss, ReluSite, Site};
 use crate::error::TranspileError;
 use crate::metadata::{Metadata, State};
 use crate::neuron::{attr_name, NeuronNode};
-use crate::time::{analyze, Role};
+use crate::time::{analyze, Role, TimeClass};
 
 /// What `inspect` found in a model.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -53,8 +53,23 @@ pub struct Audit {
     /// The weighted ops (Conv, Gemm, MatMul) once converted, and what they read: `spikes`
     /// (accumulates) or `analog` (multiply-accumulates).
     pub weighted: Vec<NodeReason>,
+    /// What each value of the converted graph carries, in node order.
+    pub tensors: Tensors,
     /// What the audit could not trust in the model (malformed metadata).
     pub warnings: Vec<String>,
+}
+
+/// The values of a converted graph by what they carry.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tensors {
+    /// Spikes at every step: counts of θ_GN between 0 and τ (0 or θ for IF), the spiking
+    /// layers' outputs and what only moves, selects or pools them.
+    pub spikes: Vec<String>,
+    /// Analog values that change every step (sums of weighted spikes, rate-coded ops).
+    pub analog_steps: Vec<String>,
+    /// Analog values computed once per input, before the first spiking layer or on no
+    /// spiking path (constants and shapes left out).
+    pub analog_once: Vec<String>,
 }
 
 /// A node and what is said about it.
@@ -142,6 +157,18 @@ pub fn audit(model: &ModelProto) -> Result<Audit, TranspileError> {
         audit.weighted.push(NodeReason { node: w.node, op: w.op, reason: reason.into() });
     }
     let analysis = analyze(&graph)?;
+    let spikes = crate::spikes::spike_values(&graph)?;
+    for &i in &analysis.order {
+        for o in graph.nodes()[i].output.iter().filter(|o| !o.is_empty()) {
+            let list = match analysis.classes.get(o) {
+                _ if spikes.contains(o) => &mut audit.tensors.spikes,
+                Some(TimeClass::Folded) => &mut audit.tensors.analog_steps,
+                Some(TimeClass::Static) => &mut audit.tensors.analog_once,
+                _ => continue,
+            };
+            list.push(o.clone());
+        }
+    }
     audit.static_batch = analysis.static_batch;
     audit.rebatched = analysis.rebatched.len();
     for v in analysis.verdicts {
@@ -367,6 +394,21 @@ fn render_ann(out: &mut String, a: &Audit) {
     let _ = writeln!(out, "nodes exact in rate: {}", a.rate.len());
     for r in &a.rate {
         let _ = writeln!(out, "  {} ({}): {}", r.node, r.op, r.reason);
+    }
+    let t = &a.tensors;
+    let _ = writeln!(
+        out,
+        "values carrying spikes (per step, a count of θ_GN from 0 to τ; 0 or θ for IF): {}; analog values changing every step: {}; analog values computed once: {}",
+        t.spikes.len(),
+        t.analog_steps.len(),
+        t.analog_once.len()
+    );
+    const SHOWN: usize = 12;
+    let shown: Vec<&str> = t.spikes.iter().take(SHOWN).map(String::as_str).collect();
+    if !shown.is_empty() {
+        let more = t.spikes.len().saturating_sub(SHOWN);
+        let tail = if more > 0 { format!(", … and {more} more (all in the JSON audit)") } else { String::new() };
+        let _ = writeln!(out, "  spikes: {}{tail}", shown.join(", "));
     }
     let on_spikes = a.weighted.iter().filter(|w| w.reason == "spikes").count();
     let _ = writeln!(

@@ -279,7 +279,9 @@ def inspect(model):
     For an ANN: "sites" (name, input, output, theta, levels, nodes, values, ops,
     per_channel), "near_misses" (node, ops, reason, fatal), "moves", "time_invariant",
     "exact", "rate", "inexact", "refused" (node, op, reason), "weighted" (node, op, and
-    "spikes" or "analog": what it reads once converted), "warnings", and
+    "spikes" or "analog": what it reads once converted), "per_step" (node, op, reason:
+    linear nodes along axis 0, run once per step), "tensors" ("spikes", "analog_steps",
+    "analog_once": the values by what they carry once converted), "warnings", and
     "other_activations" and "relu_sites" when there is no QCFS activation. For a converted
     model: "converted" (neuron, tau, timesteps, form, layers, functions, states, nodes).
     """
