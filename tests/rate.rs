@@ -273,6 +273,24 @@ fn inspect_lists_the_ops_exact_in_rate() {
     }
 }
 
+/// Compensating op by op computes the same rows as compensating once per region, with a
+/// running average and a difference between every pair of rate-coded ops.
+#[test]
+fn op_by_op_compensation_gives_the_same_rows_with_more_work() {
+    // Attention: Q·Kᵀ averages Q and Kᵀ, the Softmax the scaled scores, ·V the weights and V
+    // (one region averages Q, K and V: 3).
+    for (block, per_op_cumsums) in [(Block::Attention, 5), (Block::LayerNorm, 1), (Block::Gate, 3)] {
+        let x = inputs(block, 16);
+        let (whole, _, _) = models(block);
+        let per_op = Options { compensation: gn_transpile::Compensation::PerOp, ..anytime(5, Emit::Standard) };
+        let (a, b) = (convert(&whole, &anytime(5, Emit::Standard)), convert(&whole, &per_op));
+        let diff = max_abs_diff(&run(&a, &x)[1], &run(&b, &x)[1]);
+        assert!(diff <= 1e-4, "{block:?}: differs by {diff}");
+        let cumsums = b.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type() == "CumSum").count();
+        assert_eq!(cumsums, per_op_cumsums, "{block:?}");
+    }
+}
+
 /// Each block is one region: its inputs averaged once and each output compensated once.
 #[test]
 fn each_block_is_compensated_once() {

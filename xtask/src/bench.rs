@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gn_onnx::proto::ModelProto;
-use gn_transpile::{transpile, Emit, NeuronKind, Options};
+use gn_transpile::{transpile, Compensation, Emit, NeuronKind, Options};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
@@ -49,6 +49,9 @@ pub struct Args {
 
 /// The runtime label of the custom-op form on ONNX Runtime with the fused kernels.
 const FUSED: &str = "ONNX Runtime, custom-op + gn-ort-ops";
+
+/// The neuron label's suffix of a model compensated op by op ([`Compensation::PerOp`]).
+const OP_BY_OP: &str = ", op by op";
 
 #[derive(Serialize)]
 struct Row {
@@ -215,6 +218,16 @@ fn time_subject(
                 let snn = transpile(&s.ann, &options).with_context(|| format!("{} {neuron} T={t}", s.name))?.0;
                 models.push((neuron.label(options.tau), t, snn, fused));
             }
+        }
+    }
+    // A model with ops exact in rate: also GN compensated op by op, against its regions.
+    for &t in &args.timesteps {
+        let options = Options { timesteps: t, compensation: Compensation::PerOp, ..Default::default() };
+        let per_op = transpile(&s.ann, &options).with_context(|| format!("{} op by op T={t}", s.name))?.0;
+        let regions = models.iter().find(|m| m.1 == t && !m.3 && m.0 == NeuronKind::Gn.label(options.tau));
+        let nodes = |m: &ModelProto| m.graph.as_ref().map_or(0, |g| g.node.len());
+        if regions.is_some_and(|r| nodes(&r.2) != nodes(&per_op)) {
+            models.push((format!("{}{OP_BY_OP}", NeuronKind::Gn.label(options.tau)), t, per_op, false));
         }
     }
     for &batch in &args.batches {
@@ -438,6 +451,52 @@ fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {
                 })
                 .collect();
             let _ = writeln!(s, "| {model} | {batch} | {neuron} | {} |", cells.join(" | "));
+        }
+    }
+    // Op-by-op compensation against regions, same runtime, batch and T.
+    let per_op: Vec<(&Row, &Row)> = rows
+        .iter()
+        .filter_map(|o| {
+            let plain = o.neuron.strip_suffix(OP_BY_OP)?;
+            let regions = rows.iter().find(|r| {
+                r.neuron == plain
+                    && r.runtime == o.runtime
+                    && r.model == o.model
+                    && r.batch == o.batch
+                    && r.timesteps == o.timesteps
+            })?;
+            Some((regions, o))
+        })
+        .collect();
+    if !per_op.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nOps exact in rate compensated op by op (each averages its inputs and differences its output) against once per region (the default): cost = op-by-op time / region time, standard form.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| model | runtime | batch | {} |",
+            ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | ")
+        );
+        let _ = writeln!(s, "| --- | --- | --- |{}", " --- |".repeat(ts.len()));
+        let mut keys: Vec<(&str, &str, usize)> = Vec::new();
+        for (_, o) in &per_op {
+            let k = (o.model.as_str(), o.runtime, o.batch);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        for (model, runtime, batch) in keys {
+            let cells: Vec<String> = ts
+                .iter()
+                .map(|&t| {
+                    per_op
+                        .iter()
+                        .find(|(_, o)| o.model == model && o.runtime == runtime && o.batch == batch && o.timesteps == t)
+                        .map_or("–".into(), |(r, o)| format!("{:.2}", o.snn_ms / r.snn_ms))
+                })
+                .collect();
+            let _ = writeln!(s, "| {model} | {runtime} | {batch} | {} |", cells.join(" | "));
         }
     }
     for t in transpiles {

@@ -268,6 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         allow_inexact: args.allow_inexact,
         emit: args.emit,
         calibration: None,
+        compensation: gn_transpile::Compensation::Regions,
     };
     options.validate()?;
     let start = Instant::now();

@@ -77,7 +77,16 @@ fn convert<'py>(
         .map(|json| serde_json::from_str::<Calibration>(json).map(std::sync::Arc::new))
         .transpose()
         .map_err(|e| PyValueError::new_err(format!("the calibration is not one gn_transpile wrote: {e}")))?;
-    let options = Options { neuron, tau, timesteps: timesteps.unwrap_or(4), anytime, allow_inexact, emit, calibration };
+    let options = Options {
+        neuron,
+        tau,
+        timesteps: timesteps.unwrap_or(4),
+        anytime,
+        allow_inexact,
+        emit,
+        calibration,
+        ..Default::default()
+    };
     let model = load(path, data.as_deref())?;
     let bytes = py
         .allow_threads(|| transpile(&model, &options).map(|(snn, _)| gn_onnx::io::encode(&snn)))

@@ -70,7 +70,7 @@ pub use commute::Move;
 pub use error::TranspileError;
 pub use neuron::NeuronKind;
 pub use opset::default_opset;
-pub use options::{Emit, Options, MAX_TAU, MAX_TIMESTEPS};
+pub use options::{Compensation, Emit, Options, MAX_TAU, MAX_TIMESTEPS};
 pub use pipeline::{find_sites, transpile, Report};
 pub use time::static_batch;
 

@@ -86,7 +86,8 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             _ => {}
         }
     }
-    lowered.rate_regions = rate::regions(graph, &analysis)?;
+    let joined = cx.options.compensation == crate::Compensation::Regions;
+    lowered.rate_regions = rate::regions(graph, &analysis, joined)?;
     let per_step: HashSet<usize> = analysis
         .order
         .iter()

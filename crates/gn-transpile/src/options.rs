@@ -37,6 +37,20 @@ impl Emit {
     }
 }
 
+/// How the ops exact in rate are compensated (docs/design.md §5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compensation {
+    /// Once per maximal connected region of them (the default): a region's inputs are
+    /// averaged once and each output read outside it is differenced once.
+    #[default]
+    Regions,
+    /// Each op on its own, averaging its inputs and differencing its output: the same
+    /// values in rate, with a difference and a re-sum between every pair of ops. For
+    /// measuring what regions save (`cargo xtask bench`); a comparison feeding a Where is
+    /// refused, its booleans leaving its region.
+    PerOp,
+}
+
 pub use gn_neuron::{MAX_TAU, MAX_TIMESTEPS};
 
 /// Largest spiking layers × T the standard form unrolls: it writes about six nodes per
@@ -60,6 +74,8 @@ pub struct Options {
     /// θ for the ReLU-family activations, measured on sample inputs (`--calibrate`):
     /// they convert as QCFS sites of that θ. Without it, a ReLU is not a spiking layer.
     pub calibration: Option<std::sync::Arc<crate::calibrate::Calibration>>,
+    /// How the ops exact in rate are compensated.
+    pub compensation: Compensation,
 }
 
 impl Default for Options {
@@ -72,6 +88,7 @@ impl Default for Options {
             allow_inexact: false,
             emit: Emit::Standard,
             calibration: None,
+            compensation: Compensation::Regions,
         }
     }
 }

@@ -43,10 +43,10 @@ pub struct Region {
 }
 
 /// The regions of an analysed graph: its rate-coded nodes other than max-pools, grown by
-/// the linear nodes that only pass values between them, joined where one reads another.
-/// Refuses a region whose output is written by an op of booleans or indices (a value that
-/// cannot be averaged over time).
-pub fn regions(graph: &Graph, analysis: &Analysis) -> Result<Vec<Region>, TranspileError> {
+/// the linear nodes that only pass values between them, joined where one reads another
+/// (`joined`; otherwise one region per rate-coded node). Refuses a region whose output is
+/// written by an op of booleans or indices (a value that cannot be averaged over time).
+pub fn regions(graph: &Graph, analysis: &Analysis, joined: bool) -> Result<Vec<Region>, TranspileError> {
     let nodes = graph.nodes();
     let role_of: HashMap<usize, &Role> =
         analysis.order.iter().copied().zip(analysis.verdicts.iter().map(|v| &v.role)).collect();
@@ -64,26 +64,31 @@ pub fn regions(graph: &Graph, analysis: &Analysis) -> Result<Vec<Region>, Transp
     let folded = |v: &str| analysis.classes.get(v) == Some(&TimeClass::Folded);
     // Linear nodes between members join them: every time-varying input from a member,
     // every reader a member.
-    loop {
-        let joining: Vec<usize> = role_of
-            .iter()
-            .filter(|(i, r)| ***r == Role::Exact && !member.contains(*i))
-            .map(|(&i, _)| i)
-            .filter(|&i| {
-                let n = &nodes[i];
-                let fed =
-                    n.input.iter().filter(|v| folded(v)).all(|v| producers.get(v).is_some_and(|p| member.contains(p)));
-                let read = n.output.iter().filter(|o| !o.is_empty()).all(|o| {
-                    !outputs.contains(o)
-                        && consumers.get(o).is_some_and(|c| !c.is_empty() && c.iter().all(|r| member.contains(r)))
-                });
-                fed && read && n.input.iter().any(|v| folded(v))
-            })
-            .collect();
-        if joining.is_empty() {
-            break;
+    if joined {
+        loop {
+            let joining: Vec<usize> = role_of
+                .iter()
+                .filter(|(i, r)| ***r == Role::Exact && !member.contains(*i))
+                .map(|(&i, _)| i)
+                .filter(|&i| {
+                    let n = &nodes[i];
+                    let fed = n
+                        .input
+                        .iter()
+                        .filter(|v| folded(v))
+                        .all(|v| producers.get(v).is_some_and(|p| member.contains(p)));
+                    let read = n.output.iter().filter(|o| !o.is_empty()).all(|o| {
+                        !outputs.contains(o)
+                            && consumers.get(o).is_some_and(|c| !c.is_empty() && c.iter().all(|r| member.contains(r)))
+                    });
+                    fed && read && n.input.iter().any(|v| folded(v))
+                })
+                .collect();
+            if joining.is_empty() {
+                break;
+            }
+            member.extend(joining);
         }
-        member.extend(joining);
     }
     // Connected components over the values members pass each other.
     let mut sorted: Vec<usize> = member.iter().copied().collect();
@@ -92,6 +97,11 @@ pub fn regions(graph: &Graph, analysis: &Analysis) -> Result<Vec<Region>, Transp
     let mut regions: Vec<Vec<usize>> = Vec::new();
     for &start in &sorted {
         if component.contains_key(&start) {
+            continue;
+        }
+        if !joined {
+            component.insert(start, regions.len());
+            regions.push(vec![start]);
             continue;
         }
         let id = regions.len();
