@@ -95,10 +95,18 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
         .filter(|(_, v)| matches!(v.role, Role::PerStep(_)))
         .map(|(&i, _)| i)
         .collect();
+    let t = cx.options.timesteps;
+    let copies = per_step.len().saturating_mul(t);
+    if t > 1 && copies > crate::options::MAX_LAYER_STEPS {
+        return Err(TranspileError::Option(format!(
+            "{} nodes act along axis 0 and run once per step: × T = {t} would write {copies} copies of them (at most {}); convert with a smaller T, or --emit stateful",
+            per_step.len(),
+            crate::options::MAX_LAYER_STEPS
+        )));
+    }
     let Analysis { classes, rebatched, batch_constants, batch_shapes, order, .. } = analysis;
     // Built (its shape inference run) only for a graph that has such shapes.
     let mut rebatch: Option<Rebatch> = None;
-    let t = cx.options.timesteps;
     let consts = graph.constants();
     let producers = graph.producers();
     let mut patch = Patch::new(graph);
@@ -396,6 +404,22 @@ mod tests {
         crate::pass::run(&mut g, "lower", |g| run(g, &cx(3))).unwrap();
         let target = g.nodes().iter().find(|n| n.op_type() == "Reshape").unwrap().input[1].clone();
         assert_eq!(g.constant(&target).unwrap().unwrap().values, [15.0, -1.0]);
+    }
+
+    #[test]
+    fn step_copies_are_bounded_before_they_are_written() {
+        // 300 Transposes that move axis 0 × T = 512 copies is past the bound; × 4 is not.
+        let mut g = graph(node("Transpose", &["c", ""], "t0", vec![attr::ints("perm", &[1, 0])]), None);
+        g.proto.node[3].input.truncate(1);
+        for k in 1..300 {
+            let (from, to) = (format!("t{}", k - 1), format!("t{k}"));
+            g.proto.node.push(node("Transpose", &[&from], &to, vec![attr::ints("perm", &[1, 0])]));
+        }
+        g.proto.output[0].name = Some("t299".into());
+        let g = Graph::new(g.proto);
+        let err = run(&g, &cx(512)).unwrap_err().to_string();
+        assert!(err.contains("300 nodes act along axis 0") && err.contains("153600 copies"), "{err}");
+        assert!(run(&g, &cx(4)).is_ok());
     }
 
     #[test]
