@@ -15,7 +15,7 @@
 //! network input, time-invariant tensors) are read as they are, as the ANN reads them; a
 //! shape computed from folded tensors (T times the step's rows on axis 0) is computed
 //! again from the step's shapes: each `Shape(v)` of a folded `v` in its computation
-//! becomes `Shape(v)` with axis 0 divided by T.
+//! becomes the Shape of `v`'s first step.
 
 use std::collections::HashMap;
 
@@ -98,6 +98,11 @@ pub fn lower(patch: &mut Patch, cx: &Steps, node: &NodeProto) {
 /// dims])`, then a Gather of each step on axis 0, `[a, …]` each. A runtime that follows
 /// shapes symbolically sees every step with the same shape.
 fn cut(patch: &mut Patch, opset: Opset, base: &str, x: &str, t: usize) -> Vec<String> {
+    cut_steps(patch, opset, base, x, t, t)
+}
+
+/// The first `count` of the `t` steps of the folded value `x`, as [`cut`] gives them.
+fn cut_steps(patch: &mut Patch, opset: Opset, base: &str, x: &str, t: usize, count: usize) -> Vec<String> {
     let g = patch.builder();
     let shape = g.add_node(base, "shape", "Shape", &[x], vec![]);
     let rest = if opset.0 >= 10 {
@@ -111,7 +116,7 @@ fn cut(patch: &mut Patch, opset: Opset, base: &str, x: &str, t: usize) -> Vec<St
     let head = g.add_initializer_i64(&format!("{base}.head"), &[2], &[t as i64, -1]);
     let target = g.add_node(base, "target", "Concat", &[&head, &rest], vec![attr::int("axis", 0)]);
     let steps = g.add_node(base, "steps", "Reshape", &[x, &target], vec![]);
-    (0..t)
+    (0..count)
         .map(|s| {
             let index = g.add_initializer_i64(&format!("{base}.step{s}"), &[], &[s as i64]);
             g.add_node(base, &format!("step{s}"), "Gather", &[&steps, &index], vec![attr::int("axis", 0)])
@@ -120,8 +125,8 @@ fn cut(patch: &mut Patch, opset: Opset, base: &str, x: &str, t: usize) -> Vec<St
 }
 
 /// The shape vector `v` (computed from folded tensors' shapes) as one step sees it: its
-/// computation again, each `Shape(x)` of a folded `x` replaced by that shape with axis 0
-/// divided by T. One per value.
+/// computation again, each `Shape(x)` of a folded `x` replaced by the Shape of `x`'s first
+/// step. One per value.
 fn step_shape(patch: &mut Patch, cx: &Steps, memo: &mut HashMap<String, String>, v: &str, depth: usize) -> String {
     if let Some(s) = memo.get(v) {
         return s.clone();
@@ -133,20 +138,16 @@ fn step_shape(patch: &mut Patch, cx: &Steps, memo: &mut HashMap<String, String>,
     let n = &cx.graph.nodes()[p];
     let folded_input = n.input.first().is_some_and(|i| cx.classes.get(i) == Some(&TimeClass::Folded));
     let step = if standard_op(n) == "Shape" && folded_input {
-        if attr::get_int(n, "start").unwrap_or(0) != 0 {
-            // A Shape from axis 1 on reads no rows.
-            v.to_string()
-        } else {
-            let g = patch.builder();
-            let zero = g.add_initializer_i64(&format!("{v}.zero"), &[1], &[0]);
-            let one = g.add_initializer_i64(&format!("{v}.one"), &[1], &[1]);
-            let end = g.add_initializer_i64(&format!("{v}.end"), &[1], &[i64::MAX]);
-            let steps = g.add_initializer_i64(&format!("{v}.t"), &[1], &[cx.t as i64]);
-            let rows = g.add_node(v, "rows", "Slice", &[v, &zero, &one], vec![]);
-            let step_rows = g.add_node(v, "step_rows", "Div", &[&rows, &steps], vec![]);
-            let rest = g.add_node(v, "rest", "Slice", &[v, &one, &end], vec![]);
-            g.add_node(v, "step", "Concat", &[&step_rows, &rest], vec![attr::int("axis", 0)])
-        }
+        // The same Shape (its start and end as they are) of the first step's slice.
+        let x = &n.input[0];
+        let first = cut_steps(patch, cx.opset, v, x, cx.t, 1).remove(0);
+        let mut copy = n.clone();
+        copy.name = Some(patch.unique_name(&format!("{}.step", n.name())));
+        copy.input[0] = first;
+        let out = patch.unique_name(&format!("{v}.step"));
+        copy.output = vec![out.clone()];
+        patch.push(copy);
+        out
     } else {
         let mut copy = n.clone();
         for input in copy.input.iter_mut().filter(|i| !i.is_empty()) {

@@ -488,8 +488,9 @@ fn reads_folded_rows(cx: &FoldedContext, v: &str, depth: usize) -> bool {
         return false;
     }
     let folded = |x: &String| cx.classes.get(x) == Some(&TimeClass::Folded);
+    // A negative start may reach axis 0: taken as whole.
     let whole_shape = |s: &NodeProto| {
-        standard_op(s) == "Shape" && s.input.first().is_some_and(folded) && attr::get_int(s, "start").unwrap_or(0) == 0
+        standard_op(s) == "Shape" && s.input.first().is_some_and(folded) && attr::get_int(s, "start").unwrap_or(0) <= 0
     };
     let of_whole_shape = |x: &String| cx.producers.get(x).is_some_and(|&p| whole_shape(&cx.graph.nodes()[p]));
     let Some(&p) = cx.producers.get(v) else { return false };
