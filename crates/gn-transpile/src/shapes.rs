@@ -706,6 +706,8 @@ fn rule(cx: &Cx) -> Rule<Vec<Fact>> {
         "Slice" => one(slice(cx)?),
         "Gather" => one(gather(cx)?),
         "GatherElements" => one(Fact::shaped(cx.shape(1)?.to_vec())),
+        // The data's shape, some of its elements overwritten.
+        "ScatterND" | "ScatterElements" | "Scatter" => one(Fact::shaped(cx.shape(0)?.to_vec())),
         "Squeeze" => one(squeeze(cx)?),
         "Unsqueeze" => one(unsqueeze(cx)?),
         "Pad" => one(pad(cx)?),
@@ -852,6 +854,11 @@ fn binary_value(op: &str, a: Dim, b: Dim) -> Option<Dim> {
         ("Equal", Dim::Fixed(_), Dim::Fixed(_)) => flag(false),
         ("Equal", Dim::Batch(k), Dim::Fixed(c)) | ("Equal", Dim::Fixed(c), Dim::Batch(k)) if k > 0 && c < k => {
             flag(false)
+        }
+        // Integer Mod: the remainder takes the divisor's sign (fmod = 0).
+        ("Mod", Dim::Fixed(x), Dim::Fixed(y)) if y != 0 => {
+            let r = x.checked_rem(y)?;
+            Some(Dim::Fixed(if r != 0 && (r < 0) != (y < 0) { r + y } else { r }))
         }
         ("Less", Dim::Fixed(x), Dim::Fixed(y)) => flag(x < y),
         ("Greater", Dim::Fixed(x), Dim::Fixed(y)) => flag(x > y),
@@ -1568,6 +1575,32 @@ mod tests {
         // The failure is reported where it happened, for every value downstream.
         let reason = refusal(&s, "after_bad");
         assert!(reason.contains("node 'Mul_bad' (Mul)") && reason.contains("do not broadcast"), "{reason}");
+    }
+
+    #[test]
+    fn integer_mod_follows_the_divisor_s_sign_and_scatters_keep_the_data_s_shape() {
+        let s = infer(
+            &[("x", &[None, Some(6), Some(4)])],
+            vec![
+                tensor_i64("a", &[3], &[7, -7, 9]),
+                tensor_i64("b", &[3], &[3, 3, -4]),
+                tensor_i64("zero", &[1], &[0]),
+                tensor_i64("idx", &[1, 1], &[0]),
+                tensor_i64("seven", &[1], &[7]),
+                tensor_i64("three", &[1], &[3]),
+            ],
+            vec![
+                one("Mod", &["a", "b"], "m", vec![]),
+                // The shape [N, 6, 4] sliced from 0 to 7 mod 3 = 1: [N], one element.
+                one("Mod", &["seven", "three"], "end", vec![]),
+                one("Shape", &["x"], "sx", vec![]),
+                one("Slice", &["sx", "zero", "end"], "head", vec![]),
+                one("ScatterND", &["x", "idx", "x"], "scattered", vec![]),
+            ],
+        );
+        assert_eq!(s.facts["m"].as_ref().unwrap().value.as_deref(), Some(&[f(1), f(2), f(-3)][..]));
+        assert_eq!(shape(&s, "head"), [f(1)]);
+        assert_eq!(shape(&s, "scattered"), [N, f(6), f(4)]);
     }
 
     #[test]
