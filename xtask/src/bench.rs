@@ -391,7 +391,8 @@ fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {
     );
     let _ = writeln!(s, "| --- | --- | --- | --- | --- |{}", " --- |".repeat(ts.len()));
     let mut keys: Vec<(String, &str, usize, String)> = Vec::new();
-    for r in rows {
+    // The op-by-op rows have their own table below.
+    for r in rows.iter().filter(|r| !r.neuron.ends_with(OP_BY_OP)) {
         let k = (r.model.clone(), r.runtime, r.batch, r.neuron.clone());
         if !keys.contains(&k) {
             keys.push(k);
