@@ -423,37 +423,15 @@ fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {
             Some((standard, f))
         })
         .collect();
-    if !fused.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nThe custom-op form with the fused kernels of `gn-ort-ops` against the standard form on ONNX Runtime: speed-up = standard time / fused time.\n"
-        );
-        let _ = writeln!(
-            s,
-            "| model | batch | neuron | {} |",
-            ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | ")
-        );
-        let _ = writeln!(s, "| --- | --- | --- |{}", " --- |".repeat(ts.len()));
-        let mut keys: Vec<(&str, usize, &str)> = Vec::new();
-        for (_, f) in &fused {
-            let k = (f.model.as_str(), f.batch, f.neuron.as_str());
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
-        for (model, batch, neuron) in keys {
-            let cells: Vec<String> = ts
-                .iter()
-                .map(|&t| {
-                    fused
-                        .iter()
-                        .find(|(_, f)| f.model == model && f.batch == batch && f.neuron == neuron && f.timesteps == t)
-                        .map_or("–".into(), |(st, f)| format!("{:.2}", st.snn_ms / f.snn_ms))
-                })
-                .collect();
-            let _ = writeln!(s, "| {model} | {batch} | {neuron} | {} |", cells.join(" | "));
-        }
-    }
+    pair_table(
+        &mut s,
+        ts,
+        "The custom-op form with the fused kernels of `gn-ort-ops` against the standard form on ONNX Runtime: speed-up = standard time / fused time.",
+        ["model", "batch", "neuron"],
+        &fused,
+        |f| [f.model.clone(), f.batch.to_string(), f.neuron.clone()],
+        |standard, f| standard.snn_ms / f.snn_ms,
+    );
     // Op-by-op compensation against regions, same runtime, batch and T.
     let per_op: Vec<(&Row, &Row)> = rows
         .iter()
@@ -469,37 +447,15 @@ fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {
             Some((regions, o))
         })
         .collect();
-    if !per_op.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nOps exact in rate compensated op by op (each averages its inputs and differences its output) against once per region (the default): cost = op-by-op time / region time, standard form.\n"
-        );
-        let _ = writeln!(
-            s,
-            "| model | runtime | batch | {} |",
-            ts.iter().map(|t| format!("T={t}")).collect::<Vec<_>>().join(" | ")
-        );
-        let _ = writeln!(s, "| --- | --- | --- |{}", " --- |".repeat(ts.len()));
-        let mut keys: Vec<(&str, &str, usize)> = Vec::new();
-        for (_, o) in &per_op {
-            let k = (o.model.as_str(), o.runtime, o.batch);
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
-        for (model, runtime, batch) in keys {
-            let cells: Vec<String> = ts
-                .iter()
-                .map(|&t| {
-                    per_op
-                        .iter()
-                        .find(|(_, o)| o.model == model && o.runtime == runtime && o.batch == batch && o.timesteps == t)
-                        .map_or("–".into(), |(r, o)| format!("{:.2}", o.snn_ms / r.snn_ms))
-                })
-                .collect();
-            let _ = writeln!(s, "| {model} | {runtime} | {batch} | {} |", cells.join(" | "));
-        }
-    }
+    pair_table(
+        &mut s,
+        ts,
+        "Ops exact in rate compensated op by op (each averages its inputs and differences its output) against once per region (the default): cost = op-by-op time / region time, standard form.",
+        ["model", "runtime", "batch"],
+        &per_op,
+        |o| [o.model.clone(), o.runtime.to_string(), o.batch.to_string()],
+        |regions, o| o.snn_ms / regions.snn_ms,
+    );
     for t in transpiles {
         let _ = writeln!(
             s,
@@ -508,4 +464,43 @@ fn render(rows: &[Row], transpiles: &[Transpile], args: &Args) -> String {
         );
     }
     s
+}
+
+/// A table of one figure per pair of rows (a baseline, a variant), a line per key of the
+/// variant (three columns) and a cell per T; nothing without pairs.
+fn pair_table(
+    s: &mut String,
+    ts: &[usize],
+    intro: &str,
+    columns: [&str; 3],
+    pairs: &[(&Row, &Row)],
+    key: fn(&Row) -> [String; 3],
+    figure: fn(&Row, &Row) -> f64,
+) {
+    use std::fmt::Write as _;
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n{intro}\n");
+    let header: Vec<String> = ts.iter().map(|t| format!("T={t}")).collect();
+    let _ = writeln!(s, "| {} | {} |", columns.join(" | "), header.join(" | "));
+    let _ = writeln!(s, "| --- | --- | --- |{}", " --- |".repeat(ts.len()));
+    let mut keys: Vec<[String; 3]> = Vec::new();
+    for (_, v) in pairs {
+        if !keys.contains(&key(v)) {
+            keys.push(key(v));
+        }
+    }
+    for k in keys {
+        let cells: Vec<String> = ts
+            .iter()
+            .map(|&t| {
+                pairs
+                    .iter()
+                    .find(|(_, v)| key(v) == k && v.timesteps == t)
+                    .map_or("–".into(), |(b, v)| format!("{:.2}", figure(b, v)))
+            })
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", k.join(" | "), cells.join(" | "));
+    }
 }

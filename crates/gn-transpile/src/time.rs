@@ -231,6 +231,8 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         let inputs: Vec<TimeClass> =
             n.input.iter().filter(|i| !i.is_empty()).map(|i| classes.get(i).copied().unwrap_or(Static)).collect();
         let has = |c: TimeClass| inputs.contains(&c);
+        let cx =
+            FoldedContext { consts: &consts, shapes: &shapes, classes: &classes, batch, graph, producers: &producers };
         let (out, role) = if NeuronNode::from_node(n).is_some() {
             match inputs.first() {
                 Some(ShapeOfStatic | ShapeOfFolded) => {
@@ -248,14 +250,6 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 _ => (Const, Role::TimeInvariant),
             }
         } else if has(Folded) {
-            let cx = FoldedContext {
-                consts: &consts,
-                shapes: &shapes,
-                classes: &classes,
-                batch,
-                graph,
-                producers: &producers,
-            };
             let role = folded_role(&cx, n, idx, &mut rebatched, &mut batch_constants, &mut batch_shapes);
             (Folded, role)
         } else if has(ShapeOfFolded) {
@@ -264,14 +258,6 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             } else if matches!(standard_op(n), "ConstantOfShape" | "Range") {
                 // Made from a step's sizes only (no rows): the same at every step, a
                 // constant; from the rows: T·N rows, folded.
-                let cx = FoldedContext {
-                    consts: &consts,
-                    shapes: &shapes,
-                    classes: &classes,
-                    batch,
-                    graph,
-                    producers: &producers,
-                };
                 let rows = n
                     .input
                     .iter()

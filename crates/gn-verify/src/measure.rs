@@ -80,12 +80,14 @@ pub fn measure_on(
         [l] if *l > 0 => Some(exactness(&run, *l, &ann_out, &ann_pred, (&mut emitted, &mut emitted_outputs))?),
         _ => None,
     };
-    let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
-    let layers = layer_errors(&run, &sites, &xs)?;
-    let one_image = xs.slice_axis(Axis(0), (0..1).into()).to_owned();
+    let reference = site_reference(&run, &sites)?;
+    let layers = layer_errors(&run, &sites, &reference)?;
+    let one_image = reference.xs.slice_axis(Axis(0), (0..1).into()).to_owned();
     let operations = count_operations(runtime, ann, &graph, &sites, &layers, spec.tau, &spec.energy, &one_image)?;
     let pareto = match &operations {
-        Some(ops) if !spec.pareto_taus.is_empty() => crate::pareto::measure(&run, &sites, &xs, &ann_out, &curves, ops)?,
+        Some(ops) if !spec.pareto_taus.is_empty() => {
+            crate::pareto::measure(&run, &sites, &reference, &layers, &ann_out, &curves, ops)?
+        }
         _ => None,
     };
     Ok(Measurement {
@@ -285,32 +287,45 @@ pub(crate) struct SiteSeries {
     pub events: Series,
 }
 
-/// The values the sites write in the SNN: a site whose max-pool moved in front of it
-/// writes the pool's output, and is compared there, against the ANN's pooled activation.
-pub(crate) fn site_values(run: &Run, sites: &[Site]) -> Result<Vec<String>, VerifyError> {
-    let options = Options { timesteps: 1, calibration: run.spec.calibration.clone(), ..Default::default() };
-    let (_, report) = transpile(run.ann, &options)?;
-    Ok(sites
+/// What every per-layer run is compared against, on the first images.
+pub(crate) struct SiteReference {
+    /// The first images.
+    pub xs: ArrayD<f32>,
+    /// The value each site writes in the SNN: a site whose max-pool moved in front of it
+    /// writes the pool's output, and is compared there, against the ANN's pooled
+    /// activation.
+    pub values: Vec<String>,
+    /// The ANN's output on `xs`, then its activation at each of `values`.
+    pub ann: Vec<ArrayD<f32>>,
+}
+
+/// The sites' values in the SNN and the ANN's activations there, on the first images.
+fn site_reference(run: &Run, sites: &[Site]) -> Result<SiteReference, VerifyError> {
+    let Run { runtime, ann, x, spec, progress, m, .. } = *run;
+    let options = Options { timesteps: 1, calibration: spec.calibration.clone(), ..Default::default() };
+    let (_, report) = transpile(ann, &options)?;
+    let values: Vec<String> = sites
         .iter()
         .map(|s| {
             let moved = report.moves.iter().find(|m| m.activation == s.output);
             moved.map_or_else(|| s.output.clone(), |m| m.output.clone())
         })
-        .collect())
+        .collect();
+    let xs = x.slice_axis(Axis(0), (0..m).into()).to_owned();
+    let acts =
+        run_batched_on(runtime, &expose(ann, &values), &xs, spec.batch, true, &|k| progress("ANN layers", k, m))?;
+    Ok(SiteReference { xs, values, ann: acts })
 }
 
-/// Per layer, on the first images `xs`: each site's MSE against the ANN's activation and
-/// its firing rate, per T, for IF and GN.
-fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer>, VerifyError> {
-    let Run { runtime, ann, spec, progress, m, .. } = *run;
-    let values = site_values(run, sites)?;
-    let ann_acts =
-        run_batched_on(runtime, &expose(ann, &values), xs, spec.batch, true, &|k| progress("ANN layers", k, m))?;
-    let if_ = site_series(run, sites, &values, xs, &ann_acts, NeuronKind::If, 1)?;
-    let gn = site_series(run, sites, &values, xs, &ann_acts, NeuronKind::Gn, spec.tau)?;
+/// Per layer, on the first images: each site's MSE against the ANN's activation and its
+/// firing rate, per T, for IF and GN.
+fn layer_errors(run: &Run, sites: &[Site], reference: &SiteReference) -> Result<Vec<Layer>, VerifyError> {
+    let Run { spec, m, .. } = *run;
+    let if_ = site_series(run, sites, reference, NeuronKind::If, 1)?;
+    let gn = site_series(run, sites, reference, NeuronKind::Gn, spec.tau)?;
     let layers = sites
         .iter()
-        .zip(values)
+        .zip(reference.values.iter().cloned())
         .zip(if_.into_iter().zip(gn))
         .enumerate()
         .map(|(k, ((s, output), (i, g)))| Layer {
@@ -327,23 +342,22 @@ fn layer_errors(run: &Run, sites: &[Site], xs: &ArrayD<f32>) -> Result<Vec<Layer
             gn_rates: g.rates,
             if_events: i.events,
             gn_events: g.events,
-            neurons: ann_acts[k + 1].len() / m.max(1),
+            neurons: reference.ann[k + 1].len() / m.max(1),
         })
         .collect::<Vec<Layer>>();
     Ok(layers)
 }
 
-/// One spiking network's sites on the first images `xs`, against the ANN's activations
-/// `ann_acts` (the model's output, then the sites' `values`), at the per-layer T.
+/// One spiking network's sites on the first images, against the ANN's activations there,
+/// at the per-layer T.
 pub(crate) fn site_series(
     run: &Run,
     sites: &[Site],
-    values: &[String],
-    xs: &ArrayD<f32>,
-    ann_acts: &[ArrayD<f32>],
+    reference: &SiteReference,
     neuron: NeuronKind,
     tau: u32,
 ) -> Result<Vec<SiteSeries>, VerifyError> {
+    let SiteReference { xs, values, ann: ann_acts } = reference;
     let Run { runtime, ann, spec, progress, m, .. } = *run;
     let t_layer = spec.layer_timesteps.iter().copied().max().unwrap_or(1);
     let options = Options {

@@ -8,12 +8,12 @@ use gn_transpile::{transpile, NeuronKind, Options};
 use ndarray::{ArrayD, Axis};
 
 use crate::cost::{Activity, Operations};
-use crate::measure::{site_series, site_values, Run};
+use crate::measure::{site_series, Run, SiteReference};
 use crate::metrics::{accuracy, mse, top1};
 use crate::plot::{line_chart, Axes, Series};
 use crate::report::{energy, si};
-use crate::run::{expose, run_batched_on};
-use crate::{Curve, VerifyError};
+use crate::run::run_batched_on;
+use crate::{Curve, Layer, VerifyError};
 
 /// One network at one T: what it gets right and what it costs per input.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -52,7 +52,8 @@ pub struct Pareto {
 pub(crate) fn measure(
     run: &Run,
     sites: &[Site],
-    xs: &ArrayD<f32>,
+    reference: &SiteReference,
+    layers: &[Layer],
     ann_out: &ArrayD<f32>,
     curves: &[Curve],
     ops: &Operations,
@@ -84,8 +85,6 @@ pub(crate) fn measure(
     let mut taus = spec.pareto_taus.clone();
     taus.sort();
     taus.dedup();
-    let values = site_values(run, sites)?;
-    let mut ann_acts = None;
     // τ = 1 is IF.
     for tau in taus.into_iter().filter(|&k| k != spec.tau && k != 1) {
         let label = NeuronKind::Gn.label(tau);
@@ -100,25 +99,11 @@ pub(crate) fn measure(
         let (snn, _) = transpile(ann, &options)?;
         let stage = format!("{label} T={t_p}");
         let outs = run_batched_on(runtime, &snn, x, spec.batch, true, &|k| progress(&stage, k, n))?;
-        let acts = match &ann_acts {
-            Some(a) => a,
-            None => {
-                let exposed = expose(ann, &values);
-                let a = run_batched_on(runtime, &exposed, xs, spec.batch, true, &|k| progress("ANN layers", k, m))?;
-                ann_acts.insert(a)
-            }
-        };
-        let series = site_series(run, sites, &values, xs, acts, NeuronKind::Gn, tau)?;
+        let series = site_series(run, sites, reference, NeuronKind::Gn, tau)?;
         let activity: Vec<Activity> = series
             .iter()
-            .zip(&values)
-            .zip(acts.iter().skip(1))
-            .map(|((s, output), act)| Activity {
-                output,
-                neurons: act.len() / m.max(1),
-                rates: &s.rates,
-                events: &s.events,
-            })
+            .zip(layers)
+            .map(|(s, l)| Activity { output: &l.output, neurons: l.neurons, rates: &s.rates, events: &s.events })
             .collect();
         let costs = ops.network_costs(NeuronKind::Gn, tau, &activity);
         for &t in &ts {
