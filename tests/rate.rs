@@ -110,7 +110,8 @@ fn tail(b: &mut ModelBuilder, block: Block, h: &str) -> String {
             let o = b.node("MatMul", &[&a, &split[2]], vec![]);
             let back = b.node("Transpose", &[&o], perm(&[1, 0, 2]));
             // The merged rows L·N computed from the sequence-first tensor's shape, as the
-            // legacy export computes them: a target the steps' copies compute again.
+            // legacy export computes them: T·L·N after folding, T times the step's L·N, so
+            // this Reshape runs once over all the steps.
             let shape = b.node("Shape", &[&t], vec![]);
             let (zero, one) = (b.constant_i64(&[], &[0]), b.constant_i64(&[], &[1]));
             let tokens = b.node("Gather", &[&shape, &zero], vec![attr::int("axis", 0)]);
@@ -123,7 +124,14 @@ fn tail(b: &mut ModelBuilder, block: Block, h: &str) -> String {
             let rows = b.node("Reshape", &[&back, &merged], vec![]);
             let w = weights(b, 8, 8, 6);
             let out = b.node("MatMul", &[&rows, &w], vec![]);
-            let tokens = b.constant_i64(&[3], &[TOKENS, -1, 8]);
+            // The tokens L = L·N / N, as `out.size(0) // bsz` exports: a quotient of the
+            // folded rows, a target the steps' copies compute again from one step's shape.
+            let out_shape = b.node("Shape", &[&out], vec![]);
+            let out_rows = b.node("Gather", &[&out_shape, &zero], vec![attr::int("axis", 0)]);
+            let tokens = b.node("Div", &[&out_rows, &batch], vec![]);
+            let tokens = b.node("Unsqueeze", &[&tokens, &axes], vec![]);
+            let rest = b.constant_i64(&[2], &[-1, 8]);
+            let tokens = b.node("Concat", &[&tokens, &rest], vec![attr::int("axis", 0)]);
             let seq = b.node("Reshape", &[&out, &tokens], vec![]);
             let y = b.node("Transpose", &[&seq], perm(&[1, 0, 2]));
             b.node("Flatten", &[&y], vec![attr::int("axis", 1)])
@@ -339,6 +347,48 @@ fn a_reshape_that_reads_the_batch_from_the_input_converts() {
 
 /// `inspect` says which weighted ops read spikes (accumulates) and which read analog
 /// values: the gate's Gemm reads the spiking layer, the head reads the gated product.
+/// A Reshape target whose first entry is the rows and whose later entries are computed
+/// from them too (`[n, n, 8 / n]` on a static batch of 2): after folding the rows are T·n, so it
+/// runs once per step, named by `inspect`, and gives the rows of a plain `[0, 2, 4]`.
+#[test]
+fn a_target_that_reads_the_rows_after_its_first_entry_runs_step_by_step() {
+    let build = |computed: bool| {
+        let mut b = ModelBuilder::new(&[6]);
+        let h = prefix(&mut b, Block::Gate);
+        let target = if computed {
+            let s = b.node("Shape", &[&h], vec![]);
+            let zero = b.constant_i64(&[], &[0]);
+            let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+            let eight = b.constant_i64(&[], &[8]);
+            let width = b.node("Div", &[&eight, &n], vec![]);
+            let axes = b.constant_i64(&[1], &[0]);
+            let (n1, w1) = (b.node("Unsqueeze", &[&n, &axes], vec![]), b.node("Unsqueeze", &[&width, &axes], vec![]));
+            b.node("Concat", &[&n1, &n1, &w1], vec![attr::int("axis", 0)])
+        } else {
+            b.constant_i64(&[3], &[0, 2, 4])
+        };
+        let r = b.node("Reshape", &[&h, &target], vec![]);
+        let s = b.node("Softmax", &[&r], vec![attr::int("axis", -1)]);
+        let f = b.node("Flatten", &[&s], vec![attr::int("axis", 1)]);
+        let y = b.gemm(&f, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
+        // A static batch of 2, so that runtimes can evaluate 8 / n.
+        let mut m = b.finish(&y, &[4]);
+        let g = m.graph.as_mut().unwrap();
+        g.input[0] = gn_onnx::data::float_value_info("input", &[Some(2), Some(6)]);
+        g.output[0] = gn_onnx::data::float_value_info(g.output[0].name(), &[Some(2), Some(4)]);
+        m
+    };
+    let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
+    let reshape = audit.per_step.iter().find(|r| r.op == "Reshape").expect("a per-step Reshape");
+    assert!(reshape.reason.contains("in an entry after the first"), "{}", reshape.reason);
+    let x = inputs(Block::Gate, 2);
+    for form in [Emit::Standard, Emit::CustomOp] {
+        let got = run(&convert(&build(true), &anytime(3, form)), &x);
+        let want = run(&convert(&build(false), &anytime(3, form)), &x);
+        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
+    }
+}
+
 #[test]
 fn inspect_says_which_weighted_ops_read_spikes() {
     let (whole, _, _) = models(Block::Gate);
@@ -455,21 +505,22 @@ fn an_einsum_across_samples_is_refused() {
 }
 
 /// Sequence-first attention: the Transposes that move axis 0 and the Reshapes across it
-/// run once per step, named by `inspect`; the merged rows, computed from a shape of a
-/// time-varying tensor, are computed again from the first step's shape.
+/// run once per step, named by `inspect`; the tokens, a quotient of a time-varying
+/// tensor's rows, are computed again from the first step's shape; the merged rows (the
+/// rows times a step's size) need no copies.
 #[test]
 fn sequence_first_attention_moves_axis_0_step_by_step() {
     let (whole, _, _) = models(Block::SequenceFirst);
     let audit = gn_transpile::inspect::audit(&whole).unwrap();
     let per_step: Vec<&str> = audit.per_step.iter().map(|r| r.op.as_str()).collect();
     assert_eq!(per_step.iter().filter(|&&op| op == "Transpose").count(), 6, "{per_step:?}");
-    assert_eq!(per_step.iter().filter(|&&op| op == "Reshape").count(), 5, "{per_step:?}");
+    assert_eq!(per_step.iter().filter(|&&op| op == "Reshape").count(), 4, "{per_step:?}");
     assert!(audit.refused.is_empty() && audit.inexact.is_empty());
     let snn = convert(&whole, &anytime(4, Emit::Standard));
     let nodes = &snn.graph.as_ref().unwrap().node;
     assert!(
         nodes.iter().any(|n| n.op_type() == "Shape" && n.name().ends_with(".step")),
-        "the merged rows read one step's shape"
+        "the tokens read one step's shape"
     );
     assert!(nodes.iter().filter(|n| n.name().contains(".step3")).count() >= 11);
 }

@@ -55,6 +55,7 @@ mod pipeline;
 mod rank;
 mod rate;
 mod rebatch;
+mod rows;
 mod shapes;
 pub mod spikes;
 #[cfg(test)]

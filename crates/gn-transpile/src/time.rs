@@ -20,7 +20,8 @@ use gn_onnx::Graph;
 use crate::error::TranspileError;
 use crate::neuron::NeuronNode;
 use crate::ops;
-use crate::rank::{self, const_ints, Shapes};
+use crate::rank::{const_ints, Shapes};
+use crate::rows::{self, ShapeRows};
 
 /// When a value is computed, relative to the time steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +214,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
     let consts = graph.constants();
     let batch = static_batch(graph);
     let shapes = Shapes::infer(graph, &consts, &order);
-    let producers = graph.producers();
+    let mut rows = ShapeRows::default();
     let mut rebatched = HashSet::new();
     let mut batch_constants = HashSet::new();
     let mut batch_shapes = HashSet::new();
@@ -231,8 +232,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         let inputs: Vec<TimeClass> =
             n.input.iter().filter(|i| !i.is_empty()).map(|i| classes.get(i).copied().unwrap_or(Static)).collect();
         let has = |c: TimeClass| inputs.contains(&c);
-        let cx =
-            FoldedContext { consts: &consts, shapes: &shapes, classes: &classes, batch, graph, producers: &producers };
+        let cx = FoldedContext { consts: &consts, shapes: &shapes, classes: &classes, batch, rows: &rows };
         let (out, role) = if NeuronNode::from_node(n).is_some() {
             match inputs.first() {
                 Some(ShapeOfStatic | ShapeOfFolded) => {
@@ -258,12 +258,9 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             } else if matches!(standard_op(n), "ConstantOfShape" | "Range") {
                 // Made from a step's sizes only (no rows): the same at every step, a
                 // constant; from the rows: T·N rows, folded.
-                let rows = n
-                    .input
-                    .iter()
-                    .filter(|i| classes.get(*i) == Some(&ShapeOfFolded))
-                    .any(|i| reads_folded_rows(&cx, i, 0));
-                if rows {
+                let reads_rows =
+                    n.input.iter().filter(|i| classes.get(*i) == Some(&ShapeOfFolded)).any(|i| rows.of(i).reads_rows());
+                if reads_rows {
                     (Folded, Role::Exact)
                 } else {
                     (Const, Role::TimeInvariant)
@@ -294,6 +291,9 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             });
         } else {
             verdicts.push(Verdict { node: name, op: n.op_type().into(), role });
+        }
+        if out == ShapeOfFolded {
+            rows.visit(&rows::Context { consts: &consts, shapes: &shapes, classes: &classes }, n);
         }
         for o in &n.output {
             classes.insert(o.clone(), out);
@@ -454,70 +454,20 @@ fn einsum_mixes_samples(n: &NodeProto, classes: &HashMap<String, TimeClass>) -> 
 }
 
 /// Why a Reshape whose target is computed from a folded tensor's shape does not keep
-/// axis 0 as it is: its first entry is not 0, −1 or axis 0 of a folded tensor's shape.
+/// axis 0 as it is ([`crate::rows`]): its first entry is not 0, −1 or T times the step's
+/// rows, or a later entry reads the rows.
 fn computed_target_off_rows(cx: &FoldedContext, n: &NodeProto) -> Option<String> {
     let target = n.input.get(1).filter(|t| cx.classes.get(*t) == Some(&TimeClass::ShapeOfFolded))?;
-    if standard_op(n) != "Reshape" || follows_folded_rows(cx, target, 0) {
+    if standard_op(n) != "Reshape" {
         return None;
     }
-    Some("its target shape, computed at run time, sets axis 0 to something other than 0, −1 or axis 0 of a time-varying tensor".into())
-}
-
-/// Whether the shape vector `v` may hold axis 0 of a folded tensor's shape (T times the
-/// step's rows): a Shape of a folded tensor is read whole or at index 0 somewhere in its
-/// computation. Reads of its other entries are the step's own.
-fn reads_folded_rows(cx: &FoldedContext, v: &str, depth: usize) -> bool {
-    if depth > 64 {
-        return true;
-    }
-    if cx.consts.small(v).is_some() {
-        return false;
-    }
-    let folded = |x: &String| cx.classes.get(x) == Some(&TimeClass::Folded);
-    // A negative start may reach axis 0: taken as whole.
-    let whole_shape = |s: &NodeProto| {
-        standard_op(s) == "Shape" && s.input.first().is_some_and(folded) && attr::get_int(s, "start").unwrap_or(0) <= 0
-    };
-    let of_whole_shape = |x: &String| cx.producers.get(x).is_some_and(|&p| whole_shape(&cx.graph.nodes()[p]));
-    let Some(&p) = cx.producers.get(v) else { return false };
-    let n = &cx.graph.nodes()[p];
-    match standard_op(n) {
-        "Shape" => whole_shape(n),
-        // Entries other than the first of a folded tensor's shape.
-        "Gather" if n.input.first().is_some_and(of_whole_shape) => {
-            !rank::const_ints(cx.consts, n, 1).is_some_and(|idx| !idx.is_empty() && idx.iter().all(|&i| i > 0))
-        }
-        "Slice" if n.input.first().is_some_and(of_whole_shape) => {
-            !rank::const_ints(cx.consts, n, 1).is_some_and(|starts| starts.iter().all(|&i| i > 0))
-        }
-        _ => n
-            .input
-            .iter()
-            .filter(|i| cx.classes.get(*i) == Some(&TimeClass::ShapeOfFolded))
-            .any(|i| reads_folded_rows(cx, i, depth + 1)),
-    }
-}
-
-/// Whether the first entry of the shape vector `v` follows the rows of a folded value:
-/// 0 or −1, or read from axis 0 of a folded tensor's shape (through Concat, Gather,
-/// Slice, Unsqueeze, Squeeze, Cast, Identity). Such a Reshape target gives T times the
-/// step's rows; any other first entry (a number, a product) gives the step's.
-fn follows_folded_rows(cx: &FoldedContext, v: &str, depth: usize) -> bool {
-    if let Some(Ok(c)) = cx.consts.small(v) {
-        return matches!(c.values.first(), Some(&d) if d == 0.0 || d == -1.0);
-    }
-    let Some(&p) = cx.producers.get(v) else { return false };
-    let n = &cx.graph.nodes()[p];
-    let first = || n.input.first().map(String::as_str).unwrap_or_default();
-    let index0 = |i: usize| rank::const_ints(cx.consts, n, i).is_some_and(|v| v.first() == Some(&0));
-    if depth > 32 {
-        return false;
-    }
-    match standard_op(n) {
-        "Shape" => cx.classes.get(first()) == Some(&TimeClass::Folded) && attr::get_int(n, "start").unwrap_or(0) == 0,
-        "Gather" | "Slice" if index0(1) => follows_folded_rows(cx, first(), depth + 1),
-        "Concat" | "Unsqueeze" | "Squeeze" | "Cast" | "Identity" => follows_folded_rows(cx, first(), depth + 1),
-        _ => false,
+    let target = cx.rows.of(target);
+    if !target.first_follows_rows() {
+        Some("its target shape, computed at run time, sets axis 0 to something other than 0, −1 or T times the step's rows".into())
+    } else if target.later_entries_read_rows() {
+        Some("its target shape, computed at run time, reads axis 0 of a time-varying tensor (T times the step's rows) in an entry after the first".into())
+    } else {
+        None
     }
 }
 
@@ -528,8 +478,7 @@ struct FoldedContext<'a> {
     shapes: &'a Shapes,
     classes: &'a HashMap<String, TimeClass>,
     batch: Option<i64>,
-    graph: &'a Graph,
-    producers: &'a HashMap<String, usize>,
+    rows: &'a ShapeRows,
 }
 
 /// For an Expand of a folded tensor to a constant shape: `Some(Ok(()))` where the shape's

@@ -1,0 +1,373 @@
+//! Where the folded rows sit in a shape vector. A shape read from a folded tensor
+//! (`[T·a, b, …]`) holds T times the step's extent on its axis 0 and the step's own
+//! extents elsewhere; what the graph computes from it may carry the rows anywhere, or
+//! not at all. One pass over the shape values, in topological order, says for each entry
+//! of each such vector whether it is:
+//!
+//! - [`Entry::Rows`]: T times a step's value (axis 0 itself, its product with a step's
+//!   extent, a sum of two of them);
+//! - [`Entry::Step`]: the same at every step (a step's extent, a constant);
+//! - [`Entry::Mixed`]: computed from the rows some other way (a quotient, a sum with a
+//!   step's extent).
+//!
+//! The time analysis asks three questions of it: whether a shape reads the rows at all (a
+//! ConstantOfShape or Range that does not is a constant), and, of a Reshape target,
+//! whether its first entry follows the rows (0, −1 or [`Entry::Rows`]: the Reshape runs
+//! once over all the steps) and whether any later entry reads them (it must run step by
+//! step, on shapes computed again for one step).
+//!
+//! ```text
+//!   Shape(x [T·N, L, C])          → [Rows, Step, Step]
+//!   Gather(·, 0) · Gather(·, 1)   → [Rows]            (T·N·L = T·(N·L))
+//!   Concat(·, [-1])               → [Rows, Step(-1)]  a target that follows the rows
+//!   Div(Gather(·, 0), 4)          → [Mixed]           a target the steps compute again
+//! ```
+
+use std::collections::HashMap;
+
+use gn_onnx::graph::{attr, standard_op, Constants};
+use gn_onnx::proto::NodeProto;
+
+use crate::rank::{const_ints, Shapes};
+use crate::time::TimeClass;
+
+/// One entry of a shape vector computed from folded tensors' shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// T times a step's value.
+    Rows,
+    /// The same at every step; its value where it is a known constant.
+    Step(Option<i64>),
+    /// Read from the rows some other way.
+    Mixed,
+}
+
+impl Entry {
+    fn reads_rows(self) -> bool {
+        !matches!(self, Entry::Step(_))
+    }
+}
+
+/// The entries of a shape vector: those known by position, then, where the length is not
+/// known, what each further entry is at worst.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    head: Vec<Entry>,
+    rest: Option<Entry>,
+}
+
+impl Provenance {
+    fn exactly(head: Vec<Entry>) -> Provenance {
+        Provenance { head, rest: None }
+    }
+
+    /// Entries of unknown number and position, each at worst the worst of `of`.
+    fn unknown<'a>(of: impl IntoIterator<Item = &'a Provenance>) -> Provenance {
+        let rows = of.into_iter().any(Provenance::reads_rows);
+        Provenance { head: Vec::new(), rest: Some(if rows { Entry::Mixed } else { Entry::Step(None) }) }
+    }
+
+    /// Whether any entry reads the folded rows.
+    pub fn reads_rows(&self) -> bool {
+        self.head.iter().any(|e| e.reads_rows()) || self.rest.is_some_and(Entry::reads_rows)
+    }
+
+    /// Whether, as a Reshape target, its first entry keeps T times the step's rows: 0 or
+    /// −1 (which follow the input's axis 0), or [`Entry::Rows`].
+    pub fn first_follows_rows(&self) -> bool {
+        matches!(self.head.first(), Some(Entry::Rows | Entry::Step(Some(0 | -1))))
+    }
+
+    /// Whether an entry after the first reads the folded rows.
+    pub fn later_entries_read_rows(&self) -> bool {
+        self.head.iter().skip(1).any(|e| e.reads_rows()) || self.rest.is_some_and(Entry::reads_rows)
+    }
+
+    /// The entry at index `i` (negative from the end, where the length is known).
+    fn at(&self, i: i64) -> Entry {
+        let len = self.head.len() as i64;
+        match self.rest {
+            None if (-len..len).contains(&i) => self.head[i.rem_euclid(len.max(1)) as usize],
+            Some(_) if (0..len).contains(&i) => self.head[i as usize],
+            Some(rest) if i >= len => rest,
+            // Out of range, or from the end of a vector of unknown length.
+            _ => Entry::Mixed,
+        }
+    }
+}
+
+/// The provenance of every shape vector computed from folded tensors' shapes.
+#[derive(Debug, Default)]
+pub struct ShapeRows {
+    of: HashMap<String, Provenance>,
+}
+
+/// What [`ShapeRows::visit`] reads besides the node.
+pub struct Context<'a> {
+    pub consts: &'a Constants<'a>,
+    pub shapes: &'a Shapes,
+    pub classes: &'a HashMap<String, TimeClass>,
+}
+
+impl ShapeRows {
+    /// The provenance of the shape value `v`; a value not visited (nor a small constant)
+    /// may hold the rows anywhere.
+    pub fn of(&self, v: &str) -> Provenance {
+        self.of.get(v).cloned().unwrap_or(Provenance { head: Vec::new(), rest: Some(Entry::Mixed) })
+    }
+
+    /// Records the provenance of node `n`'s outputs, which the time analysis classed as
+    /// shapes of folded tensors; its inputs are visited already (topological order).
+    pub fn visit(&mut self, cx: &Context, n: &NodeProto) {
+        let p = self.compute(cx, n);
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            self.of.insert(o.clone(), p.clone());
+        }
+    }
+
+    /// The provenance of input `i` of `n`: a visited shape value, a small constant's
+    /// values, or (any other tensor) entries that may hold the rows anywhere.
+    fn input(&self, cx: &Context, n: &NodeProto, i: usize) -> Option<Provenance> {
+        let v = n.input.get(i).filter(|s| !s.is_empty())?;
+        if let Some(p) = self.of.get(v) {
+            return Some(p.clone());
+        }
+        if let Some(Ok(c)) = cx.consts.small(v) {
+            return Some(Provenance::exactly(c.values.iter().map(|&x| Entry::Step(Some(x as i64))).collect()));
+        }
+        let rows = cx.classes.get(v).is_none_or(|&c| c != TimeClass::Const);
+        Some(Provenance { head: Vec::new(), rest: Some(if rows { Entry::Mixed } else { Entry::Step(None) }) })
+    }
+
+    fn compute(&self, cx: &Context, n: &NodeProto) -> Provenance {
+        let inputs: Vec<Provenance> = (0..n.input.len()).filter_map(|i| self.input(cx, n, i)).collect();
+        let first = || self.input(cx, n, 0);
+        let folded = |i: usize| n.input.get(i).is_some_and(|v| cx.classes.get(v) == Some(&TimeClass::Folded));
+        let computed = match standard_op(n) {
+            "Shape" if folded(0) => Some(shape_of_folded(n, n.input.first().and_then(|x| cx.shapes.rank(x)))),
+            "Gather" if attr::get_int(n, "axis").unwrap_or(0) == 0 => first().and_then(|p| {
+                let indices = const_ints(cx.consts, n, 1)?;
+                Some(Provenance::exactly(indices.iter().map(|&i| p.at(i)).collect()))
+            }),
+            "Slice" => first().and_then(|p| slice(cx.consts, n, &p)),
+            "Concat" => Some(concat(&inputs)),
+            "Unsqueeze" | "Squeeze" | "Cast" | "Identity" | "Reshape" | "Flatten" => first(),
+            op @ ("Mul" | "Add" | "Sub") => match inputs.as_slice() {
+                [a, b] => elementwise(op, a, b),
+                _ => None,
+            },
+            _ => None,
+        };
+        computed.unwrap_or_else(|| Provenance::unknown(&inputs))
+    }
+}
+
+/// `Shape(x)` of a folded `x` of rank `rank` (if known), with its start and end.
+fn shape_of_folded(n: &NodeProto, rank: Option<usize>) -> Provenance {
+    let entry = |k: i64| if k == 0 { Entry::Rows } else { Entry::Step(None) };
+    let (start, end) = (attr::get_int(n, "start").unwrap_or(0), attr::get_int(n, "end"));
+    match rank {
+        Some(r) => {
+            let r = r as i64;
+            let clamp = |a: i64| if a < 0 { (a + r).max(0) } else { a.min(r) };
+            Provenance::exactly((clamp(start)..clamp(end.unwrap_or(r))).map(entry).collect())
+        }
+        None => match end {
+            Some(e) if start >= 0 && e >= 0 => Provenance::exactly((start..e).map(entry).collect()),
+            _ if start >= 0 => Provenance { head: (start..=start).map(entry).collect(), rest: Some(Entry::Step(None)) },
+            _ => Provenance { head: Vec::new(), rest: Some(Entry::Mixed) },
+        },
+    }
+}
+
+/// A Slice of the shape vector `p` along its only axis, with step 1 and constant bounds.
+fn slice(consts: &Constants, n: &NodeProto, p: &Provenance) -> Option<Provenance> {
+    let operand = |name: &str, i: usize| -> Option<Vec<i64>> {
+        match n.attribute.iter().find(|a| a.name() == name) {
+            Some(a) => Some(a.ints.clone()),
+            None => const_ints(consts, n, i),
+        }
+    };
+    let (starts, ends) = (operand("starts", 1)?, operand("ends", 2)?);
+    let (&[start], &[end]) = (starts.as_slice(), ends.as_slice()) else {
+        return None;
+    };
+    if operand("axes", 3).is_some_and(|a| a.iter().any(|&x| x != 0 && x != -1)) {
+        return None;
+    }
+    if operand("steps", 4).is_some_and(|s| s != [1]) {
+        return None;
+    }
+    let len = p.head.len() as i64;
+    match p.rest {
+        None => {
+            let clamp = |a: i64| if a < 0 { (a + len).max(0) } else { a.min(len) };
+            let (a, b) = (clamp(start) as usize, clamp(end) as usize);
+            Some(Provenance::exactly(if a < b { p.head[a..b].to_vec() } else { Vec::new() }))
+        }
+        Some(_) if (0..=len).contains(&start) && (start..=len).contains(&end) => {
+            Some(Provenance::exactly(p.head[start as usize..end as usize].to_vec()))
+        }
+        Some(rest) if (0..=len).contains(&start) && end >= i64::from(i32::MAX) => {
+            Some(Provenance { head: p.head[start as usize..].to_vec(), rest: Some(rest) })
+        }
+        Some(_) => None,
+    }
+}
+
+/// Pieces joined: positions are known up to the first piece of unknown length.
+fn concat(pieces: &[Provenance]) -> Provenance {
+    let mut head = Vec::new();
+    for (k, p) in pieces.iter().enumerate() {
+        head.extend_from_slice(&p.head);
+        if let Some(rest) = p.rest {
+            let after = Provenance::unknown(&pieces[k + 1..]);
+            let worst = if rest.reads_rows() { rest } else { after.rest.unwrap_or(rest) };
+            return Provenance { head, rest: Some(worst) };
+        }
+    }
+    Provenance::exactly(head)
+}
+
+/// Entry by entry (one side may be a single entry, broadcast): a product with one factor
+/// T times the step's is T times the step's product, a sum or difference of two such is
+/// T times theirs; anything else that reads the rows is [`Entry::Mixed`].
+fn elementwise(op: &str, a: &Provenance, b: &Provenance) -> Option<Provenance> {
+    if a.rest.is_some() || b.rest.is_some() {
+        return None;
+    }
+    let (la, lb) = (a.head.len(), b.head.len());
+    let len = match (la, lb) {
+        _ if la == lb => la,
+        (1, _) => lb,
+        (_, 1) => la,
+        _ => return None,
+    };
+    let pick = |p: &Provenance, i: usize| p.head[if p.head.len() == 1 { 0 } else { i }];
+    let combine = |x: Entry, y: Entry| match (op, x, y) {
+        (_, Entry::Step(u), Entry::Step(v)) => Entry::Step(u.zip(v).and_then(|(u, v)| match op {
+            "Mul" => u.checked_mul(v),
+            "Add" => u.checked_add(v),
+            _ => u.checked_sub(v),
+        })),
+        ("Mul", Entry::Rows, Entry::Step(_)) | ("Mul", Entry::Step(_), Entry::Rows) => Entry::Rows,
+        ("Add" | "Sub", Entry::Rows, Entry::Rows) => Entry::Rows,
+        _ => Entry::Mixed,
+    };
+    Some(Provenance::exactly((0..len).map(|i| combine(pick(a, i), pick(b, i))).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gn_onnx::data::{node, tensor_i64};
+    use gn_onnx::proto::GraphProto;
+    use gn_onnx::Graph;
+    use Entry::{Mixed, Rows, Step};
+
+    /// Visits `nodes` (in order) with `x` a folded tensor of rank 3 and `y` one of unknown
+    /// rank; every node output is a shape of folded tensors.
+    fn provenance(nodes: Vec<NodeProto>, initializers: Vec<gn_onnx::proto::TensorProto>, v: &str) -> Provenance {
+        let mut proto = GraphProto { node: nodes, initializer: initializers, ..Default::default() };
+        proto.value_info.push(gn_onnx::data::float_value_info("x", &[Some(6), Some(4), Some(2)]));
+        let graph = Graph::new(proto);
+        let consts = graph.constants();
+        let order: Vec<usize> = (0..graph.proto.node.len()).collect();
+        let shapes = Shapes::infer(&graph, &consts, &order);
+        let mut classes: HashMap<String, TimeClass> =
+            [("x", TimeClass::Folded), ("y", TimeClass::Folded)].map(|(k, c)| (k.to_string(), c)).into();
+        for t in &graph.proto.initializer {
+            classes.insert(t.name().to_string(), TimeClass::Const);
+        }
+        let mut rows = ShapeRows::default();
+        for n in &graph.proto.node {
+            let cx = Context { consts: &consts, shapes: &shapes, classes: &classes };
+            rows.visit(&cx, n);
+            for o in &n.output {
+                classes.insert(o.clone(), TimeClass::ShapeOfFolded);
+            }
+        }
+        rows.of(v)
+    }
+
+    fn exactly(head: &[Entry]) -> Provenance {
+        Provenance::exactly(head.to_vec())
+    }
+
+    #[test]
+    fn a_shape_holds_the_rows_on_its_first_entry_only() {
+        let shape = node("Shape", &["x"], "s", vec![]);
+        assert_eq!(provenance(vec![shape.clone()], vec![], "s"), exactly(&[Rows, Step(None), Step(None)]));
+        let tail = node("Shape", &["x"], "s", vec![attr::int("start", 1)]);
+        assert!(!provenance(vec![tail], vec![], "s").reads_rows());
+        let from_end = node("Shape", &["x"], "s", vec![attr::int("start", -3)]);
+        assert_eq!(provenance(vec![from_end], vec![], "s").head[0], Rows);
+        let unknown_rank = node("Shape", &["y"], "s", vec![]);
+        let p = provenance(vec![unknown_rank], vec![], "s");
+        assert!(p.first_follows_rows() && !p.later_entries_read_rows());
+    }
+
+    #[test]
+    fn products_with_the_rows_follow_them_and_quotients_do_not() {
+        let nodes = |op: &str| {
+            vec![
+                node("Shape", &["x"], "s", vec![]),
+                node("Gather", &["s", "zero"], "n", vec![]),
+                node("Gather", &["s", "one"], "l", vec![]),
+                node(op, &["n", "l"], "m", vec![]),
+                node("Unsqueeze", &["m", "axes"], "u", vec![]),
+                node("Concat", &["u", "minus_one"], "target", vec![attr::int("axis", 0)]),
+            ]
+        };
+        let consts = || {
+            vec![
+                tensor_i64("zero", &[], &[0]),
+                tensor_i64("one", &[], &[1]),
+                tensor_i64("axes", &[1], &[0]),
+                tensor_i64("minus_one", &[1], &[-1]),
+            ]
+        };
+        let product = provenance(nodes("Mul"), consts(), "target");
+        assert_eq!(product, exactly(&[Rows, Step(Some(-1))]));
+        assert!(product.first_follows_rows() && !product.later_entries_read_rows());
+        let quotient = provenance(nodes("Div"), consts(), "target");
+        assert!(!quotient.first_follows_rows() && quotient.reads_rows());
+        let sum = provenance(nodes("Add"), consts(), "target");
+        assert_eq!(sum.head[0], Mixed);
+    }
+
+    #[test]
+    fn a_later_entry_that_reads_the_rows_is_seen() {
+        let nodes = vec![
+            node("Shape", &["x"], "s", vec![]),
+            node("Slice", &["s", "zero", "one"], "rows", vec![]),
+            node("Concat", &["rows", "rows"], "target", vec![attr::int("axis", 0)]),
+            node("Gather", &["s", "tail"], "step", vec![]),
+            node("Concat", &["rows", "step"], "fine", vec![attr::int("axis", 0)]),
+        ];
+        let consts =
+            || vec![tensor_i64("zero", &[1], &[0]), tensor_i64("one", &[1], &[1]), tensor_i64("tail", &[2], &[-2, -1])];
+        let target = provenance(nodes.clone(), consts(), "target");
+        assert!(target.first_follows_rows() && target.later_entries_read_rows());
+        let fine = provenance(nodes, consts(), "fine");
+        assert_eq!(fine, exactly(&[Rows, Step(None), Step(None)]));
+    }
+
+    #[test]
+    fn unknown_ops_and_lengths_are_taken_at_their_worst() {
+        let nodes = vec![
+            node("Shape", &["y"], "s", vec![]),
+            node("Concat", &["s", "minus_one"], "target", vec![attr::int("axis", 0)]),
+            node("ReduceProd", &["s"], "p", vec![]),
+            node("Gather", &["s", "last"], "g", vec![]),
+        ];
+        let consts = || vec![tensor_i64("minus_one", &[1], &[-1]), tensor_i64("last", &[], &[-1])];
+        // A shape of unknown rank: its first entry is the rows, the rest the step's.
+        let target = provenance(nodes.clone(), consts(), "target");
+        assert!(target.first_follows_rows() && !target.later_entries_read_rows());
+        assert!(provenance(nodes.clone(), consts(), "p").later_entries_read_rows());
+        // Counted from the end of a vector of unknown length: may be axis 0.
+        assert_eq!(provenance(nodes, consts(), "g"), exactly(&[Mixed]));
+        assert!(ShapeRows::default().of("never_visited").reads_rows());
+    }
+}
