@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use gn_onnx::graph::attr;
 use gn_onnx::proto::ModelProto;
 use gn_transpile::{Emit, NeuronKind, Options};
 use ndarray::Array2;
@@ -132,6 +133,27 @@ pub fn built_seeds() -> Vec<Vec<u8>> {
     let lo = b.node("Max", &[&q, &zero], vec![]);
     let hi = b.node("Min", &[&lo, &one], vec![]);
     let y = b.node("Mul", &[&hi, &th], vec![]);
+    seeds.push(b.finish(&y, &[4]));
+    // A Reshape target computed from a spiking layer's shape (the rows times 2) and a
+    // Transpose that moves axis 0 (run once per step), then back.
+    let mut b = ModelBuilder::new(&[4]);
+    let h = b.gemm("input", &w, &[0.1; 4]);
+    let a = b.qcfs(&h, 1.5, 4);
+    let s = b.node("Shape", &[&a], vec![]);
+    let zero = b.constant_i64(&[], &[0]);
+    let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+    let two = b.constant_i64(&[], &[2]);
+    let rows = b.node("Mul", &[&n, &two], vec![]);
+    let axes = b.constant_i64(&[1], &[0]);
+    let rows = b.node("Unsqueeze", &[&rows, &axes], vec![]);
+    let pair = b.constant_i64(&[1], &[2]);
+    let target = b.node("Concat", &[&rows, &pair], vec![attr::int("axis", 0)]);
+    let r = b.node("Reshape", &[&a, &target], vec![]);
+    let t = b.node("Transpose", &[&r], vec![attr::ints("perm", &[1, 0])]);
+    let back = b.node("Transpose", &[&t], vec![attr::ints("perm", &[1, 0])]);
+    let width = b.constant_i64(&[2], &[-1, 4]);
+    let flat = b.node("Reshape", &[&back, &width], vec![]);
+    let y = b.gemm(&flat, &w, &[0.0; 4]);
     seeds.push(b.finish(&y, &[4]));
     // Spiking-layer nodes and model-local functions come from a conversion.
     let converted: Vec<ModelProto> = seeds
