@@ -389,6 +389,57 @@ fn a_target_that_reads_the_rows_after_its_first_entry_runs_step_by_step() {
     }
 }
 
+/// A Range to a time-varying tensor's rows (each sample's index, added to its features)
+/// counts the step's rows, not T times them: it runs once per step and gives the rows of
+/// the same index computed from the network input's batch.
+#[test]
+fn a_range_to_the_rows_runs_step_by_step() {
+    let build = |from_spikes: bool| {
+        let mut b = ModelBuilder::new(&[6]);
+        let h = prefix(&mut b, Block::Gate);
+        let s = b.node("Shape", &[if from_spikes { &h } else { "input" }], vec![]);
+        let zero = b.constant_i64(&[], &[0]);
+        let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+        let (start, delta) = (b.constant_i64(&[], &[0]), b.constant_i64(&[], &[1]));
+        let index = b.node("Range", &[&start, &n, &delta], vec![]);
+        let index = b.node("Cast", &[&index], vec![attr::int("to", 1)]);
+        let axes = b.constant_i64(&[1], &[1]);
+        let index = b.node("Unsqueeze", &[&index, &axes], vec![]);
+        let y = b.node("Add", &[&h, &index], vec![]);
+        let y = b.gemm(&y, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
+        b.finish(&y, &[4])
+    };
+    let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
+    assert!(audit.per_step.iter().any(|r| r.op == "Range"), "{:?}", audit.per_step);
+    let x = inputs(Block::Gate, 5);
+    for form in [Emit::Standard, Emit::CustomOp] {
+        let got = run(&convert(&build(true), &anytime(3, form)), &x);
+        let want = run(&convert(&build(false), &anytime(3, form)), &x);
+        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
+    }
+}
+
+/// The shape of a tensor expanded to a time-varying one's shape holds T times the step's
+/// rows too: a Reshape to it is not taken for a constant.
+#[test]
+fn the_shape_of_an_expand_to_a_time_varying_shape_is_not_a_constant() {
+    let mut b = ModelBuilder::new(&[6]);
+    let h = prefix(&mut b, Block::Gate);
+    let s = b.node("Shape", &[&h], vec![]);
+    let c = b.constant(&[1, 8], &[0.0; 8]);
+    let e = b.node("Expand", &[&c, &s], vec![]);
+    let target = b.node("Shape", &[&e], vec![]);
+    let r = b.node("Reshape", &[&h, &target], vec![]);
+    let y = b.gemm(&r, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
+    let model = b.finish(&y, &[4]);
+    let analysis = gn_transpile::inspect::audit(&model).unwrap();
+    assert!(analysis.per_step.iter().any(|r| r.op == "Reshape"), "{:?}", analysis.per_step);
+    let x = inputs(Block::Gate, 5);
+    let snn = run(&convert(&model, &anytime(3, Emit::Standard)), &x);
+    let ann = run(&model, &x);
+    assert_eq!(snn[0].shape(), ann[0].shape());
+}
+
 #[test]
 fn inspect_says_which_weighted_ops_read_spikes() {
     let (whole, _, _) = models(Block::Gate);

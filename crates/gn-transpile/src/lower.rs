@@ -143,7 +143,9 @@ pub fn run(graph: &Graph, cx: &Context) -> Result<Planned<Lowered>, TranspileErr
             patch.replace(idx, node);
             continue;
         }
-        if !original.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded)) {
+        // A node that reads no folded value is as the ANN has it, unless it runs per
+        // step (a Range to the rows of a folded value).
+        if !per_step.contains(&idx) && !original.input.iter().any(|i| classes.get(i) == Some(&TimeClass::Folded)) {
             continue;
         }
         if ops::is_max_pool(standard_op(original)) {

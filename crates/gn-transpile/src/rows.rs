@@ -83,6 +83,20 @@ impl Provenance {
         self.head.iter().skip(1).any(|e| e.reads_rows()) || self.rest.is_some_and(Entry::reads_rows)
     }
 
+    /// Whether, as the shape of a new tensor, it gives T times the step's rows on axis 0
+    /// and the step's own sizes elsewhere: its first entry is [`Entry::Rows`], no later
+    /// one reads the rows.
+    pub fn rows_then_steps(&self) -> bool {
+        self.head.first() == Some(&Entry::Rows) && !self.later_entries_read_rows()
+    }
+
+    /// The same entries as floats: those that read the rows are [`Entry::Mixed`] (a float
+    /// product with the rows is not T times an integer), constants lose their value.
+    fn as_float(&self) -> Provenance {
+        let float = |e: Entry| if e.reads_rows() { Entry::Mixed } else { Entry::Step(None) };
+        Provenance { head: self.head.iter().copied().map(float).collect(), rest: self.rest.map(float) }
+    }
+
     /// The entry at index `i` (negative from the end, where the length is known).
     fn at(&self, i: i64) -> Entry {
         let len = self.head.len() as i64;
@@ -133,7 +147,8 @@ impl ShapeRows {
             return Some(p.clone());
         }
         if let Some(Ok(c)) = cx.consts.small(v) {
-            return Some(Provenance::exactly(c.values.iter().map(|&x| Entry::Step(Some(x as i64))).collect()));
+            let integer = |x: f64| (x.fract() == 0.0 && x.abs() < 2f64.powi(62)).then_some(x as i64);
+            return Some(Provenance::exactly(c.values.iter().map(|&x| Entry::Step(integer(x))).collect()));
         }
         let rows = cx.classes.get(v).is_none_or(|&c| c != TimeClass::Const);
         Some(Provenance { head: Vec::new(), rest: Some(if rows { Entry::Mixed } else { Entry::Step(None) }) })
@@ -143,15 +158,28 @@ impl ShapeRows {
         let inputs: Vec<Provenance> = (0..n.input.len()).filter_map(|i| self.input(cx, n, i)).collect();
         let first = || self.input(cx, n, 0);
         let folded = |i: usize| n.input.get(i).is_some_and(|v| cx.classes.get(v) == Some(&TimeClass::Folded));
+        if standard_op(n) == "Shape" && folded(0) {
+            return shape_of_folded(n, n.input.first().and_then(|x| cx.shapes.rank(x)));
+        }
+        // Entries are followed by position through vectors and scalars only: a node whose
+        // output, or a shape operand, has another rank (or one not known) is taken at its
+        // worst.
+        let vector = |v: &String| cx.shapes.rank(v).is_some_and(|r| r <= 1);
+        let shape_operands = n.input.iter().filter(|i| cx.classes.get(*i) == Some(&TimeClass::ShapeOfFolded));
+        if !n.output.first().is_some_and(vector) || !shape_operands.clone().all(vector) {
+            return Provenance::unknown(&inputs);
+        }
         let computed = match standard_op(n) {
-            "Shape" if folded(0) => Some(shape_of_folded(n, n.input.first().and_then(|x| cx.shapes.rank(x)))),
             "Gather" if attr::get_int(n, "axis").unwrap_or(0) == 0 => first().and_then(|p| {
                 let indices = const_ints(cx.consts, n, 1)?;
                 Some(Provenance::exactly(indices.iter().map(|&i| p.at(i)).collect()))
             }),
             "Slice" => first().and_then(|p| slice(cx.consts, n, &p)),
             "Concat" => Some(concat(&inputs)),
-            "Unsqueeze" | "Squeeze" | "Cast" | "Identity" | "Reshape" | "Flatten" => first(),
+            "Unsqueeze" | "Squeeze" | "Identity" | "Reshape" => first(),
+            // To a float, a product with the rows is no longer T times an integer.
+            "Cast" if !attr::get_int(n, "to").is_some_and(is_integer_type) => first().map(|p| p.as_float()),
+            "Cast" => first(),
             op @ ("Mul" | "Add" | "Sub") => match inputs.as_slice() {
                 [a, b] => elementwise(op, a, b),
                 _ => None,
@@ -172,9 +200,12 @@ fn shape_of_folded(n: &NodeProto, rank: Option<usize>) -> Provenance {
             let clamp = |a: i64| if a < 0 { (a + r).max(0) } else { a.min(r) };
             Provenance::exactly((clamp(start)..clamp(end.unwrap_or(r))).map(entry).collect())
         }
-        None => match end {
-            Some(e) if start >= 0 && e >= 0 => Provenance::exactly((start..e).map(entry).collect()),
-            _ if start >= 0 => Provenance { head: (start..=start).map(entry).collect(), rest: Some(Entry::Step(None)) },
+        // Of unknown rank (at least 1, a folded tensor's): entry 0 exists, the length is
+        // not known (ONNX clamps `end` to the rank).
+        None => match (start, end) {
+            (0, None) => Provenance { head: vec![Entry::Rows], rest: Some(Entry::Step(None)) },
+            (0, Some(e)) if e > 0 => Provenance { head: vec![Entry::Rows], rest: Some(Entry::Step(None)) },
+            (s, _) if s > 0 => Provenance { head: Vec::new(), rest: Some(Entry::Step(None)) },
             _ => Provenance { head: Vec::new(), rest: Some(Entry::Mixed) },
         },
     }
@@ -182,20 +213,27 @@ fn shape_of_folded(n: &NodeProto, rank: Option<usize>) -> Provenance {
 
 /// A Slice of the shape vector `p` along its only axis, with step 1 and constant bounds.
 fn slice(consts: &Constants, n: &NodeProto, p: &Provenance) -> Option<Provenance> {
-    let operand = |name: &str, i: usize| -> Option<Vec<i64>> {
-        match n.attribute.iter().find(|a| a.name() == name) {
-            Some(a) => Some(a.ints.clone()),
-            None => const_ints(consts, n, i),
+    // An operand as an attribute (opset < 10) or a constant input: `Some(None)` where it
+    // is absent, `None` where it is computed.
+    let operand = |name: &str, i: usize| -> Option<Option<Vec<i64>>> {
+        if let Some(a) = n.attribute.iter().find(|a| a.name() == name) {
+            return Some(Some(a.ints.clone()));
+        }
+        match n.input.get(i).filter(|s| !s.is_empty()) {
+            None => Some(None),
+            Some(_) => const_ints(consts, n, i).map(Some),
         }
     };
-    let (starts, ends) = (operand("starts", 1)?, operand("ends", 2)?);
+    let (Some(starts), Some(ends)) = (operand("starts", 1)?, operand("ends", 2)?) else {
+        return None;
+    };
     let (&[start], &[end]) = (starts.as_slice(), ends.as_slice()) else {
         return None;
     };
-    if operand("axes", 3).is_some_and(|a| a.iter().any(|&x| x != 0 && x != -1)) {
+    if operand("axes", 3)?.is_some_and(|a| a.iter().any(|&x| x != 0 && x != -1)) {
         return None;
     }
-    if operand("steps", 4).is_some_and(|s| s != [1]) {
+    if operand("steps", 4)?.is_some_and(|s| s != [1]) {
         return None;
     }
     let len = p.head.len() as i64;
@@ -213,6 +251,12 @@ fn slice(consts: &Constants, n: &NodeProto, p: &Provenance) -> Option<Provenance
         }
         Some(_) => None,
     }
+}
+
+/// Whether an ONNX tensor type (`TensorProto.DataType`) holds integers.
+fn is_integer_type(to: i64) -> bool {
+    // UINT8, INT8, UINT16, INT16, INT32, INT64, UINT32, UINT64.
+    matches!(to, 2..=7 | 12 | 13)
 }
 
 /// Pieces joined: positions are known up to the first piece of unknown length.
@@ -351,6 +395,64 @@ mod tests {
         assert!(target.first_follows_rows() && target.later_entries_read_rows());
         let fine = provenance(nodes, consts(), "fine");
         assert_eq!(fine, exactly(&[Rows, Step(None), Step(None)]));
+    }
+
+    #[test]
+    fn a_float_product_with_the_rows_is_not_t_times_the_steps() {
+        let nodes = vec![
+            node("Shape", &["x"], "s", vec![]),
+            node("Gather", &["s", "first"], "n", vec![]),
+            node("Cast", &["n"], "f", vec![attr::int("to", 1)]),
+            node("Mul", &["f", "half"], "h", vec![]),
+            node("Cast", &["h"], "i", vec![attr::int("to", 7)]),
+            node("Concat", &["i", "minus_one"], "target", vec![attr::int("axis", 0)]),
+        ];
+        let consts = vec![
+            tensor_i64("first", &[1], &[0]),
+            gn_onnx::data::tensor_f32("half", &[1], &[0.5]),
+            tensor_i64("minus_one", &[1], &[-1]),
+        ];
+        let target = provenance(nodes, consts, "target");
+        assert_eq!(target, exactly(&[Mixed, Step(Some(-1))]));
+        assert!(!target.first_follows_rows());
+    }
+
+    #[test]
+    fn only_vectors_are_followed_by_position() {
+        // Gather with 2-D indices [[1, 0]] then row 0: [L, T·a], not two entries of one row.
+        let nodes = vec![
+            node("Shape", &["x"], "s", vec![]),
+            node("Gather", &["s", "pairs"], "g", vec![]),
+            node("Gather", &["g", "zero"], "h", vec![]),
+            node("Concat", &["minus_one", "h"], "target", vec![attr::int("axis", 0)]),
+        ];
+        let consts = vec![
+            tensor_i64("pairs", &[1, 2], &[1, 0]),
+            tensor_i64("zero", &[], &[0]),
+            tensor_i64("minus_one", &[1], &[-1]),
+        ];
+        assert!(provenance(nodes, consts, "target").later_entries_read_rows());
+    }
+
+    #[test]
+    fn a_computed_slice_step_or_an_end_past_an_unknown_rank_is_not_trusted() {
+        let nodes = vec![
+            node("Shape", &["x"], "s", vec![]),
+            node("Neg", &["minus_one"], "one", vec![]),
+            node("Slice", &["s", "minus_one", "lowest", "zero", "one"], "reversed", vec![]),
+            node("Shape", &["y"], "t", vec![attr::int("end", 3)]),
+            node("Gather", &["t", "second_last"], "g", vec![]),
+        ];
+        let consts = vec![
+            tensor_i64("minus_one", &[1], &[-1]),
+            tensor_i64("lowest", &[1], &[i64::MIN]),
+            tensor_i64("zero", &[1], &[0]),
+            tensor_i64("second_last", &[], &[-2]),
+        ];
+        // Reversed with a computed step −1: [L, T·a] read as a step-1 slice would be empty.
+        assert!(provenance(nodes.clone(), consts.clone(), "reversed").reads_rows());
+        // `end` 3 on a tensor of rank 2: index −2 is axis 0.
+        assert_eq!(provenance(nodes, consts, "g"), exactly(&[Mixed]));
     }
 
     #[test]

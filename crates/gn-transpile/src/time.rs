@@ -245,7 +245,9 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             }
         } else if ops::is_shape(standard_op(n)) {
             match inputs.first() {
-                Some(Folded) => (ShapeOfFolded, Role::Exact),
+                // The shape of a tensor shaped by a folded one's (an Expand to it) may hold
+                // the rows too.
+                Some(Folded | ShapeOfFolded) => (ShapeOfFolded, Role::Exact),
                 Some(Static) => (ShapeOfStatic, Role::TimeInvariant),
                 _ => (Const, Role::TimeInvariant),
             }
@@ -257,13 +259,22 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 (ShapeOfFolded, Role::Refused("it mixes the folded batch size with a time-invariant tensor".into()))
             } else if matches!(standard_op(n), "ConstantOfShape" | "Range") {
                 // Made from a step's sizes only (no rows): the same at every step, a
-                // constant; from the rows: T·N rows, folded.
-                let reads_rows =
-                    n.input.iter().filter(|i| classes.get(*i) == Some(&ShapeOfFolded)).any(|i| rows.of(i).reads_rows());
-                if reads_rows {
+                // constant. A ConstantOfShape of T times the step's rows on axis 0 (and
+                // the step's sizes elsewhere) is its steps' values stacked: folded. Any
+                // other reading of the rows (a Range to them) is computed per step.
+                let shape_operands: Vec<&String> =
+                    n.input.iter().filter(|i| classes.get(*i) == Some(&ShapeOfFolded)).collect();
+                if !shape_operands.iter().any(|i| rows.of(i).reads_rows()) {
+                    (Const, Role::TimeInvariant)
+                } else if standard_op(n) == "ConstantOfShape" && rows.of(&n.input[0]).rows_then_steps() {
                     (Folded, Role::Exact)
                 } else {
-                    (Const, Role::TimeInvariant)
+                    (
+                        Folded,
+                        Role::PerStep(
+                            "its shape or bounds read axis 0 of a time-varying tensor, T times the step's rows".into(),
+                        ),
+                    )
                 }
             } else {
                 (ShapeOfFolded, Role::Exact)
