@@ -419,25 +419,126 @@ fn a_range_to_the_rows_runs_step_by_step() {
     }
 }
 
-/// The shape of a tensor expanded to a time-varying one's shape holds T times the step's
-/// rows too: a Reshape to it is not taken for a constant.
+/// A constant expanded to a time-varying tensor's shape is data with T times the step's
+/// rows (folded), and its own shape holds them too: a Reshape to it runs once over all
+/// the steps and gives the rows of a plain `[0, 8]`.
 #[test]
-fn the_shape_of_an_expand_to_a_time_varying_shape_is_not_a_constant() {
+fn the_shape_of_an_expand_to_a_time_varying_shape_holds_the_rows() {
+    let build = |expanded: bool| {
+        let mut b = ModelBuilder::new(&[6]);
+        let h = prefix(&mut b, Block::Gate);
+        let target = if expanded {
+            let s = b.node("Shape", &[&h], vec![]);
+            let c = b.constant(&[1, 8], &[0.0; 8]);
+            let e = b.node("Expand", &[&c, &s], vec![]);
+            b.node("Shape", &[&e], vec![])
+        } else {
+            b.constant_i64(&[2], &[0, 8])
+        };
+        let r = b.node("Reshape", &[&h, &target], vec![]);
+        let y = b.gemm(&r, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
+        b.finish(&y, &[4])
+    };
+    let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
+    assert!(audit.per_step.is_empty() && audit.refused.is_empty(), "{:?} {:?}", audit.per_step, audit.refused);
+    let x = inputs(Block::Gate, 5);
+    let got = run(&convert(&build(true), &anytime(3, Emit::Standard)), &x);
+    let want = run(&convert(&build(false), &anytime(3, Emit::Standard)), &x);
+    assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0);
+}
+
+/// A constant token expanded to the batch of a time-varying tensor (`[n, 1]`, n read from
+/// its shape), then a spiking layer on it: the token is data with T times the step's rows,
+/// not a shape, and converts as the token expanded to the network input's batch does.
+#[test]
+fn a_token_expanded_to_a_time_varying_batch_is_data() {
+    let build = |from_spikes: bool| {
+        let mut b = ModelBuilder::new(&[6]);
+        let h = prefix(&mut b, Block::Gate);
+        let values: Vec<f32> = (0..8).map(|i| i as f32 * 0.3 - 0.5).collect();
+        let token = b.constant(&[1, 8], &values);
+        let s = b.node("Shape", &[if from_spikes { &h } else { "input" }], vec![]);
+        let zero = b.constant_i64(&[], &[0]);
+        let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+        let axes = b.constant_i64(&[1], &[0]);
+        let n = b.node("Unsqueeze", &[&n, &axes], vec![]);
+        let one = b.constant_i64(&[1], &[1]);
+        let sizes = b.node("Concat", &[&n, &one], vec![attr::int("axis", 0)]);
+        let token = b.node("Expand", &[&token, &sizes], vec![]);
+        let spikes = b.qcfs(&token, 1.5, 4);
+        let y = b.node("Add", &[&h, &spikes], vec![]);
+        let y = b.gemm(&y, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
+        b.finish(&y, &[4])
+    };
+    let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
+    assert!(audit.refused.is_empty() && audit.per_step.is_empty(), "{:?} {:?}", audit.refused, audit.per_step);
+    let x = inputs(Block::Gate, 5);
+    for form in [Emit::Standard, Emit::CustomOp] {
+        let got = run(&convert(&build(true), &anytime(3, form)), &x);
+        let want = run(&convert(&build(false), &anytime(3, form)), &x);
+        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
+    }
+}
+
+/// A spiking layer on a constant without the batch (a token's activation) is refused in
+/// one line, instead of writing a model whose steps cannot line up with the batch.
+#[test]
+fn a_spiking_layer_on_a_constant_is_refused() {
     let mut b = ModelBuilder::new(&[6]);
     let h = prefix(&mut b, Block::Gate);
-    let s = b.node("Shape", &[&h], vec![]);
-    let c = b.constant(&[1, 8], &[0.0; 8]);
-    let e = b.node("Expand", &[&c, &s], vec![]);
-    let target = b.node("Shape", &[&e], vec![]);
-    let r = b.node("Reshape", &[&h, &target], vec![]);
-    let y = b.gemm(&r, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
+    let token = b.constant(&[1, 8], &[0.5; 8]);
+    let spikes = b.qcfs(&token, 1.5, 4);
+    let y = b.node("Add", &[&h, &spikes], vec![]);
+    let y = b.gemm(&y, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
     let model = b.finish(&y, &[4]);
-    let analysis = gn_transpile::inspect::audit(&model).unwrap();
-    assert!(analysis.per_step.iter().any(|r| r.op == "Reshape"), "{:?}", analysis.per_step);
+    let err = transpile(&model, &anytime(3, Emit::Standard)).unwrap_err().to_string();
+    assert!(err.contains("a spiking layer on a constant"), "{err}");
+}
+
+/// The legacy export of `token.expand(h.shape[0], -1)`: the −1s replaced through a
+/// `ConstantOfShape` of the target's own shape (its length: a constant), `Equal` and
+/// `Where`. It converts as the plain broadcast does, the ConstantOfShape computed once.
+#[test]
+fn the_legacy_expand_pattern_converts() {
+    let build = |expanded: bool| {
+        let mut b = ModelBuilder::new(&[6]);
+        let h = prefix(&mut b, Block::Gate);
+        let values: Vec<f32> = (0..8).map(|i| i as f32 * 0.3 - 0.5).collect();
+        let token = b.constant(&[1, 8], &values);
+        let token = if expanded {
+            let s = b.node("Shape", &[&h], vec![]);
+            let zero = b.constant_i64(&[], &[0]);
+            let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+            let axes = b.constant_i64(&[1], &[0]);
+            let n = b.node("Unsqueeze", &[&n, &axes], vec![]);
+            let minus_one = b.constant_i64(&[1], &[-1]);
+            let sizes = b.node("Concat", &[&n, &minus_one], vec![attr::int("axis", 0)]);
+            let length = b.node("Shape", &[&sizes], vec![]);
+            let one = gn_onnx::proto::AttributeProto {
+                name: Some("value".into()),
+                r#type: Some(gn_onnx::proto::attribute_proto::AttributeType::Tensor as i32),
+                t: Some(gn_onnx::data::tensor_i64("value", &[1], &[1])),
+                ..Default::default()
+            };
+            let ones = b.node("ConstantOfShape", &[&length], vec![one]);
+            let neg = b.constant_i64(&[], &[-1]);
+            let neg_ones = b.node("Mul", &[&ones, &neg], vec![]);
+            let free = b.node("Equal", &[&sizes, &neg_ones], vec![]);
+            let sizes = b.node("Where", &[&free, &ones, &sizes], vec![]);
+            b.node("Expand", &[&token, &sizes], vec![])
+        } else {
+            token
+        };
+        let y = b.node("Add", &[&h, &token], vec![]);
+        let y = b.gemm(&y, &matrix(4, 8, 6, 0.5), &[0.0; 4]);
+        b.finish(&y, &[4])
+    };
+    let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
+    assert!(audit.refused.is_empty() && audit.per_step.is_empty(), "{:?} {:?}", audit.refused, audit.per_step);
     let x = inputs(Block::Gate, 5);
-    let snn = run(&convert(&model, &anytime(3, Emit::Standard)), &x);
-    let ann = run(&model, &x);
-    assert_eq!(snn[0].shape(), ann[0].shape());
+    let got = run(&convert(&build(true), &anytime(3, Emit::Standard)), &x);
+    let want = run(&convert(&build(false), &anytime(3, Emit::Standard)), &x);
+    assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0);
 }
 
 #[test]

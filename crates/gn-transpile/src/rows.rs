@@ -78,6 +78,11 @@ impl Provenance {
         matches!(self.head.first(), Some(Entry::Rows | Entry::Step(Some(0 | -1))))
     }
 
+    /// The number of entries, where it is known.
+    pub fn known_len(&self) -> Option<usize> {
+        self.rest.is_none().then_some(self.head.len())
+    }
+
     /// Whether an entry after the first reads the folded rows.
     pub fn later_entries_read_rows(&self) -> bool {
         self.head.iter().skip(1).any(|e| e.reads_rows()) || self.rest.is_some_and(Entry::reads_rows)

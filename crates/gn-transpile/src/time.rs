@@ -164,7 +164,7 @@ fn acts_on_batch_axis(consts: &Constants, n: &NodeProto, rank: Option<usize>) ->
             Some(a) => {
                 // A negative axis counts in the output, one axis longer per entry.
                 let out = rank.map(|r| (r + a.len()) as i64);
-                let first = a.iter().any(|&x| x == 0 || out.map_or(x < 0, |r| x + r == 0));
+                let first = a.iter().any(|&x| x == 0 || out.map_or(x < 0, |r| x.checked_add(r) == Some(0)));
                 if first {
                     msg("inserts an axis before")
                 } else {
@@ -215,6 +215,7 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
     let batch = static_batch(graph);
     let shapes = Shapes::infer(graph, &consts, &order);
     let mut rows = ShapeRows::default();
+    let producers = graph.producers();
     let mut rebatched = HashSet::new();
     let mut batch_constants = HashSet::new();
     let mut batch_shapes = HashSet::new();
@@ -238,6 +239,18 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
                 Some(ShapeOfStatic | ShapeOfFolded) => {
                     (Folded, Role::Refused("a spiking layer on a shape tensor".into()))
                 }
+                // Its T steps of spikes fold into [T·k, …]: they line up with the folded
+                // batch only where k is the graph's static batch.
+                Some(Const)
+                    if n.input.first().and_then(|c| shapes.dims(c)).is_none_or(|d| d.first().copied() != batch) =>
+                {
+                    (
+                        Folded,
+                        Role::Refused(
+                            "a spiking layer on a constant, which has no batch axis to fold the steps into; fold the activation of the constant into the model before converting".into(),
+                        ),
+                    )
+                }
                 _ if inputs.get(1).is_some_and(|&c| c != Const) => {
                     (Folded, Role::Refused("its thresholds per channel (input 2) are not a constant".into()))
                 }
@@ -245,9 +258,21 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
             }
         } else if ops::is_shape(standard_op(n)) {
             match inputs.first() {
-                // The shape of a tensor shaped by a folded one's (an Expand to it) may hold
-                // the rows too.
-                Some(Folded | ShapeOfFolded) => (ShapeOfFolded, Role::Exact),
+                Some(Folded) => (ShapeOfFolded, Role::Exact),
+                // The shape of a shape vector is its length, the same for every batch (not
+                // that of data expanded to one).
+                Some(ShapeOfFolded)
+                    if n.input.first().is_some_and(|i| {
+                        shapes.rank(i).is_some_and(|r| r <= 1)
+                            && !producers.get(i).is_some_and(|&p| {
+                                let m = &graph.proto.node[p];
+                                made_from_shape(m, m.input.first().and_then(|x| classes.get(x)).copied())
+                            })
+                    }) =>
+                {
+                    (Const, Role::TimeInvariant)
+                }
+                Some(ShapeOfFolded) => (ShapeOfFolded, Role::Exact),
                 Some(Static) => (ShapeOfStatic, Role::TimeInvariant),
                 _ => (Const, Role::TimeInvariant),
             }
@@ -257,34 +282,15 @@ pub fn analyze(graph: &Graph) -> Result<Analysis, TranspileError> {
         } else if has(ShapeOfFolded) {
             if has(Static) || has(ShapeOfStatic) {
                 (ShapeOfFolded, Role::Refused("it mixes the folded batch size with a time-invariant tensor".into()))
-            } else if matches!(standard_op(n), "ConstantOfShape" | "Range") {
-                // Made from a step's sizes only (no rows): the same at every step, a
-                // constant. A ConstantOfShape of T times the step's rows on axis 0 (and
-                // the step's sizes elsewhere) is its steps' values stacked: folded. Any
-                // other reading of the rows (a Range to them) is computed per step.
-                let shape_operands: Vec<&String> =
-                    n.input.iter().filter(|i| classes.get(*i) == Some(&ShapeOfFolded)).collect();
-                if !shape_operands.iter().any(|i| rows.of(i).reads_rows()) {
-                    (Const, Role::TimeInvariant)
-                } else if standard_op(n) == "ConstantOfShape" && rows.of(&n.input[0]).rows_then_steps() {
-                    (Folded, Role::Exact)
-                } else {
-                    (
-                        Folded,
-                        Role::PerStep(
-                            "its shape or bounds read axis 0 of a time-varying tensor, T times the step's rows".into(),
-                        ),
-                    )
-                }
+            } else if made_from_shape(n, inputs.first().copied()) {
+                data_from_folded_shape(&cx, n)
             } else {
                 (ShapeOfFolded, Role::Exact)
             }
         } else if has(ShapeOfStatic) {
             // A tensor reshaped, expanded or sliced by a shape read from the input is data
             // of that batch, not a shape: `[N, …]`, computed once.
-            let data =
-                inputs.first().is_some_and(|&c| c == Static || (c == Const && ops::takes_a_shape(standard_op(n))));
-            if matches!(standard_op(n), "ConstantOfShape" | "Range") || data {
+            if inputs.first() == Some(&Static) || made_from_shape(n, inputs.first().copied()) {
                 (Static, Role::TimeInvariant)
             } else {
                 (ShapeOfStatic, Role::TimeInvariant)
@@ -423,6 +429,60 @@ fn folded_role(
         }
     } else {
         Role::Exact
+    }
+}
+
+/// Whether node `n` (first input of class `first`) makes a tensor of data from a shape:
+/// ConstantOfShape and Range, or a constant reshaped, expanded, tiled, sliced, padded or
+/// resized to it.
+fn made_from_shape(n: &NodeProto, first: Option<TimeClass>) -> bool {
+    matches!(standard_op(n), "ConstantOfShape" | "Range")
+        || (first == Some(TimeClass::Const) && ops::takes_a_shape(standard_op(n)))
+}
+
+/// What becomes of a tensor of data made from shapes of folded tensors
+/// ([`made_from_shape`]). From a step's sizes only (no rows): the same at every step, a
+/// constant (Swin's attention mask). With T times the step's rows on its axis 0 and the
+/// step's sizes elsewhere (a ConstantOfShape, an Expand or a Tile of a class token to the
+/// batch): its steps' values stacked, folded. A ConstantOfShape or Range that reads the
+/// rows otherwise (a Range to them, each sample's index) is computed per step.
+fn data_from_folded_shape(cx: &FoldedContext, n: &NodeProto) -> (TimeClass, Role) {
+    let shape_operands: Vec<&String> =
+        n.input.iter().filter(|i| cx.classes.get(*i) == Some(&TimeClass::ShapeOfFolded)).collect();
+    if !shape_operands.iter().any(|i| cx.rows.of(i).reads_rows()) {
+        return (TimeClass::Const, Role::TimeInvariant);
+    }
+    let op = standard_op(n);
+    let shape = match op {
+        "ConstantOfShape" => n.input.first(),
+        "Expand" | "Tile" => n.input.get(1),
+        _ => None,
+    };
+    let stacked = shape.filter(|s| shape_operands.len() == 1 && shape_operands[0] == *s).is_some_and(|s| {
+        let p = cx.rows.of(s);
+        // An Expand aligns its shape with the data's axes from the right: axis 0 of the
+        // output is the shape's entry 0 only if the data has no more axes than it has
+        // entries.
+        let aligned = op != "Expand"
+            || n.input.first().and_then(|c| cx.shapes.rank(c)).zip(p.known_len()).is_some_and(|(r, l)| r <= l);
+        aligned && p.rows_then_steps()
+    });
+    if stacked {
+        (TimeClass::Folded, Role::Exact)
+    } else if !matches!(op, "ConstantOfShape" | "Range") {
+        // A constant reshaped, expanded, tiled or sliced to a shape that reads the rows
+        // otherwise (the legacy export's `expand(n, −1)`, built through Where) is left
+        // as it is computed, T·N rows where the rows lead: its consumers see a shape's
+        // class, and a spiking layer on it is refused.
+        (TimeClass::ShapeOfFolded, Role::Exact)
+    } else {
+        (
+            TimeClass::Folded,
+            Role::PerStep(format!(
+                "its {} read axis 0 of a time-varying tensor, T times the step's rows",
+                if op == "Range" { "bounds" } else { "shape" }
+            )),
+        )
     }
 }
 
