@@ -17,6 +17,12 @@ pub enum TensorError {
     External { name: String },
 }
 
+/// Whether an ONNX element type (`TensorProto.DataType`) holds integers: UINT8, INT8,
+/// UINT16, INT16, INT32, INT64, UINT32, UINT64.
+pub fn is_integer_type(data_type: i64) -> bool {
+    matches!(data_type, 2..=7 | 12 | 13)
+}
+
 /// Number of elements implied by `dims` (1 for a scalar), or `None` on negative dims or overflow.
 pub fn element_count(dims: &[i64]) -> Option<usize> {
     dims.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)))

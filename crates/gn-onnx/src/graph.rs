@@ -405,6 +405,23 @@ impl<'a> Constants<'a> {
         !self.inputs.contains(name) && (self.initializers.contains_key(name) || self.nodes.contains_key(name))
     }
 
+    /// The element type (`TensorProto.DataType`) of a constant, without reading its data.
+    pub fn data_type(&self, name: &str) -> Option<i32> {
+        if self.inputs.contains(name) {
+            return None;
+        }
+        if let Some(t) = self.initializers.get(name) {
+            return t.data_type;
+        }
+        let a = self.nodes.get(name)?.attribute.first()?;
+        match a.name() {
+            "value" => a.t.as_ref()?.data_type,
+            "value_int" | "value_ints" => Some(7),
+            "value_float" | "value_floats" => Some(1),
+            _ => None,
+        }
+    }
+
     /// The dims of a constant, without reading its data.
     pub fn dims(&self, name: &str) -> Option<Vec<i64>> {
         if self.inputs.contains(name) {

@@ -183,7 +183,9 @@ impl ShapeRows {
             "Concat" => Some(concat(&inputs)),
             "Unsqueeze" | "Squeeze" | "Identity" | "Reshape" => first(),
             // To a float, a product with the rows is no longer T times an integer.
-            "Cast" if !attr::get_int(n, "to").is_some_and(is_integer_type) => first().map(|p| p.as_float()),
+            "Cast" if !attr::get_int(n, "to").is_some_and(gn_onnx::data::is_integer_type) => {
+                first().map(|p| p.as_float())
+            }
             "Cast" => first(),
             op @ ("Mul" | "Add" | "Sub") => match inputs.as_slice() {
                 [a, b] => elementwise(op, a, b),
@@ -256,12 +258,6 @@ fn slice(consts: &Constants, n: &NodeProto, p: &Provenance) -> Option<Provenance
         }
         Some(_) => None,
     }
-}
-
-/// Whether an ONNX tensor type (`TensorProto.DataType`) holds integers.
-fn is_integer_type(to: i64) -> bool {
-    // UINT8, INT8, UINT16, INT16, INT32, INT64, UINT32, UINT64.
-    matches!(to, 2..=7 | 12 | 13)
 }
 
 /// Pieces joined: positions are known up to the first piece of unknown length.

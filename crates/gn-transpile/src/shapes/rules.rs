@@ -479,6 +479,21 @@ pub(super) fn elementwise(cx: &Cx, op: &str) -> Rule<Fact> {
                 Dim::Batch(_) => None,
             })
         }
+        // ONNX's integer Div truncates toward zero (`(d + 2) / 3`, the size of a chunk);
+        // an operand that is an integer constant says the two are integers.
+        ("Div", &[a, b])
+            if [a, b].iter().any(|&i| {
+                cx.name(i)
+                    .and_then(|v| cx.consts.data_type(v))
+                    .is_some_and(|t| gn_onnx::data::is_integer_type(t.into()))
+            }) =>
+        {
+            let facts = [cx.fact(a)?, cx.fact(b)?];
+            broadcast_values(&shape, &facts, |v| match (v[0], v[1]) {
+                (Dim::Fixed(x), Dim::Fixed(y)) => x.checked_div(y).map(Dim::Fixed),
+                (x, y) => x.div(y),
+            })
+        }
         (_, &[a, b]) => {
             let facts = [cx.fact(a)?, cx.fact(b)?];
             broadcast_values(&shape, &facts, |v| binary_value(op, v[0], v[1]))

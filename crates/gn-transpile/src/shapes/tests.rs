@@ -88,6 +88,31 @@ fn integer_mod_follows_the_divisor_s_sign_and_scatters_keep_the_data_s_shape() {
     assert_eq!(shape(&s, "scattered"), [N, f(6), f(4)]);
 }
 
+/// `torch.chunk`'s size as the legacy export computes it, `(d + 2) / 3` in int64: integer
+/// Div truncates; a float Div of the same values has no integer value.
+#[test]
+fn integer_div_truncates_and_float_div_is_not_taken_for_one() {
+    let s = infer(
+        &[("x", &[None, Some(4), Some(194)])],
+        vec![
+            tensor_i64("last", &[], &[-1]),
+            tensor_i64("two", &[], &[2]),
+            tensor_i64("three", &[], &[3]),
+            tensor_f32("seven", &[1], &[7.0]),
+            tensor_f32("two_f", &[1], &[2.0]),
+        ],
+        vec![
+            one("Shape", &["x"], "sx", vec![]),
+            one("Gather", &["sx", "last"], "d", vec![]),
+            one("Add", &["d", "two"], "padded", vec![]),
+            one("Div", &["padded", "three"], "chunk", vec![]),
+            one("Div", &["seven", "two_f"], "half", vec![]),
+        ],
+    );
+    assert_eq!(s.facts["chunk"].as_ref().unwrap().value.as_deref(), Some(&[f(65)][..]));
+    assert_eq!(s.facts["half"].as_ref().unwrap().value, None);
+}
+
 #[test]
 fn a_variadic_sum_of_two_thousand_inputs_is_inferred_in_one_pass() {
     let names: Vec<String> = (0..2000).map(|i| format!("x{i}")).collect();
