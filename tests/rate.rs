@@ -194,6 +194,25 @@ fn run(model: &ModelProto, x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
     gn_verify::run_batched(model, x, 16, &|_| {}).unwrap()
 }
 
+/// `[n]`, axis 0 of `v`'s shape, as exports read the batch: Shape, Gather(0), Unsqueeze.
+fn batch_of(b: &mut ModelBuilder, v: &str) -> String {
+    let s = b.node("Shape", &[v], vec![]);
+    let zero = b.constant_i64(&[], &[0]);
+    let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+    let axes = b.constant_i64(&[1], &[0]);
+    b.node("Unsqueeze", &[&n, &axes], vec![])
+}
+
+/// Asserts that the two variants of a network, `build(true)` and `build(false)`, give the
+/// same anytime rows at `timesteps` in each form.
+fn same_rows(build: &impl Fn(bool) -> ModelProto, x: &ArrayD<f32>, timesteps: usize, forms: &[Emit]) {
+    for &form in forms {
+        let got = run(&convert(&build(true), &anytime(timesteps, form)), x);
+        let want = run(&convert(&build(false), &anytime(timesteps, form)), x);
+        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
+    }
+}
+
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
     a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max)
@@ -321,11 +340,7 @@ fn a_reshape_that_reads_the_batch_from_the_input_converts() {
         let mut b = ModelBuilder::new(&[6]);
         let h = prefix(&mut b, Block::Gate);
         let target = if dynamic {
-            let s = b.node("Shape", &["input"], vec![]);
-            let zero = b.constant_i64(&[], &[0]);
-            let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
-            let axes = b.constant_i64(&[1], &[0]);
-            let n1 = b.node("Unsqueeze", &[&n, &axes], vec![]);
+            let n1 = batch_of(&mut b, "input");
             let rest = b.constant_i64(&[2], &[2, 4]);
             b.node("Concat", &[&n1, &rest], vec![attr::int("axis", 0)])
         } else {
@@ -338,11 +353,7 @@ fn a_reshape_that_reads_the_batch_from_the_input_converts() {
         b.finish(&y, &[4])
     };
     let x = inputs(Block::Gate, 12);
-    for form in [Emit::Standard, Emit::CustomOp] {
-        let got = run(&convert(&build(true), &anytime(4, form)), &x);
-        let want = run(&convert(&build(false), &anytime(4, form)), &x);
-        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
-    }
+    same_rows(&build, &x, 4, &[Emit::Standard, Emit::CustomOp]);
 }
 
 /// `inspect` says which weighted ops read spikes (accumulates) and which read analog
@@ -382,11 +393,7 @@ fn a_target_that_reads_the_rows_after_its_first_entry_runs_step_by_step() {
     let reshape = audit.per_step.iter().find(|r| r.op == "Reshape").expect("a per-step Reshape");
     assert!(reshape.reason.contains("in an entry after the first"), "{}", reshape.reason);
     let x = inputs(Block::Gate, 2);
-    for form in [Emit::Standard, Emit::CustomOp] {
-        let got = run(&convert(&build(true), &anytime(3, form)), &x);
-        let want = run(&convert(&build(false), &anytime(3, form)), &x);
-        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
-    }
+    same_rows(&build, &x, 3, &[Emit::Standard, Emit::CustomOp]);
 }
 
 /// A Range to a time-varying tensor's rows (each sample's index, added to its features)
@@ -412,11 +419,7 @@ fn a_range_to_the_rows_runs_step_by_step() {
     let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
     assert!(audit.per_step.iter().any(|r| r.op == "Range"), "{:?}", audit.per_step);
     let x = inputs(Block::Gate, 5);
-    for form in [Emit::Standard, Emit::CustomOp] {
-        let got = run(&convert(&build(true), &anytime(3, form)), &x);
-        let want = run(&convert(&build(false), &anytime(3, form)), &x);
-        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
-    }
+    same_rows(&build, &x, 3, &[Emit::Standard, Emit::CustomOp]);
 }
 
 /// A constant expanded to a time-varying tensor's shape is data with T times the step's
@@ -442,9 +445,7 @@ fn the_shape_of_an_expand_to_a_time_varying_shape_holds_the_rows() {
     let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
     assert!(audit.per_step.is_empty() && audit.refused.is_empty(), "{:?} {:?}", audit.per_step, audit.refused);
     let x = inputs(Block::Gate, 5);
-    let got = run(&convert(&build(true), &anytime(3, Emit::Standard)), &x);
-    let want = run(&convert(&build(false), &anytime(3, Emit::Standard)), &x);
-    assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0);
+    same_rows(&build, &x, 3, &[Emit::Standard]);
 }
 
 /// A constant token expanded to the batch of a time-varying tensor (`[n, 1]`, n read from
@@ -457,11 +458,7 @@ fn a_token_expanded_to_a_time_varying_batch_is_data() {
         let h = prefix(&mut b, Block::Gate);
         let values: Vec<f32> = (0..8).map(|i| i as f32 * 0.3 - 0.5).collect();
         let token = b.constant(&[1, 8], &values);
-        let s = b.node("Shape", &[if from_spikes { &h } else { "input" }], vec![]);
-        let zero = b.constant_i64(&[], &[0]);
-        let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
-        let axes = b.constant_i64(&[1], &[0]);
-        let n = b.node("Unsqueeze", &[&n, &axes], vec![]);
+        let n = batch_of(&mut b, if from_spikes { &h } else { "input" });
         let one = b.constant_i64(&[1], &[1]);
         let sizes = b.node("Concat", &[&n, &one], vec![attr::int("axis", 0)]);
         let token = b.node("Expand", &[&token, &sizes], vec![]);
@@ -473,11 +470,7 @@ fn a_token_expanded_to_a_time_varying_batch_is_data() {
     let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
     assert!(audit.refused.is_empty() && audit.per_step.is_empty(), "{:?} {:?}", audit.refused, audit.per_step);
     let x = inputs(Block::Gate, 5);
-    for form in [Emit::Standard, Emit::CustomOp] {
-        let got = run(&convert(&build(true), &anytime(3, form)), &x);
-        let want = run(&convert(&build(false), &anytime(3, form)), &x);
-        assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0, "{form:?}");
-    }
+    same_rows(&build, &x, 3, &[Emit::Standard, Emit::CustomOp]);
 }
 
 /// A spiking layer on a constant without the batch (a token's activation) is refused in
@@ -506,11 +499,7 @@ fn the_legacy_expand_pattern_converts() {
         let values: Vec<f32> = (0..8).map(|i| i as f32 * 0.3 - 0.5).collect();
         let token = b.constant(&[1, 8], &values);
         let token = if expanded {
-            let s = b.node("Shape", &[&h], vec![]);
-            let zero = b.constant_i64(&[], &[0]);
-            let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
-            let axes = b.constant_i64(&[1], &[0]);
-            let n = b.node("Unsqueeze", &[&n, &axes], vec![]);
+            let n = batch_of(&mut b, &h);
             let minus_one = b.constant_i64(&[1], &[-1]);
             let sizes = b.node("Concat", &[&n, &minus_one], vec![attr::int("axis", 0)]);
             let length = b.node("Shape", &[&sizes], vec![]);
@@ -536,9 +525,7 @@ fn the_legacy_expand_pattern_converts() {
     let audit = gn_transpile::inspect::audit(&build(true)).unwrap();
     assert!(audit.refused.is_empty() && audit.per_step.is_empty(), "{:?} {:?}", audit.refused, audit.per_step);
     let x = inputs(Block::Gate, 5);
-    let got = run(&convert(&build(true), &anytime(3, Emit::Standard)), &x);
-    let want = run(&convert(&build(false), &anytime(3, Emit::Standard)), &x);
-    assert_eq!(max_abs_diff(&got[1], &want[1]), 0.0);
+    same_rows(&build, &x, 3, &[Emit::Standard]);
 }
 
 #[test]
