@@ -82,10 +82,8 @@ impl Shapes {
         match standard_op(n) {
             "Shape" => {
                 let r = self.rank(input(0)?)? as i64;
-                let clamp = |a: i64| if a < 0 { (a + r).max(0) } else { a.min(r) };
-                let start = clamp(attr::get_int(n, "start").unwrap_or(0));
-                let end = clamp(attr::get_int(n, "end").unwrap_or(r));
-                usize::try_from((end - start).max(0)).ok()
+                let (start, end) = (attr::get_int(n, "start").unwrap_or(0), attr::get_int(n, "end").unwrap_or(r));
+                Some(crate::shapes::clamped_range(r, start, end).len())
             }
             "Unsqueeze" if self.rank(input(0)?) == Some(0) => Some(1),
             "Concat" => (0..n.input.len()).map(length).sum(),

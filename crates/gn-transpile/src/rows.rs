@@ -29,6 +29,7 @@ use gn_onnx::graph::{attr, standard_op, Constants};
 use gn_onnx::proto::NodeProto;
 
 use crate::rank::{const_ints, Shapes};
+use crate::shapes::clamped_range;
 use crate::time::TimeClass;
 
 /// One entry of a shape vector computed from folded tensors' shapes.
@@ -204,8 +205,7 @@ fn shape_of_folded(n: &NodeProto, rank: Option<usize>) -> Provenance {
     match rank {
         Some(r) => {
             let r = r as i64;
-            let clamp = |a: i64| if a < 0 { (a + r).max(0) } else { a.min(r) };
-            Provenance::exactly((clamp(start)..clamp(end.unwrap_or(r))).map(entry).collect())
+            Provenance::exactly(clamped_range(r, start, end.unwrap_or(r)).map(|k| entry(k as i64)).collect())
         }
         // Of unknown rank (at least 1, a folded tensor's): entry 0 exists, the length is
         // not known (ONNX clamps `end` to the rank).
@@ -245,11 +245,7 @@ fn slice(consts: &Constants, n: &NodeProto, p: &Provenance) -> Option<Provenance
     }
     let len = p.head.len() as i64;
     match p.rest {
-        None => {
-            let clamp = |a: i64| if a < 0 { (a + len).max(0) } else { a.min(len) };
-            let (a, b) = (clamp(start) as usize, clamp(end) as usize);
-            Some(Provenance::exactly(if a < b { p.head[a..b].to_vec() } else { Vec::new() }))
-        }
+        None => Some(Provenance::exactly(p.head[clamped_range(len, start, end)].to_vec())),
         Some(_) if (0..=len).contains(&start) && (start..=len).contains(&end) => {
             Some(Provenance::exactly(p.head[start as usize..end as usize].to_vec()))
         }

@@ -132,6 +132,13 @@ pub(super) fn slice_axis(d: i64, start: i64, end: i64, step: i64) -> (i128, i128
     (s, step, count.max(0))
 }
 
+/// The indices `start..end` with step 1 take of an axis of size `d` (Slice's rule, and
+/// Shape's for its `start` and `end`).
+pub(crate) fn clamped_range(d: i64, start: i64, end: i64) -> std::ops::Range<usize> {
+    let (s, _, n) = slice_axis(d, start, end, 1);
+    s as usize..(s + n) as usize
+}
+
 /// Slice: starts, ends, axes, steps as inputs (opset 10 on) or attributes (before).
 pub(super) fn slice(cx: &Cx) -> Rule<Fact> {
     let x = cx.fact(0)?;

@@ -41,6 +41,7 @@ mod layout;
 mod rules;
 
 pub use dim::Dim;
+pub(crate) use layout::clamped_range;
 use rules::{rule, Cx};
 
 /// The most elements of a tensor followed by value (a shape or a piece of one).

@@ -8,7 +8,7 @@ use gn_onnx::proto::NodeProto;
 
 use super::dim::{broadcast, product_dim, render, Dim};
 use super::kernels::{conv, conv_transpose, einsum, gemm, matmul, pool, reduce, reduced, resize};
-use super::layout::{concat, gather, pad, reshape, slice, split, squeeze, unsqueeze};
+use super::layout::{clamped_range, concat, gather, pad, reshape, slice, split, squeeze, unsqueeze};
 use super::{fixed_count, here, small_ints, Fact, Known, Rule, Why, MAX_VALUE_ELEMENTS};
 use crate::neuron::NeuronNode;
 
@@ -561,10 +561,7 @@ pub(super) fn constant(cx: &Cx) -> Rule<Fact> {
 pub(super) fn shape_of(cx: &Cx) -> Rule<Fact> {
     let x = cx.shape(0)?;
     let r = x.len() as i64;
-    let clamp = |a: i64| (if a < 0 { a.saturating_add(r).max(0) } else { a.min(r) }) as usize;
-    let start = clamp(cx.int("start", 0));
-    let end = clamp(cx.int("end", r)).max(start);
-    Ok(Fact::vector(x[start..end].to_vec()))
+    Ok(Fact::vector(x[clamped_range(r, cx.int("start", 0), cx.int("end", r))].to_vec()))
 }
 
 /// A shape given by value: every element must be a size.
