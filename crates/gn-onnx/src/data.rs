@@ -17,10 +17,11 @@ pub enum TensorError {
     External { name: String },
 }
 
-/// Whether an ONNX element type (`TensorProto.DataType`) holds integers: UINT8, INT8,
-/// UINT16, INT16, INT32, INT64, UINT32, UINT64.
+/// Whether an ONNX element type (`TensorProto.DataType`) holds integers.
 pub fn is_integer_type(data_type: i64) -> bool {
-    matches!(data_type, 2..=7 | 12 | 13)
+    use DataType::*;
+    let t = i32::try_from(data_type).ok().and_then(|t| DataType::try_from(t).ok());
+    matches!(t, Some(Uint8 | Int8 | Uint16 | Int16 | Int32 | Int64 | Uint32 | Uint64))
 }
 
 /// Number of elements implied by `dims` (1 for a scalar), or `None` on negative dims or overflow.

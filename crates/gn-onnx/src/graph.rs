@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::data::{tensor_to_f64, TensorError};
+use crate::proto::tensor_proto::DataType;
 use crate::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto, NodeProto, TensorProto};
 pub use crate::topology::{topo_order_of, GraphError};
 
@@ -416,8 +417,8 @@ impl<'a> Constants<'a> {
         let a = self.nodes.get(name)?.attribute.first()?;
         match a.name() {
             "value" => a.t.as_ref()?.data_type,
-            "value_int" | "value_ints" => Some(7),
-            "value_float" | "value_floats" => Some(1),
+            "value_int" | "value_ints" => Some(DataType::Int64 as i32),
+            "value_float" | "value_floats" => Some(DataType::Float as i32),
             _ => None,
         }
     }
