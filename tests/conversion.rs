@@ -358,12 +358,7 @@ fn batch_constants_mlp(n: i64) -> ModelProto {
     let shape = b.constant_i64(&[2], &[n, 12]);
     let e = b.node("Expand", &[&h, &shape], vec![]);
     let zeros_shape = b.constant_i64(&[2], &[n, 4]);
-    let fill = gn_onnx::proto::AttributeProto {
-        name: Some("value".into()),
-        r#type: Some(gn_onnx::proto::attribute_proto::AttributeType::Tensor as i32),
-        t: Some(gn_onnx::data::tensor_f32("", &[1], &[0.25])),
-        ..Default::default()
-    };
+    let fill = gn_onnx::graph::attr::tensor("value", gn_onnx::data::tensor_f32("", &[1], &[0.25]));
     let z = b.node("ConstantOfShape", &[&zeros_shape], vec![fill]);
     let cat = b.node("Concat", &[&e, &z], vec![gn_onnx::graph::attr::int("axis", 1)]);
     let bias: Vec<f32> = (0..n * 16).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.05).collect();

@@ -126,10 +126,9 @@ fn tail(b: &mut ModelBuilder, block: Block, h: &str) -> String {
             let out = b.node("MatMul", &[&rows, &w], vec![]);
             // The tokens L = L·N / N, as `out.size(0) // bsz` exports: a quotient of the
             // folded rows, a target the steps' copies compute again from one step's shape.
-            let out_shape = b.node("Shape", &[&out], vec![]);
-            let out_rows = b.node("Gather", &[&out_shape, &zero], vec![attr::int("axis", 0)]);
+            let out_rows = b.size_of(&out, 0);
             let tokens = b.node("Div", &[&out_rows, &batch], vec![]);
-            let tokens = b.node("Unsqueeze", &[&tokens, &axes], vec![]);
+            let tokens = b.vector(&tokens);
             let rest = b.constant_i64(&[2], &[-1, 8]);
             let tokens = b.node("Concat", &[&tokens, &rest], vec![attr::int("axis", 0)]);
             let seq = b.node("Reshape", &[&out, &tokens], vec![]);
@@ -196,11 +195,8 @@ fn run(model: &ModelProto, x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
 
 /// `[n]`, axis 0 of `v`'s shape, as exports read the batch: Shape, Gather(0), Unsqueeze.
 fn batch_of(b: &mut ModelBuilder, v: &str) -> String {
-    let s = b.node("Shape", &[v], vec![]);
-    let zero = b.constant_i64(&[], &[0]);
-    let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
-    let axes = b.constant_i64(&[1], &[0]);
-    b.node("Unsqueeze", &[&n, &axes], vec![])
+    let n = b.size_of(v, 0);
+    b.vector(&n)
 }
 
 /// Asserts that the two variants of a network, `build(true)` and `build(false)`, give the
@@ -367,13 +363,10 @@ fn a_target_that_reads_the_rows_after_its_first_entry_runs_step_by_step() {
         let mut b = ModelBuilder::new(&[6]);
         let h = prefix(&mut b, Block::Gate);
         let target = if computed {
-            let s = b.node("Shape", &[&h], vec![]);
-            let zero = b.constant_i64(&[], &[0]);
-            let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+            let n = b.size_of(&h, 0);
             let eight = b.constant_i64(&[], &[8]);
             let width = b.node("Div", &[&eight, &n], vec![]);
-            let axes = b.constant_i64(&[1], &[0]);
-            let (n1, w1) = (b.node("Unsqueeze", &[&n, &axes], vec![]), b.node("Unsqueeze", &[&width, &axes], vec![]));
+            let (n1, w1) = (b.vector(&n), b.vector(&width));
             b.node("Concat", &[&n1, &n1, &w1], vec![attr::int("axis", 0)])
         } else {
             b.constant_i64(&[3], &[0, 2, 4])
@@ -404,9 +397,7 @@ fn a_range_to_the_rows_runs_step_by_step() {
     let build = |from_spikes: bool| {
         let mut b = ModelBuilder::new(&[6]);
         let h = prefix(&mut b, Block::Gate);
-        let s = b.node("Shape", &[if from_spikes { &h } else { "input" }], vec![]);
-        let zero = b.constant_i64(&[], &[0]);
-        let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+        let n = b.size_of(if from_spikes { &h } else { "input" }, 0);
         let (start, delta) = (b.constant_i64(&[], &[0]), b.constant_i64(&[], &[1]));
         let index = b.node("Range", &[&start, &n, &delta], vec![]);
         let index = b.node("Cast", &[&index], vec![attr::int("to", 1)]);
@@ -503,12 +494,7 @@ fn the_legacy_expand_pattern_converts() {
             let minus_one = b.constant_i64(&[1], &[-1]);
             let sizes = b.node("Concat", &[&n, &minus_one], vec![attr::int("axis", 0)]);
             let length = b.node("Shape", &[&sizes], vec![]);
-            let one = gn_onnx::proto::AttributeProto {
-                name: Some("value".into()),
-                r#type: Some(gn_onnx::proto::attribute_proto::AttributeType::Tensor as i32),
-                t: Some(gn_onnx::data::tensor_i64("value", &[1], &[1])),
-                ..Default::default()
-            };
+            let one = attr::tensor("value", gn_onnx::data::tensor_i64("value", &[1], &[1]));
             let ones = b.node("ConstantOfShape", &[&length], vec![one]);
             let neg = b.constant_i64(&[], &[-1]);
             let neg_ones = b.node("Mul", &[&ones, &neg], vec![]);

@@ -51,11 +51,8 @@ fn network() -> ModelProto {
     let shuffled = b.node("Reshape", &[&swapped, &back], vec![]);
     let a4 = b.qcfs(&shuffled, 1.4, 4);
     // The legacy flatten: Shape → Gather(0) → Unsqueeze → Concat([-1]) → Reshape.
-    let shape = b.node("Shape", &[&a4], vec![]);
-    let zero = b.constant_i64(&[], &[0]);
-    let batch = b.node("Gather", &[&shape, &zero], vec![attr::int("axis", 0)]);
-    let axes = b.constant_i64(&[1], &[0]);
-    let batch1 = b.node("Unsqueeze", &[&batch, &axes], vec![]);
+    let batch = b.size_of(&a4, 0);
+    let batch1 = b.vector(&batch);
     let rest = b.constant_i64(&[1], &[-1]);
     let target = b.node("Concat", &[&batch1, &rest], vec![attr::int("axis", 0)]);
     let flat = b.node("Reshape", &[&a4, &target], vec![]);

@@ -139,13 +139,10 @@ pub fn built_seeds() -> Vec<Vec<u8>> {
     let mut b = ModelBuilder::new(&[4]);
     let h = b.gemm("input", &w, &[0.1; 4]);
     let a = b.qcfs(&h, 1.5, 4);
-    let s = b.node("Shape", &[&a], vec![]);
-    let zero = b.constant_i64(&[], &[0]);
-    let n = b.node("Gather", &[&s, &zero], vec![attr::int("axis", 0)]);
+    let n = b.size_of(&a, 0);
     let two = b.constant_i64(&[], &[2]);
     let rows = b.node("Mul", &[&n, &two], vec![]);
-    let axes = b.constant_i64(&[1], &[0]);
-    let rows = b.node("Unsqueeze", &[&rows, &axes], vec![]);
+    let rows = b.vector(&rows);
     let pair = b.constant_i64(&[1], &[2]);
     let target = b.node("Concat", &[&rows, &pair], vec![attr::int("axis", 0)]);
     let r = b.node("Reshape", &[&a, &target], vec![]);

@@ -198,6 +198,19 @@ impl ModelBuilder {
         out
     }
 
+    /// The size of `v` on `axis` as exports read it: `Gather(Shape(v), axis)`, a scalar.
+    pub fn size_of(&mut self, v: &str, axis: i64) -> String {
+        let shape = self.node("Shape", &[v], vec![]);
+        let index = self.constant_i64(&[], &[axis]);
+        self.node("Gather", &[&shape, &index], vec![gn_onnx::graph::attr::int("axis", 0)])
+    }
+
+    /// A scalar as a one-element vector (`Unsqueeze` at axis 0), to concatenate into a shape.
+    pub fn vector(&mut self, scalar: &str) -> String {
+        let axes = self.constant_i64(&[1], &[0]);
+        self.node("Unsqueeze", &[scalar, &axes], vec![])
+    }
+
     /// `x @ wᵀ + b` with w of shape [out, in].
     pub fn gemm(&mut self, x: &str, w: &Array2<f32>, b: &[f32]) -> String {
         let (o, i) = w.dim();

@@ -535,6 +535,14 @@ pub mod attr {
             ..Default::default()
         }
     }
+    pub fn tensor(name: &str, t: TensorProto) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Tensor as i32),
+            t: Some(t),
+            ..Default::default()
+        }
+    }
     pub fn string(name: &str, v: &str) -> AttributeProto {
         AttributeProto {
             name: Some(name.into()),

@@ -277,7 +277,7 @@ fn an_expand_target_built_with_where_resolves() {
         &[("x", &[None, Some(1), Some(5)])],
         vec![tensor_i64("target", &[3], &[-1, 3, -1]), tensor_i64("len", &[1], &[3]), tensor_i64("minus", &[], &[-1])],
         vec![
-            one("ConstantOfShape", &["len"], "ones", vec![attr_tensor("value", tensor_i64("", &[1], &[1]))]),
+            one("ConstantOfShape", &["len"], "ones", vec![attr::tensor("value", tensor_i64("", &[1], &[1]))]),
             one("Mul", &["ones", "minus"], "minus_ones", vec![]),
             one("Equal", &["target", "minus_ones"], "is_free", vec![]),
             one("Where", &["is_free", "ones", "target"], "shape", vec![]),
@@ -285,15 +285,6 @@ fn an_expand_target_built_with_where_resolves() {
         ],
     );
     assert_eq!(shape(&s, "y"), [N, f(3), f(5)]);
-}
-
-fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(gn_onnx::proto::attribute_proto::AttributeType::Tensor as i32),
-        t: Some(t),
-        ..Default::default()
-    }
 }
 
 #[test]
